@@ -1,0 +1,31 @@
+# The two entry points of the README:
+#   make gateway  runs the example gateway
+#   make test     installs what the tests need, then vets and tests every module
+SHELL := /bin/bash
+GO ?= go
+# Every Go module in the repository (the main module and nested ones).
+MODULES := $(shell find . -name go.mod -not -path './.cache/*' -exec dirname {} \; | sort)
+
+.PHONY: deps test vet gateway bench fuzz
+
+deps:
+	@scripts/install-deps.sh
+
+vet: deps
+	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && $(GO) vet ./...); done
+
+test: vet
+	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...); done
+
+gateway: deps
+	$(GO) run ./examples/gateway
+
+# Benchmarks recorded in docs/PERFORMANCE.md.
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchtime 3s -count 5 ./edge/...
+
+# A short run of every fuzz target (the seed corpora also run in make test).
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime 30s $$pkg; done; done

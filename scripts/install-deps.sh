@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the real components the tests and the example gateway use, when
+# they are missing: Mosquitto (broker) and its clients. Needs root for
+# apt-get; without root it only says what is missing.
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${need[*]} (run as root to install them, or: sudo apt-get install ${need[*]})" >&2
+  exit 0
+fi
+echo "installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
