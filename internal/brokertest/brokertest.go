@@ -1,0 +1,68 @@
+// Package brokertest starts a real Mosquitto for tests, through edge/broker,
+// on a free loopback port, and stops it when the test ends.
+//
+// When mosquitto is not installed the test fails under CI (CI=true), where
+// a real-component test must never be skipped, and is skipped elsewhere with
+// the reason.
+package brokertest
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/edge/broker"
+)
+
+// Start starts a broker with opts (DataDir and Listeners are filled in when
+// empty: a temporary directory and 127.0.0.1 on a free port) and registers
+// its Close with t.Cleanup.
+func Start(t testing.TB, opts *broker.Options) *broker.Broker {
+	t.Helper()
+	var o broker.Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	if len(o.Listeners) == 0 {
+		o.Listeners = []broker.Listener{{Address: "127.0.0.1:0"}}
+	}
+	if o.Logger == nil && testing.Verbose() {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	b, err := broker.New(&o)
+	if errors.Is(err, broker.ErrNotInstalled) {
+		Missing(t, err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("closing broker: %v", err)
+		}
+	})
+	return b
+}
+
+// Missing reports a missing real component: a failure under CI, a skip
+// elsewhere.
+func Missing(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%v: CI must run every real-component test (run `make test` as root to install it)", err)
+	}
+	t.Skipf("%v; skipping outside CI (run `make test` as root to install it)", err)
+}
