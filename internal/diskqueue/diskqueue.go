@@ -99,7 +99,8 @@ type pos struct {
 
 type record struct {
 	pos
-	size int // data bytes
+	size int    // data bytes
+	id   uint64 // in-memory identity, from Append or Open
 }
 
 // Stats describes the queue.
@@ -129,6 +130,7 @@ type Queue struct {
 	head      *os.File
 	truncated int64
 	ready     chan struct{}
+	nextID    uint64
 }
 
 // Open opens (or creates) the queue in dir.
@@ -206,6 +208,8 @@ func (q *Queue) load() error {
 		win, ack = all[0].pos, all[0].pos
 	}
 	for _, r := range all {
+		q.nextID++
+		r.id = q.nextID
 		switch {
 		case less(r.pos, win):
 			// Before the window: already done.
@@ -310,28 +314,29 @@ func (q *Queue) newSegment(n uint64) error {
 	return nil
 }
 
-// Append adds a record at the end. It returns ErrFull (wrapped, naming the
-// bound) when the pending records would exceed MaxRecords or MaxBytes; the
-// queue is then unchanged.
-func (q *Queue) Append(data []byte) error {
+// Append adds a record at the end and returns its ID (in-memory, unique
+// while the queue is open). It returns ErrFull (wrapped, naming the bound)
+// when the pending records would exceed MaxRecords or MaxBytes; the queue is
+// then unchanged.
+func (q *Queue) Append(data []byte) (uint64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	size := int64(len(data))
 	if size > q.opts.MaxBytes || size > MaxRecordSize {
-		return fmt.Errorf("diskqueue: %w: %d bytes, bound %d", ErrTooBig, size, min(q.opts.MaxBytes, MaxRecordSize))
+		return 0, fmt.Errorf("diskqueue: %w: %d bytes, bound %d", ErrTooBig, size, min(q.opts.MaxBytes, MaxRecordSize))
 	}
 	if len(q.pending) >= q.opts.MaxRecords {
-		return fmt.Errorf("diskqueue: %w: %d records pending, bound %d", ErrFull, len(q.pending), q.opts.MaxRecords)
+		return 0, fmt.Errorf("diskqueue: %w: %d records pending, bound %d", ErrFull, len(q.pending), q.opts.MaxRecords)
 	}
 	if q.pendBytes+size > q.opts.MaxBytes {
-		return fmt.Errorf("diskqueue: %w: %d bytes pending + %d, bound %d", ErrFull, q.pendBytes, size, q.opts.MaxBytes)
+		return 0, fmt.Errorf("diskqueue: %w: %d bytes pending + %d, bound %d", ErrFull, q.pendBytes, size, q.opts.MaxBytes)
 	}
 	if q.tailSize >= q.opts.SegmentBytes {
 		if err := q.newSegment(q.tail + 1); err != nil {
-			return fmt.Errorf("diskqueue: new segment: %w", err)
+			return 0, fmt.Errorf("diskqueue: new segment: %w", err)
 		}
 	}
 	f := q.segs[q.tail]
@@ -342,48 +347,49 @@ func (q *Queue) Append(data []byte) error {
 	if _, err := f.WriteAt(buf, q.tailSize); err != nil {
 		// Cut off whatever part was written; the queue stays as it was.
 		_ = f.Truncate(q.tailSize)
-		return fmt.Errorf("diskqueue: append: %w", err)
+		return 0, fmt.Errorf("diskqueue: append: %w", err)
 	}
 	if q.opts.Sync {
 		if err := f.Sync(); err != nil {
 			_ = f.Truncate(q.tailSize)
-			return fmt.Errorf("diskqueue: append: fsync: %w", err)
+			return 0, fmt.Errorf("diskqueue: append: fsync: %w", err)
 		}
 	}
-	q.pending = append(q.pending, record{pos: pos{q.tail, q.tailSize}, size: len(data)})
+	q.nextID++
+	q.pending = append(q.pending, record{pos: pos{q.tail, q.tailSize}, size: len(data), id: q.nextID})
 	q.pendBytes += size
 	q.tailSize += int64(len(buf))
 	select {
 	case q.ready <- struct{}{}:
 	default:
 	}
-	return nil
+	return q.nextID, nil
 }
 
 // Ready returns a channel that receives after an Append (and at Open, when
 // records are pending). Consumers wait on it when Front reports ErrEmpty.
 func (q *Queue) Ready() <-chan struct{} { return q.ready }
 
-// Front returns a copy of the first pending record, or ErrEmpty.
-func (q *Queue) Front() ([]byte, error) {
+// Front returns the ID and a copy of the first pending record, or ErrEmpty.
+func (q *Queue) Front() (uint64, []byte, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed {
-		return nil, ErrClosed
+		return 0, nil, ErrClosed
 	}
 	if len(q.pending) == 0 {
-		return nil, ErrEmpty
+		return 0, nil, ErrEmpty
 	}
 	r := q.pending[0]
 	buf := make([]byte, recHdrSize+r.size)
 	if _, err := q.segs[r.seg].ReadAt(buf, r.off); err != nil {
-		return nil, fmt.Errorf("diskqueue: reading segment %d at %d: %w", r.seg, r.off, err)
+		return 0, nil, fmt.Errorf("diskqueue: reading segment %d at %d: %w", r.seg, r.off, err)
 	}
 	data := buf[recHdrSize:]
 	if crc32.Checksum(data, castagnoli) != binary.LittleEndian.Uint32(buf[4:]) {
-		return nil, fmt.Errorf("diskqueue: %w: segment %d offset %d fails its checksum", ErrCorrupt, r.seg, r.off)
+		return 0, nil, fmt.Errorf("diskqueue: %w: segment %d offset %d fails its checksum", ErrCorrupt, r.seg, r.off)
 	}
-	return data, nil
+	return r.id, data, nil
 }
 
 // Ack marks the first pending record as sent. It moves into the resend

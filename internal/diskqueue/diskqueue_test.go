@@ -22,7 +22,7 @@ func mustOpen(t *testing.T, dir string, o Options) *Queue {
 func appendN(t *testing.T, q *Queue, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
-		if err := q.Append([]byte(strconv.Itoa(i))); err != nil {
+		if _, err := q.Append([]byte(strconv.Itoa(i))); err != nil {
 			t.Fatalf("Append(%d): %v", i, err)
 		}
 	}
@@ -32,7 +32,7 @@ func appendN(t *testing.T, q *Queue, from, n int) {
 func drain(t *testing.T, q *Queue, from, n int) {
 	t.Helper()
 	for i := from; i < from+n; i++ {
-		got, err := q.Front()
+		_, got, err := q.Front()
 		if err != nil {
 			t.Fatalf("Front at %d: %v", i, err)
 		}
@@ -72,7 +72,7 @@ func TestFIFOAcrossReopenAndSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	drain(t, q, 37, 63) // the window (37..39) again, then the rest
-	if _, err := q.Front(); !errors.Is(err, ErrEmpty) {
+	if _, _, err := q.Front(); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("Front on empty: %v", err)
 	}
 }
@@ -80,14 +80,14 @@ func TestFIFOAcrossReopenAndSegments(t *testing.T) {
 func TestBounds(t *testing.T) {
 	q := mustOpen(t, t.TempDir(), Options{MaxRecords: 3, MaxBytes: 10})
 	appendN(t, q, 0, 3)
-	if err := q.Append([]byte("x")); !errors.Is(err, ErrFull) || !contains(err, "bound 3") {
+	if _, err := q.Append([]byte("x")); !errors.Is(err, ErrFull) || !contains(err, "bound 3") {
 		t.Fatalf("4th record: %v, want ErrFull naming the bound", err)
 	}
 	drain(t, q, 0, 1)
-	if err := q.Append([]byte("123456789")); !errors.Is(err, ErrFull) || !contains(err, "bound 10") {
+	if _, err := q.Append([]byte("123456789")); !errors.Is(err, ErrFull) || !contains(err, "bound 10") {
 		t.Fatalf("over bytes: %v", err)
 	}
-	if err := q.Append(make([]byte, 11)); !errors.Is(err, ErrTooBig) {
+	if _, err := q.Append(make([]byte, 11)); !errors.Is(err, ErrTooBig) {
 		t.Fatalf("oversize record: %v", err)
 	}
 	// Nothing accepted was lost by the refusals.
@@ -141,7 +141,7 @@ func TestDropAndForget(t *testing.T) {
 	if err := q.Rewind(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.Front(); !errors.Is(err, ErrEmpty) {
+	if _, _, err := q.Front(); !errors.Is(err, ErrEmpty) {
 		t.Fatalf("after ForgetWindow and Rewind: %v", err)
 	}
 }
@@ -170,10 +170,10 @@ func BenchmarkAppendFrontAck(b *testing.B) {
 	defer q.Close()
 	rec := make([]byte, 100)
 	for b.Loop() {
-		if err := q.Append(rec); err != nil {
+		if _, err := q.Append(rec); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := q.Front(); err != nil {
+		if _, _, err := q.Front(); err != nil {
 			b.Fatal(err)
 		}
 		if err := q.Ack(); err != nil {
@@ -208,12 +208,12 @@ func FuzzSegment(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer q.Close()
-		if err := q.Append([]byte("new")); err != nil {
+		if _, err := q.Append([]byte("new")); err != nil {
 			t.Fatal(err)
 		}
 		var last []byte
 		for {
-			rec, err := q.Front()
+			_, rec, err := q.Front()
 			if errors.Is(err, ErrEmpty) {
 				break
 			}

@@ -1,0 +1,192 @@
+package mqttbus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgekit/edgekit/edge/broker"
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/bustest"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/internal/brokertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// connect returns a connected client of b, closed when the test ends.
+func connect(t testing.TB, b *broker.Broker, o mqttbus.Options) *mqttbus.Client {
+	t.Helper()
+	o.Brokers = []string{b.URL().String()}
+	if o.QueueDir == "" {
+		o.QueueDir = t.TempDir()
+	}
+	if o.ReconnectMin == 0 {
+		o.ReconnectMin, o.ReconnectMax = 20*time.Millisecond, 500*time.Millisecond
+	}
+	c, err := mqttbus.New(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	b := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second})
+	ctx := context.Background()
+	bustest.Run(t, bustest.Harness{
+		New: func(t *testing.T) bus.Bus {
+			return connect(t, b, mqttbus.Options{MaxPayload: 4096})
+		},
+		Capabilities: bustest.Capabilities{BrokerRestart: true, MaxPayload: 4096},
+		StopBroker: func(t *testing.T) {
+			if err := b.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+		},
+		StartBroker: func(t *testing.T) {
+			if err := b.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+		},
+	})
+}
+
+func TestWrongCredentials(t *testing.T) {
+	b := brokertest.Start(t, &broker.Options{Users: []broker.User{{Name: "gw", Password: "right"}}})
+	c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{b.URL().String()}, Username: "gw", Password: "wrong"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.AwaitConnection(ctx)
+	if !errors.Is(err, mqttbus.ErrUnauthorized) || !strings.Contains(err.Error(), "not authorized") {
+		t.Fatalf("AwaitConnection with a wrong password: %v, want ErrUnauthorized naming the reason", err)
+	}
+	connect(t, b, mqttbus.Options{Username: "gw", Password: "right"})
+}
+
+func TestBadOptions(t *testing.T) {
+	for name, o := range map[string]*mqttbus.Options{
+		"nil":        nil,
+		"no brokers": {},
+		"bad url":    {Brokers: []string{"127.0.0.1:1883"}},
+		"bad scheme": {Brokers: []string{"http://127.0.0.1:1883"}},
+	} {
+		if c, err := mqttbus.New(o); err == nil {
+			c.Close(context.Background())
+			t.Errorf("%s: New accepted %+v", name, o)
+		}
+	}
+}
+
+// A full queue refuses with ErrQueueFull and keeps what it had accepted.
+func TestQueueFullWhileOffline(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	dir := t.TempDir()
+	sub := connect(t, b, mqttbus.Options{ClientID: "sub-full"})
+	got := bustest.NewCollector()
+	if _, err := sub.Subscribe(context.Background(), "full/#", got.Handle, nil); err != nil {
+		t.Fatal(err)
+	}
+	pub := connect(t, b, mqttbus.Options{QueueDir: dir, QueueMaxMessages: 5})
+	if err := b.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitDisconnected(t, pub)
+	for i := range 5 {
+		if err := pub.Publish(context.Background(), &bus.Message{Topic: "full/t", Payload: []byte{'0' + byte(i)}, QoS: 1}); err != nil {
+			t.Fatalf("publish %d while offline: %v", i, err)
+		}
+	}
+	err := pub.Publish(context.Background(), &bus.Message{Topic: "full/t", Payload: []byte("x"), QoS: 1})
+	if !errors.Is(err, bus.ErrQueueFull) || !strings.Contains(err.Error(), "bound 5") {
+		t.Fatalf("6th publish: %v, want ErrQueueFull naming the bound", err)
+	}
+	if err := pub.Publish(context.Background(), &bus.Message{Topic: "full/t", QoS: 0}); !errors.Is(err, bus.ErrNotConnected) {
+		t.Fatalf("QoS 0 while offline: %v, want ErrNotConnected", err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := bustest.CheckSequence(got.WaitCount(t, 5), 5); err != nil {
+		t.Error(err)
+	}
+}
+
+func waitDisconnected(t *testing.T, c *mqttbus.Client) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Connected() {
+		if time.Now().After(deadline) {
+			t.Fatal("client still connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Subscribe works while the broker is down, and the subscription is made
+// when the link comes up.
+func TestSubscribeOffline(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	c := connect(t, b, mqttbus.Options{CleanStart: true, SessionExpiry: -1})
+	_ = b.Stop(context.Background())
+	waitDisconnected(t, c)
+	got := bustest.NewCollector()
+	if _, err := c.Subscribe(context.Background(), "offline/t", got.Handle, nil); err != nil {
+		t.Fatalf("Subscribe while offline: %v", err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pub := connect(t, b, mqttbus.Options{})
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got.Messages()) == 0 && time.Now().Before(deadline) {
+		_ = pub.Publish(ctx, &bus.Message{Topic: "offline/t", QoS: 1})
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(got.Messages()) == 0 {
+		t.Fatal("subscription made offline never received")
+	}
+}
+
+func TestACLRefusalIsReported(t *testing.T) {
+	b := brokertest.Start(t, &broker.Options{
+		Users: []broker.User{{Name: "dev", Password: "p"}},
+		ACL:   []broker.ACLRule{{User: "dev", Access: broker.ReadWrite, Topic: "allowed/#"}},
+	})
+	c := connect(t, b, mqttbus.Options{Username: "dev", Password: "p"})
+	ctx := context.Background()
+	// Mosquitto grants subscriptions outside the ACL and filters at
+	// delivery, so only the publish is refused.
+	err := c.Publish(ctx, &bus.Message{Topic: "secret/x", QoS: 1})
+	if !errors.Is(err, bus.ErrRejected) || !strings.Contains(err.Error(), "0x87") {
+		t.Errorf("publish outside the ACL: %v, want ErrRejected with reason 0x87", err)
+	}
+	// The refused message does not block the queue.
+	got := bustest.NewCollector()
+	if _, err := c.Subscribe(ctx, "allowed/#", got.Handle, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Publish(ctx, &bus.Message{Topic: "allowed/x", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got.WaitCount(t, 1)
+}

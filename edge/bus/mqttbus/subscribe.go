@@ -1,0 +1,280 @@
+package mqttbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/internal/dispatch"
+)
+
+// Subscribe registers h for filter. While connected it returns after the
+// broker granted the subscription (bus.ErrRejected when it refused); while
+// disconnected it returns at once and subscribes when the link comes up.
+func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, opts *bus.SubscribeOptions) (bus.Subscription, error) {
+	if err := bus.ValidateFilter(filter); err != nil {
+		return nil, fmt.Errorf("mqttbus: subscribe: %w", err)
+	}
+	if h == nil {
+		return nil, fmt.Errorf("mqttbus: subscribe %q: nil handler", filter)
+	}
+	o, err := bus.ResolveSubscribeOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("mqttbus: subscribe %q: %w", filter, err)
+	}
+	_, inner, shared := bus.SplitShared(filter)
+	if shared && o.NoLocal {
+		return nil, fmt.Errorf("mqttbus: subscribe %q: %w: NoLocal is not allowed on a shared subscription (MQTT v5 3.8.3.1)", filter, bus.ErrInvalidFilter)
+	}
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("mqttbus: subscribe %q: %w", filter, bus.ErrClosed)
+	}
+	e := c.entries[filter]
+	if e != nil && (e.noLocal != o.NoLocal || e.rap != o.RetainAsPublished) {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("mqttbus: subscribe %q: already subscribed on this client with NoLocal=%v RetainAsPublished=%v; a second subscription must use the same", filter, e.noLocal, e.rap)
+	}
+	if e == nil {
+		e = &entry{filter: filter, inner: inner, shared: shared, noLocal: o.NoLocal, rap: o.RetainAsPublished}
+		c.entries[filter] = e
+	}
+	l := &local{qos: o.QoS}
+	l.sub = dispatch.Start(filter, h, o.Buffer, nil, c.log, func(ctx context.Context) error {
+		return c.unsubscribe(ctx, e, l)
+	})
+	e.locals = append(e.locals, l)
+	e.qos = max(e.qos, o.QoS)
+	c.locals[l] = struct{}{}
+	id := c.newIDLocked(e, l)
+	req := subscribePacket(e, id, 0)
+	c.mu.Unlock()
+
+	if up, _, _ := c.connState(); !up {
+		return l.sub, nil
+	}
+	if err := c.sendSubscribe(ctx, req); err != nil {
+		if errors.Is(err, bus.ErrRejected) {
+			l.sub.Stop()
+			_ = c.unsubscribe(ctx, e, l)
+			return nil, fmt.Errorf("mqttbus: subscribe %q: %w", filter, err)
+		}
+		// The link failed: the subscription is made again on reconnection.
+		c.log.Warn("subscribe deferred to the next connection", "filter", filter, "err", err)
+	}
+	return l.sub, nil
+}
+
+// newIDLocked assigns a fresh subscription identifier to e; c.mu is held.
+func (c *Client) newIDLocked(e *entry, owner *local) int {
+	id := c.nextID
+	c.nextID++
+	if c.nextID > 268_435_455 {
+		c.nextID = 1
+	}
+	c.byID[id] = subRef{e: e, owner: owner}
+	return id
+}
+
+func subscribePacket(e *entry, id int, retainHandling byte) *paho.Subscribe {
+	return &paho.Subscribe{
+		Properties: &paho.SubscribeProperties{SubscriptionIdentifier: &id},
+		Subscriptions: []paho.SubscribeOptions{{
+			Topic: e.filter, QoS: byte(e.qos), NoLocal: e.noLocal, RetainAsPublished: e.rap, RetainHandling: retainHandling,
+		}},
+	}
+}
+
+func (c *Client) sendSubscribe(ctx context.Context, req *paho.Subscribe) error {
+	ack, err := c.cm.Subscribe(ctx, req)
+	// paho returns the SUBACK with an error when the broker refused.
+	if ack != nil && len(ack.Reasons) > 0 && ack.Reasons[0] >= 0x80 {
+		return fmt.Errorf("%w: SUBACK reason 0x%02x (%s)", bus.ErrRejected, ack.Reasons[0], reasonName(ack.Reasons[0]))
+	}
+	return err
+}
+
+// resubscribe makes every subscription again after a connection came up.
+// Retain handling 1 asks for retained messages only where the broker had
+// lost the subscription.
+func (c *Client) resubscribe() {
+	c.mu.Lock()
+	var reqs []*paho.Subscribe
+	for _, e := range c.entries {
+		reqs = append(reqs, subscribePacket(e, c.newIDLocked(e, nil), 1))
+	}
+	c.mu.Unlock()
+	for _, r := range reqs {
+		if err := c.sendSubscribe(c.lifetime, r); err != nil {
+			c.log.Warn("resubscribe failed", "filter", r.Subscriptions[0].Topic, "err", err)
+		}
+	}
+}
+
+func (c *Client) unsubscribe(ctx context.Context, e *entry, l *local) error {
+	c.mu.Lock()
+	delete(c.locals, l)
+	i := slices.Index(e.locals, l)
+	if i < 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	e.locals = slices.Delete(slices.Clone(e.locals), i, i+1)
+	last := len(e.locals) == 0 && c.entries[e.filter] == e
+	if last {
+		delete(c.entries, e.filter)
+		for id, ref := range c.byID {
+			if ref.e == e {
+				delete(c.byID, id)
+			}
+		}
+	}
+	closed := c.closed
+	c.mu.Unlock()
+	if !last || closed {
+		return nil
+	}
+	if up, _, _ := c.connState(); !up {
+		return nil
+	}
+	if _, err := c.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{e.filter}}); err != nil && !errors.Is(err, autopaho.ConnectionDownError) {
+		return fmt.Errorf("mqttbus: unsubscribe %q: %w", e.filter, err)
+	}
+	return nil
+}
+
+// onPublish routes an incoming message to local subscriptions. It runs on
+// paho's receive goroutine and blocks while a QoS 1 buffer is full.
+func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
+	c.received.Add(1)
+	m := fromPaho(pr.Packet)
+	for _, l := range c.route(pr.Packet, m) {
+		d := m
+		if q := min(m.QoS, l.qos); q != m.QoS {
+			d = m.ShallowCopy()
+			d.QoS = q
+		}
+		_ = l.sub.Deliver(c.lifetime, d)
+	}
+	return true, nil
+}
+
+func (c *Client) route(p *paho.Publish, m *bus.Message) []*local {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.Properties != nil && p.Properties.SubscriptionIdentifier != nil {
+		ref, ok := c.byID[*p.Properties.SubscriptionIdentifier]
+		if ok && bus.Match(ref.e.inner, m.Topic) {
+			return pick(ref, m, nil)
+		}
+	}
+	// No (known) identifier: match every entry.
+	var out []*local
+	for _, e := range c.entries {
+		if bus.Match(e.inner, m.Topic) {
+			out = pick(subRef{e: e}, m, out)
+		}
+	}
+	return out
+}
+
+// pick appends the local subscriptions of ref.e that get m.
+func pick(ref subRef, m *bus.Message, out []*local) []*local {
+	e := ref.e
+	if len(e.locals) == 0 {
+		return out
+	}
+	if e.shared {
+		return append(out, e.locals[int(e.next.Add(1)-1)%len(e.locals)])
+	}
+	// A retained message sent in answer to one local subscription's
+	// SUBSCRIBE is for that subscription only.
+	if m.Retain && !e.rap && ref.owner != nil {
+		if slices.Contains(e.locals, ref.owner) {
+			return append(out, ref.owner)
+		}
+		return out
+	}
+	return append(out, e.locals...)
+}
+
+// Stats are a client's counters.
+type Stats struct {
+	Connected bool
+	Sent      uint64 // messages the broker acknowledged (QoS 0: written)
+	Received  uint64
+	Rejected  uint64 // refused by the broker and dropped
+	Queue     bus.QueueStats
+	LastError error // the last connection error, nil while connected
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() Stats {
+	c.conn.Lock()
+	up, lastErr := c.up, c.lastErr
+	c.conn.Unlock()
+	return Stats{Connected: up, Sent: c.sent.Load(), Received: c.received.Load(), Rejected: c.rejected.Load(), Queue: c.QueueStats(), LastError: lastErr}
+}
+
+// QueueStats reports the outbound queue.
+func (c *Client) QueueStats() bus.QueueStats {
+	s := c.q.Stats()
+	return bus.QueueStats{Messages: s.Pending, Bytes: s.PendingBytes, Dropped: c.rejected.Load()}
+}
+
+// Close stops sending, disconnects from the broker, stops every subscription
+// (waiting for running handlers) and closes the queue; messages still queued
+// stay on disk for the next New with the same QueueDir. It is safe to call
+// more than once.
+func (c *Client) Close(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	locals := make([]*local, 0, len(c.locals))
+	for l := range c.locals {
+		locals = append(locals, l)
+	}
+	c.mu.Unlock()
+
+	var errs []error
+	c.stopSend()
+	select {
+	case <-c.sendDone:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("mqttbus: close: waiting for the sender: %w", ctx.Err()))
+	}
+	wasUp := c.Connected()
+	if err := c.cm.Disconnect(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("mqttbus: close: disconnect: %w", err))
+	}
+	c.stopLife()
+	c.bg.Wait()
+	c.releaseWaiters(nil)
+	for _, l := range locals {
+		l.sub.Stop()
+	}
+	for _, l := range locals {
+		if err := l.sub.Wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("mqttbus: close: handler of %q: %w", l.sub.Filter(), err))
+			break
+		}
+	}
+	if wasUp {
+		_ = c.q.ForgetWindow()
+	}
+	if err := c.q.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("mqttbus: close: queue: %w", err))
+	}
+	c.removeTemp()
+	return errors.Join(errs...)
+}
