@@ -228,4 +228,3 @@ func FuzzSegment(f *testing.F) {
 		}
 	})
 }
-

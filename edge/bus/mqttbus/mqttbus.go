@@ -148,6 +148,8 @@ type Client struct {
 	upCh     chan struct{} // closed while connected
 	downCh   chan struct{} // closed while disconnected
 	authCh   chan struct{} // closed when the broker refused the credentials
+	linkCtx  context.Context
+	linkEnd  context.CancelFunc // ends linkCtx when the connection drops
 	lastErr  error
 	rewind   bool
 	waitMu   sync.Mutex
@@ -323,6 +325,9 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 	c.up = true
 	c.rewind = true
 	c.lastErr = nil
+	// In-flight publishes of this connection end with it rather than wait
+	// out paho's packet timeout.
+	c.linkCtx, c.linkEnd = context.WithCancel(c.sendCtx)
 	close(c.upCh)
 	c.downCh = make(chan struct{})
 	c.conn.Unlock()
@@ -345,6 +350,7 @@ func (c *Client) onDown() bool {
 	c.conn.Lock()
 	if c.up {
 		c.up = false
+		c.linkEnd()
 		close(c.downCh)
 		c.upCh = make(chan struct{})
 	}
@@ -511,7 +517,7 @@ func (c *Client) sender() {
 			}
 		}
 		c.conn.Lock()
-		rewind := c.rewind
+		rewind, linkCtx := c.rewind, c.linkCtx
 		c.rewind = false
 		c.conn.Unlock()
 		if rewind {
@@ -546,7 +552,7 @@ func (c *Client) sender() {
 			c.notify(id, fmt.Errorf("mqttbus: %w", err))
 			continue
 		}
-		resp, err := c.cm.Publish(c.sendCtx, toPaho(m))
+		resp, err := c.cm.Publish(linkCtx, toPaho(m))
 		switch {
 		case err == nil:
 			_ = c.q.Ack()
