@@ -98,6 +98,12 @@ type Options struct {
 	// MaxPacketSize limits incoming MQTT packets in bytes; 0 is Mosquitto's
 	// default (no limit beyond MQTT's).
 	MaxPacketSize int
+	// MaxQueuedMessages bounds the QoS 1 and 2 messages kept for each
+	// disconnected persistent session (and beyond the in-flight window of a
+	// connected one); Mosquitto drops what is over it. Default 10,000;
+	// Mosquitto's own default of 1,000 loses messages when a subscriber
+	// reconnects after a publisher that flushes its queue.
+	MaxQueuedMessages int
 	// Restart is the backoff between restarts after the broker dies;
 	// default 100 ms doubling to 10 s. A run that lasted a minute resets it.
 	RestartMin, RestartMax time.Duration
@@ -130,6 +136,9 @@ func resolve(o Options) (*resolved, error) {
 	o.DataDir = dir
 	if len(o.Listeners) == 0 {
 		o.Listeners = []Listener{{Address: "127.0.0.1:1883"}}
+	}
+	if o.MaxQueuedMessages <= 0 {
+		o.MaxQueuedMessages = 10_000
 	}
 	if o.AutosaveInterval <= 0 {
 		o.AutosaveInterval = 10 * time.Second
@@ -258,6 +267,7 @@ func (r *resolved) writeFiles() error {
 		line("persistence_location %s", r.dbDir())
 		line("autosave_interval %d", max(1, int(r.AutosaveInterval.Round(time.Second)/time.Second)))
 	}
+	line("max_queued_messages %d", r.MaxQueuedMessages)
 	if r.MaxPacketSize > 0 {
 		line("max_packet_size %d", r.MaxPacketSize)
 	}

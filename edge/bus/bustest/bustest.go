@@ -169,7 +169,7 @@ func (c *Collector) WaitFor(t testing.TB, what string, done func([]*bus.Message)
 		case <-c.more:
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s; got %d messages: %s", Timeout, what, len(msgs), topics(msgs))
+			t.Fatalf("timed out after %v waiting for %s; got %d messages: %s; sequence check: %v", Timeout, what, len(msgs), topics(msgs), CheckSequence(msgs, len(msgs)))
 		}
 	}
 }
