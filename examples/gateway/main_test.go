@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/internal/brokertest"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestGateway runs the example as the README does and talks to it with the
+// Mosquitto command-line clients, as the README tells a newcomer to.
+func TestGateway(t *testing.T) {
+	for _, tool := range []string{"mosquitto", "mosquitto_sub", "mosquitto_rr"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err2 := exec.LookPath("/usr/sbin/" + tool); err2 != nil {
+				brokertest.Missing(t, err)
+			}
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, port, _ := net.SplitHostPort(addr)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, config{dataDir: t.TempDir(), listen: addr, name: "test-gw", status: time.Second}, discardLogger(), out)
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(out.String(), "running") {
+		select {
+		case err := <-done:
+			t.Fatalf("gateway stopped: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not start; output: %s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	cli := func(tool string, args ...string) string {
+		t.Helper()
+		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		defer ccancel()
+		b, err := exec.CommandContext(cctx, tool, append([]string{"-V", "5", "-h", "127.0.0.1", "-p", port}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v: %s", tool, args, err, b)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	status := cli("mosquitto_sub", "-t", "gateway/status", "-C", "1", "-W", "8")
+	var st map[string]any
+	if err := json.Unmarshal([]byte(status), &st); err != nil || st["gateway"] != "test-gw" {
+		t.Errorf("retained status %q (%v)", status, err)
+	}
+	if got := cli("mosquitto_rr", "-t", "commands/echo", "-e", "replies/test", "-m", "ping", "-W", "8"); got != "ping" {
+		t.Errorf("echo answered %q, want ping", got)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway did not shut down")
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("broker still listening after shutdown")
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
