@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Sentinel errors.
@@ -131,7 +132,14 @@ type Queue struct {
 	truncated int64
 	ready     chan struct{}
 	nextID    uint64
+	headDirty bool
+	headAt    time.Time // last head write
 }
+
+// headEvery bounds how often Ack writes the head file. A crash loses at
+// most this much of ack progress: those records are sent again (duplicates,
+// never loss).
+const headEvery = 50 * time.Millisecond
 
 // Open opens (or creates) the queue in dir.
 func Open(dir string, opts Options) (*Queue, error) {
@@ -409,7 +417,24 @@ func (q *Queue) Ack() error {
 	q.window = append(q.window, r)
 	q.trimWindow()
 	q.dropSegments()
+	if time.Since(q.headAt) < headEvery && !q.opts.Sync {
+		q.headDirty = true
+		return nil
+	}
 	return q.writeHead()
+}
+
+// FrontID returns the ID of the first pending record, or ErrEmpty.
+func (q *Queue) FrontID() (uint64, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return 0, ErrClosed
+	}
+	if len(q.pending) == 0 {
+		return 0, ErrEmpty
+	}
+	return q.pending[0].id, nil
 }
 
 // Drop removes the first pending record without keeping it in the window
@@ -467,9 +492,11 @@ func (q *Queue) ForgetWindow() error {
 	return q.writeHead()
 }
 
+// trimWindow keeps the last Window records. Reslicing (no copy) keeps an
+// Ack O(1); append reallocates the backing array as it fills.
 func (q *Queue) trimWindow() {
 	if over := len(q.window) - q.opts.Window; over > 0 {
-		q.window = slices.Clone(q.window[over:])
+		q.window = q.window[over:]
 	}
 }
 
@@ -493,6 +520,7 @@ func (q *Queue) writeHead() error {
 	if _, err := q.head.WriteAt(encodeHead(win, ack), 0); err != nil {
 		return fmt.Errorf("diskqueue: writing head: %w", err)
 	}
+	q.headDirty, q.headAt = false, time.Now()
 	if q.opts.Sync {
 		if err := q.head.Sync(); err != nil {
 			return fmt.Errorf("diskqueue: fsync head: %w", err)

@@ -152,6 +152,10 @@ type Client struct {
 	linkEnd  context.CancelFunc // ends linkCtx when the connection drops
 	lastErr  error
 	rewind   bool
+	// sendMu is held by whoever sends the queue's front record: the
+	// sender goroutine, or a publisher sending its own record inline.
+	sendMu   sync.Mutex
+	kick     chan struct{} // wakes the sender for records left to it
 	waitMu   sync.Mutex
 	waiters  map[uint64]chan error
 	received atomic.Uint64
@@ -241,6 +245,7 @@ func New(opts *Options) (*Client, error) {
 		downCh:  make(chan struct{}),
 		authCh:  make(chan struct{}),
 		waiters: make(map[uint64]chan error),
+		kick:    make(chan struct{}, 1),
 		nextID:  randomSubID(),
 	}
 	close(c.downCh)
@@ -466,14 +471,33 @@ func (c *Client) Publish(ctx context.Context, msg *bus.Message) error {
 	}
 	if up, _, _ := c.connState(); !up {
 		c.dropWaiter(id)
+		c.wakeSender()
 		return nil // queued; sent when the link is back
 	}
+	// Fast path: when nothing is being sent and this record is at the
+	// front, send it from this goroutine rather than hand it over.
+	if c.sendMu.TryLock() {
+		err, sent := c.sendInline(id, msg)
+		c.sendMu.Unlock()
+		if sent {
+			c.dropWaiter(id)
+			return err
+		}
+	}
+	c.wakeSender()
 	select {
 	case err := <-ch:
 		return err
 	case <-ctx.Done():
 		c.dropWaiter(id)
 		return fmt.Errorf("mqttbus: publish %q: waiting for the acknowledgement (the message stays queued): %w", msg.Topic, ctx.Err())
+	}
+}
+
+func (c *Client) wakeSender() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -502,6 +526,67 @@ func (c *Client) releaseWaiters(err error) {
 	}
 }
 
+// sendInline sends the front record if it is id, using msg rather than
+// reading it back. sent is false when id is not at the front. c.sendMu is
+// held.
+func (c *Client) sendInline(id uint64, msg *bus.Message) (err error, sent bool) {
+	if front, ferr := c.q.FrontID(); ferr != nil || front != id {
+		return nil, false
+	}
+	c.conn.Lock()
+	up, rewind, linkCtx := c.up, c.rewind, c.linkCtx
+	c.conn.Unlock()
+	if !up || rewind {
+		return nil, false // the sender has a rewind to do first
+	}
+	outcome, err := c.sendFront(linkCtx, msg)
+	if outcome == linkFailed {
+		return nil, true // still queued; the sender retries after reconnecting
+	}
+	return err, true
+}
+
+type sendOutcome int
+
+const (
+	acked sendOutcome = iota
+	refused
+	retryLater
+	linkFailed
+)
+
+// sendFront publishes m, the queue's front record, and acks or drops it by
+// the broker's answer. c.sendMu is held.
+func (c *Client) sendFront(ctx context.Context, m *bus.Message) (sendOutcome, error) {
+	resp, err := c.cm.Publish(ctx, toPaho(m))
+	switch {
+	case err == nil:
+		_ = c.q.Ack()
+		c.sent.Add(1)
+		return acked, nil
+	case errors.Is(err, paho.ErrInvalidArguments):
+		// The broker's CONNACK ruled it out (QoS above its maximum,
+		// retain unavailable): sending again cannot help.
+		c.rejected.Add(1)
+		rerr := fmt.Errorf("mqttbus: publish %q: %w: %w", m.Topic, bus.ErrRejected, err)
+		c.log.Error("message not allowed by the broker; dropped", "err", rerr)
+		_ = c.q.Drop()
+		return refused, rerr
+	case resp != nil && resp.ReasonCode >= 0x80:
+		rerr := fmt.Errorf("mqttbus: publish %q: %w: reason 0x%02x (%s) %s", m.Topic, bus.ErrRejected, resp.ReasonCode, reasonName(resp.ReasonCode), reasonString(resp))
+		if resp.ReasonCode == 0x97 { // quota exceeded: try again later
+			c.log.Warn("broker quota exceeded; retrying", "topic", m.Topic)
+			return retryLater, rerr
+		}
+		c.rejected.Add(1)
+		c.log.Error("broker refused a message; dropped", "err", rerr)
+		_ = c.q.Drop()
+		return refused, rerr
+	default:
+		return linkFailed, err
+	}
+}
+
 // sender moves the outbound queue to the broker, one message at a time, in
 // order.
 func (c *Client) sender() {
@@ -516,69 +601,72 @@ func (c *Client) sender() {
 				return
 			}
 		}
-		c.conn.Lock()
-		rewind, linkCtx := c.rewind, c.linkCtx
-		c.rewind = false
-		c.conn.Unlock()
-		if rewind {
-			if err := c.q.Rewind(); err != nil {
-				c.log.Error("rewinding the outbound queue", "err", err)
-			}
+		c.sendMu.Lock()
+		wait, stop := c.sendOne()
+		c.sendMu.Unlock()
+		if stop {
+			return
 		}
-		id, rec, err := c.q.Front()
-		if errors.Is(err, diskqueue.ErrEmpty) {
+		if wait != nil {
 			select {
-			case <-c.q.Ready():
+			case <-wait:
 			case <-downCh:
 			case <-c.sendCtx.Done():
 				return
 			}
-			continue
-		}
-		if errors.Is(err, diskqueue.ErrClosed) {
-			return
-		}
-		var m *bus.Message
-		expired := false
-		if err == nil {
-			m, expired, err = decodeMessage(rec, time.Now())
-		}
-		if err != nil || expired {
-			if expired {
-				err = fmt.Errorf("message on %q expired in the outbound queue", m.Topic)
-			}
-			c.log.Error("dropping a queued message", "err", err)
-			_ = c.q.Drop()
-			c.notify(id, fmt.Errorf("mqttbus: %w", err))
-			continue
-		}
-		resp, err := c.cm.Publish(linkCtx, toPaho(m))
-		switch {
-		case err == nil:
-			_ = c.q.Ack()
-			c.sent.Add(1)
-			c.notify(id, nil)
-		case resp != nil && resp.ReasonCode >= 0x80:
-			rerr := fmt.Errorf("mqttbus: publish %q: %w: reason 0x%02x (%s) %s", m.Topic, bus.ErrRejected, resp.ReasonCode, reasonName(resp.ReasonCode), resp.Properties.ReasonString)
-			if resp.ReasonCode == 0x97 { // quota exceeded: try again later
-				c.log.Warn("broker quota exceeded; retrying", "topic", m.Topic)
-				c.pause(time.Second)
-				continue
-			}
-			c.rejected.Add(1)
-			c.log.Error("broker refused a message; dropped", "err", rerr)
-			_ = c.q.Drop()
-			c.notify(id, rerr)
-		default:
-			if c.sendCtx.Err() != nil {
-				return
-			}
-			// The link failed under us: the message stays at the front
-			// and goes again after the reconnection.
-			c.log.Debug("publish failed; will retry", "topic", m.Topic, "err", err)
-			c.pause(50 * time.Millisecond)
 		}
 	}
+}
+
+// sendOne sends the queue's front record. It returns a channel to wait on
+// when the queue is empty, and stop when the sender must end. c.sendMu is
+// held.
+func (c *Client) sendOne() (wait <-chan struct{}, stop bool) {
+	c.conn.Lock()
+	rewind, linkCtx := c.rewind, c.linkCtx
+	c.rewind = false
+	c.conn.Unlock()
+	if rewind {
+		if err := c.q.Rewind(); err != nil {
+			c.log.Error("rewinding the outbound queue", "err", err)
+		}
+	}
+	id, rec, err := c.q.Front()
+	switch {
+	case errors.Is(err, diskqueue.ErrEmpty):
+		return c.kick, false
+	case errors.Is(err, diskqueue.ErrClosed):
+		return nil, true
+	}
+	var m *bus.Message
+	expired := false
+	if err == nil {
+		m, expired, err = decodeMessage(rec, time.Now())
+	}
+	if err != nil || expired {
+		if expired {
+			err = fmt.Errorf("message on %q expired in the outbound queue", m.Topic)
+		}
+		c.log.Error("dropping a queued message", "err", err)
+		_ = c.q.Drop()
+		c.notify(id, fmt.Errorf("mqttbus: %w", err))
+		return nil, false
+	}
+	outcome, err := c.sendFront(linkCtx, m)
+	switch outcome {
+	case acked, refused:
+		c.notify(id, err)
+	case retryLater:
+		c.pause(time.Second)
+	case linkFailed:
+		if c.sendCtx.Err() != nil {
+			return nil, true
+		}
+		// The link failed under us: the record stays at the front and
+		// goes again after the reconnection.
+		c.pause(50 * time.Millisecond)
+	}
+	return nil, false
 }
 
 func (c *Client) pause(d time.Duration) {
@@ -591,16 +679,14 @@ func (c *Client) pause(d time.Duration) {
 }
 
 func toPaho(m *bus.Message) *paho.Publish {
-	p := &paho.Publish{
-		Topic:   m.Topic,
-		QoS:     byte(m.QoS),
-		Retain:  m.Retain,
-		Payload: m.Payload,
-		Properties: &paho.PublishProperties{
-			ContentType:     m.ContentType,
-			ResponseTopic:   m.ResponseTopic,
-			CorrelationData: m.CorrelationData,
-		},
+	p := &paho.Publish{Topic: m.Topic, QoS: byte(m.QoS), Retain: m.Retain, Payload: m.Payload}
+	if m.ContentType == "" && m.ResponseTopic == "" && m.CorrelationData == nil && m.MessageExpiry == 0 && len(m.UserProperties) == 0 {
+		return p // no properties: spare paho two allocations
+	}
+	p.Properties = &paho.PublishProperties{
+		ContentType:     m.ContentType,
+		ResponseTopic:   m.ResponseTopic,
+		CorrelationData: m.CorrelationData,
 	}
 	if m.MessageExpiry > 0 {
 		secs := uint32(min((m.MessageExpiry+time.Second-1)/time.Second, math.MaxUint32))
@@ -655,4 +741,11 @@ func reasonName(code byte) string {
 	default:
 		return "reason code"
 	}
+}
+
+func reasonString(r *paho.PublishResponse) string {
+	if r.Properties == nil {
+		return ""
+	}
+	return r.Properties.ReasonString
 }
