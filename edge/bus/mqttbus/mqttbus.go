@@ -143,15 +143,15 @@ type Client struct {
 	nextID  int
 	locals  map[*local]struct{}
 
-	conn     sync.Mutex
-	up       bool
-	upCh     chan struct{} // closed while connected
-	downCh   chan struct{} // closed while disconnected
-	authCh   chan struct{} // closed when the broker refused the credentials
-	linkCtx  context.Context
-	linkEnd  context.CancelFunc // ends linkCtx when the connection drops
-	lastErr  error
-	rewind   bool
+	conn    sync.Mutex
+	up      bool
+	upCh    chan struct{} // closed while connected
+	downCh  chan struct{} // closed while disconnected
+	authCh  chan struct{} // closed when the broker refused the credentials
+	linkCtx context.Context
+	linkEnd context.CancelFunc // ends linkCtx when the connection drops
+	lastErr error
+	rewind  bool
 	// sendMu is held by whoever sends the queue's front record: the
 	// sender goroutine, or a publisher sending its own record inline.
 	sendMu   sync.Mutex
