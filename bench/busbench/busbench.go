@@ -145,17 +145,8 @@ func Membus() Target {
 // one subscribing. queueDir holds the publisher's outbound queue.
 func MQTTBus(brokerURL, queueDir string) Target {
 	return Target{Name: "mqttbus", Open: func(topic string, qos byte, onMsg func()) (*Pair, error) {
-		sub, err := dialBus(brokerURL, "")
+		sub, pub, err := dialPair(brokerURL, queueDir, topic, qos, onMsg)
 		if err != nil {
-			return nil, err
-		}
-		if err := subscribe(sub, topic, qos, onMsg); err != nil {
-			_ = sub.Close(context.Background())
-			return nil, err
-		}
-		pub, err := dialBus(brokerURL, queueDir)
-		if err != nil {
-			_ = sub.Close(context.Background())
 			return nil, err
 		}
 		return &Pair{Publish: publisher(pub, topic, qos), Close: func() {
@@ -170,32 +161,40 @@ func MQTTBus(brokerURL, queueDir string) Target {
 // of the broker. Compare it with MQTTBus for what the bridge adds.
 func Bridged(brokerURL, queueDir string) Target {
 	return Target{Name: "bridged", Open: func(topic string, qos byte, onMsg func()) (*Pair, error) {
-		sub, err := dialBus(brokerURL, "")
+		sub, up, err := dialPair(brokerURL, queueDir, topic, qos, onMsg)
 		if err != nil {
 			return nil, err
 		}
-		if err := subscribe(sub, topic, qos, onMsg); err != nil {
-			_ = sub.Close(context.Background())
-			return nil, err
-		}
-		up, err := dialBus(brokerURL, queueDir)
-		if err != nil {
-			_ = sub.Close(context.Background())
-			return nil, err
-		}
+		ctx := context.Background()
 		local := membus.New(nil)
-		br, err := bridge.New(context.Background(), local, up, &bridge.Options{Out: []bridge.Route{{Filter: topic, QoS: bus.QoS(qos)}}, Buffer: subBuffer})
+		br, err := bridge.New(ctx, local, up, &bridge.Options{Out: []bridge.Route{{Filter: topic, QoS: bus.QoS(qos)}}, Buffer: subBuffer})
 		if err != nil {
+			_ = errors.Join(local.Close(ctx), up.Close(ctx), sub.Close(ctx))
 			return nil, err
 		}
 		return &Pair{Publish: publisher(local, topic, qos), Close: func() {
-			ctx := context.Background()
-			_ = br.Close(ctx)
-			_ = local.Close(ctx)
-			_ = up.Close(ctx)
-			_ = sub.Close(ctx)
+			_ = errors.Join(br.Close(ctx), local.Close(ctx), up.Close(ctx), sub.Close(ctx))
 		}}, nil
 	}}
+}
+
+// dialPair connects a subscriber on topic and a publisher with its queue
+// in queueDir.
+func dialPair(brokerURL, queueDir, topic string, qos byte, onMsg func()) (sub, pub *mqttbus.Client, err error) {
+	sub, err = dialBus(brokerURL, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := subscribe(sub, topic, qos, onMsg); err != nil {
+		_ = sub.Close(context.Background())
+		return nil, nil, err
+	}
+	pub, err = dialBus(brokerURL, queueDir)
+	if err != nil {
+		_ = sub.Close(context.Background())
+		return nil, nil, err
+	}
+	return sub, pub, nil
 }
 
 func dialBus(brokerURL, queueDir string) (*mqttbus.Client, error) {

@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Sentinel errors. Implementations wrap them with %w and name the topic,
@@ -89,23 +90,46 @@ type SubscribeOptions struct {
 	RetainAsPublished bool
 }
 
-// ResolveSubscribeOptions returns a copy of opts with the defaults filled in
-// and checks it. Implementations call it; nil yields QoS 1.
-func ResolveSubscribeOptions(opts *SubscribeOptions) (SubscribeOptions, error) {
+// SubscribeRequest is a checked Subscribe call, for implementations.
+type SubscribeRequest struct {
+	Filter  string           // as given, with any $share prefix
+	Group   string           // the shared subscription's group; "" if not shared
+	Inner   string           // the filter without "$share/{group}/"
+	Options SubscribeOptions // with the defaults filled in
+}
+
+// Shared reports whether the request is a shared subscription.
+func (r SubscribeRequest) Shared() bool { return r.Group != "" }
+
+// CheckSubscribe validates a Subscribe call's arguments and fills in the
+// option defaults (nil options: QoS 1, DefaultBuffer). Every Bus
+// implementation calls it, so that all of them refuse the same things with
+// the same errors.
+func CheckSubscribe(filter string, h Handler, opts *SubscribeOptions) (SubscribeRequest, error) {
+	if err := ValidateFilter(filter); err != nil {
+		return SubscribeRequest{}, err
+	}
+	if h == nil {
+		return SubscribeRequest{}, fmt.Errorf("subscribe %q: nil handler", filter)
+	}
 	o := SubscribeOptions{QoS: AtLeastOnce}
 	if opts != nil {
 		o = *opts
 	}
 	if !o.QoS.Valid() {
-		return o, ErrInvalidQoS
+		return SubscribeRequest{}, fmt.Errorf("subscribe %q: %w: %d", filter, ErrInvalidQoS, o.QoS)
 	}
 	if o.Buffer < 0 {
-		return o, errors.New("negative subscription buffer")
+		return SubscribeRequest{}, fmt.Errorf("subscribe %q: negative buffer %d", filter, o.Buffer)
 	}
 	if o.Buffer == 0 {
 		o.Buffer = DefaultBuffer
 	}
-	return o, nil
+	group, inner, shared := SplitShared(filter)
+	if shared && o.NoLocal {
+		return SubscribeRequest{}, fmt.Errorf("subscribe %q: %w: NoLocal is not allowed on a shared subscription (MQTT v5 3.8.3.1)", filter, ErrInvalidFilter)
+	}
+	return SubscribeRequest{Filter: filter, Group: group, Inner: inner, Options: o}, nil
 }
 
 // QueueStats describes an outbound store-and-forward queue.

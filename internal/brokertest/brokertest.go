@@ -1,5 +1,6 @@
 // Package brokertest starts a real Mosquitto for tests, through edge/broker,
-// on a free loopback port, and stops it when the test ends.
+// on a free loopback port, and stops it when the test ends; Connect gives a
+// test an mqttbus client of it.
 //
 // When mosquitto is not installed the test fails under CI (CI=true), where
 // a real-component test must never be skipped, and is skipped elsewhere with
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/edge/broker"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 )
 
 // Start starts a broker with opts (DataDir and Listeners are filled in when
@@ -65,4 +67,29 @@ func Missing(t testing.TB, err error) {
 		t.Fatalf("%v: CI must run every real-component test (run `make test` as root to install it)", err)
 	}
 	t.Skipf("%v; skipping outside CI (run `make test` as root to install it)", err)
+}
+
+// Connect returns an mqttbus client of b that is connected, with a queue in
+// a temporary directory unless o sets one and fast reconnects; it is closed
+// when the test ends.
+func Connect(t testing.TB, b *broker.Broker, o mqttbus.Options) *mqttbus.Client {
+	t.Helper()
+	o.Brokers = []string{b.URL().String()}
+	if o.QueueDir == "" {
+		o.QueueDir = t.TempDir()
+	}
+	if o.ReconnectMin == 0 {
+		o.ReconnectMin, o.ReconnectMax = 20*time.Millisecond, 500*time.Millisecond
+	}
+	c, err := mqttbus.New(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

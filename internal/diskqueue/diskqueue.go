@@ -132,7 +132,6 @@ type Queue struct {
 	truncated int64
 	ready     chan struct{}
 	nextID    uint64
-	headDirty bool
 	headAt    time.Time // last head write
 }
 
@@ -378,17 +377,36 @@ func (q *Queue) Append(data []byte) (uint64, error) {
 // records are pending). Consumers wait on it when Front reports ErrEmpty.
 func (q *Queue) Ready() <-chan struct{} { return q.ready }
 
+// frontLocked returns the first pending record; q.mu is held.
+func (q *Queue) frontLocked() (record, error) {
+	if q.closed {
+		return record{}, ErrClosed
+	}
+	if len(q.pending) == 0 {
+		return record{}, ErrEmpty
+	}
+	return q.pending[0], nil
+}
+
+// popLocked removes the first pending record; q.mu is held.
+func (q *Queue) popLocked() (record, error) {
+	r, err := q.frontLocked()
+	if err != nil {
+		return r, err
+	}
+	q.pending = q.pending[1:]
+	q.pendBytes -= int64(r.size)
+	return r, nil
+}
+
 // Front returns the ID and a copy of the first pending record, or ErrEmpty.
 func (q *Queue) Front() (uint64, []byte, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed {
-		return 0, nil, ErrClosed
+	r, err := q.frontLocked()
+	if err != nil {
+		return 0, nil, err
 	}
-	if len(q.pending) == 0 {
-		return 0, nil, ErrEmpty
-	}
-	r := q.pending[0]
 	buf := make([]byte, recHdrSize+r.size)
 	if _, err := q.segs[r.seg].ReadAt(buf, r.off); err != nil {
 		return 0, nil, fmt.Errorf("diskqueue: reading segment %d at %d: %w", r.seg, r.off, err)
@@ -405,21 +423,15 @@ func (q *Queue) Front() (uint64, []byte, error) {
 func (q *Queue) Ack() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed {
-		return ErrClosed
+	r, err := q.popLocked()
+	if err != nil {
+		return err
 	}
-	if len(q.pending) == 0 {
-		return ErrEmpty
-	}
-	r := q.pending[0]
-	q.pending = q.pending[1:]
-	q.pendBytes -= int64(r.size)
 	q.window = append(q.window, r)
 	q.trimWindow()
 	q.dropSegments()
 	if time.Since(q.headAt) < headEvery && !q.opts.Sync {
-		q.headDirty = true
-		return nil
+		return nil // Close and the next Ack after headEvery write it
 	}
 	return q.writeHead()
 }
@@ -428,13 +440,8 @@ func (q *Queue) Ack() error {
 func (q *Queue) FrontID() (uint64, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed {
-		return 0, ErrClosed
-	}
-	if len(q.pending) == 0 {
-		return 0, ErrEmpty
-	}
-	return q.pending[0].id, nil
+	r, err := q.frontLocked()
+	return r.id, err
 }
 
 // Drop removes the first pending record without keeping it in the window
@@ -442,15 +449,9 @@ func (q *Queue) FrontID() (uint64, error) {
 func (q *Queue) Drop() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed {
-		return ErrClosed
+	if _, err := q.popLocked(); err != nil {
+		return err
 	}
-	if len(q.pending) == 0 {
-		return ErrEmpty
-	}
-	r := q.pending[0]
-	q.pending = q.pending[1:]
-	q.pendBytes -= int64(r.size)
 	q.window = nil // the window must stay contiguous before the ack point
 	q.dropSegments()
 	return q.writeHead()
@@ -520,7 +521,7 @@ func (q *Queue) writeHead() error {
 	if _, err := q.head.WriteAt(encodeHead(win, ack), 0); err != nil {
 		return fmt.Errorf("diskqueue: writing head: %w", err)
 	}
-	q.headDirty, q.headAt = false, time.Now()
+	q.headAt = time.Now()
 	if q.opts.Sync {
 		if err := q.head.Sync(); err != nil {
 			return fmt.Errorf("diskqueue: fsync head: %w", err)

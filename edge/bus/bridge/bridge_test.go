@@ -20,26 +20,6 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func connect(t testing.TB, b *broker.Broker, o mqttbus.Options) *mqttbus.Client {
-	t.Helper()
-	o.Brokers = []string{b.URL().String()}
-	if o.QueueDir == "" {
-		o.QueueDir = t.TempDir()
-	}
-	o.ReconnectMin, o.ReconnectMax = 20*time.Millisecond, 500*time.Millisecond
-	c, err := mqttbus.New(&o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func newBridge(t testing.TB, a, b bus.Bus, o *bridge.Options) *bridge.Bridge {
 	t.Helper()
 	br, err := bridge.New(context.Background(), a, b, o)
@@ -59,7 +39,7 @@ func TestBothWaysWithoutLoops(t *testing.T) {
 	ctx := context.Background()
 	local := membus.New(nil)
 	defer local.Close(ctx)
-	remote := connect(t, brk, mqttbus.Options{})
+	remote := brokertest.Connect(t, brk, mqttbus.Options{})
 	br := newBridge(t, local, remote, &bridge.Options{
 		Name: "gw",
 		Out:  []bridge.Route{{Filter: "sync/#", QoS: 1}, {Filter: "sensors/#", QoS: 1, RemovePrefix: "sensors/", AddPrefix: "gateways/gw1/sensors/"}},
@@ -67,7 +47,7 @@ func TestBothWaysWithoutLoops(t *testing.T) {
 	})
 
 	// A client of the broker sees local sensor data under the new prefix.
-	cloud := connect(t, brk, mqttbus.Options{})
+	cloud := brokertest.Connect(t, brk, mqttbus.Options{})
 	up := bustest.NewCollector()
 	if _, err := cloud.Subscribe(ctx, "gateways/gw1/#", up.Handle, nil); err != nil {
 		t.Fatal(err)
@@ -169,10 +149,10 @@ func TestFaultUpstreamDown30s(t *testing.T) {
 	upstream := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second})
 	local := membus.New(nil)
 	defer local.Close(ctx)
-	uplink := connect(t, upstream, mqttbus.Options{ClientID: "gw-uplink"})
+	uplink := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "gw-uplink"})
 	br := newBridge(t, local, uplink, &bridge.Options{Name: "uplink", Out: []bridge.Route{{Filter: "telemetry/#", QoS: 1}}})
 
-	cloud := connect(t, upstream, mqttbus.Options{ClientID: "cloud-consumer"})
+	cloud := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "cloud-consumer"})
 	got := bustest.NewCollector()
 	if _, err := cloud.Subscribe(ctx, "telemetry/#", got.Handle, &bus.SubscribeOptions{QoS: 1, Buffer: n}); err != nil {
 		t.Fatal(err)

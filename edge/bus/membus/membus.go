@@ -272,20 +272,11 @@ func adapt(m *bus.Message, qos bus.QoS, retain bool) *bus.Message {
 // subscription first receives the retained messages that match.
 func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, opts *bus.SubscribeOptions) (bus.Subscription, error) {
 	b := c.b
-	if err := bus.ValidateFilter(filter); err != nil {
-		return nil, fmt.Errorf("membus: subscribe: %w", err)
-	}
-	if h == nil {
-		return nil, fmt.Errorf("membus: subscribe %q: nil handler", filter)
-	}
-	o, err := bus.ResolveSubscribeOptions(opts)
+	req, err := bus.CheckSubscribe(filter, h, opts)
 	if err != nil {
-		return nil, fmt.Errorf("membus: subscribe %q: %w", filter, err)
+		return nil, fmt.Errorf("membus: %w", err)
 	}
-	name, inner, shared := bus.SplitShared(filter)
-	if shared && o.NoLocal {
-		return nil, fmt.Errorf("membus: subscribe %q: %w: NoLocal is not allowed on a shared subscription (MQTT v5 3.8.3.1)", filter, bus.ErrInvalidFilter)
-	}
+	o, name, inner, shared := req.Options, req.Group, req.Inner, req.Shared()
 	e := &entry{client: c, filter: inner, qos: o.QoS, noLocal: o.NoLocal, rap: o.RetainAsPublished}
 
 	b.mu.Lock()

@@ -33,7 +33,7 @@ func TestFaultBrokerKilledAndPublisherRestarted(t *testing.T) {
 func runFault(t *testing.T, restartPublisher bool) {
 	b := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second, RestartMin: 200 * time.Millisecond})
 	ctx := context.Background()
-	sub := connect(t, b, mqttbus.Options{ClientID: "fault-sub"})
+	sub := brokertest.Connect(t, b, mqttbus.Options{ClientID: "fault-sub"})
 	got := bustest.NewCollector()
 	if _, err := sub.Subscribe(ctx, "fault/seq", got.Handle, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: faultMessages}); err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func runFault(t *testing.T, restartPublisher bool) {
 
 	queueDir := t.TempDir()
 	popts := mqttbus.Options{ClientID: "fault-pub", QueueDir: queueDir}
-	pub := connect(t, b, popts)
+	pub := brokertest.Connect(t, b, popts)
 	send := func(from, to int) {
 		for i := from; i < to; i++ {
 			if err := pub.Publish(ctx, &bus.Message{Topic: "fault/seq", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
@@ -62,7 +62,7 @@ func runFault(t *testing.T, restartPublisher bool) {
 		}
 		st := pub.Stats()
 		t.Logf("publisher closed with %d messages queued", st.Queue.Messages)
-		pub = connect(t, b, popts) // reopens the queue from disk
+		pub = brokertest.Connect(t, b, popts) // reopens the queue from disk
 	}
 	send(3500, faultMessages)
 

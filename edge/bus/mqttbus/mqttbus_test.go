@@ -18,35 +18,12 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// connect returns a connected client of b, closed when the test ends.
-func connect(t testing.TB, b *broker.Broker, o mqttbus.Options) *mqttbus.Client {
-	t.Helper()
-	o.Brokers = []string{b.URL().String()}
-	if o.QueueDir == "" {
-		o.QueueDir = t.TempDir()
-	}
-	if o.ReconnectMin == 0 {
-		o.ReconnectMin, o.ReconnectMax = 20*time.Millisecond, 500*time.Millisecond
-	}
-	c, err := mqttbus.New(&o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.AwaitConnection(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func TestConformance(t *testing.T) {
 	b := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second})
 	ctx := context.Background()
 	bustest.Run(t, bustest.Harness{
 		New: func(t *testing.T) bus.Bus {
-			return connect(t, b, mqttbus.Options{MaxPayload: 4096})
+			return brokertest.Connect(t, b, mqttbus.Options{MaxPayload: 4096})
 		},
 		Capabilities: bustest.Capabilities{BrokerRestart: true, MaxPayload: 4096},
 		StopBroker: func(t *testing.T) {
@@ -75,7 +52,7 @@ func TestWrongCredentials(t *testing.T) {
 	if !errors.Is(err, mqttbus.ErrUnauthorized) || !strings.Contains(err.Error(), "not authorized") {
 		t.Fatalf("AwaitConnection with a wrong password: %v, want ErrUnauthorized naming the reason", err)
 	}
-	connect(t, b, mqttbus.Options{Username: "gw", Password: "right"})
+	brokertest.Connect(t, b, mqttbus.Options{Username: "gw", Password: "right"})
 }
 
 func TestBadOptions(t *testing.T) {
@@ -96,12 +73,12 @@ func TestBadOptions(t *testing.T) {
 func TestQueueFullWhileOffline(t *testing.T) {
 	b := brokertest.Start(t, nil)
 	dir := t.TempDir()
-	sub := connect(t, b, mqttbus.Options{ClientID: "sub-full"})
+	sub := brokertest.Connect(t, b, mqttbus.Options{ClientID: "sub-full"})
 	got := bustest.NewCollector()
 	if _, err := sub.Subscribe(context.Background(), "full/#", got.Handle, nil); err != nil {
 		t.Fatal(err)
 	}
-	pub := connect(t, b, mqttbus.Options{QueueDir: dir, QueueMaxMessages: 5})
+	pub := brokertest.Connect(t, b, mqttbus.Options{QueueDir: dir, QueueMaxMessages: 5})
 	if err := b.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +118,7 @@ func waitDisconnected(t *testing.T, c *mqttbus.Client) {
 // when the link comes up.
 func TestSubscribeOffline(t *testing.T) {
 	b := brokertest.Start(t, nil)
-	c := connect(t, b, mqttbus.Options{CleanStart: true, SessionExpiry: -1})
+	c := brokertest.Connect(t, b, mqttbus.Options{CleanStart: true, SessionExpiry: -1})
 	_ = b.Stop(context.Background())
 	waitDisconnected(t, c)
 	got := bustest.NewCollector()
@@ -156,7 +133,7 @@ func TestSubscribeOffline(t *testing.T) {
 	if err := c.AwaitConnection(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pub := connect(t, b, mqttbus.Options{})
+	pub := brokertest.Connect(t, b, mqttbus.Options{})
 	deadline := time.Now().Add(10 * time.Second)
 	for len(got.Messages()) == 0 && time.Now().Before(deadline) {
 		_ = pub.Publish(ctx, &bus.Message{Topic: "offline/t", QoS: 1})
@@ -172,7 +149,7 @@ func TestACLRefusalIsReported(t *testing.T) {
 		Users: []broker.User{{Name: "dev", Password: "p"}},
 		ACL:   []broker.ACLRule{{User: "dev", Access: broker.ReadWrite, Topic: "allowed/#"}},
 	})
-	c := connect(t, b, mqttbus.Options{Username: "dev", Password: "p"})
+	c := brokertest.Connect(t, b, mqttbus.Options{Username: "dev", Password: "p"})
 	ctx := context.Background()
 	// Mosquitto grants subscriptions outside the ACL and filters at
 	// delivery, so only the publish is refused.

@@ -17,20 +17,11 @@ import (
 // broker granted the subscription (bus.ErrRejected when it refused); while
 // disconnected it returns at once and subscribes when the link comes up.
 func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, opts *bus.SubscribeOptions) (bus.Subscription, error) {
-	if err := bus.ValidateFilter(filter); err != nil {
-		return nil, fmt.Errorf("mqttbus: subscribe: %w", err)
-	}
-	if h == nil {
-		return nil, fmt.Errorf("mqttbus: subscribe %q: nil handler", filter)
-	}
-	o, err := bus.ResolveSubscribeOptions(opts)
+	req, err := bus.CheckSubscribe(filter, h, opts)
 	if err != nil {
-		return nil, fmt.Errorf("mqttbus: subscribe %q: %w", filter, err)
+		return nil, fmt.Errorf("mqttbus: %w", err)
 	}
-	_, inner, shared := bus.SplitShared(filter)
-	if shared && o.NoLocal {
-		return nil, fmt.Errorf("mqttbus: subscribe %q: %w: NoLocal is not allowed on a shared subscription (MQTT v5 3.8.3.1)", filter, bus.ErrInvalidFilter)
-	}
+	o, inner, shared := req.Options, req.Inner, req.Shared()
 
 	c.mu.Lock()
 	if c.closed {
@@ -54,13 +45,13 @@ func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, op
 	e.qos = max(e.qos, o.QoS)
 	c.locals[l] = struct{}{}
 	id := c.newIDLocked(e, l)
-	req := subscribePacket(e, id, 0)
+	packet := subscribePacket(e, id, 0)
 	c.mu.Unlock()
 
 	if up, _, _ := c.connState(); !up {
 		return l.sub, nil
 	}
-	if err := c.sendSubscribe(ctx, req); err != nil {
+	if err := c.sendSubscribe(ctx, packet); err != nil {
 		if errors.Is(err, bus.ErrRejected) {
 			l.sub.Stop()
 			_ = c.unsubscribe(ctx, e, l)
