@@ -13,8 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/edgekit/edgekit/internal/brokertest"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 type syncBuffer struct {
 	mu sync.Mutex

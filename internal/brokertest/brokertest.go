@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,16 +38,11 @@ func Start(t testing.TB, opts *broker.Options) *broker.Broker {
 	if o.Logger == nil && testing.Verbose() {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	b, err := broker.New(&o)
+	b, err := startRetrying(o)
 	if errors.Is(err, broker.ErrNotInstalled) {
 		Missing(t, err)
 	}
 	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -92,4 +88,26 @@ func Connect(t testing.TB, b *broker.Broker, o mqttbus.Options) *mqttbus.Client 
 		t.Fatal(err)
 	}
 	return c
+}
+
+// startRetrying starts a broker. A port picked free by edge/broker can be
+// taken by another process before Mosquitto binds it; then it tries again
+// with a new port (twice at most).
+func startRetrying(o broker.Options) (*broker.Broker, error) {
+	for attempt := 0; ; attempt++ {
+		b, err := broker.New(&o)
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err = b.Start(ctx)
+		cancel()
+		if err == nil {
+			return b, nil
+		}
+		_ = b.Close(context.Background())
+		if attempt == 2 || !strings.Contains(err.Error(), "Address already in use") {
+			return nil, err
+		}
+	}
 }
