@@ -172,6 +172,7 @@ type entry struct {
 	rap     bool
 	locals  []*local
 	next    atomic.Uint64
+	ids     []int // latest subscription identifiers, oldest first
 }
 
 type local struct {

@@ -63,6 +63,12 @@ func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, op
 	return l.sub, nil
 }
 
+// idsPerEntry is how many of a filter's latest subscription identifiers
+// are remembered: messages already on their way under an older SUBSCRIBE
+// still find their subscription, and the table stays bounded however often
+// the link drops.
+const idsPerEntry = 4
+
 // newIDLocked assigns a fresh subscription identifier to e; c.mu is held.
 func (c *Client) newIDLocked(e *entry, owner *local) int {
 	id := c.nextID
@@ -71,6 +77,13 @@ func (c *Client) newIDLocked(e *entry, owner *local) int {
 		c.nextID = 1
 	}
 	c.byID[id] = subRef{e: e, owner: owner}
+	e.ids = append(e.ids, id)
+	if over := len(e.ids) - idsPerEntry; over > 0 {
+		for _, old := range e.ids[:over] {
+			delete(c.byID, old)
+		}
+		e.ids = e.ids[over:]
+	}
 	return id
 }
 
@@ -121,10 +134,8 @@ func (c *Client) unsubscribe(ctx context.Context, e *entry, l *local) error {
 	last := len(e.locals) == 0 && c.entries[e.filter] == e
 	if last {
 		delete(c.entries, e.filter)
-		for id, ref := range c.byID {
-			if ref.e == e {
-				delete(c.byID, id)
-			}
+		for _, id := range e.ids {
+			delete(c.byID, id)
 		}
 	}
 	closed := c.closed
