@@ -30,9 +30,9 @@
 //     ([SubscribeOptions].Buffer). When it is full, a message whose delivered
 //     QoS is 0 is dropped and counted ([Subscription].Dropped); for QoS 1 and
 //     2 the delivering side waits for room: Publish blocks on an in-process
-//     bus (until its context ends), and an MQTT bus stops reading from the
-//     broker, which holds the messages. Nothing at QoS 1 or 2 is dropped for a
-//     slow subscriber.
+//     bus (until its context ends), and an MQTT bus stops routing what it
+//     receives, and the broker holds the rest. Nothing at QoS 1 or 2 is
+//     dropped for a slow subscriber.
 //   - Handlers return no error: the bus does not redeliver. A handler that
 //     needs retries or a dead-letter topic does that itself (package trigger
 //     does). A handler that panics is recovered, logged and counted; the

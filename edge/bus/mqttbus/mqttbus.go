@@ -38,8 +38,15 @@
 // for. Local subscriptions to the same filter share one MQTT subscription (at
 // the highest QoS asked for) and must agree on NoLocal and RetainAsPublished.
 // Subscribe works while disconnected: the subscription is made when the link
-// comes up. Delivery follows the package bus contract; a full QoS 1 buffer
-// stops reading from the broker, which holds the messages.
+// comes up. Delivery follows the package bus contract: a full QoS 1 buffer
+// stops the routing of received messages, the broker holds the rest (its
+// in-flight window), and acknowledgements for this client's own publishes
+// keep arriving, so a handler may publish on the client that feeds it.
+//
+// A received QoS 1 or 2 message is acknowledged to the broker once it is in
+// the buffers of its subscriptions, before the handlers run: a process crash
+// loses what is buffered (up to SubscribeOptions.Buffer per subscription).
+// Handlers that must not lose a message keep the buffer small.
 //
 // A Client is safe for concurrent use. Close disconnects, stops every
 // subscription and closes the queue; it is safe to call twice.

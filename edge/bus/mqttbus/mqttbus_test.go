@@ -3,6 +3,7 @@ package mqttbus_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,4 +167,36 @@ func TestACLRefusalIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	got.WaitCount(t, 1)
+}
+
+// A handler whose subscription buffer is full publishes at QoS 1 on the
+// same client: the acknowledgement still arrives (paho keeps reading while
+// the routing of received messages waits), so nothing deadlocks.
+func TestHandlerPublishesWhileItsBufferIsFull(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	ctx := context.Background()
+	c := brokertest.Connect(t, b, mqttbus.Options{})
+	replies := bustest.NewCollector()
+	if _, err := c.Subscribe(ctx, "rr/reply", replies.Handle, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Subscribe(ctx, "rr/req", func(ctx context.Context, m *bus.Message) {
+		time.Sleep(time.Millisecond) // slower than the publisher
+		if err := c.Publish(ctx, &bus.Message{Topic: "rr/reply", Payload: m.Payload, QoS: bus.AtLeastOnce}); err != nil {
+			t.Errorf("publish from the handler: %v", err)
+		}
+	}, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := brokertest.Connect(t, b, mqttbus.Options{})
+	const n = 300
+	for i := range n {
+		if err := pub.Publish(ctx, &bus.Message{Topic: "rr/req", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bustest.CheckSequence(replies.WaitCount(t, n), n); err != nil {
+		t.Error(err)
+	}
 }
