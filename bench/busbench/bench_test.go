@@ -12,7 +12,7 @@ import (
 func targets(b *testing.B) []Target {
 	brk := brokertest.Start(b, &broker.Options{DisablePersistence: true})
 	u := brk.URL().String()
-	return []Target{Paho(u), MQTTBus(u, b.TempDir()), Bridged(u, b.TempDir()), Membus()}
+	return []Target{Paho(u), MQTTBus(u, b.TempDir()), Bridged(u, b.TempDir()), OneClient(u, b.TempDir()), Membus()}
 }
 
 // BenchmarkLatency: publish→deliver, one message at a time, 100 bytes.

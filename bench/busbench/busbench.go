@@ -156,6 +156,23 @@ func MQTTBus(brokerURL, queueDir string) Target {
 	}}
 }
 
+// OneClient is one mqttbus client that publishes and subscribes on the
+// same connection, as a function answering requests does: the broker's
+// delivery and its acknowledgement of the publish share the connection.
+func OneClient(brokerURL, queueDir string) Target {
+	return Target{Name: "one-client", Open: func(topic string, qos byte, onMsg func()) (*Pair, error) {
+		c, err := dialBus(brokerURL, queueDir)
+		if err != nil {
+			return nil, err
+		}
+		if err := subscribe(c, topic, qos, onMsg); err != nil {
+			_ = c.Close(context.Background())
+			return nil, err
+		}
+		return &Pair{Publish: publisher(c, topic, qos), Close: func() { _ = c.Close(context.Background()) }}, nil
+	}}
+}
+
 // Bridged publishes on an in-process bus that a bridge forwards to the
 // broker at brokerURL through mqttbus; the subscriber is an mqttbus client
 // of the broker. Compare it with MQTTBus for what the bridge adds.

@@ -268,6 +268,10 @@ func (r *resolved) writeFiles() error {
 		line("autosave_interval %d", max(1, int(r.AutosaveInterval.Round(time.Second)/time.Second)))
 	}
 	line("max_queued_messages %d", r.MaxQueuedMessages)
+	// Without it Nagle's algorithm holds a small packet (a PUBACK) behind
+	// one not yet acknowledged on the same connection, for up to the
+	// peer's 40 ms delayed ACK.
+	line("set_tcp_nodelay true")
 	if r.MaxPacketSize > 0 {
 		line("max_packet_size %d", r.MaxPacketSize)
 	}

@@ -73,6 +73,8 @@ func Run(t *testing.T, h Harness) {
 	t.Run("DollarTopics", s.dollarTopics)
 	t.Run("SharedSubscription", s.shared)
 	t.Run("QoS1InOrder", s.qos1InOrder)
+	t.Run("SlowSubscriberLosesNoQoS1", s.slowSubscriber)
+	t.Run("NoLocal", s.noLocal)
 	t.Run("Retained", s.retained)
 	t.Run("Properties", s.properties)
 	t.Run("RequestResponse", s.requestResponse)
@@ -364,6 +366,41 @@ func (s *suite) qos1InOrder(t *testing.T) {
 		if m.QoS != bus.AtLeastOnce {
 			t.Fatalf("delivered at %v, want qos1", m.QoS)
 		}
+	}
+}
+
+func (s *suite) slowSubscriber(t *testing.T) {
+	p := prefix(t)
+	sub, pub := s.client(t), s.client(t)
+	c := NewCollector()
+	_, err := sub.Subscribe(ctxT(t), p, func(ctx context.Context, m *bus.Message) {
+		time.Sleep(200 * time.Microsecond)
+		c.Handle(ctx, m)
+	}, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for i := range n {
+		publish(t, pub, &bus.Message{Topic: p, Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce})
+	}
+	if err := CheckSequence(c.WaitCount(t, n), n); err != nil {
+		t.Error(err)
+	}
+}
+
+func (s *suite) noLocal(t *testing.T) {
+	p := prefix(t)
+	a, b := s.client(t), s.client(t)
+	c := s.subscribe(t, a, p+"/#", &bus.SubscribeOptions{QoS: bus.AtLeastOnce, NoLocal: true})
+	publish(t, a, &bus.Message{Topic: p + "/own", QoS: bus.AtLeastOnce})
+	publish(t, b, &bus.Message{Topic: p + "/other", QoS: bus.AtLeastOnce})
+	if got := c.WaitTopic(t, p+"/other"); len(got) != 1 {
+		t.Errorf("NoLocal subscription got %s, want only the other client's message", describe(got))
+	}
+	_, err := a.Subscribe(ctxT(t), "$share/g/"+p, func(context.Context, *bus.Message) {}, &bus.SubscribeOptions{NoLocal: true})
+	if !errors.Is(err, bus.ErrInvalidFilter) {
+		t.Errorf("NoLocal on a shared subscription: %v, want ErrInvalidFilter", err)
 	}
 }
 

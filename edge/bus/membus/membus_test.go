@@ -96,31 +96,6 @@ func TestSlowQoS1SubscriberBlocksPublish(t *testing.T) {
 	}
 }
 
-func TestNoLocal(t *testing.T) {
-	b := membus.New(nil)
-	defer b.Close(context.Background())
-	other := b.NewClient()
-	mine, theirs := bustest.NewCollector(), bustest.NewCollector()
-	ctx := context.Background()
-	if _, err := b.Subscribe(ctx, "t", mine.Handle, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, NoLocal: true}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Subscribe(ctx, "t", theirs.Handle, nil); err != nil {
-		t.Fatal(err)
-	}
-	_ = b.Publish(ctx, &bus.Message{Topic: "t", Payload: []byte("own"), QoS: bus.AtLeastOnce})
-	_ = other.Publish(ctx, &bus.Message{Topic: "t", Payload: []byte("other"), QoS: bus.AtLeastOnce})
-	theirs.WaitCount(t, 2)
-	got := mine.WaitCount(t, 1)
-	time.Sleep(20 * time.Millisecond)
-	if got = mine.Messages(); len(got) != 1 || string(got[0].Payload) != "other" {
-		t.Errorf("NoLocal subscriber got %d messages, want only the other client's", len(got))
-	}
-	if _, err := b.Subscribe(ctx, "$share/g/t", mine.Handle, &bus.SubscribeOptions{NoLocal: true}); !errors.Is(err, bus.ErrInvalidFilter) {
-		t.Errorf("NoLocal on a shared subscription: %v, want ErrInvalidFilter", err)
-	}
-}
-
 func TestRetainedExpiry(t *testing.T) {
 	b := membus.New(nil)
 	defer b.Close(context.Background())
