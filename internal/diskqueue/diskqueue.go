@@ -43,6 +43,9 @@ var (
 	ErrClosed  = errors.New("queue closed")
 	ErrTooBig  = errors.New("record larger than the queue's byte bound")
 	ErrCorrupt = errors.New("queue file corrupt")
+	// ErrLocked means another open queue (in this or another process)
+	// holds the directory.
+	ErrLocked = errors.New("queue directory in use by another queue")
 )
 
 const (
@@ -129,6 +132,7 @@ type Queue struct {
 	tail      uint64 // segment appended to
 	tailSize  int64
 	head      *os.File
+	lock      *os.File
 	truncated int64
 	ready     chan struct{}
 	nextID    uint64
@@ -147,6 +151,11 @@ func Open(dir string, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("diskqueue: %w", err)
 	}
 	q := &Queue{dir: dir, opts: opts, segs: map[uint64]*os.File{}, ready: make(chan struct{}, 1)}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("diskqueue: opening %s: %w", dir, err)
+	}
+	q.lock = lock
 	if err := q.load(); err != nil {
 		q.closeFiles()
 		return nil, fmt.Errorf("diskqueue: opening %s: %w", dir, err)
@@ -574,5 +583,6 @@ func (q *Queue) closeFiles() error {
 	if q.head != nil {
 		errs = append(errs, q.head.Close())
 	}
+	errs = append(errs, q.lock.Close()) // releases the flock
 	return errors.Join(errs...)
 }

@@ -146,6 +146,20 @@ func TestDropAndForget(t *testing.T) {
 	}
 }
 
+func TestDirectoryLocked(t *testing.T) {
+	dir := t.TempDir()
+	q := mustOpen(t, dir, Options{})
+	if _, err := Open(dir, Options{}); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second Open of %s: %v, want ErrLocked naming the directory", dir, err)
+	}
+	q.Close()
+	q2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	q2.Close()
+}
+
 func TestReadySignals(t *testing.T) {
 	dir := t.TempDir()
 	q, _ := Open(dir, Options{})

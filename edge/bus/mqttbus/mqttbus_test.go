@@ -200,3 +200,22 @@ func TestHandlerPublishesWhileItsBufferIsFull(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Two clients on one queue directory would corrupt it: the second is
+// refused with an error that says why.
+func TestQueueDirInUse(t *testing.T) {
+	dir := t.TempDir()
+	a, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://127.0.0.1:1"}, QueueDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	b, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://127.0.0.1:1"}, QueueDir: dir})
+	if err == nil {
+		b.Close(context.Background())
+		t.Fatal("a second client opened a queue directory in use")
+	}
+	if !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), dir) {
+		t.Errorf("error %q does not say the directory is in use", err)
+	}
+}
