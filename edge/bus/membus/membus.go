@@ -199,32 +199,40 @@ func (c *Client) Publish(ctx context.Context, msg *bus.Message) error {
 		return fmt.Errorf("membus: publish %q: %w: %d bytes, limit %d", msg.Topic, bus.ErrPayloadTooLarge, len(msg.Payload), b.maxPayload)
 	}
 	m := msg.ShallowCopy()
-	var targets []*entry
+	var (
+		targets []*entry
+		err     error
+	)
 	if m.Retain {
+		// Updating the retained store and routing under one write lock
+		// keeps a concurrent subscriber from getting the message twice.
 		b.mu.Lock()
-		if len(m.Payload) == 0 {
-			delete(b.retained, m.Topic)
-		} else {
-			r := retainedMsg{msg: m}
-			if m.MessageExpiry > 0 {
-				r.deadline = time.Now().Add(m.MessageExpiry)
-			}
-			b.retained[m.Topic] = r
-		}
-		targets, err := b.targetsLocked(c, m.Topic, targets)
+		b.retainLocked(m)
+		targets, err = b.targetsLocked(c, m.Topic, nil)
 		b.mu.Unlock()
-		if err != nil {
-			return err
-		}
-		return deliverAll(ctx, m, targets)
+	} else {
+		b.mu.RLock()
+		targets, err = b.targetsLocked(c, m.Topic, nil)
+		b.mu.RUnlock()
 	}
-	b.mu.RLock()
-	targets, err := b.targetsLocked(c, m.Topic, targets)
-	b.mu.RUnlock()
 	if err != nil {
 		return err
 	}
 	return deliverAll(ctx, m, targets)
+}
+
+// retainLocked stores m as its topic's retained message, or clears the
+// topic for an empty payload; b.mu is held for writing.
+func (b *Bus) retainLocked(m *bus.Message) {
+	if len(m.Payload) == 0 {
+		delete(b.retained, m.Topic)
+		return
+	}
+	r := retainedMsg{msg: m}
+	if m.MessageExpiry > 0 {
+		r.deadline = time.Now().Add(m.MessageExpiry)
+	}
+	b.retained[m.Topic] = r
 }
 
 // targetsLocked appends the subscriptions that get a message on topic; b.mu

@@ -141,6 +141,7 @@ type Client struct {
 	sendCtx  context.Context
 	stopSend context.CancelFunc
 	sendDone chan struct{}
+	started  chan struct{}  // closed once New has set cm
 	bg       sync.WaitGroup // resubscribe goroutines
 
 	mu      sync.Mutex
@@ -254,6 +255,7 @@ func New(opts *Options) (*Client, error) {
 		authCh:  make(chan struct{}),
 		waiters: make(map[uint64]chan error),
 		kick:    make(chan struct{}, 1),
+		started: make(chan struct{}),
 		nextID:  randomSubID(),
 	}
 	close(c.downCh)
@@ -311,6 +313,7 @@ func New(opts *Options) (*Client, error) {
 		return nil, fmt.Errorf("mqttbus: %w", err)
 	}
 	c.cm = cm
+	close(c.started)
 	c.sendDone = make(chan struct{})
 	go c.sender()
 	return c, nil

@@ -109,6 +109,12 @@ func (c *Client) sendSubscribe(ctx context.Context, req *paho.Subscribe) error {
 // Retain handling 1 asks for retained messages only where the broker had
 // lost the subscription.
 func (c *Client) resubscribe() {
+	// autopaho may report the connection before New has stored c.cm.
+	select {
+	case <-c.started:
+	case <-c.lifetime.Done():
+		return
+	}
 	c.mu.Lock()
 	var reqs []*paho.Subscribe
 	for _, e := range c.entries {
