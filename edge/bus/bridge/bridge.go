@@ -9,6 +9,12 @@
 // chains of bridges with different names work. Retained flags are kept
 // (subscriptions use Retain As Published), so retained state crosses too.
 //
+// Each route forwards in order (one subscription, one message at a time).
+// When the far side refuses a message — its outbound queue is full, the
+// broker rejects it — the bridge drops it, counts it (Dropped) and logs it;
+// it does not retry, so one bad message cannot stall a route. Size the far
+// side's queue for the longest outage to ride out.
+//
 // A Bridge subscribes in New and stops in Close; it does not own or close
 // the two buses. It is safe for concurrent use.
 package bridge
