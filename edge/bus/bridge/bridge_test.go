@@ -141,9 +141,6 @@ func TestBadRoutes(t *testing.T) {
 // in-process bus to an upstream broker that is down for 30 s in the middle;
 // every number arrives, in order.
 func TestFaultUpstreamDown30s(t *testing.T) {
-	if testing.Short() {
-		t.Skip("takes 30 s by design (the outage); run without -short")
-	}
 	const n = 10_000
 	ctx := context.Background()
 	upstream := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second})
