@@ -82,12 +82,11 @@ type Broker struct {
 	binary string
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	status   Status
-	closed   bool
-	stop     chan struct{} // closed to end the current supervision
-	done     chan struct{} // closed when the supervisor has exited
-	readyErr chan error    // first start's result
+	mu     sync.Mutex
+	status Status
+	closed bool
+	stop   chan struct{} // closed to end the current supervision
+	done   chan struct{} // closed when the supervisor has exited
 }
 
 // New validates opts, picks free ports for ":0" listeners and finds the
