@@ -6,7 +6,7 @@ GO ?= go
 # Every Go module in the repository (the main module and nested ones).
 MODULES := $(shell find . -name go.mod -not -path './.cache/*' -exec dirname {} \; | sort)
 
-.PHONY: deps test vet gateway bench fuzz
+.PHONY: deps test vet lint gateway bench fuzz
 
 deps:
 	@scripts/install-deps.sh
@@ -16,6 +16,10 @@ vet: deps
 
 test: vet
 	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...); done
+
+# staticcheck, pinned; not part of make test so that CI needs no tool download.
+lint:
+	@set -e; for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...); done
 
 gateway: deps
 	$(GO) run ./examples/gateway
