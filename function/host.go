@@ -1,0 +1,336 @@
+package function
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// Sentinel errors of the host, beside those of package invoke (which
+// Invoke returns: ErrNotFound, ErrThrottled, ErrTimeout, ErrFunction).
+var (
+	ErrClosed = errors.New("function host closed")
+	// ErrUnknownHandler: a "go" Spec names a handler nobody registered.
+	ErrUnknownHandler = errors.New("no handler registered under that name")
+)
+
+// Options configure a Host. A nil *Options means the defaults.
+type Options struct {
+	// Logger receives the host's records and every record a function
+	// logs; nil discards.
+	Logger *slog.Logger
+	// QueueWait is how long Invoke waits for room in a full queue before
+	// it returns invoke.ErrThrottled; default 0 (at once).
+	QueueWait time.Duration
+	// AsyncResults is how many InvokeAsync results are kept for
+	// AsyncResult; default 1,000 (oldest dropped first).
+	AsyncResults int
+	// OnAsyncResult, if set, is called with every InvokeAsync result, on
+	// the goroutine that waited for it.
+	OnAsyncResult func(AsyncResult)
+}
+
+// Host deploys function versions and invokes them. It is safe for
+// concurrent use. Close stops every instance.
+type Host struct {
+	opts     Options
+	log      *slog.Logger
+	idPrefix string
+	seq      atomic.Uint64
+	lifetime context.Context
+	stop     context.CancelFunc
+	bg       sync.WaitGroup // async invocations and draining pools
+
+	mu        sync.RWMutex
+	closed    bool
+	handlers  map[string]Handler
+	functions map[string]*function
+
+	resMu   sync.Mutex
+	results map[string]AsyncResult
+	order   []string
+}
+
+var _ invoke.Invoker = (*Host)(nil)
+
+// function is one name: its current version and its counters, which
+// survive redeploys.
+type function struct {
+	host    *Host
+	name    string
+	current atomic.Pointer[pool]
+	stats   counters
+
+	errMu     sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
+}
+
+type counters struct {
+	invocations, errors, throttles, timeouts, coldStarts atomic.Uint64
+}
+
+func (f *function) setLastError(err error) {
+	f.errMu.Lock()
+	f.lastErr, f.lastErrAt = err.Error(), time.Now()
+	f.errMu.Unlock()
+}
+
+// New returns an empty host.
+func New(opts *Options) (*Host, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.AsyncResults <= 0 {
+		o.AsyncResults = 1000
+	}
+	if o.QueueWait < 0 {
+		return nil, errors.New("function: Options.QueueWait is negative")
+	}
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	h := &Host{
+		opts: o, log: o.Logger, idPrefix: hex.EncodeToString(r[:]),
+		handlers: make(map[string]Handler), functions: make(map[string]*function),
+		results: make(map[string]AsyncResult),
+	}
+	h.lifetime, h.stop = context.WithCancel(context.Background())
+	return h, nil
+}
+
+// Register makes an in-process handler deployable under name (a Spec with
+// Runtime "go" and Handler name). Registering a name twice is an error.
+func (h *Host) Register(name string, handler Handler) error {
+	if name == "" || handler == nil {
+		return errors.New("function: Register needs a name and a handler")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.handlers[name]; ok {
+		return fmt.Errorf("function: handler %q already registered", name)
+	}
+	h.handlers[name] = handler
+	return nil
+}
+
+// Deploy makes spec the function's current version. New invocations go to
+// it at once; invocations already queued or running on the previous version
+// finish there, then its instances stop. If the new version cannot be
+// started the previous one keeps serving and Deploy returns why. Deploying
+// the spec that already runs changes nothing.
+func (h *Host) Deploy(ctx context.Context, spec Spec) error {
+	s, err := spec.withDefaults()
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return fmt.Errorf("function: deploy %s: %w", s.Name, ErrClosed)
+	}
+	var newInst func() instance
+	switch s.Runtime {
+	case RuntimeGo:
+		handler, ok := h.handlers[s.Handler]
+		if !ok {
+			return fmt.Errorf("function: deploy %s version %s: %w: %q", s.Name, s.Version, ErrUnknownHandler, s.Handler)
+		}
+		newInst = func() instance { return handlerInstance{handler} }
+	default:
+		return fmt.Errorf("function: deploy %s: runtime %q: %w in this build (out-of-process runtimes come with the runtime API server)", s.Name, s.Runtime, errors.ErrUnsupported)
+	}
+	fn := h.functions[s.Name]
+	if fn == nil {
+		fn = &function{host: h, name: s.Name}
+		h.functions[s.Name] = fn
+	}
+	old := fn.current.Load()
+	if old != nil && reflect.DeepEqual(old.spec, s) {
+		return nil
+	}
+	fn.current.Store(newPool(fn, s, newInst))
+	if old != nil {
+		h.retire(old)
+	}
+	h.log.Info("function deployed", "function", s.Name, "version", s.Version, "runtime", string(s.Runtime), "mode", string(s.Mode))
+	return nil
+}
+
+// retire closes a replaced pool and lets it drain in the background.
+func (h *Host) retire(p *pool) {
+	p.close()
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		_ = p.wait(h.lifetime)
+	}()
+}
+
+// Remove takes the function away: new invocations get invoke.ErrNotFound,
+// queued and running ones finish. It waits for its instances to stop, or
+// for ctx.
+func (h *Host) Remove(ctx context.Context, name string) error {
+	h.mu.Lock()
+	fn := h.functions[name]
+	delete(h.functions, name)
+	h.mu.Unlock()
+	if fn == nil {
+		return fmt.Errorf("function: remove %s: %w", name, invoke.ErrNotFound)
+	}
+	p := fn.current.Swap(nil)
+	if p == nil {
+		return nil
+	}
+	p.close()
+	return p.wait(ctx)
+}
+
+func (h *Host) lookup(name string) (*function, error) {
+	h.mu.RLock()
+	fn, closed := h.functions[name], h.closed
+	h.mu.RUnlock()
+	if closed {
+		return nil, fmt.Errorf("function %s: %w", name, ErrClosed)
+	}
+	if fn == nil {
+		return nil, fmt.Errorf("function %s: %w", name, invoke.ErrNotFound)
+	}
+	return fn, nil
+}
+
+// submit queues req on the function's current version.
+func (h *Host) submit(ctx context.Context, name string, req invoke.Request) (*pool, *job, error) {
+	fn, err := h.lookup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	seq := h.seq.Add(1)
+	for {
+		p := fn.current.Load()
+		if p == nil {
+			return nil, nil, fmt.Errorf("function %s: %w", name, invoke.ErrNotFound)
+		}
+		j, retry, err := p.submit(ctx, req, seq, h.opts.QueueWait)
+		if retry {
+			continue // a deploy replaced the version under us
+		}
+		return p, j, err
+	}
+}
+
+// Invoke runs the function and waits for its response. Errors wrap
+// invoke.ErrNotFound, ErrThrottled, ErrTimeout or ErrFunction (an
+// *invoke.Error), or ctx's error.
+func (h *Host) Invoke(ctx context.Context, name string, req invoke.Request) (invoke.Response, error) {
+	p, j, err := h.submit(ctx, name, req)
+	if err != nil {
+		return invoke.Response{}, err
+	}
+	return p.await(ctx, j)
+}
+
+// AsyncResult is the outcome of an InvokeAsync.
+type AsyncResult struct {
+	ID       string
+	Function string
+	Response invoke.Response
+	Err      error
+	Finished time.Time
+}
+
+// InvokeAsync queues the invocation and returns its ID at once; a full
+// queue is reported here (invoke.ErrThrottled). The result goes to
+// Options.OnAsyncResult and to AsyncResult. The invocation keeps ctx's
+// values but not its cancellation.
+func (h *Host) InvokeAsync(ctx context.Context, name string, req invoke.Request) (string, error) {
+	detached := context.WithoutCancel(ctx)
+	p, j, err := h.submit(detached, name, req)
+	if err != nil {
+		return "", err
+	}
+	id := requestID(h.idPrefix, j.seq)
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		resp, err := p.await(h.lifetime, j)
+		h.report(AsyncResult{ID: id, Function: name, Response: resp, Err: err, Finished: time.Now()})
+	}()
+	return id, nil
+}
+
+func (h *Host) report(r AsyncResult) {
+	h.resMu.Lock()
+	h.results[r.ID] = r
+	h.order = append(h.order, r.ID)
+	if over := len(h.order) - h.opts.AsyncResults; over > 0 {
+		for _, id := range h.order[:over] {
+			delete(h.results, id)
+		}
+		h.order = slices.Clone(h.order[over:])
+	}
+	h.resMu.Unlock()
+	if h.opts.OnAsyncResult != nil {
+		h.opts.OnAsyncResult(r)
+	}
+}
+
+// AsyncResult returns the result of an InvokeAsync, if it has finished and
+// is still kept.
+func (h *Host) AsyncResult(id string) (AsyncResult, bool) {
+	h.resMu.Lock()
+	defer h.resMu.Unlock()
+	r, ok := h.results[id]
+	return r, ok
+}
+
+// Close stops taking invocations, lets queued and running ones finish, and
+// waits for every instance and async invocation (or ctx). It is safe to call
+// more than once.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	var pools []*pool
+	for _, fn := range h.functions {
+		if p := fn.current.Swap(nil); p != nil {
+			pools = append(pools, p)
+		}
+	}
+	h.mu.Unlock()
+	var errs []error
+	for _, p := range pools {
+		p.close()
+	}
+	for _, p := range pools {
+		if err := p.wait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	h.stop()
+	done := make(chan struct{})
+	go func() { h.bg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
+	}
+	return errors.Join(errs...)
+}

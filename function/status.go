@@ -1,0 +1,113 @@
+package function
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// Stats are a function's counters since it was first deployed (they carry
+// over redeploys).
+type Stats struct {
+	Invocations uint64 // answered: a result, an error or a timeout
+	Errors      uint64 // of which the function reported an error
+	Throttles   uint64 // refused for a full queue (not in Invocations)
+	Timeouts    uint64 // of Invocations, those that passed their deadline
+	ColdStarts  uint64 // instances started
+}
+
+// InstanceState is what an instance is doing.
+type InstanceState string
+
+// Instance states.
+const (
+	InstanceIdle InstanceState = "idle"
+	InstanceBusy InstanceState = "busy"
+	// InstanceStuck: its invocation timed out and a replacement took its
+	// place; an in-process handler that ignores its context stays here
+	// until it returns.
+	InstanceStuck InstanceState = "stuck"
+)
+
+// InstanceStatus describes one instance.
+type InstanceStatus struct {
+	ID          string
+	State       InstanceState
+	Started     time.Time
+	Invocations uint64
+}
+
+// Status describes a deployed function.
+type Status struct {
+	Name, Version string
+	Runtime       Runtime
+	Mode          Mode
+	Spec          Spec // with defaults filled in
+	Instances     []InstanceStatus
+	QueueDepth    int
+	Stats         Stats
+	LastError     string
+	LastErrorAt   time.Time
+}
+
+// Status returns the named function's status.
+func (h *Host) Status(name string) (Status, error) {
+	fn, err := h.lookup(name)
+	if err != nil {
+		return Status{}, err
+	}
+	p := fn.current.Load()
+	if p == nil {
+		return Status{}, fmt.Errorf("function %s: %w", name, invoke.ErrNotFound)
+	}
+	return fn.status(p), nil
+}
+
+// List returns every deployed function's status, by name.
+func (h *Host) List() []Status {
+	h.mu.RLock()
+	fns := make([]*function, 0, len(h.functions))
+	for _, fn := range h.functions {
+		fns = append(fns, fn)
+	}
+	h.mu.RUnlock()
+	out := make([]Status, 0, len(fns))
+	for _, fn := range fns {
+		if p := fn.current.Load(); p != nil {
+			out = append(out, fn.status(p))
+		}
+	}
+	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (fn *function) status(p *pool) Status {
+	st := Status{
+		Name: p.spec.Name, Version: p.spec.Version, Runtime: p.spec.Runtime, Mode: p.spec.Mode, Spec: p.spec,
+		QueueDepth: len(p.jobs),
+		Stats: Stats{
+			Invocations: fn.stats.invocations.Load(), Errors: fn.stats.errors.Load(), Throttles: fn.stats.throttles.Load(),
+			Timeouts: fn.stats.timeouts.Load(), ColdStarts: fn.stats.coldStarts.Load(),
+		},
+	}
+	fn.errMu.Lock()
+	st.LastError, st.LastErrorAt = fn.lastErr, fn.lastErrAt
+	fn.errMu.Unlock()
+	p.mu.Lock()
+	for w := range p.instances {
+		state := InstanceIdle
+		switch {
+		case w.stuck.Load():
+			state = InstanceStuck
+		case w.busy.Load():
+			state = InstanceBusy
+		}
+		st.Instances = append(st.Instances, InstanceStatus{ID: w.id, State: state, Started: w.started, Invocations: w.invocations.Load()})
+	}
+	p.mu.Unlock()
+	slices.SortFunc(st.Instances, func(a, b InstanceStatus) int { return a.Started.Compare(b.Started) })
+	return st
+}
