@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"reflect"
 	"slices"
 	"sync"
@@ -51,6 +52,7 @@ type Host struct {
 	lifetime context.Context
 	stop     context.CancelFunc
 	bg       sync.WaitGroup // async invocations and draining pools
+	env      []string       // the environment out-of-process instances start from
 
 	mu        sync.RWMutex
 	closed    bool
@@ -109,6 +111,7 @@ func New(opts *Options) (*Host, error) {
 		handlers: make(map[string]Handler), functions: make(map[string]*function),
 		results: make(map[string]AsyncResult),
 	}
+	h.env = baseEnv()
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -138,32 +141,52 @@ func (h *Host) Deploy(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return err
 	}
+	h.mu.RLock()
+	closed, handler := h.closed, h.handlers[s.Handler]
+	var old *pool
+	if fn := h.functions[s.Name]; fn != nil {
+		old = fn.current.Load()
+	}
+	h.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("function: deploy %s: %w", s.Name, ErrClosed)
+	}
+	if old != nil && reflect.DeepEqual(old.spec, s) {
+		return nil
+	}
+	var newInst func(id string) (instance, error)
+	var first instance
+	switch s.Runtime {
+	case RuntimeGo:
+		if handler == nil {
+			return fmt.Errorf("function: deploy %s version %s: %w: %q", s.Name, s.Version, ErrUnknownHandler, s.Handler)
+		}
+		newInst = func(string) (instance, error) { return handlerInstance{handler}, nil }
+	default:
+		newInst = func(id string) (instance, error) { return startProcess(h.lifetime, s, id, h.log, h.env) }
+		// Prove the version starts before it takes traffic: if it does
+		// not, the previous version keeps serving.
+		pi, err := startProcess(ctx, s, s.Version+"-0", h.log, h.env)
+		if err != nil {
+			return fmt.Errorf("function: deploy %s version %s: %w", s.Name, s.Version, err)
+		}
+		first = pi
+	}
+
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return fmt.Errorf("function: deploy %s: %w", s.Name, ErrClosed)
-	}
-	var newInst func() instance
-	switch s.Runtime {
-	case RuntimeGo:
-		handler, ok := h.handlers[s.Handler]
-		if !ok {
-			return fmt.Errorf("function: deploy %s version %s: %w: %q", s.Name, s.Version, ErrUnknownHandler, s.Handler)
+		if first != nil {
+			first.stop()
 		}
-		newInst = func() instance { return handlerInstance{handler} }
-	default:
-		return fmt.Errorf("function: deploy %s: runtime %q: %w in this build (out-of-process runtimes come with the runtime API server)", s.Name, s.Runtime, errors.ErrUnsupported)
+		return fmt.Errorf("function: deploy %s: %w", s.Name, ErrClosed)
 	}
 	fn := h.functions[s.Name]
 	if fn == nil {
 		fn = &function{host: h, name: s.Name}
 		h.functions[s.Name] = fn
 	}
-	old := fn.current.Load()
-	if old != nil && reflect.DeepEqual(old.spec, s) {
-		return nil
-	}
-	fn.current.Store(newPool(fn, s, newInst))
+	old = fn.current.Swap(newPool(fn, s, newInst, first))
 	if old != nil {
 		h.retire(old)
 	}
@@ -333,4 +356,16 @@ func (h *Host) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
 	}
 	return errors.Join(errs...)
+}
+
+// baseEnv is what every function process inherits: the host's PATH, HOME,
+// locale and time zone, not its secrets.
+func baseEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
 }

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +20,31 @@ import (
 	"github.com/edgekit/edgekit/invoke"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// binDir holds the test functions TestMain builds (lambda, fc).
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "edgekit-function-test-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	for _, name := range []string{"lambda", "fc"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./internal/testfunctions/"+name).CombinedOutput()
+		if err != nil {
+			panic(fmt.Sprintf("building test function %s: %v\n%s", name, err, out))
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 func newHost(t *testing.T, o *function.Options) *function.Host {
 	t.Helper()

@@ -10,17 +10,28 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgekit/edgekit/internal/backoff"
 	"github.com/edgekit/edgekit/invoke"
 )
 
 // instance runs invocations one at a time. The in-process kind calls a
-// Handler; out-of-process kinds will drive a process.
+// Handler; the out-of-process kind drives a process.
 type instance interface {
 	run(ctx *invCtx, req invoke.Request) (invoke.Response, error)
+	// exitedC is closed when the instance died by itself (nil: never).
+	exitedC() <-chan struct{}
+	alive() bool
+	stop()
 }
 
 // handlerInstance runs a registered Handler in process.
 type handlerInstance struct{ h Handler }
+
+func (handlerInstance) exitedC() <-chan struct{} { return nil }
+func (handlerInstance) alive() bool              { return true }
+func (handlerInstance) stop()                    {}
+
+func (pi *processInstance) exitedC() <-chan struct{} { return pi.exited }
 
 func (i handlerInstance) run(ctx *invCtx, req invoke.Request) (resp invoke.Response, err error) {
 	defer func() {
@@ -82,7 +93,7 @@ var timers = sync.Pool{New: func() any {
 type pool struct {
 	fn      *function
 	spec    Spec
-	newInst func() instance
+	newInst func(id string) (instance, error)
 	log     hostLogger
 	jobs    chan *job // capacity QueueSize+MaxInstances: admission, not the channel, bounds it
 	quit    chan struct{}
@@ -100,7 +111,19 @@ type pool struct {
 	instances map[*worker]struct{}
 	waiters   atomic.Int32  // submitters waiting for room (QueueWait)
 	room      chan struct{} // closed and replaced when a job is taken while waiters > 0
+	failures  int           // consecutive failed starts or fast exits
+	failed    error         // set by the crash-loop breaker
 }
+
+// Crash-loop breaker: this many starts in a row that fail, or instances that
+// exit within fastExit of starting, mark the version failed until the next
+// deploy.
+const (
+	crashLoopLimit = 3
+	fastExit       = 10 * time.Second
+)
+
+var restartBackoff = backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 
 type hostLogger interface {
 	Error(msg string, args ...any)
@@ -116,24 +139,35 @@ type worker struct {
 	invocations atomic.Uint64
 }
 
-func newPool(fn *function, spec Spec, newInst func() instance) *pool {
+func newPool(fn *function, spec Spec, newInst func(id string) (instance, error), first instance) *pool {
 	p := &pool{
 		fn: fn, spec: spec, newInst: newInst, log: fn.host.log,
 		jobs: make(chan *job, spec.QueueSize+spec.MaxInstances), quit: make(chan struct{}),
 		instances: make(map[*worker]struct{}), room: make(chan struct{}),
 	}
 	p.mu.Lock()
-	for range spec.MinInstances {
+	if first != nil {
+		// The instance Deploy started to prove the version works.
+		p.startLocked(first, spec.MinInstances > 0)
+	}
+	for p.permanent < spec.MinInstances {
 		p.spawnLocked(true)
 	}
 	p.mu.Unlock()
 	return p
 }
 
-// spawnLocked starts a worker; p.mu is held.
-func (p *pool) spawnLocked(permanent bool) {
+// spawnLocked starts a worker, which starts its instance; p.mu is held.
+func (p *pool) spawnLocked(permanent bool) { p.startLocked(nil, permanent) }
+
+// instanceID names the next instance; p.mu is held.
+func (p *pool) instanceID() string {
 	p.nextInst++
-	w := &worker{id: p.spec.Version + "-" + strconv.Itoa(p.nextInst), started: time.Now(), permanent: permanent}
+	return p.spec.Version + "-" + strconv.Itoa(p.nextInst)
+}
+
+func (p *pool) startLocked(inst instance, permanent bool) {
+	w := &worker{id: p.instanceID(), started: time.Now(), permanent: permanent}
 	p.workers++
 	if permanent {
 		p.permanent++
@@ -142,13 +176,13 @@ func (p *pool) spawnLocked(permanent bool) {
 	p.idle.Add(1)
 	p.fn.stats.coldStarts.Add(1)
 	p.wg.Add(1)
-	go p.work(w, p.newInst())
+	go p.work(w, inst)
 }
 
 // growLocked starts workers while more invocations wait than instances are
 // idle, up to MaxInstances; p.mu is held.
 func (p *pool) growLocked() {
-	for len(p.jobs) > int(p.idle.Load()) && p.workers < p.spec.MaxInstances {
+	for p.failed == nil && len(p.jobs) > int(p.idle.Load()) && p.workers < p.spec.MaxInstances {
 		p.spawnLocked(p.permanent < p.spec.MinInstances)
 	}
 }
@@ -188,6 +222,12 @@ func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait 
 			p.mu.Unlock()
 			putJob(j)
 			return nil, true, nil
+		}
+		if p.failed != nil {
+			err := p.failed
+			p.mu.Unlock()
+			putJob(j)
+			return nil, false, fmt.Errorf("function %s version %s: %w: crash loop: %w", p.spec.Name, p.spec.Version, invoke.ErrUnavailable, err)
 		}
 		if p.admitLocked(j) {
 			p.mu.Unlock()
@@ -302,9 +342,19 @@ func (p *pool) replaceStuck(w *worker) {
 	}
 }
 
-// work is one instance's loop.
+// work is one instance's loop. inst is nil when the worker must start it.
 func (p *pool) work(w *worker, inst instance) {
 	defer p.wg.Done()
+	if inst == nil {
+		if inst = p.startInstance(w); inst == nil {
+			return
+		}
+	}
+	defer func() {
+		if inst != nil { // nil after a restart that failed
+			inst.stop()
+		}
+	}()
 	var idle *time.Timer
 	var idleC <-chan time.Time
 	if !w.permanent {
@@ -320,10 +370,26 @@ func (p *pool) work(w *worker, inst instance) {
 			if !p.runJob(w, inst, j) {
 				return // abandoned while running: replaced
 			}
+			if !inst.alive() {
+				// Killed at a deadline or exited during the call.
+				inst.stop()
+				if inst = p.restartInstance(w); inst == nil {
+					return
+				}
+			}
 			p.idle.Add(1)
 			if idle != nil {
 				idle.Reset(time.Duration(p.spec.IdleTimeout))
 			}
+		case <-inst.exitedC():
+			// Died while idle (a continuous daemon that crashed).
+			p.idle.Add(-1)
+			p.fn.setLastError(fmt.Errorf("function %s instance %s exited while idle", p.spec.Name, w.id))
+			inst.stop()
+			if p.fastExit(w) || func() bool { inst = p.restartInstance(w); return inst == nil }() {
+				return
+			}
+			p.idle.Add(1)
 		case <-idleC:
 			if p.retire(w) {
 				return
@@ -335,12 +401,117 @@ func (p *pool) work(w *worker, inst instance) {
 			}
 			p.mu.Lock()
 			p.idle.Add(-1)
-			delete(p.instances, w)
-			p.workers--
-			if w.permanent {
-				p.permanent--
-			}
+			p.removeLocked(w)
 			p.mu.Unlock()
+			return
+		}
+	}
+}
+
+// startInstance starts w's instance, after a backoff when starts have been
+// failing. It returns nil when it failed; the worker is then gone.
+func (p *pool) startInstance(w *worker) instance {
+	p.mu.Lock()
+	failures := p.failures
+	p.mu.Unlock()
+	if failures > 0 {
+		t := time.NewTimer(restartBackoff.Delay(failures - 1))
+		select {
+		case <-t.C:
+		case <-p.quit:
+			t.Stop()
+			p.mu.Lock()
+			p.idle.Add(-1)
+			p.removeLocked(w)
+			p.mu.Unlock()
+			return nil
+		}
+	}
+	inst, err := p.newInst(w.id)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.idle.Add(-1)
+		p.removeLocked(w)
+		p.failedStartLocked(err)
+		return nil
+	}
+	w.started = time.Now()
+	p.failures = 0
+	return inst
+}
+
+// restartInstance replaces w's dead instance (counted as a cold start).
+// The worker is not idle while it restarts.
+func (p *pool) restartInstance(w *worker) instance {
+	p.fn.stats.coldStarts.Add(1)
+	p.idle.Add(1) // startInstance takes it away on failure
+	inst := p.startInstance(w)
+	if inst != nil {
+		p.idle.Add(-1)
+	}
+	return inst
+}
+
+// fastExit counts an instance that died soon after starting; at the limit
+// the worker gives up (the breaker has tripped). It reports whether the
+// worker is gone.
+func (p *pool) fastExit(w *worker) bool {
+	if time.Since(w.started) >= fastExit {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures++
+	if p.failures < crashLoopLimit {
+		return false
+	}
+	p.removeLocked(w)
+	p.failedStartLocked(fmt.Errorf("instance %s exited %d times within %v of starting", w.id, p.failures, fastExit))
+	return true
+}
+
+// removeLocked forgets a worker that is exiting; p.mu is held.
+func (p *pool) removeLocked(w *worker) {
+	delete(p.instances, w)
+	p.workers--
+	if w.permanent {
+		p.permanent--
+	}
+}
+
+// failedStartLocked records a failed start and trips the breaker at the
+// limit, failing what is queued; p.mu is held.
+func (p *pool) failedStartLocked(err error) {
+	p.fn.setLastError(err)
+	p.log.Error("function instance failed to start", "function", p.spec.Name, "version", p.spec.Version, "err", err)
+	if p.failures < crashLoopLimit {
+		p.failures++
+	}
+	if p.failures < crashLoopLimit {
+		if !p.closed {
+			p.growLocked()
+			for p.permanent < p.spec.MinInstances && p.workers < p.spec.MaxInstances {
+				p.spawnLocked(true)
+			}
+		}
+		return
+	}
+	if p.failed == nil {
+		p.failed = err
+		p.log.Error("function is crash looping; it stays down until the next deploy", "function", p.spec.Name, "version", p.spec.Version, "err", err)
+	}
+	unavailable := fmt.Errorf("function %s version %s: %w: crash loop: %w", p.spec.Name, p.spec.Version, invoke.ErrUnavailable, p.failed)
+	for {
+		select {
+		case j := <-p.jobs:
+			j.err = unavailable
+			if j.state.CompareAndSwap(jobQueued, jobDone) {
+				j.done <- struct{}{}
+			} else {
+				putJob(j)
+			}
+		default:
 			return
 		}
 	}
@@ -400,8 +571,7 @@ func (p *pool) retire(w *worker) bool {
 		return false
 	}
 	p.idle.Add(-1)
-	p.workers--
-	delete(p.instances, w)
+	p.removeLocked(w)
 	return true
 }
 

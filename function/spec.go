@@ -67,6 +67,12 @@ type Spec struct {
 	// registered under; for the others the entry point in the code
 	// directory.
 	Handler string `json:"handler"`
+	// API is the runtime API an executable speaks: "lambda" (default) or
+	// "fc".
+	API API `json:"api,omitempty"`
+	// CodeDir holds an out-of-process function's code; the package store
+	// sets it when it unpacks a version.
+	CodeDir string `json:"codeDir,omitempty"`
 	Mode    Mode   `json:"mode,omitempty"`
 	// MinInstances run at all times in Continuous mode (default 1); in
 	// OnDemand mode it must be 0.
@@ -134,6 +140,18 @@ func (s Spec) withDefaults() (Spec, error) {
 	}
 	if s.Handler == "" {
 		return bad("handler", "empty")
+	}
+	if s.Runtime != RuntimeGo {
+		switch s.API {
+		case "":
+			s.API = APILambda
+		case APILambda, APIFC:
+		default:
+			return bad("api", "%q (want lambda or fc)", s.API)
+		}
+		if s.CodeDir == "" {
+			return bad("codeDir", "empty; an out-of-process function needs its code directory")
+		}
 	}
 	switch s.Mode {
 	case "":

@@ -51,6 +51,10 @@ type Status struct {
 	Stats         Stats
 	LastError     string
 	LastErrorAt   time.Time
+	// CrashLoop is set when the version's instances kept failing to start
+	// or exiting right after starting; it serves no invocations
+	// (invoke.ErrUnavailable) until the next deploy.
+	CrashLoop string
 }
 
 // Status returns the named function's status.
@@ -97,6 +101,9 @@ func (fn *function) status(p *pool) Status {
 	st.LastError, st.LastErrorAt = fn.lastErr, fn.lastErrAt
 	fn.errMu.Unlock()
 	p.mu.Lock()
+	if p.failed != nil {
+		st.CrashLoop = p.failed.Error()
+	}
 	for w := range p.instances {
 		state := InstanceIdle
 		switch {

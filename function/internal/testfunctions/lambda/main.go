@@ -1,0 +1,65 @@
+// Command lambda is a function built on aws-lambda-go for the host's
+// tests. TEST_BEHAVIOUR picks what it does: echo (default), error, panic,
+// sleep, exit-at-start, init-error-exit, spawn-and-hang, big.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+)
+
+func main() {
+	behaviour := os.Getenv("TEST_BEHAVIOUR")
+	if behaviour == "exit-at-start" {
+		os.Stderr.WriteString("refusing to start\n")
+		os.Exit(3)
+	}
+	lambda.Start(func(ctx context.Context, ev json.RawMessage) (any, error) {
+		lc, _ := lambdacontext.FromContext(ctx)
+		deadline, _ := ctx.Deadline()
+		println("handling", lc.AwsRequestID) // a line on stderr
+		switch behaviour {
+		case "error":
+			return nil, errors.New("bad input: " + string(ev))
+		case "panic":
+			panic("handler panicked")
+		case "sleep":
+			time.Sleep(time.Hour)
+		case "spawn-and-hang":
+			cmd := exec.Command("sleep", "1000")
+			if err := cmd.Start(); err != nil {
+				return nil, err
+			}
+			os.WriteFile(os.Getenv("CHILD_PID_FILE"), []byte(strings.TrimSpace(itoa(cmd.Process.Pid))), 0o644)
+			time.Sleep(time.Hour)
+		case "big":
+			return strings.Repeat("x", 7<<20), nil
+		}
+		return map[string]any{
+			"event":       ev,
+			"request_id":  lc.AwsRequestID,
+			"arn":         lc.InvokedFunctionArn,
+			"custom":      lc.ClientContext.Custom,
+			"function":    lambdacontext.FunctionName,
+			"version":     lambdacontext.FunctionVersion,
+			"memory":      lambdacontext.MemoryLimitInMB,
+			"deadline_in": time.Until(deadline).Milliseconds(),
+			"config":      os.Getenv("EDGEKIT_FUNCTION_CONFIG"),
+			"extra_env":   os.Getenv("EXTRA"),
+			"pid":         os.Getpid(),
+		}, nil
+	})
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}

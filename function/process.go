@@ -1,0 +1,252 @@
+package function
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// processInstance is an out-of-process instance: a child process that pulls
+// invocations from its own runtime API endpoint on a loopback port.
+type processInstance struct {
+	spec   Spec
+	id     string
+	api    *runtimeAPI
+	srv    *http.Server
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+	grace  time.Duration
+
+	mu      sync.Mutex
+	waitErr error
+	tail    []string // last output lines, for exit errors
+	stopped bool
+}
+
+// startupTimeout bounds a start: process launch to its first /next.
+const startupTimeout = 10 * time.Second
+
+// startProcess starts an instance and waits until it asks for its first
+// invocation. On failure nothing is left running.
+func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, hostEnv []string) (*processInstance, error) {
+	p, ok := profiles[spec.API]
+	if !ok {
+		return nil, fmt.Errorf("function %s: unknown runtime API %q", spec.Name, spec.API)
+	}
+	exe, args, err := command(spec)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("function %s: runtime API listener: %w", spec.Name, err)
+	}
+	pi := &processInstance{spec: spec, id: id, api: newRuntimeAPI(p, spec.Name, spec.Version), exited: make(chan struct{}), grace: 2 * time.Second}
+	pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = pi.srv.Serve(ln) }()
+
+	cmd := exec.Command(exe, args...)
+	cmd.Dir = spec.CodeDir
+	cmd.Env = append(append([]string{}, hostEnv...), instanceEnv(spec, p, ln.Addr().String())...)
+	cmd.SysProcAttr = processGroupAttr()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		pi.shutdownServer()
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		pi.shutdownServer()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		pi.shutdownServer()
+		return nil, fmt.Errorf("function %s version %s: starting %s: %w", spec.Name, spec.Version, exe, err)
+	}
+	pi.cmd = cmd
+	flog := log.With("function", spec.Name, "version", spec.Version, "instance", id)
+	var lines sync.WaitGroup
+	lines.Add(2)
+	go pi.logLines(&lines, stdout, flog, slog.LevelInfo)
+	go pi.logLines(&lines, stderr, flog, slog.LevelWarn)
+	go func() {
+		lines.Wait()
+		err := cmd.Wait()
+		pi.mu.Lock()
+		pi.waitErr = err
+		pi.mu.Unlock()
+		close(pi.exited)
+	}()
+
+	t := time.NewTimer(startupTimeout)
+	defer t.Stop()
+	select {
+	case <-pi.api.ready:
+		return pi, nil
+	case err := <-pi.api.initErr:
+		pi.stop()
+		return nil, fmt.Errorf("function %s version %s: init error: %w", spec.Name, spec.Version, err)
+	case <-pi.exited:
+		pi.stop()
+		return nil, fmt.Errorf("function %s version %s: %w", spec.Name, spec.Version, pi.exitError("exited before asking for its first invocation"))
+	case <-t.C:
+		pi.stop()
+		return nil, fmt.Errorf("function %s version %s: %w within %v", spec.Name, spec.Version, errNotReady, startupTimeout)
+	case <-ctx.Done():
+		pi.stop()
+		return nil, fmt.Errorf("function %s version %s: starting: %w", spec.Name, spec.Version, ctx.Err())
+	}
+}
+
+// command returns what to execute for spec's runtime.
+func command(spec Spec) (string, []string, error) {
+	switch spec.Runtime {
+	case RuntimeExecutable:
+		exe := spec.Handler
+		if !filepath.IsAbs(exe) {
+			exe = filepath.Join(spec.CodeDir, exe)
+		}
+		if st, err := os.Stat(exe); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return "", nil, fmt.Errorf("function %s version %s: handler %q is not an executable file in %s", spec.Name, spec.Version, spec.Handler, spec.CodeDir)
+		}
+		return exe, nil, nil
+	default:
+		return "", nil, fmt.Errorf("function %s: runtime %q: %w in this build", spec.Name, spec.Runtime, errors.ErrUnsupported)
+	}
+}
+
+// instanceEnv is what the runtime API promises a function process.
+func instanceEnv(spec Spec, p *profile, addr string) []string {
+	env := []string{
+		p.envVar + "=" + addr,
+		"AWS_LAMBDA_FUNCTION_NAME=" + spec.Name,
+		"AWS_LAMBDA_FUNCTION_VERSION=" + spec.Version,
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(spec.MemoryLimitMB),
+		"_HANDLER=" + spec.Handler,
+		"LAMBDA_TASK_ROOT=" + spec.CodeDir,
+		"FC_FUNCTION_NAME=" + spec.Name,
+		"FC_QUALIFIER=" + spec.Version,
+		"FC_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(spec.MemoryLimitMB),
+		"EDGEKIT_FUNCTION_CONFIG=" + string(spec.Config),
+	}
+	for k, v := range spec.Env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// logLines turns each output line into a log record.
+func (pi *processInstance) logLines(wg *sync.WaitGroup, r io.Reader, log *slog.Logger, level slog.Level) {
+	defer wg.Done()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		pi.mu.Lock()
+		pi.tail = append(pi.tail, line)
+		if len(pi.tail) > 10 {
+			pi.tail = pi.tail[1:]
+		}
+		pi.mu.Unlock()
+		log.Log(context.Background(), level, line, "stream", map[slog.Level]string{slog.LevelInfo: "stdout", slog.LevelWarn: "stderr"}[level])
+	}
+	_, _ = io.Copy(io.Discard, r) // a line over 1 MiB: keep draining
+}
+
+func (pi *processInstance) exitError(what string) error {
+	pi.mu.Lock()
+	defer pi.mu.Unlock()
+	return &invoke.Error{Function: pi.spec.Name, Version: pi.spec.Version, Type: "Runtime.ExitError",
+		Message: fmt.Sprintf("%s: %v; last output: %s", what, pi.waitErr, strings.Join(pi.tail, " | "))}
+}
+
+// run hands one invocation to the runtime and waits for its answer, the
+// deadline, or the process's exit. At the deadline the process group is
+// killed: the instance is dead afterwards (alive reports false).
+func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
+	c := &call{
+		id: ctx.inv.RequestID(), req: req, deadline: ctx.inv.Deadline,
+		arn:    "arn:aws:lambda:edge:000000000000:function:" + pi.spec.Name + ":" + pi.spec.Version,
+		result: make(chan callResult, 1),
+	}
+	select {
+	case pi.api.calls <- c:
+	case <-pi.exited:
+		return invoke.Response{}, pi.exitError("exited")
+	case <-ctx.Done():
+		pi.kill()
+		return invoke.Response{}, ctx.Err()
+	}
+	select {
+	case r := <-c.result:
+		return r.resp, r.err
+	case <-pi.exited:
+		return invoke.Response{}, pi.exitError("exited during the invocation")
+	case <-ctx.Done():
+		pi.kill()
+		return invoke.Response{}, ctx.Err()
+	}
+}
+
+func (pi *processInstance) alive() bool {
+	select {
+	case <-pi.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill ends the whole process group at once.
+func (pi *processInstance) kill() {
+	if pi.cmd != nil && pi.cmd.Process != nil {
+		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+// stop asks the process group to end (SIGTERM), kills it after the grace
+// period, and closes the runtime API. It is safe to call more than once.
+func (pi *processInstance) stop() {
+	pi.mu.Lock()
+	if pi.stopped {
+		pi.mu.Unlock()
+		return
+	}
+	pi.stopped = true
+	pi.mu.Unlock()
+	if pi.cmd != nil && pi.cmd.Process != nil {
+		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-pi.exited:
+		case <-time.After(pi.grace):
+			pi.kill()
+			<-pi.exited
+		}
+		// Children that outlived the leader are part of the group too.
+		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
+	}
+	pi.shutdownServer()
+}
+
+func (pi *processInstance) shutdownServer() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := pi.srv.Shutdown(ctx); err != nil {
+		_ = pi.srv.Close() // a /next long poll holds its connection
+	}
+}

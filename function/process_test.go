@@ -1,0 +1,296 @@
+package function_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// lambdaSpec is the aws-lambda-go test function with a behaviour.
+func lambdaSpec(name, behaviour string) function.Spec {
+	return function.Spec{
+		Name: name, Version: "1", Runtime: function.RuntimeExecutable, Handler: "lambda", CodeDir: binDir,
+		Env: map[string]string{"TEST_BEHAVIOUR": behaviour, "EXTRA": "from-spec"},
+	}
+}
+
+// TestLambdaGoFunctionUnmodified: a function built with aws-lambda-go's
+// lambda.Start runs as it would in the cloud and sees the Lambda
+// environment and context.
+func TestLambdaGoFunctionUnmodified(t *testing.T) {
+	h := newHost(t, nil)
+	s := lambdaSpec("lambda-echo", "echo")
+	s.Config = json.RawMessage(`{"unit":"C"}`)
+	s.Timeout = function.Duration(5 * time.Second)
+	deploy(t, h, s)
+	resp, err := h.Invoke(context.Background(), "lambda-echo", invoke.Request{
+		Payload: []byte(`{"temperature":21.5}`), Source: map[string]string{"topic": "devices/boiler/temperature"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(resp.Payload, &got); err != nil {
+		t.Fatalf("response %q: %v", resp.Payload, err)
+	}
+	ev, _ := json.Marshal(got["event"])
+	if string(ev) != `{"temperature":21.5}` {
+		t.Errorf("event %s", ev)
+	}
+	if got["function"] != "lambda-echo" || got["version"] != "1" || got["memory"] != float64(128) || got["extra_env"] != "from-spec" || got["config"] != `{"unit":"C"}` {
+		t.Errorf("environment: %v", got)
+	}
+	if id, _ := got["request_id"].(string); id == "" {
+		t.Errorf("no request id: %v", got)
+	}
+	if arn, _ := got["arn"].(string); !strings.Contains(arn, ":function:lambda-echo:1") {
+		t.Errorf("arn %q", arn)
+	}
+	if c, _ := got["custom"].(map[string]any); c["topic"] != "devices/boiler/temperature" {
+		t.Errorf("client context custom %v", got["custom"])
+	}
+	if d, _ := got["deadline_in"].(float64); d <= 0 || d > 5000 {
+		t.Errorf("deadline in %v ms", d)
+	}
+	// Warm: the second invocation reuses the process.
+	resp2, err := h.Invoke(context.Background(), "lambda-echo", invoke.Request{Payload: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got2 map[string]any
+	_ = json.Unmarshal(resp2.Payload, &got2)
+	if got2["pid"] != got["pid"] {
+		t.Errorf("second invocation ran in pid %v, first in %v: not warm", got2["pid"], got["pid"])
+	}
+	if st, _ := h.Status("lambda-echo"); st.Stats.ColdStarts != 1 || len(st.Instances) != 1 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestLambdaErrorsAndPanics(t *testing.T) {
+	h := newHost(t, nil)
+	deploy(t, h, lambdaSpec("lambda-error", "error"))
+	_, err := h.Invoke(context.Background(), "lambda-error", invoke.Request{Payload: []byte(`"x"`)})
+	var fe *invoke.Error
+	if !errors.As(err, &fe) || !strings.Contains(fe.Message, `bad input: "x"`) || fe.Type == "" {
+		t.Errorf("function error: %v", err)
+	}
+
+	deploy(t, h, lambdaSpec("lambda-panic", "panic"))
+	for i := range 2 { // aws-lambda-go exits after a panic: a new instance serves the next call
+		_, err = h.Invoke(context.Background(), "lambda-panic", invoke.Request{Payload: []byte(`{}`)})
+		if !errors.As(err, &fe) || !strings.Contains(fe.Message, "handler panicked") {
+			t.Errorf("panic %d: %v", i, err)
+		}
+	}
+	if st, _ := h.Status("lambda-panic"); st.CrashLoop != "" {
+		t.Errorf("a function that panics per call is not a crash loop: %s", st.CrashLoop)
+	}
+}
+
+// TestTimeoutKillsTheProcessGroup: at the deadline the instance and the
+// child it spawned are killed; a new instance serves the next call.
+func TestTimeoutKillsTheProcessGroup(t *testing.T) {
+	h := newHost(t, nil)
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	s := lambdaSpec("hang", "spawn-and-hang")
+	s.Env["CHILD_PID_FILE"] = pidFile
+	s.Timeout = function.Duration(700 * time.Millisecond)
+	deploy(t, h, s)
+	_, err := h.Invoke(context.Background(), "hang", invoke.Request{Payload: []byte(`{}`)})
+	if !errors.Is(err, invoke.ErrTimeout) {
+		t.Fatalf("hanging function: %v, want ErrTimeout", err)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the function did not record its child: %v", err)
+	}
+	child, _ := strconv.Atoi(string(b))
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(child, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d still alive after the timeout", child)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCrashAtStartKeepsThePreviousVersion(t *testing.T) {
+	h := newHost(t, nil)
+	good := lambdaSpec("svc", "echo")
+	deploy(t, h, good)
+	bad := lambdaSpec("svc", "exit-at-start")
+	bad.Version = "2"
+	err := h.Deploy(context.Background(), bad)
+	if err == nil || !strings.Contains(err.Error(), "exited before asking for its first invocation") || !strings.Contains(err.Error(), "refusing to start") {
+		t.Fatalf("deploy of a version that exits at start: %v", err)
+	}
+	if st, _ := h.Status("svc"); st.Version != "1" {
+		t.Errorf("version after the failed deploy: %s", st.Version)
+	}
+	if _, err := h.Invoke(context.Background(), "svc", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Errorf("previous version stopped serving: %v", err)
+	}
+	missing := lambdaSpec("svc", "echo")
+	missing.Version, missing.Handler = "3", "no-such-binary"
+	if err := h.Deploy(context.Background(), missing); err == nil || !strings.Contains(err.Error(), "not an executable") {
+		t.Errorf("deploy with a missing executable: %v", err)
+	}
+}
+
+func TestResponseOverTheLimit(t *testing.T) {
+	h := newHost(t, nil)
+	deploy(t, h, lambdaSpec("big", "big"))
+	_, err := h.Invoke(context.Background(), "big", invoke.Request{Payload: []byte(`{}`)})
+	var fe *invoke.Error
+	if !errors.As(err, &fe) || fe.Type != "Function.ResponseSizeTooLarge" {
+		t.Errorf("7 MB response: %v, want Function.ResponseSizeTooLarge", err)
+	}
+}
+
+// TestCrashLoopBreaker: a continuous function whose instances die right
+// after starting is marked crash looping and refuses invocations.
+func TestCrashLoopBreaker(t *testing.T) {
+	h := newHost(t, nil)
+	s := lambdaSpec("flaky", "echo")
+	s.Mode, s.MinInstances = function.Continuous, 1
+	deploy(t, h, s)
+	// Make every further start fail: remove the executable's execute bit
+	// on a private copy.
+	dir := t.TempDir()
+	src, _ := os.ReadFile(filepath.Join(binDir, "lambda"))
+	if err := os.WriteFile(filepath.Join(dir, "lambda"), src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.CodeDir, s.Version = dir, "2"
+	deploy(t, h, s)
+	if err := os.Chmod(filepath.Join(dir, "lambda"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Kill the running instance: every restart now fails.
+	pid := instancePID(t, h, "flaky")
+	if pid == 0 {
+		t.Fatal("no pid from the running instance")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	st, _ := h.Status("flaky")
+	for ; st.CrashLoop == ""; st, _ = h.Status("flaky") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no crash loop reported: %+v", st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := h.Invoke(context.Background(), "flaky", invoke.Request{}); !errors.Is(err, invoke.ErrUnavailable) {
+		t.Errorf("invoke of a crash-looping function: %v, want ErrUnavailable", err)
+	}
+	if !strings.Contains(st.LastError, "not an executable") {
+		t.Errorf("last error %q does not say why", st.LastError)
+	}
+}
+
+// instancePID asks the echo function for its pid.
+func instancePID(t *testing.T, h *function.Host, name string) int {
+	t.Helper()
+	resp, err := h.Invoke(context.Background(), name, invoke.Request{Payload: []byte(`{}`)})
+	if err != nil {
+		return 0
+	}
+	var got struct{ PID int }
+	_ = json.Unmarshal(resp.Payload, &got)
+	return got.PID
+}
+
+func TestFunctionComputeProfile(t *testing.T) {
+	h := newHost(t, nil)
+	deploy(t, h, function.Spec{Name: "fc-echo", Version: "1", Runtime: function.RuntimeExecutable, API: function.APIFC, Handler: "fc", CodeDir: binDir})
+	resp, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`{"n":1}`)})
+	if err != nil || string(resp.Payload) != `{"fc":true,"event":{"n":1},"deadline_set":true}` {
+		t.Fatalf("FC function: %q %v", resp.Payload, err)
+	}
+	_, err = h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`"fail"`)})
+	var fe *invoke.Error
+	if !errors.As(err, &fe) || fe.Type != "FCError" || fe.Message != "asked to fail" {
+		t.Errorf("FC error: %v", err)
+	}
+}
+
+// recorder is a slog.Handler that keeps records.
+type recorder struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.recs = append(r.recs, rec.Clone())
+	r.mu.Unlock()
+	return nil
+}
+func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler { return &withAttrs{r, as} }
+func (r *recorder) WithGroup(string) slog.Handler         { return r }
+
+type withAttrs struct {
+	r  *recorder
+	as []slog.Attr
+}
+
+func (w *withAttrs) Enabled(context.Context, slog.Level) bool { return true }
+func (w *withAttrs) Handle(ctx context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(w.as...)
+	return w.r.Handle(ctx, rec)
+}
+func (w *withAttrs) WithAttrs(as []slog.Attr) slog.Handler {
+	return &withAttrs{w.r, append(append([]slog.Attr{}, w.as...), as...)}
+}
+func (w *withAttrs) WithGroup(string) slog.Handler { return w }
+
+// TestOutputBecomesLogRecords: each line a function prints is a slog
+// record carrying the function, version and instance.
+func TestOutputBecomesLogRecords(t *testing.T) {
+	rec := &recorder{}
+	h := newHost(t, &function.Options{Logger: slog.New(rec)})
+	deploy(t, h, lambdaSpec("chatty", "echo"))
+	if _, err := h.Invoke(context.Background(), "chatty", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		var found *slog.Record
+		for i := range rec.recs {
+			if strings.HasPrefix(rec.recs[i].Message, "handling ") {
+				found = &rec.recs[i]
+			}
+		}
+		rec.mu.Unlock()
+		if found != nil {
+			attrs := map[string]string{}
+			found.Attrs(func(a slog.Attr) bool { attrs[a.Key] = a.Value.String(); return true })
+			if attrs["function"] != "chatty" || attrs["version"] != "1" || attrs["instance"] == "" || attrs["stream"] != "stderr" {
+				t.Errorf("log record attrs %v", attrs)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the function's output line never became a log record")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

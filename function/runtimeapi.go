@@ -1,0 +1,252 @@
+package function
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// API names the runtime API an out-of-process function speaks.
+type API string
+
+// Runtime APIs.
+const (
+	// APILambda is the AWS Lambda Runtime API 2018-06-01
+	// (AWS_LAMBDA_RUNTIME_API), spoken by aws-lambda-go and every Lambda
+	// custom runtime.
+	APILambda API = "lambda"
+	// APIFC is the Alibaba Function Compute runtime API 2020-11-11
+	// (FC_RUNTIME_API), spoken by fc-runtime-go-sdk.
+	APIFC API = "fc"
+)
+
+// MaxResponseBytes is the largest response a runtime may post (Lambda's
+// 6 MiB plus its 100 bytes of slack); larger ones get 413.
+const MaxResponseBytes = 6<<20 + 100
+
+// profile is what differs between the Lambda and FC runtime APIs.
+type profile struct {
+	envVar       string
+	prefix       string
+	postOK       int
+	hdrRequestID string
+	hdrDeadline  string
+	hasInitError bool
+}
+
+var profiles = map[API]*profile{
+	APILambda: {
+		envVar: "AWS_LAMBDA_RUNTIME_API", prefix: "/2018-06-01/runtime", postOK: http.StatusAccepted,
+		hdrRequestID: "Lambda-Runtime-Aws-Request-Id", hdrDeadline: "Lambda-Runtime-Deadline-Ms", hasInitError: true,
+	},
+	APIFC: {
+		envVar: "FC_RUNTIME_API", prefix: "/2020-11-11/runtime", postOK: http.StatusOK,
+		hdrRequestID: "x-fc-request-id", hdrDeadline: "x-fc-function-deadline",
+	},
+}
+
+// call is one invocation handed to a runtime.
+type call struct {
+	id       string
+	req      invoke.Request
+	deadline time.Time
+	arn      string
+	result   chan callResult // receives once
+}
+
+type callResult struct {
+	resp invoke.Response
+	err  error
+}
+
+// runtimeAPI serves one instance's runtime API: one invocation per /next,
+// and the next /next completes the previous one.
+type runtimeAPI struct {
+	p       *profile
+	fn, ver string
+	calls   chan *call // run hands invocations to the /next long poll
+
+	mu        sync.Mutex
+	current   *call
+	ready     chan struct{} // closed at the first /next
+	readyOnce sync.Once
+	initErr   chan error // receives an /init/error
+}
+
+func newRuntimeAPI(p *profile, fn, ver string) *runtimeAPI {
+	return &runtimeAPI{p: p, fn: fn, ver: ver, calls: make(chan *call), ready: make(chan struct{}), initErr: make(chan error, 1)}
+}
+
+func (a *runtimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path, ok := strings.CutPrefix(r.URL.Path, a.p.prefix)
+	if !ok {
+		apiError(w, http.StatusNotFound, "UnknownPath", "no such runtime API path: "+r.URL.Path)
+		return
+	}
+	switch {
+	case path == "/invocation/next" && r.Method == http.MethodGet:
+		a.next(w, r)
+	case path == "/init/error" && r.Method == http.MethodPost && a.p.hasInitError:
+		a.initError(w, r)
+	case strings.HasPrefix(path, "/invocation/") && r.Method == http.MethodPost:
+		rest := strings.TrimPrefix(path, "/invocation/")
+		id, kind, _ := strings.Cut(rest, "/")
+		switch kind {
+		case "response":
+			a.respond(w, r, id)
+		case "error":
+			a.fail(w, r, id)
+		default:
+			apiError(w, http.StatusNotFound, "UnknownPath", "no such runtime API path: "+r.URL.Path)
+		}
+	default:
+		apiError(w, http.StatusNotFound, "UnknownPath", fmt.Sprintf("no such runtime API endpoint: %s %s", r.Method, r.URL.Path))
+	}
+}
+
+func apiError(w http.ResponseWriter, status int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"errorType": typ, "errorMessage": msg})
+}
+
+func (a *runtimeAPI) next(w http.ResponseWriter, r *http.Request) {
+	a.readyOnce.Do(func() { close(a.ready) })
+	// The next /next completes the previous invocation; one left without
+	// a response or error failed.
+	a.mu.Lock()
+	if prev := a.current; prev != nil {
+		a.current = nil
+		prev.result <- callResult{err: &invoke.Error{Function: a.fn, Version: a.ver, Type: "Runtime.NoResponse", Message: "the runtime asked for the next invocation without answering this one"}}
+	}
+	a.mu.Unlock()
+	var c *call
+	select {
+	case c = <-a.calls:
+	case <-r.Context().Done():
+		return
+	}
+	a.mu.Lock()
+	a.current = c
+	a.mu.Unlock()
+	h := w.Header()
+	h.Set(a.p.hdrRequestID, c.id)
+	h.Set(a.p.hdrDeadline, strconv.FormatInt(c.deadline.UnixMilli(), 10))
+	ct := c.req.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	h.Set("Content-Type", ct)
+	if a.p == profiles[APILambda] {
+		h.Set("Lambda-Runtime-Invoked-Function-Arn", c.arn)
+		h.Set("Lambda-Runtime-Trace-Id", "Root=1-"+c.id)
+		if len(c.req.Source) > 0 {
+			cc, _ := json.Marshal(map[string]any{"custom": c.req.Source})
+			h.Set("Lambda-Runtime-Client-Context", string(cc))
+		}
+	} else {
+		h.Set("x-fc-function-name", a.fn)
+		h.Set("x-fc-qualifier", a.ver)
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(c.req.Payload)
+}
+
+// take returns the current invocation if id is its ID, and clears it.
+func (a *runtimeAPI) take(w http.ResponseWriter, id string) *call {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.current
+	if c == nil || c.id != id {
+		apiError(w, http.StatusBadRequest, "InvalidRequestID", fmt.Sprintf("%q is not the current invocation", id))
+		return nil
+	}
+	a.current = nil
+	return c
+}
+
+func (a *runtimeAPI) respond(w http.ResponseWriter, r *http.Request, id string) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxResponseBytes+1))
+	if err != nil {
+		apiError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
+		return
+	}
+	c := a.take(w, id)
+	if c == nil {
+		return
+	}
+	if len(body) > MaxResponseBytes {
+		c.result <- callResult{err: &invoke.Error{Function: a.fn, Version: a.ver, Type: "Function.ResponseSizeTooLarge",
+			Message: fmt.Sprintf("response over %d bytes", MaxResponseBytes)}}
+		apiError(w, http.StatusRequestEntityTooLarge, "Function.ResponseSizeTooLarge", fmt.Sprintf("response over %d bytes", MaxResponseBytes))
+		return
+	}
+	c.result <- callResult{resp: invoke.Response{Payload: body, ContentType: r.Header.Get("Content-Type")}}
+	a.ok(w)
+}
+
+func (a *runtimeAPI) ok(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(a.p.postOK)
+	_, _ = io.WriteString(w, `{"status":"OK"}`)
+}
+
+// runtimeError is the body a runtime posts to /error and /init/error.
+type runtimeError struct {
+	Message string   `json:"errorMessage"`
+	Type    string   `json:"errorType"`
+	Stack   []string `json:"stackTrace"`
+}
+
+func (a *runtimeAPI) parseError(r *http.Request) *invoke.Error {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	var re runtimeError
+	if err := json.Unmarshal(body, &re); err != nil {
+		// aws-lambda-go sends stack frames as objects; keep what parses.
+		var loose struct {
+			Message string `json:"errorMessage"`
+			Type    string `json:"errorType"`
+		}
+		if json.Unmarshal(body, &loose) == nil {
+			re.Message, re.Type = loose.Message, loose.Type
+		} else {
+			re.Message = strings.TrimSpace(string(body))
+		}
+	}
+	if t := r.Header.Get("Lambda-Runtime-Function-Error-Type"); re.Type == "" && t != "" {
+		re.Type = t
+	}
+	if re.Type == "" {
+		re.Type = "Unhandled"
+	}
+	return &invoke.Error{Function: a.fn, Version: a.ver, Type: re.Type, Message: re.Message, Stack: re.Stack}
+}
+
+func (a *runtimeAPI) fail(w http.ResponseWriter, r *http.Request, id string) {
+	fe := a.parseError(r)
+	c := a.take(w, id)
+	if c == nil {
+		return
+	}
+	c.result <- callResult{err: fe}
+	a.ok(w)
+}
+
+func (a *runtimeAPI) initError(w http.ResponseWriter, r *http.Request) {
+	fe := a.parseError(r)
+	select {
+	case a.initErr <- fe:
+	default:
+	}
+	a.ok(w)
+}
+
+var errNotReady = errors.New("runtime did not ask for its first invocation")
