@@ -9,12 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/edgekit/edgekit/function/internal/bootstrap"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -28,6 +30,9 @@ var (
 
 // Options configure a Host. A nil *Options means the defaults.
 type Options struct {
+	// DataDir is where the host keeps what it writes (the Node.js and
+	// Python bootstraps); default a temporary directory removed on Close.
+	DataDir string
 	// Logger receives the host's records and every record a function
 	// logs; nil discards.
 	Logger *slog.Logger
@@ -53,6 +58,8 @@ type Host struct {
 	stop     context.CancelFunc
 	bg       sync.WaitGroup // async invocations and draining pools
 	env      []string       // the environment out-of-process instances start from
+	dataDir  string
+	tempDir  bool // dataDir was made by New and goes at Close
 
 	mu        sync.RWMutex
 	closed    bool
@@ -112,6 +119,9 @@ func New(opts *Options) (*Host, error) {
 		results: make(map[string]AsyncResult),
 	}
 	h.env = baseEnv()
+	if err := h.prepareDataDir(); err != nil {
+		return nil, err
+	}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -163,10 +173,12 @@ func (h *Host) Deploy(ctx context.Context, spec Spec) error {
 		}
 		newInst = func(string) (instance, error) { return handlerInstance{handler}, nil }
 	default:
-		newInst = func(id string) (instance, error) { return startProcess(h.lifetime, s, id, h.log, h.env) }
+		newInst = func(id string) (instance, error) {
+			return startProcess(h.lifetime, s, id, h.log, h.env, h.bootstrapDir())
+		}
 		// Prove the version starts before it takes traffic: if it does
 		// not, the previous version keeps serving.
-		pi, err := startProcess(ctx, s, s.Version+"-0", h.log, h.env)
+		pi, err := startProcess(ctx, s, s.Version+"-0", h.log, h.env, h.bootstrapDir())
 		if err != nil {
 			return fmt.Errorf("function: deploy %s version %s: %w", s.Name, s.Version, err)
 		}
@@ -355,6 +367,9 @@ func (h *Host) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
 	}
+	if h.tempDir {
+		errs = append(errs, os.RemoveAll(h.dataDir))
+	}
 	return errors.Join(errs...)
 }
 
@@ -368,4 +383,28 @@ func baseEnv() []string {
 		}
 	}
 	return env
+}
+
+func (h *Host) bootstrapDir() string { return filepath.Join(h.dataDir, "bootstrap") }
+
+// prepareDataDir makes the data directory and writes the bootstraps.
+func (h *Host) prepareDataDir() error {
+	h.dataDir = h.opts.DataDir
+	if h.dataDir == "" {
+		d, err := os.MkdirTemp("", "edgekit-functions-")
+		if err != nil {
+			return fmt.Errorf("function: data directory: %w", err)
+		}
+		h.dataDir, h.tempDir = d, true
+	}
+	dir := h.bootstrapDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("function: data directory: %w", err)
+	}
+	for name, content := range map[string]string{"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)
+		}
+	}
+	return nil
 }

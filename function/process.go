@@ -43,12 +43,12 @@ const startupTimeout = 10 * time.Second
 
 // startProcess starts an instance and waits until it asks for its first
 // invocation. On failure nothing is left running.
-func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, hostEnv []string) (*processInstance, error) {
+func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, hostEnv []string, bootstrapDir string) (*processInstance, error) {
 	p, ok := profiles[spec.API]
 	if !ok {
 		return nil, fmt.Errorf("function %s: unknown runtime API %q", spec.Name, spec.API)
 	}
-	exe, args, err := command(spec)
+	exe, args, err := command(spec, bootstrapDir)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, h
 }
 
 // command returns what to execute for spec's runtime.
-func command(spec Spec) (string, []string, error) {
+func command(spec Spec, bootstrapDir string) (string, []string, error) {
 	switch spec.Runtime {
 	case RuntimeExecutable:
 		exe := spec.Handler
@@ -125,8 +125,20 @@ func command(spec Spec) (string, []string, error) {
 			return "", nil, fmt.Errorf("function %s version %s: handler %q is not an executable file in %s", spec.Name, spec.Version, spec.Handler, spec.CodeDir)
 		}
 		return exe, nil, nil
+	case RuntimeNode:
+		node, err := exec.LookPath("node")
+		if err != nil {
+			return "", nil, fmt.Errorf("function %s: runtime nodejs: node is not installed (Debian package nodejs): %w", spec.Name, err)
+		}
+		return node, []string{filepath.Join(bootstrapDir, "bootstrap.js")}, nil
+	case RuntimePython:
+		py, err := exec.LookPath("python3")
+		if err != nil {
+			return "", nil, fmt.Errorf("function %s: runtime python: python3 is not installed (Debian package python3): %w", spec.Name, err)
+		}
+		return py, []string{"-u", filepath.Join(bootstrapDir, "bootstrap.py")}, nil
 	default:
-		return "", nil, fmt.Errorf("function %s: runtime %q: %w in this build", spec.Name, spec.Runtime, errors.ErrUnsupported)
+		return "", nil, fmt.Errorf("function %s: runtime %q: %w", spec.Name, spec.Runtime, errors.ErrUnsupported)
 	}
 }
 

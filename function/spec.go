@@ -149,6 +149,9 @@ func (s Spec) withDefaults() (Spec, error) {
 		default:
 			return bad("api", "%q (want lambda or fc)", s.API)
 		}
+		if s.API == APIFC && s.Runtime != RuntimeExecutable {
+			return bad("api", "fc: the %s bootstrap speaks the Lambda runtime API", s.Runtime)
+		}
 		if s.CodeDir == "" {
 			return bad("codeDir", "empty; an out-of-process function needs its code directory")
 		}

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the real components the tests and the example gateway use, when
-# they are missing: Mosquitto (broker) and its clients. Needs root for
-# apt-get; without root it only says what is missing.
+# they are missing: Mosquitto (broker) and its clients, and the Node.js and
+# Python interpreters that run functions. Needs root for apt-get; without
+# root it only says what is missing.
 set -euo pipefail
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

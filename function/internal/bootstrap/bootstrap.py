@@ -1,0 +1,90 @@
+# edgekit bootstrap for Python functions: the Lambda Runtime API loop,
+# standard library only. The host runs `python3 -u bootstrap.py` with
+# LAMBDA_TASK_ROOT (the code directory) and _HANDLER ("module.function");
+# handlers are `def handler(event, context)`.
+import http.client
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+BASE = "/2018-06-01/runtime"
+conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
+
+
+def request(method, path, body=None, headers=None):
+    conn.request(method, BASE + path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    return resp.status, resp.headers, resp.read()
+
+
+def error_body(exc, type_name=None):
+    return json.dumps({
+        "errorType": type_name or type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
+    })
+
+
+class Context:
+    def __init__(self, headers):
+        self.aws_request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
+        self.invoked_function_arn = headers.get("Lambda-Runtime-Invoked-Function-Arn")
+        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        try:
+            self.client_context = json.loads(headers.get("Lambda-Runtime-Client-Context") or "null")
+        except ValueError:
+            self.client_context = None
+        self._deadline = int(headers.get("Lambda-Runtime-Deadline-Ms") or 0)
+
+    def get_remaining_time_in_millis(self):
+        return self._deadline - int(time.time() * 1000)
+
+
+def load_handler():
+    spec = os.environ.get("_HANDLER", "")
+    module, _, name = spec.rpartition(".")
+    if not module:
+        raise ValueError('handler "%s" must be module.function' % spec)
+    sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT", "."))
+    fn = getattr(importlib.import_module(module), name, None)
+    if not callable(fn):
+        raise ValueError('handler "%s": %s is not a function' % (spec, name))
+    return fn
+
+
+def main():
+    try:
+        handler = load_handler()
+    except Exception as exc:
+        request("POST", "/init/error", error_body(exc, "Runtime.ImportModuleError"),
+                {"Lambda-Runtime-Function-Error-Type": "Runtime.ImportModuleError"})
+        sys.exit(1)
+    while True:
+        status, headers, body = request("GET", "/invocation/next")
+        if status != 200:
+            print("runtime API /next answered %d: %s" % (status, body), file=sys.stderr)
+            sys.exit(1)
+        rid = headers.get("Lambda-Runtime-Aws-Request-Id")
+        try:
+            event = json.loads(body)
+        except ValueError:
+            event = body.decode("utf-8", "replace")
+        try:
+            result = handler(event, Context(headers))
+            status, _, answer = request("POST", "/invocation/%s/response" % rid, json.dumps(result),
+                                        {"Content-Type": "application/json"})
+        except Exception as exc:
+            status, _, answer = request("POST", "/invocation/%s/error" % rid, error_body(exc),
+                                        {"Lambda-Runtime-Function-Error-Type": type(exc).__name__})
+        if status != 202:
+            print("runtime API refused the result (%d): %s" % (status, answer), file=sys.stderr)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

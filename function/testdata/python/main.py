@@ -1,0 +1,17 @@
+# Test functions for the Python bootstrap.
+import sys
+
+
+def handler(event, context):
+    print("python handling %s" % context.aws_request_id)
+    return {
+        "event": event,
+        "request_id": context.aws_request_id,
+        "function_name": context.function_name,
+        "remaining_positive": context.get_remaining_time_in_millis() > 0,
+        "custom": (context.client_context or {}).get("custom"),
+    }
+
+
+def failing(event, context):
+    raise ValueError("bad reading")
