@@ -2,7 +2,20 @@ package function_test
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/invoke"
@@ -44,5 +57,225 @@ func BenchmarkInvokeInProcess(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// minimalRuntimeAPI is the baseline: the least a runtime API server can
+// do (one fixed request id, no checks), written here so the host is
+// measured against the protocol's own cost.
+type minimalRuntimeAPI struct {
+	events  chan []byte
+	results chan []byte
+}
+
+func (m *minimalRuntimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/2018-06-01/runtime/invocation/next":
+		var ev []byte
+		select {
+		case ev = <-m.events:
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Lambda-Runtime-Aws-Request-Id", "r")
+		w.Header().Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10))
+		_, _ = w.Write(ev)
+	case r.Method == http.MethodPost && r.URL.Path == "/2018-06-01/runtime/invocation/r/response":
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusAccepted)
+		m.results <- body
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// BenchmarkWarmInvokeLambda: a warm aws-lambda-go function, invoked one
+// call at a time. "minimal-server" drives the binary with
+// minimalRuntimeAPI; "host" goes through Host.Invoke (target: host p50 ≤
+// 1.2× minimal-server). Reports p50-µs and p99-µs.
+func BenchmarkWarmInvokeLambda(b *testing.B) {
+	payload := []byte(`{"temperature":21.5,"unit":"C"}`)
+	b.Run("minimal-server", func(b *testing.B) {
+		api := &minimalRuntimeAPI{events: make(chan []byte), results: make(chan []byte)}
+		srv := httptest.NewServer(api)
+		defer srv.Close()
+		defer srv.CloseClientConnections()
+		cmd := exec.Command(filepath.Join(binDir, "lambda"))
+		cmd.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+strings.TrimPrefix(srv.URL, "http://"), "TEST_BEHAVIOUR=bench")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		reportLatency(b, func() error {
+			api.events <- payload
+			<-api.results
+			return nil
+		})
+	})
+	b.Run("host", func(b *testing.B) {
+		h, err := function.New(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close(context.Background())
+		s := function.Spec{Name: "bench", Version: "1", Runtime: function.RuntimeExecutable, Handler: "lambda", CodeDir: binDir,
+			Mode: function.Continuous, Env: map[string]string{"TEST_BEHAVIOUR": "bench"}}
+		if err := h.Deploy(context.Background(), s); err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		reportLatency(b, func() error {
+			_, err := h.Invoke(ctx, "bench", invoke.Request{Payload: payload})
+			return err
+		})
+	})
+}
+
+// reportLatency runs call b.N times (at least 200, after 50 warm-up calls)
+// and reports the p50 and p99 of its duration.
+func reportLatency(b *testing.B, call func() error) {
+	for range 50 {
+		if err := call(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	n := max(b.N, 200)
+	samples := make([]time.Duration, 0, n)
+	b.ResetTimer()
+	for range n {
+		start := time.Now()
+		if err := call(); err != nil {
+			b.Fatal(err)
+		}
+		samples = append(samples, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[n/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(samples[n*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkColdStart: "fork-exec" starts the aws-lambda-go binary against
+// minimalRuntimeAPI and serves one invocation (the floor); "host" invokes
+// an on-demand function that has no instance, so the host starts one
+// (target: ≤ floor + 5 ms). Reports ms/start.
+func BenchmarkColdStart(b *testing.B) {
+	payload := []byte(`{}`)
+	b.Run("fork-exec", func(b *testing.B) {
+		api := &minimalRuntimeAPI{events: make(chan []byte), results: make(chan []byte)}
+		srv := httptest.NewServer(api)
+		defer srv.Close()
+		defer srv.CloseClientConnections()
+		addr := strings.TrimPrefix(srv.URL, "http://")
+		b.ResetTimer()
+		for b.Loop() {
+			cmd := exec.Command(filepath.Join(binDir, "lambda"))
+			cmd.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+addr, "TEST_BEHAVIOUR=bench")
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			api.events <- payload
+			<-api.results
+			b.StopTimer()
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/start")
+	})
+	b.Run("host", func(b *testing.B) {
+		h, err := function.New(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close(context.Background())
+		ctx := context.Background()
+		b.ResetTimer()
+		for i := 0; b.Loop(); i++ {
+			b.StopTimer()
+			name := "cold-" + strconv.Itoa(i)
+			s := function.Spec{Name: name, Version: "1", Runtime: function.RuntimeExecutable, Handler: "lambda", CodeDir: binDir,
+				IdleTimeout: function.Duration(time.Millisecond), Env: map[string]string{"TEST_BEHAVIOUR": "bench"}}
+			if err := h.Deploy(ctx, s); err != nil {
+				b.Fatal(err)
+			}
+			for st, _ := h.Status(name); len(st.Instances) > 0; st, _ = h.Status(name) {
+				time.Sleep(time.Millisecond) // the deploy's instance idles out
+			}
+			b.StartTimer()
+			if _, err := h.Invoke(ctx, name, invoke.Request{Payload: payload}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			_ = h.Remove(ctx, name)
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/start")
+	})
+}
+
+// BenchmarkIdleFunctionsMemory: heap in use with 1,000 deployed, idle,
+// on-demand functions, against an empty host (target: ≤ 20 MB more).
+func BenchmarkIdleFunctionsMemory(b *testing.B) {
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	for b.Loop() {
+		h, err := function.New(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = h.Register("echo", function.HandlerFunc(echo))
+		before := heap()
+		for i := range 1000 {
+			if err := h.Deploy(context.Background(), function.Spec{Name: "f" + strconv.Itoa(i), Version: "1", Runtime: function.RuntimeGo, Handler: "echo"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		after := heap()
+		b.ReportMetric(float64(after-before)/(1<<20), "MB/1000-functions")
+		_ = h.Close(context.Background())
+	}
+}
+
+// BenchmarkThroughputLambda: invocations per second of a warm
+// aws-lambda-go function with 1 and 4 instances, callers keeping every
+// instance busy. Reports invokes/s.
+func BenchmarkThroughputLambda(b *testing.B) {
+	for _, instances := range []int{1, 4} {
+		b.Run("instances-"+strconv.Itoa(instances), func(b *testing.B) {
+			h, err := function.New(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close(context.Background())
+			s := function.Spec{Name: "tp", Version: "1", Runtime: function.RuntimeExecutable, Handler: "lambda", CodeDir: binDir,
+				Mode: function.Continuous, MinInstances: instances, MaxInstances: instances, Env: map[string]string{"TEST_BEHAVIOUR": "bench"}}
+			if err := h.Deploy(context.Background(), s); err != nil {
+				b.Fatal(err)
+			}
+			n := max(b.N, 2000)
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			start := time.Now()
+			for range 2 * instances {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for next.Add(1) <= int64(n) {
+						if _, err := h.Invoke(context.Background(), "tp", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "invokes/s")
+		})
 	}
 }

@@ -1,6 +1,7 @@
 // Command lambda is a function built on aws-lambda-go for the host's
 // tests. TEST_BEHAVIOUR picks what it does: echo (default), error, panic,
-// sleep, exit-at-start, init-error-exit, spawn-and-hang, big.
+// sleep, exit-at-start, spawn-and-hang, big, bench (returns the event,
+// prints nothing).
 package main
 
 import (
@@ -21,6 +22,10 @@ func main() {
 	if behaviour == "exit-at-start" {
 		os.Stderr.WriteString("refusing to start\n")
 		os.Exit(3)
+	}
+	if behaviour == "bench" {
+		lambda.Start(func(ctx context.Context, ev json.RawMessage) (json.RawMessage, error) { return ev, nil })
+		return
 	}
 	lambda.Start(func(ctx context.Context, ev json.RawMessage) (any, error) {
 		lc, _ := lambdacontext.FromContext(ctx)
