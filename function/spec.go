@@ -60,7 +60,8 @@ type Spec struct {
 	// Name identifies the function: letters, digits, '-', '_' and '.',
 	// starting with a letter or digit, at most 64 characters.
 	Name string `json:"name"`
-	// Version is any non-empty label ("1.4.2", a commit hash).
+	// Version labels the code ("1.4.2", "2024-06-01+build.7", a commit
+	// hash): 1-64 letters, digits, '.', '_', '+' or '-'.
 	Version string  `json:"version"`
 	Runtime Runtime `json:"runtime"`
 	// Handler names the code to run: for RuntimeGo the name the handler was
@@ -117,7 +118,14 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // ErrInvalidSpec means a Spec breaks a rule; the message names the field.
 var ErrInvalidSpec = errors.New("invalid function spec")
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+var (
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
+)
+
+// Resolve returns a copy of s with the defaults filled in, or an error
+// wrapping ErrInvalidSpec that names the first field that is wrong.
+func (s Spec) Resolve() (Spec, error) { return s.withDefaults() }
 
 // withDefaults returns a copy of s with defaults filled in, or an error
 // naming the first field that is wrong.
@@ -128,8 +136,8 @@ func (s Spec) withDefaults() (Spec, error) {
 	if !nameRE.MatchString(s.Name) {
 		return bad("name", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.Name)
 	}
-	if s.Version == "" {
-		return bad("version", "empty")
+	if !versionRE.MatchString(s.Version) {
+		return bad("version", "%q must be 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", s.Version)
 	}
 	switch s.Runtime {
 	case RuntimeGo, RuntimeExecutable, RuntimeNode, RuntimePython:

@@ -1,0 +1,262 @@
+package codepkg_test
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/codepkg"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+type entry struct {
+	name, body, link string
+	mode             int64
+	typ              byte
+}
+
+func manifest(name, version string) entry {
+	return entry{name: "function.json", body: `{"name":"` + name + `","version":"` + version + `","runtime":"python","handler":"main.handler"}`}
+}
+
+func tarGz(t testing.TB, entries ...entry) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.body)), Typeflag: e.typ, Linkname: e.link}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			_, _ = tw.Write([]byte(e.body))
+		}
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
+
+func zipArchive(t testing.TB, entries ...entry) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range entries {
+		h := &zip.FileHeader{Name: e.name, Method: zip.Deflate}
+		mode := os.FileMode(0o644)
+		if e.mode != 0 {
+			mode = os.FileMode(e.mode)
+		}
+		if e.link != "" {
+			mode = os.ModeSymlink | 0o777
+		}
+		h.SetMode(mode)
+		w, err := zw.CreateHeader(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.link != "" {
+			_, _ = w.Write([]byte(e.link))
+		} else {
+			_, _ = w.Write([]byte(e.body))
+		}
+	}
+	zw.Close()
+	return buf.Bytes()
+}
+
+func pkg(archive []byte) codepkg.Package {
+	sum := sha256.Sum256(archive)
+	return codepkg.Package{Archive: archive, SHA256: hex.EncodeToString(sum[:])}
+}
+
+func TestInstallTarGzAndZip(t *testing.T) {
+	dir := t.TempDir()
+	s, err := codepkg.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, archive := range [][]byte{
+		tarGz(t, manifest("app", "1.0.0"), entry{name: "main.py", body: "def handler(e, c): return e\n"}, entry{name: "bin/tool", body: "#!/bin/sh\n", mode: 0o4755}, entry{name: "lib/x.py", link: "../main.py", typ: tar.TypeSymlink}),
+		zipArchive(t, manifest("app", "2.0.0"), entry{name: "main.py", body: "def handler(e, c): return e\n"}, entry{name: "bin/tool", body: "#!/bin/sh\n", mode: 0o755}, entry{name: "lib/x.py", link: "../main.py"}),
+	} {
+		spec, err := s.Install(pkg(archive))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if spec.CodeDir != filepath.Join(dir, "app", spec.Version) || spec.Mode != function.OnDemand {
+			t.Errorf("spec %+v", spec)
+		}
+		st, err := os.Stat(filepath.Join(spec.CodeDir, "bin/tool"))
+		if err != nil || st.Mode().Perm() != 0o755 || st.Mode()&os.ModeSetuid != 0 {
+			t.Errorf("bin/tool mode %v (%v), want 0755 without setuid", st.Mode(), err)
+		}
+		if target, err := os.Readlink(filepath.Join(spec.CodeDir, "lib/x.py")); err != nil || target != "../main.py" {
+			t.Errorf("link: %q %v", target, err)
+		}
+		// The same content again is a no-op.
+		if _, err := s.Install(pkg(archive)); err != nil {
+			t.Errorf("reinstall: %v", err)
+		}
+	}
+	other := tarGz(t, manifest("app", "1.0.0"), entry{name: "main.py", body: "changed"})
+	if _, err := s.Install(pkg(other)); !errors.Is(err, codepkg.ErrExists) {
+		t.Errorf("same version, other content: %v", err)
+	}
+	if err := s.Remove("app", "1.0.0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "app", "1.0.0")); !os.IsNotExist(err) {
+		t.Errorf("removed version still there: %v", err)
+	}
+}
+
+func TestVerification(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	_, otherKey, _ := ed25519.GenerateKey(nil)
+	s, _ := codepkg.Open(t.TempDir(), &codepkg.Options{PublicKey: pub})
+	archive := tarGz(t, manifest("signed", "1"), entry{name: "main.py", body: "x"})
+
+	p := pkg(archive)
+	p.SHA256 = strings.Repeat("0", 64)
+	if _, err := s.Install(p); !errors.Is(err, codepkg.ErrChecksum) {
+		t.Errorf("wrong checksum: %v", err)
+	}
+	p = pkg(archive)
+	if _, err := s.Install(p); !errors.Is(err, codepkg.ErrSignature) || !strings.Contains(err.Error(), "no signature") {
+		t.Errorf("missing signature: %v", err)
+	}
+	p.Signature = codepkg.Sign(otherKey, archive)
+	if _, err := s.Install(p); !errors.Is(err, codepkg.ErrSignature) {
+		t.Errorf("signature by another key: %v", err)
+	}
+	p.Signature = codepkg.Sign(priv, archive)
+	if _, err := s.Install(p); err != nil {
+		t.Errorf("good signature: %v", err)
+	}
+}
+
+func TestHostileArchives(t *testing.T) {
+	for name, tc := range map[string]struct {
+		archive []byte
+		want    error
+		naming  string
+	}{
+		"traversal":          {tarGz(t, manifest("h", "1"), entry{name: "../escape", body: "x"}), codepkg.ErrUnsafe, "../escape"},
+		"deep traversal":     {tarGz(t, manifest("h", "1"), entry{name: "a/../../escape", body: "x"}), codepkg.ErrUnsafe, "a/../../escape"},
+		"absolute":           {tarGz(t, manifest("h", "1"), entry{name: "/etc/evil", body: "x"}), codepkg.ErrUnsafe, "/etc/evil"},
+		"link escape":        {tarGz(t, manifest("h", "1"), entry{name: "l", link: "../../etc", typ: tar.TypeSymlink}), codepkg.ErrUnsafe, "points outside"},
+		"absolute link":      {tarGz(t, manifest("h", "1"), entry{name: "l", link: "/etc/passwd", typ: tar.TypeSymlink}), codepkg.ErrUnsafe, "absolute"},
+		"write through link": {tarGz(t, manifest("h", "1"), entry{name: "l", link: "sub", typ: tar.TypeSymlink}, entry{name: "l/file", body: "x"}), codepkg.ErrUnsafe, "inside symbolic link"},
+		"hard link":          {tarGz(t, manifest("h", "1"), entry{name: "h", link: "function.json", typ: tar.TypeLink}), codepkg.ErrUnsafe, `"h"`},
+		"device":             {tarGz(t, manifest("h", "1"), entry{name: "dev", typ: tar.TypeChar}), codepkg.ErrUnsafe, "dev"},
+		"duplicate":          {tarGz(t, manifest("h", "1"), entry{name: "a", body: "1"}, entry{name: "a", body: "2"}), codepkg.ErrUnsafe, `"a"`},
+		"zip traversal":      {zipArchive(t, manifest("h", "1"), entry{name: "../../escape", body: "x"}), codepkg.ErrUnsafe, "escape"},
+		"zip link escape":    {zipArchive(t, manifest("h", "1"), entry{name: "l", link: "../../../tmp"}), codepkg.ErrUnsafe, "points outside"},
+		"bomb":               {tarGz(t, manifest("h", "1"), entry{name: "zeros", body: strings.Repeat("\x00", 2<<20)}), codepkg.ErrTooLarge, "1048576 bytes"},
+		"too many files":     {tarGz(t, append([]entry{manifest("h", "1")}, manyFiles(20)...)...), codepkg.ErrTooLarge, "entries"},
+		"not an archive":     {[]byte("hello"), codepkg.ErrFormat, "neither"},
+		"truncated":          {tarGz(t, manifest("h", "1"))[:30], codepkg.ErrFormat, ""},
+		"no manifest":        {tarGz(t, entry{name: "main.py", body: "x"}), codepkg.ErrManifest, "function.json not found"},
+		"bad manifest":       {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python"}`}), codepkg.ErrManifest, "handler"},
+		"unknown field":      {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","timout":"3s"}`}), codepkg.ErrManifest, "timout"},
+		"escaping version":   {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"../../x","runtime":"python","handler":"m.h"}`}), codepkg.ErrManifest, "version"},
+	} {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "store")
+		s, _ := codepkg.Open(dir, &codepkg.Options{MaxBytes: 1 << 20, MaxFiles: 10})
+		_, err := s.Install(pkg(tc.archive))
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.naming) {
+			t.Errorf("%s: %v, want %v naming %q", name, err, tc.want, tc.naming)
+		}
+		// Nothing outside the store, nothing installed inside it.
+		if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+			t.Errorf("%s: files written beside the store: %v", name, ents)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%s: store not empty after a refused install: %v", name, ents)
+		}
+	}
+}
+
+func manyFiles(n int) []entry {
+	var out []entry
+	for i := range n {
+		out = append(out, entry{name: "f" + string(rune('a'+i)), body: "x"})
+	}
+	return out
+}
+
+// TestInstalledPackageRuns: the store's output deploys and runs on the
+// host.
+func TestInstalledPackageRuns(t *testing.T) {
+	if _, err := exec.LookPath("python3"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("python3 is not installed: CI must run every runtime test")
+		}
+		t.Skip("python3 is not installed; skipping outside CI")
+	}
+	s, _ := codepkg.Open(t.TempDir(), nil)
+	spec, err := s.Install(pkg(tarGz(t, manifest("packaged", "1"), entry{name: "main.py", body: "def handler(event, context):\n    return {'got': event}\n"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := function.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	if err := h.Deploy(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.Invoke(context.Background(), "packaged", invoke.Request{Payload: []byte(`7`)})
+	if err != nil || string(resp.Payload) != `{"got": 7}` {
+		t.Errorf("packaged function: %q %v", resp.Payload, err)
+	}
+}
+
+// FuzzInstall: any bytes as an archive never panic and never write outside
+// the store; a refused install leaves the store empty.
+func FuzzInstall(f *testing.F) {
+	f.Add(tarGz(f, manifest("f", "1"), entry{name: "main.py", body: "x"}))
+	f.Add(zipArchive(f, manifest("f", "1"), entry{name: "a/b", body: "x"}, entry{name: "l", link: "a/b"}))
+	f.Add(tarGz(f, entry{name: "../x", body: "x"}))
+	f.Add(zipArchive(f, entry{name: "l", link: "../../x"}))
+	f.Fuzz(func(t *testing.T, archive []byte) {
+		parent := t.TempDir()
+		dir := filepath.Join(parent, "store")
+		s, err := codepkg.Open(dir, &codepkg.Options{MaxBytes: 1 << 20, MaxFiles: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Install(pkg(archive))
+		if ents, _ := os.ReadDir(parent); len(ents) != 1 {
+			t.Fatalf("files written beside the store: %v", ents)
+		}
+		if err != nil {
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Fatalf("store not empty after %v: %v", err, ents)
+			}
+		}
+	})
+}
