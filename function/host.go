@@ -33,6 +33,10 @@ type Options struct {
 	// DataDir is where the host keeps what it writes (the Node.js and
 	// Python bootstraps); default a temporary directory removed on Close.
 	DataDir string
+	// MemoryLimiter picks how out-of-process instances are held to
+	// Spec.MemoryLimitMB; the default uses the cgroup v1 memory controller
+	// when the host may write it, else RLIMIT_AS. Status says which.
+	MemoryLimiter MemoryLimiter
 	// Logger receives the host's records and every record a function
 	// logs; nil discards.
 	Logger *slog.Logger
@@ -57,7 +61,7 @@ type Host struct {
 	lifetime context.Context
 	stop     context.CancelFunc
 	bg       sync.WaitGroup // async invocations and draining pools
-	env      []string       // the environment out-of-process instances start from
+	launch   launcher
 	dataDir  string
 	tempDir  bool // dataDir was made by New and goes at Close
 
@@ -118,10 +122,14 @@ func New(opts *Options) (*Host, error) {
 		handlers: make(map[string]Handler), functions: make(map[string]*function),
 		results: make(map[string]AsyncResult),
 	}
-	h.env = baseEnv()
 	if err := h.prepareDataDir(); err != nil {
 		return nil, err
 	}
+	mem, err := newMemoryLimiter(o.MemoryLimiter, h.idPrefix)
+	if err != nil {
+		return nil, err
+	}
+	h.launch = launcher{log: o.Logger, env: baseEnv(), bootstrapDir: h.bootstrapDir(), mem: mem}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -173,12 +181,10 @@ func (h *Host) Deploy(ctx context.Context, spec Spec) error {
 		}
 		newInst = func(string) (instance, error) { return handlerInstance{handler}, nil }
 	default:
-		newInst = func(id string) (instance, error) {
-			return startProcess(h.lifetime, s, id, h.log, h.env, h.bootstrapDir())
-		}
+		newInst = func(id string) (instance, error) { return h.launch.start(h.lifetime, s, id) }
 		// Prove the version starts before it takes traffic: if it does
 		// not, the previous version keeps serving.
-		pi, err := startProcess(ctx, s, s.Version+"-0", h.log, h.env, h.bootstrapDir())
+		pi, err := h.launch.start(ctx, s, s.Version+"-0")
 		if err != nil {
 			return fmt.Errorf("function: deploy %s version %s: %w", s.Name, s.Version, err)
 		}
@@ -367,6 +373,7 @@ func (h *Host) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
 	}
+	h.launch.mem.close()
 	if h.tempDir {
 		errs = append(errs, os.RemoveAll(h.dataDir))
 	}

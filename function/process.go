@@ -32,10 +32,20 @@ type processInstance struct {
 	exited chan struct{} // closed when the process has exited
 	grace  time.Duration
 
+	limit  *limit
+
 	mu      sync.Mutex
 	waitErr error
 	tail    []string // last output lines, for exit errors
 	stopped bool
+}
+
+// launcher starts process instances with what the host provides.
+type launcher struct {
+	log          *slog.Logger
+	env          []string // inherited host variables (PATH, HOME, locale)
+	bootstrapDir string
+	mem          *memoryLimiter
 }
 
 // startupTimeout bounds a start: process launch to its first /next.
@@ -43,12 +53,12 @@ const startupTimeout = 10 * time.Second
 
 // startProcess starts an instance and waits until it asks for its first
 // invocation. On failure nothing is left running.
-func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, hostEnv []string, bootstrapDir string) (*processInstance, error) {
+func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processInstance, error) {
 	p, ok := profiles[spec.API]
 	if !ok {
 		return nil, fmt.Errorf("function %s: unknown runtime API %q", spec.Name, spec.API)
 	}
-	exe, args, err := command(spec, bootstrapDir)
+	exe, args, err := command(spec, l.bootstrapDir)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +72,7 @@ func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, h
 
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = spec.CodeDir
-	cmd.Env = append(append([]string{}, hostEnv...), instanceEnv(spec, p, ln.Addr().String())...)
+	cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, p, ln.Addr().String())...)
 	cmd.SysProcAttr = processGroupAttr()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -79,7 +89,13 @@ func startProcess(ctx context.Context, spec Spec, id string, log *slog.Logger, h
 		return nil, fmt.Errorf("function %s version %s: starting %s: %w", spec.Name, spec.Version, exe, err)
 	}
 	pi.cmd = cmd
-	flog := log.With("function", spec.Name, "version", spec.Version, "instance", id)
+	if pi.limit, err = l.mem.apply(cmd.Process.Pid, spec.Name+"-"+id, spec.MemoryLimitMB); err != nil {
+		pi.kill()
+		_ = cmd.Wait()
+		pi.shutdownServer()
+		return nil, fmt.Errorf("function %s version %s: memory limit: %w", spec.Name, spec.Version, err)
+	}
+	flog := l.log.With("function", spec.Name, "version", spec.Version, "instance", id)
 	var lines sync.WaitGroup
 	lines.Add(2)
 	go pi.logLines(&lines, stdout, flog, slog.LevelInfo)
@@ -183,6 +199,10 @@ func (pi *processInstance) logLines(wg *sync.WaitGroup, r io.Reader, log *slog.L
 func (pi *processInstance) exitError(what string) error {
 	pi.mu.Lock()
 	defer pi.mu.Unlock()
+	if pi.limit.oomKilled() {
+		return &invoke.Error{Function: pi.spec.Name, Version: pi.spec.Version, Type: "Runtime.OutOfMemory",
+			Message: fmt.Sprintf("%s: killed for exceeding its memory limit (%s)", what, pi.limit)}
+	}
 	return &invoke.Error{Function: pi.spec.Name, Version: pi.spec.Version, Type: "Runtime.ExitError",
 		Message: fmt.Sprintf("%s: %v; last output: %s", what, pi.waitErr, strings.Join(pi.tail, " | "))}
 }
@@ -252,6 +272,7 @@ func (pi *processInstance) stop() {
 		// Children that outlived the leader are part of the group too.
 		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
 	}
+	pi.limit.release()
 	pi.shutdownServer()
 }
 

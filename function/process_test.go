@@ -294,3 +294,55 @@ func TestOutputBecomesLogRecords(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestMemoryLimit: a function that allocates past its limit is stopped,
+// the failure says so, and the host and other functions carry on. Under
+// cgroup v1 the kernel kills the process (a Go function here); under
+// RLIMIT_AS the allocation fails inside the function (Python: MemoryError).
+// RLIMIT_AS also counts the address space a runtime reserves at start: a
+// Go binary does not start under a few hundred MB.
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limiter  function.MemoryLimiter
+		spec     func() function.Spec
+		wantType string
+	}{
+		{function.MemoryCgroup1, func() function.Spec { return lambdaSpec("leaky", "leak") }, "Runtime.OutOfMemory"},
+		{function.MemoryRlimitData, func() function.Spec { return lambdaSpec("leaky", "leak") }, "Runtime.ExitError"},
+		{function.MemoryRlimitAS, func() function.Spec {
+			return function.Spec{Name: "leaky", Version: "1", Runtime: function.RuntimePython, Handler: "main.leak", CodeDir: codeDir(t, "python")}
+		}, "MemoryError"},
+	} {
+		t.Run(string(tc.limiter), func(t *testing.T) {
+			needs(t, "python3")
+			h, err := function.New(&function.Options{MemoryLimiter: tc.limiter})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = h.Close(context.Background()) })
+			s := tc.spec()
+			s.MemoryLimitMB = 200
+			deploy(t, h, s)
+			healthy := function.Spec{Name: "healthy", Version: "1", Runtime: function.RuntimePython, Handler: "main.handler", CodeDir: codeDir(t, "python")}
+			if tc.limiter != function.MemoryRlimitAS { // a Go runtime does not start under RLIMIT_AS 128 MB
+				healthy = lambdaSpec("healthy", "echo")
+			}
+			deploy(t, h, healthy)
+			_, err = h.Invoke(context.Background(), "leaky", invoke.Request{Payload: []byte(`{}`)})
+			var fe *invoke.Error
+			if !errors.As(err, &fe) || fe.Type != tc.wantType {
+				t.Fatalf("leaking function: %v, want a %s error", err, tc.wantType)
+			}
+			if tc.limiter == function.MemoryCgroup1 && !strings.Contains(fe.Message, "cgroup1 200 MB") {
+				t.Errorf("the out-of-memory error does not name the limit: %v", err)
+			}
+			st, _ := h.Status("leaky")
+			if st.MemoryLimit != string(tc.limiter)+" 200 MB" {
+				t.Errorf("Status.MemoryLimit %q", st.MemoryLimit)
+			}
+			if _, err := h.Invoke(context.Background(), "healthy", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+				t.Errorf("another function after the leak: %v", err)
+			}
+		})
+	}
+}

@@ -51,6 +51,10 @@ type Status struct {
 	Stats         Stats
 	LastError     string
 	LastErrorAt   time.Time
+	// MemoryLimit says how an instance's memory is limited ("cgroup1 128
+	// MB", "rlimit-as 128 MB", or "none"; in-process functions share the
+	// host's memory).
+	MemoryLimit string
 	// CrashLoop is set when the version's instances kept failing to start
 	// or exiting right after starting; it serves no invocations
 	// (invoke.ErrUnavailable) until the next deploy.
@@ -103,6 +107,10 @@ func (fn *function) status(p *pool) Status {
 	p.mu.Lock()
 	if p.failed != nil {
 		st.CrashLoop = p.failed.Error()
+	}
+	st.MemoryLimit = "none"
+	if p.spec.Runtime != RuntimeGo && fn.host.launch.mem.kind != MemoryNone {
+		st.MemoryLimit = fmt.Sprintf("%s %d MB", fn.host.launch.mem.kind, p.spec.MemoryLimitMB)
 	}
 	for w := range p.instances {
 		state := InstanceIdle

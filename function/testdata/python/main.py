@@ -15,3 +15,8 @@ def handler(event, context):
 
 def failing(event, context):
     raise ValueError("bad reading")
+
+
+def leak(event, context):
+    hog = bytearray(512 * 1024 * 1024)
+    return len(hog)

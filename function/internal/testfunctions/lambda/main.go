@@ -1,7 +1,7 @@
 // Command lambda is a function built on aws-lambda-go for the host's
 // tests. TEST_BEHAVIOUR picks what it does: echo (default), error, panic,
-// sleep, exit-at-start, spawn-and-hang, big, bench (returns the event,
-// prints nothing).
+// sleep, exit-at-start, spawn-and-hang, big, leak (512 MB), bench
+// (returns the event, prints nothing).
 package main
 
 import (
@@ -47,6 +47,16 @@ func main() {
 			time.Sleep(time.Hour)
 		case "big":
 			return strings.Repeat("x", 7<<20), nil
+		case "leak":
+			var keep [][]byte
+			for range 64 { // 512 MB, each page touched
+				b := make([]byte, 8<<20)
+				for i := 0; i < len(b); i += 4096 {
+					b[i] = 1
+				}
+				keep = append(keep, b)
+			}
+			return len(keep), nil
 		}
 		return map[string]any{
 			"event":       ev,
