@@ -32,7 +32,7 @@ type processInstance struct {
 	exited chan struct{} // closed when the process has exited
 	grace  time.Duration
 
-	limit  *limit
+	limit *limit
 
 	mu      sync.Mutex
 	waitErr error
