@@ -1,6 +1,7 @@
 package function_test
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/native"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -278,4 +280,92 @@ func BenchmarkThroughputLambda(b *testing.B) {
 			b.ReportMetric(float64(n)/time.Since(start).Seconds(), "invokes/s")
 		})
 	}
+}
+
+// BenchmarkWarmInvokeNative: warm invocations over the native protocol,
+// against the floor: the same frame bytes written to a long-lived child
+// (cat) over pipes and read back. Target: Go ≤ 2× the floor. The Node.js
+// and Python rows show the same runtimes through their Lambda-API
+// bootstraps for comparison. Reports p50-µs and p99-µs.
+func BenchmarkWarmInvokeNative(b *testing.B) {
+	payload := []byte(`{"temperature":21.5,"unit":"C"}`)
+	b.Run("pipe-floor", func(b *testing.B) {
+		cmd := exec.Command("cat")
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { in.Close(); _ = cmd.Wait() }()
+		// An invoke frame carries about this much besides the payload.
+		frame := append(make([]byte, 4+1+20+90), payload...)
+		back := make([]byte, len(frame))
+		reportLatency(b, func() error {
+			if _, err := in.Write(frame); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(out, back)
+			return err
+		})
+	})
+	b.Run("go-native-without-host", func(b *testing.B) {
+		// The native Go function driven over its pipes by the benchmark
+		// itself: the protocol's and the child's own cost.
+		childR, hostW, _ := os.Pipe()
+		hostR, childW, _ := os.Pipe()
+		cmd := exec.Command(filepath.Join(binDir, "native"))
+		cmd.Env = append(os.Environ(), "TEST_BEHAVIOUR=bench")
+		cmd.ExtraFiles = []*os.File{childR, childW}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		childR.Close()
+		childW.Close()
+		defer func() { hostW.Close(); _ = cmd.Wait(); hostR.Close() }()
+		r := bufio.NewReader(hostR)
+		var buf, wbuf []byte
+		if f, err := native.ReadFrame(r, &buf); err != nil || f.Type != native.FrameReady {
+			b.Fatalf("ready: %v %v", f, err)
+		}
+		meta := []byte(`{"requestId":"0-1","function":"b","version":"1"}`)
+		seq := uint64(0)
+		reportLatency(b, func() error {
+			seq++
+			wbuf = native.AppendFrame(wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: time.Now().Add(time.Minute).UnixMilli(), Meta: meta, Payload: payload})
+			if _, err := hostW.Write(wbuf); err != nil {
+				return err
+			}
+			_, err := native.ReadFrame(r, &buf)
+			return err
+		})
+	})
+	bench := func(name string, s function.Spec) {
+		b.Run(name, func(b *testing.B) {
+			if s.Runtime == function.RuntimeNode || s.Runtime == function.RuntimePython {
+				tool := map[function.Runtime]string{function.RuntimeNode: "node", function.RuntimePython: "python3"}[s.Runtime]
+				if _, err := exec.LookPath(tool); err != nil {
+					b.Skipf("%s not installed", tool)
+				}
+			}
+			h, err := function.New(nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer h.Close(context.Background())
+			s.Name, s.Version, s.Mode = "b", "1", function.Continuous
+			if err := h.Deploy(context.Background(), s); err != nil {
+				b.Fatal(err)
+			}
+			reportLatency(b, func() error {
+				_, err := h.Invoke(context.Background(), "b", invoke.Request{Payload: payload})
+				return err
+			})
+		})
+	}
+	wd, _ := os.Getwd()
+	bench("go-native", function.Spec{Runtime: function.RuntimeExecutable, API: function.APINative, Handler: "native", CodeDir: binDir, Env: map[string]string{"TEST_BEHAVIOUR": "bench"}})
+	bench("node-native", function.Spec{Runtime: function.RuntimeNode, API: function.APINative, Handler: "index.echo", CodeDir: filepath.Join(wd, "testdata/node")})
+	bench("node-lambda", function.Spec{Runtime: function.RuntimeNode, API: function.APILambda, Handler: "index.echo", CodeDir: filepath.Join(wd, "testdata/node")})
+	bench("python-native", function.Spec{Runtime: function.RuntimePython, API: function.APINative, Handler: "main.echo", CodeDir: filepath.Join(wd, "testdata/python")})
+	bench("python-lambda", function.Spec{Runtime: function.RuntimePython, API: function.APILambda, Handler: "main.echo", CodeDir: filepath.Join(wd, "testdata/python")})
 }

@@ -35,10 +35,16 @@ func codeDir(t *testing.T, name string) string {
 
 func TestNodeBootstrap(t *testing.T) {
 	needs(t, "node")
+	for _, api := range []function.API{function.APINative, function.APILambda} {
+		t.Run(string(api), func(t *testing.T) { testNode(t, api) })
+	}
+}
+
+func testNode(t *testing.T, api function.API) {
 	h := newHost(t, nil)
 	dir := codeDir(t, "node")
 	for _, name := range []string{"asyncHandler", "callbackHandler", "failing", "callbackError"} {
-		deploy(t, h, function.Spec{Name: "node-" + name, Version: "1", Runtime: function.RuntimeNode, Handler: "index." + name, CodeDir: dir})
+		deploy(t, h, function.Spec{Name: "node-" + name, Version: "1", Runtime: function.RuntimeNode, API: api, Handler: "index." + name, CodeDir: dir})
 	}
 	ctx := context.Background()
 	resp, err := h.Invoke(ctx, "node-asyncHandler", invoke.Request{Payload: []byte(`{"t":1}`), Source: map[string]string{"topic": "x/y"}})
@@ -67,7 +73,7 @@ func TestNodeBootstrap(t *testing.T) {
 			t.Errorf("%s: %v, want an error of type %s with a stack", name, err, want)
 		}
 	}
-	err = h.Deploy(ctx, function.Spec{Name: "node-missing", Version: "1", Runtime: function.RuntimeNode, Handler: "index.nope", CodeDir: dir})
+	err = h.Deploy(ctx, function.Spec{Name: "node-missing", Version: "1", Runtime: function.RuntimeNode, API: api, Handler: "index.nope", CodeDir: dir})
 	if err == nil || !strings.Contains(err.Error(), "init error") || !strings.Contains(err.Error(), "not an exported function") {
 		t.Errorf("deploy with a missing export: %v", err)
 	}
@@ -75,10 +81,16 @@ func TestNodeBootstrap(t *testing.T) {
 
 func TestPythonBootstrap(t *testing.T) {
 	needs(t, "python3")
+	for _, api := range []function.API{function.APINative, function.APILambda} {
+		t.Run(string(api), func(t *testing.T) { testPython(t, api) })
+	}
+}
+
+func testPython(t *testing.T, api function.API) {
 	h := newHost(t, nil)
 	dir := codeDir(t, "python")
-	deploy(t, h, function.Spec{Name: "py", Version: "1", Runtime: function.RuntimePython, Handler: "main.handler", CodeDir: dir})
-	deploy(t, h, function.Spec{Name: "py-fail", Version: "1", Runtime: function.RuntimePython, Handler: "main.failing", CodeDir: dir})
+	deploy(t, h, function.Spec{Name: "py", Version: "1", Runtime: function.RuntimePython, API: api, Handler: "main.handler", CodeDir: dir})
+	deploy(t, h, function.Spec{Name: "py-fail", Version: "1", Runtime: function.RuntimePython, API: api, Handler: "main.failing", CodeDir: dir})
 	ctx := context.Background()
 	resp, err := h.Invoke(ctx, "py", invoke.Request{Payload: []byte(`[1,2]`), Source: map[string]string{"k": "v"}})
 	if err != nil {
@@ -97,7 +109,7 @@ func TestPythonBootstrap(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Type != "ValueError" || fe.Message != "bad reading" || len(fe.Stack) == 0 {
 		t.Errorf("python error: %v", err)
 	}
-	err = h.Deploy(ctx, function.Spec{Name: "py-broken", Version: "1", Runtime: function.RuntimePython, Handler: "broken.handler", CodeDir: dir})
+	err = h.Deploy(ctx, function.Spec{Name: "py-broken", Version: "1", Runtime: function.RuntimePython, API: api, Handler: "broken.handler", CodeDir: dir})
 	if err == nil || !strings.Contains(err.Error(), "module_that_does_not_exist") {
 		t.Errorf("deploy of a module that fails to import: %v", err)
 	}

@@ -88,10 +88,27 @@ type function struct {
 	errMu     sync.Mutex
 	lastErr   string
 	lastErrAt time.Time
+	metrics   map[string]float64 // latest value per name, from native metric frames
 }
 
 type counters struct {
 	invocations, errors, throttles, timeouts, coldStarts atomic.Uint64
+}
+
+// setMetric records a function's latest value for a metric name.
+func (h *Host) setMetric(function, name string, v float64) {
+	h.mu.RLock()
+	fn := h.functions[function]
+	h.mu.RUnlock()
+	if fn == nil {
+		return
+	}
+	fn.errMu.Lock()
+	if fn.metrics == nil {
+		fn.metrics = make(map[string]float64)
+	}
+	fn.metrics[name] = v
+	fn.errMu.Unlock()
 }
 
 func (f *function) setLastError(err error) {
@@ -129,7 +146,7 @@ func New(opts *Options) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.launch = launcher{log: o.Logger, env: baseEnv(), bootstrapDir: h.bootstrapDir(), mem: mem}
+	h.launch = launcher{log: o.Logger, env: baseEnv(), bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -408,7 +425,10 @@ func (h *Host) prepareDataDir() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("function: data directory: %w", err)
 	}
-	for name, content := range map[string]string{"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python} {
+	for name, content := range map[string]string{
+		"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python,
+		"native.js": bootstrap.NodeNative, "native.py": bootstrap.PythonNative,
+	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)
 		}

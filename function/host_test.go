@@ -20,7 +20,7 @@ import (
 	"github.com/edgekit/edgekit/invoke"
 )
 
-// binDir holds the test functions TestMain builds (lambda, fc).
+// binDir holds the test functions TestMain builds (lambda, fc, native).
 var binDir string
 
 func TestMain(m *testing.M) {
@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	for _, name := range []string{"lambda", "fc"} {
+	for _, name := range []string{"lambda", "fc", "native"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./internal/testfunctions/"+name).CombinedOutput()
 		if err != nil {
 			panic(fmt.Sprintf("building test function %s: %v\n%s", name, err, out))

@@ -3,6 +3,7 @@ package function
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,8 @@ import (
 type processInstance struct {
 	spec   Spec
 	id     string
-	api    *runtimeAPI
+	api    *runtimeAPI   // Lambda or FC runtime API, or
+	native *nativeConn   // the native framed protocol
 	srv    *http.Server
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
@@ -46,6 +48,7 @@ type launcher struct {
 	env          []string // inherited host variables (PATH, HOME, locale)
 	bootstrapDir string
 	mem          *memoryLimiter
+	metric       func(function, name string, v float64)
 }
 
 // startupTimeout bounds a start: process launch to its first /next.
@@ -54,46 +57,75 @@ const startupTimeout = 10 * time.Second
 // startProcess starts an instance and waits until it asks for its first
 // invocation. On failure nothing is left running.
 func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processInstance, error) {
-	p, ok := profiles[spec.API]
-	if !ok {
-		return nil, fmt.Errorf("function %s: unknown runtime API %q", spec.Name, spec.API)
-	}
 	exe, args, err := command(spec, l.bootstrapDir)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("function %s: runtime API listener: %w", spec.Name, err)
-	}
-	pi := &processInstance{spec: spec, id: id, api: newRuntimeAPI(p, spec.Name, spec.Version), exited: make(chan struct{}), grace: 2 * time.Second}
-	pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = pi.srv.Serve(ln) }()
-
+	pi := &processInstance{spec: spec, id: id, exited: make(chan struct{}), grace: 2 * time.Second}
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = spec.CodeDir
-	cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, p, ln.Addr().String())...)
 	cmd.SysProcAttr = processGroupAttr()
+	var childFiles []*os.File
+	if spec.API == APINative {
+		hostW, childR, childW, hostR, err := newNativePipes()
+		if err != nil {
+			return nil, fmt.Errorf("function %s: native protocol pipes: %w", spec.Name, err)
+		}
+		childFiles = []*os.File{childR, childW}
+		cmd.ExtraFiles = childFiles // fd 3 and fd 4
+		pi.native = &nativeConn{
+			fn: spec.Name, ver: spec.Version, w: hostW, r: hostR,
+			log:     l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
+			metric:  func(name string, v float64) { l.metric(spec.Name, name, v) },
+			ready:   make(chan struct{}), initErr: make(chan error, 1), pending: make(map[uint64]chan callResult),
+		}
+		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, nil, "")...)
+	} else {
+		p, ok := profiles[spec.API]
+		if !ok {
+			return nil, fmt.Errorf("function %s: unknown runtime API %q", spec.Name, spec.API)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("function %s: runtime API listener: %w", spec.Name, err)
+		}
+		pi.api = newRuntimeAPI(p, spec.Name, spec.Version)
+		pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = pi.srv.Serve(ln) }()
+		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, p, ln.Addr().String())...)
+	}
+	cleanup := func() {
+		for _, f := range childFiles {
+			f.Close()
+		}
+		pi.closeTransport()
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		pi.shutdownServer()
+		cleanup()
 		return nil, err
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		pi.shutdownServer()
+		cleanup()
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		pi.shutdownServer()
+		cleanup()
 		return nil, fmt.Errorf("function %s version %s: starting %s: %w", spec.Name, spec.Version, exe, err)
+	}
+	for _, f := range childFiles {
+		f.Close() // the child has its copies
 	}
 	pi.cmd = cmd
 	if pi.limit, err = l.mem.apply(cmd.Process.Pid, spec.Name+"-"+id, spec.MemoryLimitMB); err != nil {
 		pi.kill()
 		_ = cmd.Wait()
-		pi.shutdownServer()
+		pi.closeTransport()
 		return nil, fmt.Errorf("function %s version %s: memory limit: %w", spec.Name, spec.Version, err)
+	}
+	if pi.native != nil {
+		go pi.native.read()
 	}
 	flog := l.log.With("function", spec.Name, "version", spec.Version, "instance", id)
 	var lines sync.WaitGroup
@@ -109,12 +141,13 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		close(pi.exited)
 	}()
 
+	ready, initErr := pi.readiness()
 	t := time.NewTimer(startupTimeout)
 	defer t.Stop()
 	select {
-	case <-pi.api.ready:
+	case <-ready:
 		return pi, nil
-	case err := <-pi.api.initErr:
+	case err := <-initErr:
 		pi.stop()
 		return nil, fmt.Errorf("function %s version %s: init error: %w", spec.Name, spec.Version, err)
 	case <-pi.exited:
@@ -127,6 +160,14 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.stop()
 		return nil, fmt.Errorf("function %s version %s: starting: %w", spec.Name, spec.Version, ctx.Err())
 	}
+}
+
+// readiness returns the transport's "ready" and "init failed" signals.
+func (pi *processInstance) readiness() (<-chan struct{}, <-chan error) {
+	if pi.native != nil {
+		return pi.native.ready, pi.native.initErr
+	}
+	return pi.api.ready, pi.api.initErr
 }
 
 // command returns what to execute for spec's runtime.
@@ -146,13 +187,21 @@ func command(spec Spec, bootstrapDir string) (string, []string, error) {
 		if err != nil {
 			return "", nil, fmt.Errorf("function %s: runtime nodejs: node is not installed (Debian package nodejs): %w", spec.Name, err)
 		}
-		return node, []string{filepath.Join(bootstrapDir, "bootstrap.js")}, nil
+		script := "bootstrap.js"
+		if spec.API == APINative {
+			script = "native.js"
+		}
+		return node, []string{filepath.Join(bootstrapDir, script)}, nil
 	case RuntimePython:
 		py, err := exec.LookPath("python3")
 		if err != nil {
 			return "", nil, fmt.Errorf("function %s: runtime python: python3 is not installed (Debian package python3): %w", spec.Name, err)
 		}
-		return py, []string{"-u", filepath.Join(bootstrapDir, "bootstrap.py")}, nil
+		script := "bootstrap.py"
+		if spec.API == APINative {
+			script = "native.py"
+		}
+		return py, []string{"-u", filepath.Join(bootstrapDir, script)}, nil
 	default:
 		return "", nil, fmt.Errorf("function %s: runtime %q: %w", spec.Name, spec.Runtime, errors.ErrUnsupported)
 	}
@@ -160,18 +209,23 @@ func command(spec Spec, bootstrapDir string) (string, []string, error) {
 
 // instanceEnv is what the runtime API promises a function process.
 func instanceEnv(spec Spec, p *profile, addr string) []string {
-	env := []string{
-		p.envVar + "=" + addr,
-		"AWS_LAMBDA_FUNCTION_NAME=" + spec.Name,
-		"AWS_LAMBDA_FUNCTION_VERSION=" + spec.Version,
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(spec.MemoryLimitMB),
-		"_HANDLER=" + spec.Handler,
-		"LAMBDA_TASK_ROOT=" + spec.CodeDir,
-		"FC_FUNCTION_NAME=" + spec.Name,
-		"FC_QUALIFIER=" + spec.Version,
-		"FC_FUNCTION_MEMORY_SIZE=" + strconv.Itoa(spec.MemoryLimitMB),
-		"EDGEKIT_FUNCTION_CONFIG=" + string(spec.Config),
+	var env []string
+	if p != nil {
+		env = append(env, p.envVar+"="+addr)
+	} else {
+		env = append(env, "EDGEKIT_NATIVE=1")
 	}
+	env = append(env,
+		"AWS_LAMBDA_FUNCTION_NAME="+spec.Name,
+		"AWS_LAMBDA_FUNCTION_VERSION="+spec.Version,
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
+		"_HANDLER="+spec.Handler,
+		"LAMBDA_TASK_ROOT="+spec.CodeDir,
+		"FC_FUNCTION_NAME="+spec.Name,
+		"FC_QUALIFIER="+spec.Version,
+		"FC_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
+		"EDGEKIT_FUNCTION_CONFIG="+string(spec.Config),
+	)
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
@@ -211,6 +265,9 @@ func (pi *processInstance) exitError(what string) error {
 // deadline, or the process's exit. At the deadline the process group is
 // killed: the instance is dead afterwards (alive reports false).
 func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
+	if pi.native != nil {
+		return pi.runNative(ctx, req)
+	}
 	c := &call{
 		id: ctx.inv.RequestID(), req: req, deadline: ctx.inv.Deadline,
 		arn:    "arn:aws:lambda:edge:000000000000:function:" + pi.spec.Name + ":" + pi.spec.Version,
@@ -226,6 +283,28 @@ func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response
 	}
 	select {
 	case r := <-c.result:
+		return r.resp, r.err
+	case <-pi.exited:
+		return invoke.Response{}, pi.exitError("exited during the invocation")
+	case <-ctx.Done():
+		pi.kill()
+		return invoke.Response{}, ctx.Err()
+	}
+}
+
+func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
+	meta, _ := json.Marshal(struct {
+		RequestID string            `json:"requestId"`
+		Function  string            `json:"function"`
+		Version   string            `json:"version"`
+		Source    map[string]string `json:"source,omitempty"`
+	}{ctx.inv.RequestID(), pi.spec.Name, pi.spec.Version, req.Source})
+	ch, err := pi.native.send(ctx.inv.seq, ctx.inv.Deadline.UnixMilli(), meta, req.Payload)
+	if err != nil {
+		return invoke.Response{}, pi.exitError(err.Error())
+	}
+	select {
+	case r := <-ch:
 		return r.resp, r.err
 	case <-pi.exited:
 		return invoke.Response{}, pi.exitError("exited during the invocation")
@@ -273,10 +352,17 @@ func (pi *processInstance) stop() {
 		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
 	}
 	pi.limit.release()
-	pi.shutdownServer()
+	pi.closeTransport()
 }
 
-func (pi *processInstance) shutdownServer() {
+// closeTransport closes the runtime API server or the protocol pipes.
+func (pi *processInstance) closeTransport() {
+	if pi.native != nil {
+		pi.native.close()
+	}
+	if pi.srv == nil {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if err := pi.srv.Shutdown(ctx); err != nil {

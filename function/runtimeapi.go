@@ -26,6 +26,10 @@ const (
 	// APIFC is the Alibaba Function Compute runtime API 2020-11-11
 	// (FC_RUNTIME_API), spoken by fc-runtime-go-sdk.
 	APIFC API = "fc"
+	// APINative is edgekit's framed protocol over pipes (package
+	// function/native), several times cheaper per invocation: Go functions
+	// built with native.Start, and the Node.js and Python bootstraps.
+	APINative API = "native"
 )
 
 // MaxResponseBytes is the largest response a runtime may post (Lambda's

@@ -68,8 +68,9 @@ type Spec struct {
 	// registered under; for the others the entry point in the code
 	// directory.
 	Handler string `json:"handler"`
-	// API is the runtime API an executable speaks: "lambda" (default) or
-	// "fc".
+	// API is the protocol between host and function: "lambda" (the
+	// default for executables), "fc", or "native" (the default for Node.js
+	// and Python).
 	API API `json:"api,omitempty"`
 	// CodeDir holds an out-of-process function's code; the package store
 	// sets it when it unpacks a version.
@@ -152,10 +153,15 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.Runtime != RuntimeGo {
 		switch s.API {
 		case "":
+			// Executables are usually aws-lambda-go builds; the
+			// bootstraps take the faster native protocol.
 			s.API = APILambda
-		case APILambda, APIFC:
+			if s.Runtime != RuntimeExecutable {
+				s.API = APINative
+			}
+		case APILambda, APIFC, APINative:
 		default:
-			return bad("api", "%q (want lambda or fc)", s.API)
+			return bad("api", "%q (want lambda, fc or native)", s.API)
 		}
 		if s.API == APIFC && s.Runtime != RuntimeExecutable {
 			return bad("api", "fc: the %s bootstrap speaks the Lambda runtime API", s.Runtime)

@@ -2,6 +2,7 @@ package function
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ type Status struct {
 	// or exiting right after starting; it serves no invocations
 	// (invoke.ErrUnavailable) until the next deploy.
 	CrashLoop string
+	// Metrics are the latest values the function reported (native
+	// protocol metric frames), by name.
+	Metrics map[string]float64
 }
 
 // Status returns the named function's status.
@@ -103,6 +107,7 @@ func (fn *function) status(p *pool) Status {
 	}
 	fn.errMu.Lock()
 	st.LastError, st.LastErrorAt = fn.lastErr, fn.lastErrAt
+	st.Metrics = maps.Clone(fn.metrics)
 	fn.errMu.Unlock()
 	p.mu.Lock()
 	if p.failed != nil {

@@ -1,9 +1,10 @@
 // Package bootstrap holds the runtime loops the function host runs for
-// Node.js and Python functions: bootstrap.js and bootstrap.py speak the
-// Lambda Runtime API with the language's standard library only, so a
-// handler written for Lambda runs unchanged. The host writes them into its
-// data directory and starts `node bootstrap.js` or `python3 -u
-// bootstrap.py` in the function's code directory.
+// Node.js and Python functions, standard library only: bootstrap.js and
+// bootstrap.py speak the Lambda Runtime API (a handler written for Lambda
+// runs unchanged); native.js and native.py speak edgekit's framed protocol
+// over pipes (package function/native), with the same handler signatures.
+// The host writes them into its data directory and starts them in the
+// function's code directory.
 package bootstrap
 
 import _ "embed"
@@ -17,3 +18,13 @@ var Node string
 //
 //go:embed bootstrap.py
 var Python string
+
+// NodeNative is native.js.
+//
+//go:embed native.js
+var NodeNative string
+
+// PythonNative is native.py.
+//
+//go:embed native.py
+var PythonNative string

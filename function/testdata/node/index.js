@@ -21,3 +21,5 @@ exports.failing = async () => {
 exports.callbackError = (event, context, callback) => {
   callback(new RangeError('out of range'));
 };
+
+exports.echo = async (event) => event;

@@ -20,3 +20,7 @@ def failing(event, context):
 def leak(event, context):
     hog = bytearray(512 * 1024 * 1024)
     return len(hog)
+
+
+def echo(event, context):
+    return event

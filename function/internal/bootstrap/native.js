@@ -1,0 +1,114 @@
+// edgekit native-protocol bootstrap for Node.js functions, standard library
+// only: frames on fd 3 (from the host) and fd 4 (to the host), as package
+// function/native documents. Handlers as in bootstrap.js: async, returning
+// a value or a promise, or the callback style.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+function frame(type, body) {
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out.writeUInt32LE(body.length + 1, 0);
+  out[4] = type.charCodeAt(0);
+  body.copy(out, 5);
+  fs.writeSync(4, out);
+}
+
+function seqFrame(type, seq, payload) {
+  const body = Buffer.allocUnsafe(8 + payload.length);
+  body.writeBigUInt64LE(seq, 0);
+  payload.copy(body, 8);
+  frame(type, body);
+}
+
+function errorJSON(err) {
+  const e = err instanceof Error ? err : new Error(String(err));
+  return Buffer.from(JSON.stringify({ errorType: e.name || 'Error', errorMessage: e.message, stackTrace: (e.stack || '').split('\n').slice(1).map((l) => l.trim()) }));
+}
+
+function loadHandler() {
+  const spec = process.env._HANDLER || '';
+  const dot = spec.lastIndexOf('.');
+  if (dot <= 0) throw new Error(`handler "${spec}" must be file.export`);
+  const mod = require(path.resolve(process.env.LAMBDA_TASK_ROOT || '.', spec.slice(0, dot)));
+  const fn = mod[spec.slice(dot + 1)];
+  if (typeof fn !== 'function') throw new Error(`handler "${spec}": ${spec.slice(dot + 1)} is not an exported function`);
+  return fn;
+}
+
+function call(handler, event, context) {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const callback = (err, result) => {
+      if (settled) return;
+      settled = true;
+      if (err) reject(err); else resolve(result);
+    };
+    let r;
+    try {
+      r = handler(event, context, callback);
+    } catch (e) {
+      callback(e);
+      return;
+    }
+    if (r && typeof r.then === 'function') r.then((v) => callback(null, v), (e) => callback(e));
+    else if (handler.length < 3) callback(null, r);
+  });
+}
+
+let handler;
+try {
+  handler = loadHandler();
+} catch (e) {
+  frame('I', errorJSON(e));
+  process.exit(1);
+}
+frame('R', Buffer.alloc(0));
+
+async function invoke(seq, deadline, meta, payload) {
+  let event;
+  try { event = JSON.parse(payload.toString('utf8')); } catch { event = payload.toString('utf8'); }
+  const context = {
+    awsRequestId: meta.requestId,
+    functionName: meta.function,
+    functionVersion: meta.version,
+    clientContext: meta.source ? { custom: meta.source } : null,
+    getRemainingTimeInMillis: () => deadline - Date.now(),
+    metric: (name, value) => {
+      const n = Buffer.from(String(name));
+      const body = Buffer.allocUnsafe(2 + n.length + 8);
+      body.writeUInt16LE(n.length, 0);
+      n.copy(body, 2);
+      body.writeDoubleLE(Number(value), 2 + n.length);
+      frame('M', body);
+    },
+  };
+  try {
+    const result = await call(handler, event, context);
+    seqFrame('O', seq, Buffer.from(JSON.stringify(result === undefined ? null : result)));
+  } catch (e) {
+    seqFrame('E', seq, errorJSON(e));
+  }
+}
+
+// Frames arrive on fd 3; invocations run one at a time, in order.
+let pending = Buffer.alloc(0);
+let chain = Promise.resolve();
+const input = fs.createReadStream(null, { fd: 3, highWaterMark: 64 * 1024 });
+input.on('data', (chunk) => {
+  pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+  while (pending.length >= 4) {
+    const n = pending.readUInt32LE(0);
+    if (pending.length < 4 + n) break;
+    const body = pending.subarray(4, 4 + n);
+    pending = pending.subarray(4 + n);
+    if (body[0] !== 'V'.charCodeAt(0)) continue;
+    const seq = body.readBigUInt64LE(1);
+    const deadline = Number(body.readBigInt64LE(9));
+    const m = body.readUInt32LE(17);
+    const meta = JSON.parse(body.subarray(21, 21 + m).toString('utf8') || '{}');
+    const payload = Buffer.from(body.subarray(21 + m));
+    chain = chain.then(() => invoke(seq, deadline, meta, payload));
+  }
+});
+input.on('end', () => process.exit(0));

@@ -1,0 +1,156 @@
+package native
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+)
+
+// The wire format, version 1. Every frame is a little-endian uint32 body
+// length followed by the body; the body's first byte is its type:
+//
+//	'R' ready       function → host  (empty): the handler is loaded
+//	'I' init error  function → host  JSON {"errorType","errorMessage","stackTrace"}
+//	'V' invoke      host → function  u64 seq, i64 deadline (Unix ms), u32 n, n bytes of JSON metadata, payload
+//	'O' result      function → host  u64 seq, payload
+//	'E' error       function → host  u64 seq, JSON {"errorType","errorMessage","stackTrace"}
+//	'L' log         function → host  u8 level (0 debug, 1 info, 2 warn, 3 error), text
+//	'M' metric      function → host  u16 n, n bytes of name, f64 value
+//
+// The host writes on the function's file descriptor 3 and reads its file
+// descriptor 4; stdout and stderr stay free for plain log lines.
+const (
+	FrameReady     = 'R'
+	FrameInitError = 'I'
+	FrameInvoke    = 'V'
+	FrameResult    = 'O'
+	FrameError     = 'E'
+	FrameLog       = 'L'
+	FrameMetric    = 'M'
+)
+
+// MaxFrame bounds a frame body (a payload plus its header).
+const MaxFrame = 64 << 20
+
+// ErrFrame means a malformed frame.
+var ErrFrame = errors.New("malformed native protocol frame")
+
+// Frame is one decoded frame. Which fields are set depends on Type.
+type Frame struct {
+	Type     byte
+	Seq      uint64
+	Deadline int64  // invoke: Unix milliseconds
+	Meta     []byte // invoke: JSON metadata
+	Payload  []byte // invoke, result: payload; error, init error: JSON; log: text
+	Level    byte   // log
+	Name     string // metric
+	Value    float64
+}
+
+// AppendFrame appends f's encoding to b.
+func AppendFrame(b []byte, f *Frame) []byte {
+	start := len(b)
+	b = append(b, 0, 0, 0, 0, f.Type)
+	le := binary.LittleEndian
+	switch f.Type {
+	case FrameInvoke:
+		b = le.AppendUint64(b, f.Seq)
+		b = le.AppendUint64(b, uint64(f.Deadline))
+		b = le.AppendUint32(b, uint32(len(f.Meta)))
+		b = append(b, f.Meta...)
+		b = append(b, f.Payload...)
+	case FrameResult, FrameError:
+		b = le.AppendUint64(b, f.Seq)
+		b = append(b, f.Payload...)
+	case FrameInitError:
+		b = append(b, f.Payload...)
+	case FrameLog:
+		b = append(b, f.Level)
+		b = append(b, f.Payload...)
+	case FrameMetric:
+		b = le.AppendUint16(b, uint16(len(f.Name)))
+		b = append(b, f.Name...)
+		b = le.AppendUint64(b, math.Float64bits(f.Value))
+	}
+	le.PutUint32(b[start:], uint32(len(b)-start-4))
+	return b
+}
+
+// ReadFrame reads one frame. The returned frame's slices stay valid until
+// the next call with the same buf.
+func ReadFrame(r *bufio.Reader, buf *[]byte) (*Frame, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(hdr[:])
+	if n == 0 || n > MaxFrame {
+		return nil, fmt.Errorf("%w: body of %d bytes", ErrFrame, n)
+	}
+	if cap(*buf) < int(n) {
+		*buf = make([]byte, n)
+	}
+	body := (*buf)[:n]
+	if _, err := io.ReadFull(r, body); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFrame, err)
+	}
+	return ParseFrame(body)
+}
+
+// ParseFrame decodes a frame body (without its length prefix).
+func ParseFrame(body []byte) (*Frame, error) {
+	if len(body) == 0 {
+		return nil, fmt.Errorf("%w: empty body", ErrFrame)
+	}
+	f := &Frame{Type: body[0]}
+	rest := body[1:]
+	le := binary.LittleEndian
+	need := func(n int) error {
+		if len(rest) < n {
+			return fmt.Errorf("%w: type %q needs %d more bytes, has %d", ErrFrame, f.Type, n, len(rest))
+		}
+		return nil
+	}
+	switch f.Type {
+	case FrameReady:
+	case FrameInitError:
+		f.Payload = rest
+	case FrameInvoke:
+		if err := need(20); err != nil {
+			return nil, err
+		}
+		f.Seq, f.Deadline = le.Uint64(rest), int64(le.Uint64(rest[8:]))
+		m := int(le.Uint32(rest[16:]))
+		rest = rest[20:]
+		if err := need(m); err != nil {
+			return nil, err
+		}
+		f.Meta, f.Payload = rest[:m], rest[m:]
+	case FrameResult, FrameError:
+		if err := need(8); err != nil {
+			return nil, err
+		}
+		f.Seq, f.Payload = le.Uint64(rest), rest[8:]
+	case FrameLog:
+		if err := need(1); err != nil {
+			return nil, err
+		}
+		f.Level, f.Payload = rest[0], rest[1:]
+	case FrameMetric:
+		if err := need(2); err != nil {
+			return nil, err
+		}
+		m := int(le.Uint16(rest))
+		rest = rest[2:]
+		if err := need(m + 8); err != nil {
+			return nil, err
+		}
+		f.Name, f.Value = string(rest[:m]), math.Float64frombits(le.Uint64(rest[m:]))
+	default:
+		return nil, fmt.Errorf("%w: unknown type %q", ErrFrame, f.Type)
+	}
+	return f, nil
+}

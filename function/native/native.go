@@ -1,0 +1,134 @@
+// Package native is for authors of edgekit-native Go functions: Start runs
+// a handler behind the host's framed protocol over pipes, which costs a
+// fraction of the Lambda runtime API's two HTTP exchanges per invocation.
+// Deploy such a function with Runtime "executable" and API "native".
+//
+//	func main() {
+//		native.Start(func(ctx context.Context, event []byte) ([]byte, error) {
+//			return event, nil
+//		})
+//	}
+//
+// The handler's context ends at the invocation's deadline and carries its
+// metadata (FromContext). Metric sends a named value to the host. Anything
+// written to stdout or stderr becomes a log record on the host.
+package native
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// Invocation is what a handler learns about its call.
+type Invocation struct {
+	RequestID string            `json:"requestId"`
+	Function  string            `json:"function"`
+	Version   string            `json:"version"`
+	Source    map[string]string `json:"source,omitempty"`
+}
+
+type invocationKey struct{}
+
+// FromContext returns the invocation a handler's ctx belongs to.
+func FromContext(ctx context.Context) (Invocation, bool) {
+	inv, ok := ctx.Value(invocationKey{}).(Invocation)
+	return inv, ok
+}
+
+// Handler handles one invocation.
+type Handler func(ctx context.Context, event []byte) ([]byte, error)
+
+// conn is the function's end of the protocol.
+type conn struct {
+	mu  sync.Mutex
+	out *os.File
+	buf []byte
+}
+
+func (c *conn) send(f *Frame) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf = AppendFrame(c.buf[:0], f)
+	if _, err := c.out.Write(c.buf); err != nil {
+		fmt.Fprintln(os.Stderr, "native: host pipe closed:", err)
+		os.Exit(1)
+	}
+}
+
+type connKey struct{}
+
+// Metric sends a named value (a reading, a count) to the host; ctx is the
+// handler's. The host shows the latest value per name in the function's
+// Status.
+func Metric(ctx context.Context, name string, value float64) {
+	if c, ok := ctx.Value(connKey{}).(*conn); ok {
+		c.send(&Frame{Type: FrameMetric, Name: name, Value: value})
+	}
+}
+
+// Start serves invocations until the host closes the pipe; it does not
+// return. Outside a host (no file descriptors 3 and 4) it exits with an
+// error.
+func Start(h Handler) {
+	in, out := os.NewFile(3, "edgekit-in"), os.NewFile(4, "edgekit-out")
+	if in == nil || out == nil {
+		fmt.Fprintln(os.Stderr, "native: not started by an edgekit host (no file descriptors 3 and 4)")
+		os.Exit(2)
+	}
+	c := &conn{out: out}
+	c.send(&Frame{Type: FrameReady})
+	r := bufio.NewReaderSize(in, 64<<10)
+	var buf []byte
+	for {
+		f, err := ReadFrame(r, &buf)
+		if err != nil {
+			os.Exit(0) // the host closed the pipe: stop
+		}
+		if f.Type != FrameInvoke {
+			continue
+		}
+		serve(c, h, f)
+	}
+}
+
+func serve(c *conn, h Handler, f *Frame) {
+	var inv Invocation
+	_ = json.Unmarshal(f.Meta, &inv)
+	base := context.WithValue(context.WithValue(context.Background(), invocationKey{}, inv), connKey{}, c)
+	ctx, cancel := context.WithDeadline(base, time.UnixMilli(f.Deadline))
+	defer cancel()
+	out, err := call(ctx, h, f.Payload)
+	if err != nil {
+		typ := fmt.Sprintf("%T", err)
+		if _, ok := err.(*panicError); ok {
+			typ = "Panic"
+		}
+		body, _ := json.Marshal(map[string]any{"errorType": typ, "errorMessage": err.Error()})
+		c.send(&Frame{Type: FrameError, Seq: f.Seq, Payload: body})
+		return
+	}
+	c.send(&Frame{Type: FrameResult, Seq: f.Seq, Payload: out})
+}
+
+type panicError struct {
+	value any
+	stack string
+}
+
+func (p *panicError) Error() string { return fmt.Sprint(p.value) }
+
+func call(ctx context.Context, h Handler, event []byte) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &panicError{value: r, stack: string(debug.Stack())}
+			fmt.Fprintf(os.Stderr, "panic: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return h(ctx, event)
+}
