@@ -31,8 +31,11 @@ func TestNativeGoFunction(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got struct {
-		Event      map[string]int
-		Inv        struct{ RequestID, Function, Version string; Source map[string]string }
+		Event map[string]int
+		Inv   struct {
+			RequestID, Function, Version string
+			Source                       map[string]string
+		}
 		DeadlineOK bool `json:"deadline_ok"`
 	}
 	if err := json.Unmarshal(resp.Payload, &got); err != nil {

@@ -27,8 +27,8 @@ import (
 type processInstance struct {
 	spec   Spec
 	id     string
-	api    *runtimeAPI   // Lambda or FC runtime API, or
-	native *nativeConn   // the native framed protocol
+	api    *runtimeAPI // Lambda or FC runtime API, or
+	native *nativeConn // the native framed protocol
 	srv    *http.Server
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
@@ -75,9 +75,9 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		cmd.ExtraFiles = childFiles // fd 3 and fd 4
 		pi.native = &nativeConn{
 			fn: spec.Name, ver: spec.Version, w: hostW, r: hostR,
-			log:     l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
-			metric:  func(name string, v float64) { l.metric(spec.Name, name, v) },
-			ready:   make(chan struct{}), initErr: make(chan error, 1), pending: make(map[uint64]chan callResult),
+			log:    l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
+			metric: func(name string, v float64) { l.metric(spec.Name, name, v) },
+			ready:  make(chan struct{}), initErr: make(chan error, 1), pending: make(map[uint64]chan callResult),
 		}
 		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, nil, "")...)
 	} else {
