@@ -32,7 +32,14 @@ type nativeConn struct {
 	initErr   chan error
 
 	mu      sync.Mutex
-	pending map[uint64]chan callResult
+	pending map[uint64]pendingCall
+}
+
+// pendingCall is an invocation waiting for its result frame: early, when
+// set, completes it on the reader goroutine; done tells the instance.
+type pendingCall struct {
+	done  chan callResult
+	early func(invoke.Response, error) bool
 }
 
 // newNativePipes makes the two pipes; the child gets childR as fd 3 and
@@ -94,19 +101,23 @@ func (c *nativeConn) functionError(body []byte) *invoke.Error {
 
 func (c *nativeConn) deliver(seq uint64, r callResult) {
 	c.mu.Lock()
-	ch := c.pending[seq]
+	pc, ok := c.pending[seq]
 	delete(c.pending, seq)
 	c.mu.Unlock()
-	if ch != nil {
-		ch <- r
+	if !ok {
+		return
 	}
+	if pc.early != nil {
+		pc.early(r.resp, r.err)
+	}
+	pc.done <- r
 }
 
 // send writes an invoke frame and returns the channel its result comes on.
-func (c *nativeConn) send(seq uint64, deadlineMs int64, meta, payload []byte) (chan callResult, error) {
+func (c *nativeConn) send(seq uint64, deadlineMs int64, meta, payload []byte, early func(invoke.Response, error) bool) (chan callResult, error) {
 	ch := make(chan callResult, 1)
 	c.mu.Lock()
-	c.pending[seq] = ch
+	c.pending[seq] = pendingCall{done: ch, early: early}
 	c.mu.Unlock()
 	c.wmu.Lock()
 	c.wbuf = native.AppendFrame(c.wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: deadlineMs, Meta: meta, Payload: payload})

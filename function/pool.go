@@ -529,29 +529,12 @@ func (p *pool) runJob(w *worker, inst instance, j *job) bool {
 	ctx := &invCtx{parent: j.parent, inv: Invocation{
 		Function: p.spec.Name, Version: p.spec.Version, Instance: w.id, Deadline: j.deadline,
 		Config: p.spec.Config, Source: j.req.Source, idPrefix: p.fn.host.idPrefix, seq: j.seq, log: p.fn.host.log,
-	}}
+	}, pool: p, job: j}
 	resp, err := inst.run(ctx, j.req)
 	ctx.end()
 	w.busy.Store(false)
-	timedOut := err != nil && !time.Now().Before(j.deadline) && j.parent.Err() == nil
-	if timedOut {
-		err = p.timeoutError() // the handler gave up at its deadline
-	}
-	j.resp, j.err = resp, err
-	if j.state.CompareAndSwap(jobRunning, jobDone) {
-		// Counted here only when this result is the one delivered;
-		// otherwise abandon counted the outcome the caller saw.
-		p.fn.stats.invocations.Add(1)
-		switch {
-		case timedOut:
-			p.fn.stats.timeouts.Add(1)
-			p.fn.setLastError(err)
-		case err != nil:
-			p.fn.stats.errors.Add(1)
-			p.fn.setLastError(err)
-		}
-		j.done <- struct{}{}
-		return true
+	if ctx.complete(resp, err) {
+		return true // j may already be recycled by its caller: not touched again
 	}
 	// The caller timed out and a replacement worker already runs.
 	putJob(j)
@@ -561,6 +544,30 @@ func (p *pool) runJob(w *worker, inst instance, j *job) bool {
 	p.mu.Unlock()
 	p.log.Warn("function instance returned after its invocation timed out; it was replaced", "function", p.spec.Name, "version", p.spec.Version, "instance", w.id)
 	return false
+}
+
+// deliver hands a result to j's caller and counts it. It reports false
+// when the caller had abandoned j (then the counting was done there).
+func (p *pool) deliver(j *job, resp invoke.Response, err error) bool {
+	timedOut := err != nil && !time.Now().Before(j.deadline) && j.parent.Err() == nil
+	if timedOut {
+		err = p.timeoutError() // the function gave up at its deadline
+	}
+	j.resp, j.err = resp, err
+	if !j.state.CompareAndSwap(jobRunning, jobDone) {
+		return false
+	}
+	p.fn.stats.invocations.Add(1)
+	switch {
+	case timedOut:
+		p.fn.stats.timeouts.Add(1)
+		p.fn.setLastError(err)
+	case err != nil:
+		p.fn.stats.errors.Add(1)
+		p.fn.setLastError(err)
+	}
+	j.done <- struct{}{}
+	return true
 }
 
 // retire stops an idle on-demand worker unless work is waiting.

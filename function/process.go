@@ -77,7 +77,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 			fn: spec.Name, ver: spec.Version, w: hostW, r: hostR,
 			log:    l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
 			metric: func(name string, v float64) { l.metric(spec.Name, name, v) },
-			ready:  make(chan struct{}), initErr: make(chan error, 1), pending: make(map[uint64]chan callResult),
+			ready:  make(chan struct{}), initErr: make(chan error, 1), pending: make(map[uint64]pendingCall),
 		}
 		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, nil, "")...)
 	} else {
@@ -299,7 +299,7 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Re
 		Version   string            `json:"version"`
 		Source    map[string]string `json:"source,omitempty"`
 	}{ctx.inv.RequestID(), pi.spec.Name, pi.spec.Version, req.Source})
-	ch, err := pi.native.send(ctx.inv.seq, ctx.inv.Deadline.UnixMilli(), meta, req.Payload)
+	ch, err := pi.native.send(ctx.inv.seq, ctx.inv.Deadline.UnixMilli(), meta, req.Payload, ctx.complete)
 	if err != nil {
 		return invoke.Response{}, pi.exitError(err.Error())
 	}
