@@ -22,6 +22,7 @@ lint:
 	@set -e; for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...); done
 
 gateway: deps
+	$(GO) build -o examples/function-go/bootstrap ./examples/function-go
 	$(GO) run ./examples/gateway
 
 # Benchmarks recorded in docs/PERFORMANCE.md.

@@ -1,7 +1,8 @@
 // Command gateway is the example gateway firmware: what a vendor copies and
-// grows. For now it runs the local MQTT broker (Mosquitto, through
-// edge/broker), an in-process bus for the gateway's own flows, and a bridge
-// between the two; with -upstream it also bridges to a cloud broker through
+// grows. It runs the local MQTT broker (Mosquitto, through edge/broker), an
+// in-process bus for the gateway's own flows, a bridge between the two, and
+// a function host with the example functions (Go with aws-lambda-go,
+// Node.js, Python); with -upstream it also bridges to a cloud broker through
 // an on-disk queue, so uplink data survives outages.
 //
 // Topics:
@@ -12,15 +13,23 @@
 //	commands/echo       request/response: the payload comes back on the
 //	                    request's response topic with its correlation data
 //	replies/#           response topics: forwarded out to MQTT clients
+//	functions/{name}/invoke
+//	                    MQTT v5 request/response: the payload is the event,
+//	                    the function's result comes back on the response
+//	                    topic (user property "error" on failure); without a
+//	                    response topic the call is asynchronous
 //
 // Run it with `make gateway` and try, from another terminal:
 //
 //	mosquitto_sub -V 5 -t 'gateway/#' -v
 //	mosquitto_pub -V 5 -t commands/hello -m 'hi'
 //	mosquitto_rr  -V 5 -t commands/echo -e replies/me -m 'ping'
+//	mosquitto_rr  -V 5 -t functions/temperature-alarm-python/invoke -e replies/me \
+//	              -m '{"device":"boiler","temperature":91}'
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +41,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,14 +50,17 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/bridge"
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/invoke"
 )
 
 type config struct {
-	dataDir  string
-	listen   string
-	upstream string
-	name     string
-	status   time.Duration
+	dataDir   string
+	listen    string
+	upstream  string
+	name      string
+	status    time.Duration
+	functions []string // directories holding function.json and the code
 }
 
 func main() {
@@ -57,7 +70,11 @@ func main() {
 	flag.StringVar(&cfg.upstream, "upstream", "", "optional upstream broker URL, e.g. mqtt://broker.example:1883")
 	flag.StringVar(&cfg.name, "name", "gw1", "gateway name (MQTT client ids, upstream topic prefix)")
 	flag.DurationVar(&cfg.status, "status-every", 10*time.Second, "status publish interval")
+	functions := flag.String("functions", "examples/function-go,examples/function-node,examples/function-python", "comma-separated function directories (each with a function.json) to deploy")
 	flag.Parse()
+	if *functions != "" {
+		cfg.functions = strings.Split(*functions, ",")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -112,7 +129,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	lanBridge, err := bridge.New(ctx, local, lan, &bridge.Options{
 		Name:   cfg.name + "-lan",
 		Out:    []bridge.Route{{Filter: "gateway/#", QoS: bus.AtLeastOnce}, {Filter: "replies/#", QoS: bus.AtLeastOnce}},
-		In:     []bridge.Route{{Filter: "commands/#", QoS: bus.AtLeastOnce}},
+		In:     []bridge.Route{{Filter: "commands/#", QoS: bus.AtLeastOnce}, {Filter: "functions/#", QoS: bus.AtLeastOnce}},
 		Logger: log,
 	})
 	if err != nil {
@@ -142,6 +159,27 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 			return err
 		}
 		closers = append(closers, upBridge.Close)
+	}
+
+	host, err := function.New(&function.Options{DataDir: filepath.Join(cfg.dataDir, "functions"), Logger: log})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, host.Close)
+	for _, dir := range cfg.functions {
+		spec, err := deployDir(ctx, host, dir)
+		if err != nil {
+			// A function that cannot run (say, its runtime is not
+			// installed) does not stop the gateway.
+			log.Warn("function not deployed", "dir", dir, "err", err)
+			continue
+		}
+		fmt.Fprintf(out, "function %s %s (%s) deployed from %s\n", spec.Name, spec.Version, spec.Runtime, dir)
+	}
+	if _, err := local.Subscribe(ctx, "functions/+/invoke", func(ctx context.Context, m *bus.Message) {
+		callFunction(ctx, local, host, log, m)
+	}, nil); err != nil {
+		return err
 	}
 
 	if _, err := local.Subscribe(ctx, "commands/#", func(ctx context.Context, m *bus.Message) {
@@ -178,6 +216,50 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// deployDir deploys the function whose function.json is in dir.
+func deployDir(ctx context.Context, host *function.Host, dir string) (function.Spec, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return function.Spec{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(abs, "function.json"))
+	if err != nil {
+		return function.Spec{}, err
+	}
+	var spec function.Spec
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return function.Spec{}, fmt.Errorf("%s/function.json: %w", dir, err)
+	}
+	spec.CodeDir = abs
+	return spec, host.Deploy(ctx, spec)
+}
+
+// callFunction answers functions/{name}/invoke: the function's result goes
+// to the response topic, with the request's correlation data.
+func callFunction(ctx context.Context, b bus.Bus, host *function.Host, log *slog.Logger, req *bus.Message) {
+	name := strings.Split(req.Topic, "/")[1]
+	in := invoke.Request{Payload: req.Payload, ContentType: req.ContentType, Source: map[string]string{"type": "mqtt", "topic": req.Topic}}
+	if req.ResponseTopic == "" {
+		if _, err := host.InvokeAsync(ctx, name, in); err != nil {
+			log.Warn("async invocation refused", "function", name, "err", err)
+		}
+		return
+	}
+	reply := &bus.Message{Topic: req.ResponseTopic, QoS: bus.AtLeastOnce, CorrelationData: req.CorrelationData, ContentType: "application/json"}
+	resp, err := host.Invoke(ctx, name, in)
+	if err != nil {
+		reply.Payload, _ = json.Marshal(map[string]string{"error": err.Error()})
+		reply.UserProperties = []bus.UserProperty{{Key: "error", Value: err.Error()}}
+	} else {
+		reply.Payload = resp.Payload
+	}
+	if err := b.Publish(ctx, reply); err != nil {
+		log.Warn("function reply", "function", name, "err", err)
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -18,7 +20,16 @@ import (
 	"github.com/edgekit/edgekit/internal/brokertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain builds the Go example function next to its manifest, as
+// `make gateway` does, then checks for leaked goroutines.
+func TestMain(m *testing.M) {
+	out, err := exec.Command("go", "build", "-o", "../function-go/bootstrap", "../function-go").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building examples/function-go: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -60,7 +71,8 @@ func TestGateway(t *testing.T) {
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, config{dataDir: t.TempDir(), listen: addr, name: "test-gw", status: time.Second}, discardLogger(), out)
+		done <- run(ctx, config{dataDir: t.TempDir(), listen: addr, name: "test-gw", status: time.Second,
+			functions: []string{"../function-node", "../function-python", "../function-go"}}, discardLogger(), out)
 	}()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(out.String(), "running") {
@@ -92,6 +104,14 @@ func TestGateway(t *testing.T) {
 	}
 	if got := cli("mosquitto_rr", "-t", "commands/echo", "-e", "replies/test", "-m", "ping", "-W", "8"); got != "ping" {
 		t.Errorf("echo answered %q, want ping", got)
+	}
+	// The example functions answer MQTT v5 requests through the bridge.
+	for _, name := range []string{"temperature-alarm-node", "temperature-alarm-python", "temperature-alarm-go"} {
+		got := cli("mosquitto_rr", "-t", "functions/"+name+"/invoke", "-e", "replies/"+name, "-m", `{"device":"boiler","temperature":91}`, "-W", "15")
+		var v map[string]any
+		if err := json.Unmarshal([]byte(got), &v); err != nil || v["alarm"] != true || v["device"] != "boiler" {
+			t.Errorf("%s answered %q (%v)", name, got, err)
+		}
 	}
 
 	cancel()
