@@ -24,3 +24,10 @@ def leak(event, context):
 
 def echo(event, context):
     return event
+
+
+def flood(event, context):
+    line = "x" * 1023
+    for _ in range(100 * 1024):  # 100 MB of output
+        print(line)
+    return "done"

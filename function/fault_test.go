@@ -1,0 +1,90 @@
+package function_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// TestHotDeployOutOfProcessUnderLoad: 100 deploys of an out-of-process
+// function while callers invoke it continuously: every call gets exactly
+// one answer, and none is an error.
+func TestHotDeployOutOfProcessUnderLoad(t *testing.T) {
+	h := newHost(t, nil)
+	s := nativeSpec("hot-native", "echo")
+	s.MaxInstances, s.QueueSize = 2, 1000
+	deploy(t, h, s)
+	ctx, stop := context.WithCancel(context.Background())
+	var calls, answers, failures atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				calls.Add(1)
+				_, err := h.Invoke(context.Background(), "hot-native", invoke.Request{Payload: []byte(`{}`)})
+				answers.Add(1)
+				if err != nil {
+					failures.Add(1)
+					t.Errorf("invoke during deploys: %v", err)
+				}
+			}
+		}()
+	}
+	for v := 1; v <= 100; v++ {
+		s.Version = fmt.Sprint(v)
+		deploy(t, h, s)
+	}
+	stop()
+	wg.Wait()
+	if calls.Load() != answers.Load() || failures.Load() != 0 {
+		t.Errorf("%d calls, %d answers, %d failures", calls.Load(), answers.Load(), failures.Load())
+	}
+	st, _ := h.Status("hot-native")
+	if st.Version != "100" || st.Stats.Invocations != uint64(answers.Load()) {
+		t.Errorf("version %s, %d invocations counted for %d answers", st.Version, st.Stats.Invocations, answers.Load())
+	}
+	t.Logf("%d invocations across 100 deploys of a process function", answers.Load())
+}
+
+// TestFloodOfOutput: a function writing 100 MB to stdout does not stop the
+// host or slow another function's invocations to failure.
+func TestFloodOfOutput(t *testing.T) {
+	needs(t, "python3")
+	h := newHost(t, nil)
+	dir := codeDir(t, "python")
+	flood := function.Spec{Name: "flood", Version: "1", Runtime: function.RuntimePython, Handler: "main.flood", CodeDir: dir, Timeout: function.Duration(2 * time.Minute)}
+	deploy(t, h, flood)
+	deploy(t, h, nativeSpec("steady", "echo"))
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.Invoke(context.Background(), "flood", invoke.Request{Payload: []byte(`{}`)})
+		done <- err
+	}()
+	steady := 0
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("flooding function: %v", err)
+			}
+			if steady == 0 {
+				t.Error("no other invocation completed while the flood ran")
+			}
+			t.Logf("%d invocations of another function during 100 MB of output", steady)
+			return
+		default:
+		}
+		if _, err := h.Invoke(context.Background(), "steady", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+			t.Fatalf("another function during the flood: %v", err)
+		}
+		steady++
+	}
+}
