@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/function/internal/bootstrap"
+	"github.com/edgekit/edgekit/function/logstore"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -33,6 +34,9 @@ type Options struct {
 	// DataDir is where the host keeps what it writes (the Node.js and
 	// Python bootstraps); default a temporary directory removed on Close.
 	DataDir string
+	// LogBytesPerFunction bounds each function's stored log (Logs); default
+	// 8 MiB.
+	LogBytesPerFunction int64
 	// MemoryLimiter picks how out-of-process instances are held to
 	// Spec.MemoryLimitMB; the default uses the cgroup v1 memory controller
 	// when the host may write it, else RLIMIT_AS. Status says which.
@@ -62,6 +66,7 @@ type Host struct {
 	stop     context.CancelFunc
 	bg       sync.WaitGroup // async invocations and draining pools
 	launch   launcher
+	logs     *logstore.Store
 	dataDir  string
 	tempDir  bool // dataDir was made by New and goes at Close
 
@@ -146,7 +151,15 @@ func New(opts *Options) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.launch = launcher{log: o.Logger, env: baseEnv(), bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric}
+	h.logs, err = logstore.Open(filepath.Join(h.dataDir, "logs"), &logstore.Options{MaxBytes: o.LogBytesPerFunction})
+	if err != nil {
+		mem.close()
+		return nil, fmt.Errorf("function: %w", err)
+	}
+	// Every record about a function (its output lines, its handler's
+	// logging, the host's own) is also kept for Logs.
+	h.log = slog.New(h.logs.Handler(o.Logger.Handler()))
+	h.launch = launcher{log: h.log, env: baseEnv(), bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -356,6 +369,11 @@ func (h *Host) AsyncResult(id string) (AsyncResult, bool) {
 	return r, ok
 }
 
+// Logs returns a function's stored log records, newest first: its output
+// lines, what its in-process handler logged, the host's records about it,
+// and a REPORT record per out-of-process invocation (duration, max RSS).
+func (h *Host) Logs(q logstore.Query) ([]logstore.Record, error) { return h.logs.Query(q) }
+
 // Close stops taking invocations, lets queued and running ones finish, and
 // waits for every instance and async invocation (or ctx). It is safe to call
 // more than once.
@@ -391,6 +409,7 @@ func (h *Host) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
 	}
 	h.launch.mem.close()
+	errs = append(errs, h.logs.Close())
 	if h.tempDir {
 		errs = append(errs, os.RemoveAll(h.dataDir))
 	}

@@ -23,7 +23,8 @@ import (
 )
 
 // processInstance is an out-of-process instance: a child process that pulls
-// invocations from its own runtime API endpoint on a loopback port.
+// invocations from its own runtime API endpoint on a loopback port, or
+// exchanges native protocol frames over pipes.
 type processInstance struct {
 	spec   Spec
 	id     string
@@ -35,7 +36,10 @@ type processInstance struct {
 	grace  time.Duration
 
 	limit *limit
+	log   *slog.Logger // carries function, version and instance
 
+	rssAt time.Time // when peakRSS was last read (run's goroutine only)
+	rssKB int64
 	mu      sync.Mutex
 	waitErr error
 	tail    []string // last output lines, for exit errors
@@ -128,6 +132,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		go pi.native.read()
 	}
 	flog := l.log.With("function", spec.Name, "version", spec.Version, "instance", id)
+	pi.log = flog
 	var lines sync.WaitGroup
 	lines.Add(2)
 	go pi.logLines(&lines, stdout, flog, slog.LevelInfo)
@@ -265,9 +270,50 @@ func (pi *processInstance) exitError(what string) error {
 // deadline, or the process's exit. At the deadline the process group is
 // killed: the instance is dead afterwards (alive reports false).
 func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
+	start := time.Now()
+	var resp invoke.Response
+	var err error
 	if pi.native != nil {
-		return pi.runNative(ctx, req)
+		resp, err = pi.runNative(ctx, req)
+	} else {
+		resp, err = pi.runAPI(ctx, req)
 	}
+	pi.report(ctx.inv.RequestID(), time.Since(start), err)
+	return resp, err
+}
+
+// report logs the invocation's REPORT record: duration, the instance's peak
+// resident memory so far, and the outcome.
+func (pi *processInstance) report(requestID string, d time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = err.Error()
+	}
+	// The peak only grows; reading /proc costs more than the rest of the
+	// record, so it is read at most once a second.
+	if now := time.Now(); now.Sub(pi.rssAt) > time.Second {
+		pi.rssAt, pi.rssKB = now, peakRSSKB(pi.cmd.Process.Pid)
+	}
+	pi.log.Info("REPORT", "request_id", requestID, "duration_ms", float64(d.Microseconds())/1e3,
+		"max_rss_kb", pi.rssKB, "outcome", outcome)
+}
+
+// peakRSSKB reads VmHWM from /proc (0 when it cannot).
+func peakRSSKB(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
 	c := &call{
 		id: ctx.inv.RequestID(), req: req, deadline: ctx.inv.Deadline,
 		arn:    "arn:aws:lambda:edge:000000000000:function:" + pi.spec.Name + ":" + pi.spec.Version,

@@ -1,0 +1,319 @@
+// Package logstore keeps functions' log records on disk and answers
+// queries: by function, time range, level, request id and substring,
+// newest first. Each function's log is a few segment files of JSON lines,
+// rotated to stay under a byte bound, so a chatty function cannot fill the
+// gateway's storage or push out another function's records.
+//
+// Handler wraps a slog.Handler: every record that carries a "function"
+// attribute (as the function host's records do) is also stored. A Store is
+// safe for concurrent use.
+package logstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Record is one stored log record.
+type Record struct {
+	Time      time.Time         `json:"time"`
+	Level     slog.Level        `json:"level"`
+	Message   string            `json:"msg"`
+	Function  string            `json:"function"`
+	Version   string            `json:"version,omitempty"`
+	Instance  string            `json:"instance,omitempty"`
+	RequestID string            `json:"request_id,omitempty"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+}
+
+// Options bound a Store. Zero values mean the defaults.
+type Options struct {
+	// MaxBytes bounds each function's log on disk; default 8 MiB. The
+	// oldest segment goes when a new one would pass it.
+	MaxBytes int64
+	// Segments is how many files a function's log is split into; default 4.
+	Segments int
+}
+
+// Store holds functions' logs under a directory.
+type Store struct {
+	dir  string
+	opts Options
+
+	mu   sync.Mutex
+	logs map[string]*fnLog
+}
+
+type fnLog struct {
+	dir  string
+	seq  uint64 // current segment
+	f    *os.File
+	size int64
+}
+
+// Open opens (or creates) a store in dir.
+func Open(dir string, opts *Options) (*Store, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 8 << 20
+	}
+	if o.Segments <= 1 {
+		o.Segments = 4
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	return &Store{dir: dir, opts: o, logs: make(map[string]*fnLog)}, nil
+}
+
+func validName(s string) bool {
+	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, `/\`+"\x00")
+}
+
+// segments lists a function's segment numbers, oldest first.
+func segments(dir string) []uint64 {
+	ents, _ := os.ReadDir(dir)
+	var out []uint64
+	for _, e := range ents {
+		if n, err := strconv.ParseUint(strings.TrimSuffix(e.Name(), ".log"), 16, 64); err == nil && strings.HasSuffix(e.Name(), ".log") {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func segPath(dir string, n uint64) string { return filepath.Join(dir, fmt.Sprintf("%016x.log", n)) }
+
+// Append stores r.
+func (s *Store) Append(r Record) error {
+	if !validName(r.Function) {
+		return fmt.Errorf("logstore: record without a valid function name (%q)", r.Function)
+	}
+	line, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("logstore: %w", err)
+	}
+	line = append(line, '\n')
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, err := s.open(r.Function)
+	if err != nil {
+		return err
+	}
+	segMax := s.opts.MaxBytes / int64(s.opts.Segments)
+	if l.size > 0 && l.size+int64(len(line)) > segMax {
+		if err := s.rotate(l); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.Write(line)
+	l.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("logstore: %s: %w", r.Function, err)
+	}
+	return nil
+}
+
+func (s *Store) open(function string) (*fnLog, error) {
+	if l := s.logs[function]; l != nil {
+		return l, nil
+	}
+	dir := filepath.Join(s.dir, function)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	l := &fnLog{dir: dir}
+	if segs := segments(dir); len(segs) > 0 {
+		l.seq = segs[len(segs)-1]
+	}
+	f, err := os.OpenFile(segPath(dir, l.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("logstore: %w", err)
+	}
+	st, _ := f.Stat()
+	l.f, l.size = f, st.Size()
+	s.logs[function] = l
+	return l, nil
+}
+
+// rotate starts a new segment and drops the oldest ones over the bound.
+func (s *Store) rotate(l *fnLog) error {
+	l.f.Close()
+	l.seq++
+	f, err := os.OpenFile(segPath(l.dir, l.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("logstore: %w", err)
+	}
+	l.f, l.size = f, 0
+	segs := segments(l.dir)
+	for len(segs) > s.opts.Segments {
+		_ = os.Remove(segPath(l.dir, segs[0]))
+		segs = segs[1:]
+	}
+	return nil
+}
+
+// Query selects records. Function is required; zero fields do not filter.
+type Query struct {
+	Function  string
+	From, To  time.Time
+	MinLevel  slog.Level
+	RequestID string
+	// Contains matches the message or any attribute value.
+	Contains string
+	// Limit bounds the answer; default 100.
+	Limit int
+}
+
+// Query returns the matching records, newest first.
+func (s *Store) Query(q Query) ([]Record, error) {
+	if !validName(q.Function) {
+		return nil, fmt.Errorf("logstore: query needs a valid function name, not %q", q.Function)
+	}
+	if q.Limit <= 0 {
+		q.Limit = 100
+	}
+	dir := filepath.Join(s.dir, q.Function)
+	s.mu.Lock()
+	segs := segments(dir)
+	s.mu.Unlock()
+	var out []Record
+	for i := len(segs) - 1; i >= 0 && len(out) < q.Limit; i-- {
+		data, err := os.ReadFile(segPath(dir, segs[i]))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue // rotated away meanwhile
+			}
+			return nil, fmt.Errorf("logstore: %w", err)
+		}
+		lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+		for j := len(lines) - 1; j >= 0 && len(out) < q.Limit; j-- {
+			var r Record
+			if json.Unmarshal(lines[j], &r) != nil {
+				continue // a torn last line after a crash
+			}
+			if q.matches(&r) {
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (q *Query) matches(r *Record) bool {
+	if !q.From.IsZero() && r.Time.Before(q.From) || !q.To.IsZero() && r.Time.After(q.To) {
+		return false
+	}
+	if r.Level < q.MinLevel || q.RequestID != "" && r.RequestID != q.RequestID {
+		return false
+	}
+	if q.Contains == "" || strings.Contains(r.Message, q.Contains) {
+		return true
+	}
+	for _, v := range r.Attrs {
+		if strings.Contains(v, q.Contains) {
+			return true
+		}
+	}
+	return false
+}
+
+// Close closes the open segment files.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for name, l := range s.logs {
+		errs = append(errs, l.f.Close())
+		delete(s.logs, name)
+	}
+	return errors.Join(errs...)
+}
+
+// Handler returns a slog.Handler that passes records to next and stores
+// those carrying a "function" attribute at Info level or above.
+func (s *Store) Handler(next slog.Handler) slog.Handler { return &tee{store: s, next: next} }
+
+type tee struct {
+	store  *Store
+	next   slog.Handler
+	attrs  []slog.Attr
+	prefix string // open groups, "a.b."
+}
+
+func (t *tee) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo || t.next.Enabled(ctx, l)
+}
+
+func (t *tee) Handle(ctx context.Context, r slog.Record) error {
+	var err error
+	if t.next.Enabled(ctx, r.Level) {
+		err = t.next.Handle(ctx, r)
+	}
+	if r.Level < slog.LevelInfo {
+		return err
+	}
+	rec := Record{Time: r.Time, Level: r.Level, Message: r.Message}
+	set := func(a slog.Attr, prefix string) {
+		v := a.Value.Resolve().String()
+		switch prefix + a.Key {
+		case "function":
+			rec.Function = v
+		case "version":
+			rec.Version = v
+		case "instance":
+			rec.Instance = v
+		case "request_id":
+			rec.RequestID = v
+		default:
+			if rec.Attrs == nil {
+				rec.Attrs = make(map[string]string)
+			}
+			rec.Attrs[prefix+a.Key] = v
+		}
+	}
+	for _, a := range t.attrs {
+		set(a, "")
+	}
+	r.Attrs(func(a slog.Attr) bool { set(a, t.prefix); return true })
+	if rec.Function == "" {
+		return err
+	}
+	return errors.Join(err, t.store.Append(rec))
+}
+
+func (t *tee) WithAttrs(as []slog.Attr) slog.Handler {
+	c := *t
+	c.next = t.next.WithAttrs(as)
+	for _, a := range as {
+		a.Key = t.prefix + a.Key
+		c.attrs = append(slices.Clip(c.attrs), a)
+	}
+	return &c
+}
+
+func (t *tee) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return t
+	}
+	c := *t
+	c.next = t.next.WithGroup(name)
+	c.prefix = t.prefix + name + "."
+	return &c
+}
+
