@@ -38,8 +38,8 @@ type processInstance struct {
 	limit *limit
 	log   *slog.Logger // carries function, version and instance
 
-	rssAt time.Time // when peakRSS was last read (run's goroutine only)
-	rssKB int64
+	rssAt   time.Time // when peakRSS was last read (run's goroutine only)
+	rssKB   int64
 	mu      sync.Mutex
 	waitErr error
 	tail    []string // last output lines, for exit errors

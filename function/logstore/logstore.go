@@ -316,4 +316,3 @@ func (t *tee) WithGroup(name string) slog.Handler {
 	c.prefix = t.prefix + name + "."
 	return &c
 }
-

@@ -91,7 +91,6 @@ func TestRotationBound(t *testing.T) {
 	}
 }
 
-
 // The tee handler stores what carries a function attribute and passes
 // everything on.
 func TestHandler(t *testing.T) {
