@@ -98,6 +98,7 @@ type function struct {
 
 type counters struct {
 	invocations, errors, throttles, timeouts, coldStarts atomic.Uint64
+	durations                                            histogram
 }
 
 // setMetric records a function's latest value for a metric name.

@@ -20,6 +20,7 @@ type instance interface {
 	run(ctx *invCtx, req invoke.Request) (invoke.Response, error)
 	// exitedC is closed when the instance died by itself (nil: never).
 	exitedC() <-chan struct{}
+	pid() int // the process, 0 in process
 	alive() bool
 	stop()
 }
@@ -28,10 +29,12 @@ type instance interface {
 type handlerInstance struct{ h Handler }
 
 func (handlerInstance) exitedC() <-chan struct{} { return nil }
+func (handlerInstance) pid() int                 { return 0 }
 func (handlerInstance) alive() bool              { return true }
 func (handlerInstance) stop()                    {}
 
 func (pi *processInstance) exitedC() <-chan struct{} { return pi.exited }
+func (pi *processInstance) pid() int                 { return pi.cmd.Process.Pid }
 
 func (i handlerInstance) run(ctx *invCtx, req invoke.Request) (resp invoke.Response, err error) {
 	defer func() {
@@ -63,15 +66,16 @@ const (
 )
 
 type job struct {
-	parent   context.Context
-	req      invoke.Request
-	deadline time.Time
-	seq      uint64
-	w        *worker // set before the job starts running
-	state    atomic.Int32
-	resp     invoke.Response
-	err      error
-	done     chan struct{} // receives once when state becomes jobDone
+	parent    context.Context
+	req       invoke.Request
+	deadline  time.Time
+	seq       uint64
+	submitted time.Time // when the caller queued it
+	w         *worker   // set before the job starts running
+	state     atomic.Int32
+	resp      invoke.Response
+	err       error
+	done      chan struct{} // receives once when state becomes jobDone
 }
 
 var jobs = sync.Pool{New: func() any { return &job{done: make(chan struct{}, 1)} }}
@@ -131,6 +135,7 @@ type hostLogger interface {
 }
 
 type worker struct {
+	pid         atomic.Int64 // the instance's process, 0 in process
 	id          string
 	started     time.Time
 	permanent   bool
@@ -205,7 +210,8 @@ func (p *pool) admitLocked(j *job) bool {
 func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait time.Duration) (j *job, retry bool, err error) {
 	j = getJob()
 	j.parent, j.req, j.seq = ctx, req, seq
-	j.deadline = time.Now().Add(time.Duration(p.spec.Timeout))
+	j.submitted = time.Now()
+	j.deadline = j.submitted.Add(time.Duration(p.spec.Timeout))
 	if d, ok := ctx.Deadline(); ok && d.Before(j.deadline) {
 		j.deadline = d
 	}
@@ -280,7 +286,9 @@ func (p *pool) tookJob() {
 // await waits for j's result, its deadline, or ctx.
 func (p *pool) await(ctx context.Context, j *job) (invoke.Response, error) {
 	t := timers.Get().(*time.Timer)
-	t.Reset(time.Until(j.deadline))
+	// Measured from submission, which was a moment ago: one clock read
+	// fewer per invocation, the timer at most that moment late.
+	t.Reset(j.deadline.Sub(j.submitted))
 	defer func() { t.Stop(); timers.Put(t) }()
 	select {
 	case <-j.done:
@@ -350,6 +358,7 @@ func (p *pool) work(w *worker, inst instance) {
 			return
 		}
 	}
+	w.pid.Store(int64(inst.pid()))
 	defer func() {
 		if inst != nil { // nil after a restart that failed
 			inst.stop()
@@ -367,6 +376,9 @@ func (p *pool) work(w *worker, inst instance) {
 		case j := <-p.jobs:
 			p.idle.Add(-1)
 			p.tookJob()
+			// A delivered result counts the worker idle again before the
+			// caller sees it (deliver), so a caller that invokes at once
+			// finds this instance instead of starting another.
 			if !p.runJob(w, inst, j) {
 				return // abandoned while running: replaced
 			}
@@ -377,19 +389,19 @@ func (p *pool) work(w *worker, inst instance) {
 					return
 				}
 			}
-			p.idle.Add(1)
 			if idle != nil {
 				idle.Reset(time.Duration(p.spec.IdleTimeout))
 			}
 		case <-inst.exitedC():
 			// Died while idle (a continuous daemon that crashed).
-			p.idle.Add(-1)
 			p.fn.setLastError(fmt.Errorf("function %s instance %s exited while idle", p.spec.Name, w.id))
 			inst.stop()
-			if p.fastExit(w) || func() bool { inst = p.restartInstance(w); return inst == nil }() {
+			if p.fastExit(w) {
 				return
 			}
-			p.idle.Add(1)
+			if inst = p.restartInstance(w); inst == nil {
+				return
+			}
 		case <-idleC:
 			if p.retire(w) {
 				return
@@ -438,19 +450,16 @@ func (p *pool) startInstance(w *worker) instance {
 	}
 	w.started = time.Now()
 	p.failures = 0
+	w.pid.Store(int64(inst.pid()))
 	return inst
 }
 
 // restartInstance replaces w's dead instance (counted as a cold start).
-// The worker is not idle while it restarts.
+// The worker stays counted idle while it restarts (a job may wait for the
+// restart); startInstance takes the count away if the start fails.
 func (p *pool) restartInstance(w *worker) instance {
 	p.fn.stats.coldStarts.Add(1)
-	p.idle.Add(1) // startInstance takes it away on failure
-	inst := p.startInstance(w)
-	if inst != nil {
-		p.idle.Add(-1)
-	}
-	return inst
+	return p.startInstance(w)
 }
 
 // fastExit counts an instance that died soon after starting; at the limit
@@ -466,6 +475,7 @@ func (p *pool) fastExit(w *worker) bool {
 	if p.failures < crashLoopLimit {
 		return false
 	}
+	p.idle.Add(-1)
 	p.removeLocked(w)
 	p.failedStartLocked(fmt.Errorf("instance %s exited %d times within %v of starting", w.id, p.failures, fastExit))
 	return true
@@ -549,7 +559,8 @@ func (p *pool) runJob(w *worker, inst instance, j *job) bool {
 // deliver hands a result to j's caller and counts it. It reports false
 // when the caller had abandoned j (then the counting was done there).
 func (p *pool) deliver(j *job, resp invoke.Response, err error) bool {
-	timedOut := err != nil && !time.Now().Before(j.deadline) && j.parent.Err() == nil
+	now := time.Now()
+	timedOut := err != nil && !now.Before(j.deadline) && j.parent.Err() == nil
 	if timedOut {
 		err = p.timeoutError() // the function gave up at its deadline
 	}
@@ -557,7 +568,9 @@ func (p *pool) deliver(j *job, resp invoke.Response, err error) bool {
 	if !j.state.CompareAndSwap(jobRunning, jobDone) {
 		return false
 	}
+	p.idle.Add(1) // before the caller can invoke again: see work
 	p.fn.stats.invocations.Add(1)
+	p.fn.stats.durations.observe(now.Sub(j.submitted))
 	switch {
 	case timedOut:
 		p.fn.stats.timeouts.Add(1)
@@ -586,6 +599,7 @@ func (p *pool) retire(w *worker) bool {
 // workers exit. wait blocks until they have.
 func (p *pool) countAbandoned(reason error) {
 	p.fn.stats.invocations.Add(1)
+	p.fn.stats.durations.observe(time.Duration(p.spec.Timeout))
 	if errors.Is(reason, invoke.ErrTimeout) {
 		p.fn.stats.timeouts.Add(1)
 		p.fn.setLastError(reason)

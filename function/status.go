@@ -18,6 +18,10 @@ type Stats struct {
 	Throttles   uint64 // refused for a full queue (not in Invocations)
 	Timeouts    uint64 // of Invocations, those that passed their deadline
 	ColdStarts  uint64 // instances started
+	// Duration is the histogram of invocation durations as callers see
+	// them: from queueing the call to its answer, queue wait included (a
+	// timeout counts as its limit).
+	Duration Histogram
 }
 
 // InstanceState is what an instance is doing.
@@ -39,6 +43,11 @@ type InstanceStatus struct {
 	State       InstanceState
 	Started     time.Time
 	Invocations uint64
+	// PID, CPU and RSS describe an out-of-process instance's process,
+	// sampled from /proc when Status is called (zero in process).
+	PID int
+	CPU time.Duration
+	RSS int64 // bytes
 }
 
 // Status describes a deployed function.
@@ -103,6 +112,7 @@ func (fn *function) status(p *pool) Status {
 		Stats: Stats{
 			Invocations: fn.stats.invocations.Load(), Errors: fn.stats.errors.Load(), Throttles: fn.stats.throttles.Load(),
 			Timeouts: fn.stats.timeouts.Load(), ColdStarts: fn.stats.coldStarts.Load(),
+			Duration: fn.stats.durations.snapshot(),
 		},
 	}
 	fn.errMu.Lock()
@@ -125,9 +135,12 @@ func (fn *function) status(p *pool) Status {
 		case w.busy.Load():
 			state = InstanceBusy
 		}
-		st.Instances = append(st.Instances, InstanceStatus{ID: w.id, State: state, Started: w.started, Invocations: w.invocations.Load()})
+		st.Instances = append(st.Instances, InstanceStatus{ID: w.id, State: state, Started: w.started, Invocations: w.invocations.Load(), PID: int(w.pid.Load())})
 	}
 	p.mu.Unlock()
+	for i := range st.Instances { // /proc reads outside the lock
+		st.Instances[i].CPU, st.Instances[i].RSS = procStats(st.Instances[i].PID)
+	}
 	slices.SortFunc(st.Instances, func(a, b InstanceStatus) int { return a.Started.Compare(b.Started) })
 	return st
 }
