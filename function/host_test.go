@@ -541,3 +541,25 @@ func TestClose(t *testing.T) {
 		t.Errorf("second Close: %v", err)
 	}
 }
+
+// Sequential calls reuse the one instance: the worker is counted idle
+// before the caller gets its answer, so the next call does not start a
+// second instance. A native process function is the sharpest case: its
+// answer reaches the caller from the pipe reader while the worker is still
+// parked.
+func TestSequentialCallsReuseOneInstance(t *testing.T) {
+	h := newHost(t, nil)
+	register(t, h, "echo", echo)
+	deploy(t, h, function.Spec{Name: "seq", Version: "1", Handler: "echo"})
+	deploy(t, h, nativeSpec("seq-native", "bench"))
+	for _, name := range []string{"seq", "seq-native"} {
+		for range 300 {
+			if _, err := h.Invoke(context.Background(), name, invoke.Request{Payload: []byte(`{}`)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st, _ := h.Status(name); st.Stats.ColdStarts != 1 {
+			t.Errorf("%s: %d cold starts for 300 sequential calls, want 1", name, st.Stats.ColdStarts)
+		}
+	}
+}
