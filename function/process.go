@@ -69,6 +69,9 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = spec.CodeDir
 	cmd.SysProcAttr = processGroupAttr()
+	if u := spec.User; u != nil {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: u.UID, Gid: u.GID, NoSetGroups: true}
+	}
 	var childFiles []*os.File
 	if spec.API == APINative {
 		hostW, childR, childW, hostR, err := newNativePipes()

@@ -346,3 +346,34 @@ func TestMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestRunAsUser: an instance runs as the uid and gid its spec names.
+func TestRunAsUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("CI runs as root; this test needs to switch users")
+		}
+		t.Skip("needs root to switch users")
+	}
+	// The test functions' directory must be reachable by nobody.
+	if err := os.Chmod(binDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h := newHost(t, &function.Options{MemoryLimiter: function.MemoryNone})
+	s := lambdaSpec("as-nobody", "echo")
+	s.User = &function.User{UID: 65534, GID: 65534}
+	deploy(t, h, s)
+	resp, err := h.Invoke(context.Background(), "as-nobody", invoke.Request{Payload: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	_ = json.Unmarshal(resp.Payload, &got)
+	if got["uid"] != float64(65534) || got["gid"] != float64(65534) {
+		t.Errorf("ran as uid %v gid %v, want 65534 (response %s)", got["uid"], got["gid"], resp.Payload)
+	}
+	bad := function.Spec{Name: "x", Version: "1", Runtime: function.RuntimeGo, Handler: "h", User: &function.User{UID: 1}}
+	if err := h.Deploy(context.Background(), bad); !errors.Is(err, function.ErrInvalidSpec) {
+		t.Errorf("user on an in-process function: %v", err)
+	}
+}

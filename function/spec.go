@@ -89,11 +89,21 @@ type Spec struct {
 	IdleTimeout Duration `json:"idleTimeout,omitempty"`
 	// MemoryLimitMB limits an out-of-process instance.
 	MemoryLimitMB int `json:"memoryLimitMB,omitempty"`
+	// User, when set, runs an out-of-process instance as that uid and gid
+	// (the host must be allowed to switch: root or CAP_SETUID/CAP_SETGID),
+	// and the code directory must be readable by it.
+	User *User `json:"user,omitempty"`
 	// Env is added to an out-of-process instance's environment.
 	Env map[string]string `json:"env,omitempty"`
 	// Config is a document the function reads (Invocation.Config in
 	// process; a file and variable out of process).
 	Config json.RawMessage `json:"config,omitempty"`
+}
+
+// User is a numeric uid and gid.
+type User struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as "10s".
@@ -203,6 +213,9 @@ func (s Spec) withDefaults() (Spec, error) {
 	}
 	if s.MemoryLimitMB == 0 {
 		s.MemoryLimitMB = DefaultMemoryLimitMB
+	}
+	if s.User != nil && s.Runtime == RuntimeGo {
+		return bad("user", "an in-process function runs as the host; user applies to out-of-process runtimes")
 	}
 	if len(s.Config) > 0 && !json.Valid(s.Config) {
 		return bad("config", "not valid JSON")

@@ -70,6 +70,8 @@ func main() {
 			"config":      os.Getenv("EDGEKIT_FUNCTION_CONFIG"),
 			"extra_env":   os.Getenv("EXTRA"),
 			"pid":         os.Getpid(),
+			"uid":         os.Getuid(),
+			"gid":         os.Getgid(),
 		}, nil
 	})
 }
