@@ -448,6 +448,7 @@ func (h *Host) prepareDataDir() error {
 	for name, content := range map[string]string{
 		"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python,
 		"native.js": bootstrap.NodeNative, "native.py": bootstrap.PythonNative,
+		"edgekit_common.js": bootstrap.NodeCommon, "edgekit_bootstrap_common.py": bootstrap.PythonCommon,
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)

@@ -2,20 +2,21 @@ package function
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// DurationBuckets are the upper bounds, in seconds, of the invocation
-// duration histogram.
-var DurationBuckets = []float64{0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+// durationBounds are the upper bounds, in seconds, of the invocation
+// duration histogram (Histogram.Bounds gives a copy).
+var durationBounds = [...]float64{0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
 
 // histogram counts durations into DurationBuckets (plus +Inf) without
 // locks or allocations.
 type histogram struct {
-	counts [15]atomic.Uint64 // len(DurationBuckets)+1
+	counts [len(durationBounds) + 1]atomic.Uint64
 	sumNS  atomic.Int64
 	n      atomic.Uint64
 }
@@ -23,7 +24,7 @@ type histogram struct {
 func (h *histogram) observe(d time.Duration) {
 	s := d.Seconds()
 	i := 0
-	for i < len(DurationBuckets) && s > DurationBuckets[i] {
+	for i < len(durationBounds) && s > durationBounds[i] {
 		i++
 	}
 	h.counts[i].Add(1)
@@ -33,9 +34,9 @@ func (h *histogram) observe(d time.Duration) {
 
 // Histogram is a snapshot of invocation durations.
 type Histogram struct {
-	// Bounds are the buckets' upper bounds in seconds (DurationBuckets);
-	// Counts has one more entry, for durations above the last bound. The
-	// counts are per bucket, not cumulative.
+	// Bounds are the buckets' upper bounds in seconds, from 0.5 ms to
+	// 30 s; Counts has one more entry, for durations above the last bound.
+	// The counts are per bucket, not cumulative.
 	Bounds []float64
 	Counts []uint64
 	Sum    time.Duration
@@ -43,7 +44,7 @@ type Histogram struct {
 }
 
 func (h *histogram) snapshot() Histogram {
-	out := Histogram{Bounds: DurationBuckets, Counts: make([]uint64, len(h.counts)), Sum: time.Duration(h.sumNS.Load()), Count: h.n.Load()}
+	out := Histogram{Bounds: slices.Clone(durationBounds[:]), Counts: make([]uint64, len(h.counts)), Sum: time.Duration(h.sumNS.Load()), Count: h.n.Load()}
 	for i := range h.counts {
 		out.Counts[i] = h.counts[i].Load()
 	}

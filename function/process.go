@@ -190,29 +190,34 @@ func command(spec Spec, bootstrapDir string) (string, []string, error) {
 			return "", nil, fmt.Errorf("function %s version %s: handler %q is not an executable file in %s", spec.Name, spec.Version, spec.Handler, spec.CodeDir)
 		}
 		return exe, nil, nil
-	case RuntimeNode:
-		node, err := exec.LookPath("node")
+	case RuntimeNode, RuntimePython:
+		it := interpreterFor(spec.Runtime)
+		bin, err := exec.LookPath(it.bin)
 		if err != nil {
-			return "", nil, fmt.Errorf("function %s: runtime nodejs: node is not installed (Debian package nodejs): %w", spec.Name, err)
+			return "", nil, fmt.Errorf("function %s: runtime %s: %s is not installed (Debian package %s): %w", spec.Name, spec.Runtime, it.bin, it.debian, err)
 		}
-		script := "bootstrap.js"
+		script := it.lambda
 		if spec.API == APINative {
-			script = "native.js"
+			script = it.native
 		}
-		return node, []string{filepath.Join(bootstrapDir, script)}, nil
-	case RuntimePython:
-		py, err := exec.LookPath("python3")
-		if err != nil {
-			return "", nil, fmt.Errorf("function %s: runtime python: python3 is not installed (Debian package python3): %w", spec.Name, err)
-		}
-		script := "bootstrap.py"
-		if spec.API == APINative {
-			script = "native.py"
-		}
-		return py, []string{"-u", filepath.Join(bootstrapDir, script)}, nil
+		return bin, append(it.args, filepath.Join(bootstrapDir, script)), nil
 	default:
 		return "", nil, fmt.Errorf("function %s: runtime %q: %w", spec.Name, spec.Runtime, errors.ErrUnsupported)
 	}
+}
+
+// interpreter is how an interpreted runtime is started.
+type interpreter struct {
+	bin, debian    string   // executable and the Debian package that has it
+	args           []string // before the bootstrap script
+	lambda, native string   // bootstrap scripts, by protocol
+}
+
+func interpreterFor(r Runtime) interpreter {
+	if r == RuntimePython {
+		return interpreter{bin: "python3", debian: "python3", args: []string{"-u"}, lambda: "bootstrap.py", native: "native.py"}
+	}
+	return interpreter{bin: "node", debian: "nodejs", lambda: "bootstrap.js", native: "native.js"}
 }
 
 // instanceEnv is what the runtime API promises a function process.

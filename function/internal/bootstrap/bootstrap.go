@@ -28,3 +28,14 @@ var NodeNative string
 //
 //go:embed native.py
 var PythonNative string
+
+// NodeCommon is edgekit_common.js, which both Node.js bootstraps load.
+//
+//go:embed edgekit_common.js
+var NodeCommon string
+
+// PythonCommon is edgekit_bootstrap_common.py, which both Python
+// bootstraps import.
+//
+//go:embed edgekit_bootstrap_common.py
+var PythonCommon string

@@ -6,6 +6,7 @@
 'use strict';
 const http = require('http');
 const path = require('path');
+const { loadHandler, call, errorFields } = require(path.join(__dirname, 'edgekit_common.js'));
 
 const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
@@ -25,38 +26,7 @@ function request(method, urlPath, body, headers) {
 }
 
 function errorBody(err) {
-  const e = err instanceof Error ? err : new Error(String(err));
-  return JSON.stringify({ errorType: e.name || 'Error', errorMessage: e.message, stackTrace: (e.stack || '').split('\n').slice(1).map((l) => l.trim()) });
-}
-
-function loadHandler() {
-  const spec = process.env._HANDLER || '';
-  const dot = spec.lastIndexOf('.');
-  if (dot <= 0) throw new Error(`handler "${spec}" must be file.export`);
-  const mod = require(path.resolve(process.env.LAMBDA_TASK_ROOT || '.', spec.slice(0, dot)));
-  const fn = mod[spec.slice(dot + 1)];
-  if (typeof fn !== 'function') throw new Error(`handler "${spec}": ${spec.slice(dot + 1)} is not an exported function`);
-  return fn;
-}
-
-function call(handler, event, context) {
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const callback = (err, result) => {
-      if (settled) return;
-      settled = true;
-      if (err) reject(err); else resolve(result);
-    };
-    let r;
-    try {
-      r = handler(event, context, callback);
-    } catch (e) {
-      callback(e);
-      return;
-    }
-    if (r && typeof r.then === 'function') r.then((v) => callback(null, v), (e) => callback(e));
-    else if (handler.length < 3) callback(null, r);
-  });
+  return JSON.stringify(errorFields(err));
 }
 
 async function main() {

@@ -3,12 +3,12 @@
 # LAMBDA_TASK_ROOT (the code directory) and _HANDLER ("module.function");
 # handlers are `def handler(event, context)`.
 import http.client
-import importlib
 import json
 import os
 import sys
 import time
-import traceback
+
+from edgekit_bootstrap_common import error_fields, load_handler
 
 BASE = "/2018-06-01/runtime"
 conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
@@ -21,11 +21,7 @@ def request(method, path, body=None, headers=None):
 
 
 def error_body(exc, type_name=None):
-    return json.dumps({
-        "errorType": type_name or type(exc).__name__,
-        "errorMessage": str(exc),
-        "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
-    })
+    return json.dumps(error_fields(exc, type_name))
 
 
 class Context:
@@ -43,18 +39,6 @@ class Context:
 
     def get_remaining_time_in_millis(self):
         return self._deadline - int(time.time() * 1000)
-
-
-def load_handler():
-    spec = os.environ.get("_HANDLER", "")
-    module, _, name = spec.rpartition(".")
-    if not module:
-        raise ValueError('handler "%s" must be module.function' % spec)
-    sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT", "."))
-    fn = getattr(importlib.import_module(module), name, None)
-    if not callable(fn):
-        raise ValueError('handler "%s": %s is not a function' % (spec, name))
-    return fn
 
 
 def main():

@@ -1,13 +1,13 @@
 # edgekit native-protocol bootstrap for Python functions, standard library
 # only: frames on fd 3 (from the host) and fd 4 (to the host), as package
 # function/native documents. Handlers are `def handler(event, context)`.
-import importlib
 import json
 import os
 import struct
 import sys
 import time
-import traceback
+
+from edgekit_bootstrap_common import error_fields, load_handler
 
 
 def write_frame(kind, body):
@@ -29,11 +29,7 @@ def read_exact(n):
 
 
 def error_json(exc, type_name=None):
-    return json.dumps({
-        "errorType": type_name or type(exc).__name__,
-        "errorMessage": str(exc),
-        "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
-    }).encode()
+    return json.dumps(error_fields(exc, type_name)).encode()
 
 
 class Context:
@@ -51,18 +47,6 @@ class Context:
     def metric(self, name, value):
         n = name.encode()
         write_frame(b"M", struct.pack("<H", len(n)) + n + struct.pack("<d", float(value)))
-
-
-def load_handler():
-    spec = os.environ.get("_HANDLER", "")
-    module, _, name = spec.rpartition(".")
-    if not module:
-        raise ValueError('handler "%s" must be module.function' % spec)
-    sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT", "."))
-    fn = getattr(importlib.import_module(module), name, None)
-    if not callable(fn):
-        raise ValueError('handler "%s": %s is not a function' % (spec, name))
-    return fn
 
 
 def main():
