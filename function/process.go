@@ -239,6 +239,10 @@ func instanceEnv(spec Spec, p *profile, addr string) []string {
 		"FC_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
 		"EDGEKIT_FUNCTION_CONFIG="+string(spec.Config),
 	)
+	if spec.Runtime == RuntimePython {
+		// Installed code directories are immutable: no __pycache__ in them.
+		env = append(env, "PYTHONDONTWRITEBYTECODE=1")
+	}
 	for k, v := range spec.Env {
 		env = append(env, k+"="+v)
 	}
