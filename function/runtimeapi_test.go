@@ -1,6 +1,7 @@
 package function
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,7 +18,11 @@ func TestRuntimeAPIRefusesWhatIsNotCurrent(t *testing.T) {
 	api := newRuntimeAPI(profiles[APILambda], "f", "1")
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	defer srv.CloseClientConnections() // ends the /next long poll left open below
+	// The /next long poll left open below ends with this context; closing
+	// its connection instead lets the client retry the GET on a new one,
+	// which httptest's Close then waits for.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	base := srv.URL + "/2018-06-01/runtime/invocation/"
 
 	c := &call{id: "req-1", req: invoke.Request{Payload: []byte(`{"a":1}`)}, deadline: time.Now().Add(time.Minute), result: make(chan callResult, 1)}
@@ -48,7 +53,12 @@ func TestRuntimeAPIRefusesWhatIsNotCurrent(t *testing.T) {
 	}
 
 	// A /next without an answer fails the current invocation.
-	go func() { _, _ = http.Get(base + "next") }()
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"next", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
 	r := <-c.result
 	var fe *invoke.Error
 	if !errors.As(r.err, &fe) || fe.Type != "Runtime.NoResponse" {
