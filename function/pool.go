@@ -568,7 +568,9 @@ func (p *pool) deliver(j *job, resp invoke.Response, err error) bool {
 	if !j.state.CompareAndSwap(jobRunning, jobDone) {
 		return false
 	}
-	p.idle.Add(1) // before the caller can invoke again: see work
+	// Before the caller can look or invoke again: the instance is free.
+	j.w.busy.Store(false)
+	p.idle.Add(1)
 	p.fn.stats.invocations.Add(1)
 	p.fn.stats.durations.observe(now.Sub(j.submitted))
 	switch {
