@@ -4,25 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 )
 
-// needs fails under CI and skips elsewhere when an interpreter is missing.
+// needs requires an interpreter (testenv.Tool).
 func needs(t *testing.T, tool string) {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is not installed: CI must run every runtime test", tool)
-		}
-		t.Skipf("%s is not installed; skipping outside CI", tool)
-	}
+	testenv.Tool(t, tool)
 }
 
 func codeDir(t *testing.T, name string) string {

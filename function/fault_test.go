@@ -2,9 +2,6 @@ package function_test
 
 import (
 	"context"
-	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,39 +16,7 @@ func TestHotDeployOutOfProcessUnderLoad(t *testing.T) {
 	h := newHost(t, nil)
 	s := nativeSpec("hot-native", "echo")
 	s.MaxInstances, s.QueueSize = 2, 1000
-	deploy(t, h, s)
-	ctx, stop := context.WithCancel(context.Background())
-	var calls, answers, failures atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				calls.Add(1)
-				_, err := h.Invoke(context.Background(), "hot-native", invoke.Request{Payload: []byte(`{}`)})
-				answers.Add(1)
-				if err != nil {
-					failures.Add(1)
-					t.Errorf("invoke during deploys: %v", err)
-				}
-			}
-		}()
-	}
-	for v := 1; v <= 100; v++ {
-		s.Version = fmt.Sprint(v)
-		deploy(t, h, s)
-	}
-	stop()
-	wg.Wait()
-	if calls.Load() != answers.Load() || failures.Load() != 0 {
-		t.Errorf("%d calls, %d answers, %d failures", calls.Load(), answers.Load(), failures.Load())
-	}
-	st, _ := h.Status("hot-native")
-	if st.Version != "100" || st.Stats.Invocations != uint64(answers.Load()) {
-		t.Errorf("version %s, %d invocations counted for %d answers", st.Version, st.Stats.Invocations, answers.Load())
-	}
-	t.Logf("%d invocations across 100 deploys of a process function", answers.Load())
+	deployUnderLoad(t, h, s, func(int) {})
 }
 
 // TestFloodOfOutput: a function writing 100 MB to stdout does not stop the

@@ -347,10 +347,19 @@ func TestHotDeployUnderLoad(t *testing.T) {
 		time.Sleep(200 * time.Microsecond)
 		return invoke.Response{Payload: []byte(inv.Version)}, nil
 	})
-	spec := function.Spec{Name: "hot", Version: "0", Handler: "versioned", MaxInstances: 2, QueueSize: 1000}
+	spec := function.Spec{Name: "hot", Runtime: function.RuntimeGo, Version: "0", Handler: "versioned", MaxInstances: 2, QueueSize: 1000}
+	deployUnderLoad(t, h, spec, func(v int) { time.Sleep(2 * time.Millisecond) })
+}
+
+// deployUnderLoad deploys spec as versions 1 to 100 while 4 callers invoke
+// it continuously (pause runs after each deploy), then checks that every
+// call got exactly one answer, none an error, and that the host counted
+// each one.
+func deployUnderLoad(t *testing.T, h *function.Host, spec function.Spec, pause func(version int)) {
+	t.Helper()
 	deploy(t, h, spec)
 	ctx, stop := context.WithCancel(context.Background())
-	var calls, results, failures atomic.Int64
+	var calls, answers, failures atomic.Int64
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -358,33 +367,32 @@ func TestHotDeployUnderLoad(t *testing.T) {
 			defer wg.Done()
 			for ctx.Err() == nil {
 				calls.Add(1)
-				resp, err := h.Invoke(context.Background(), "hot", invoke.Request{})
-				if err != nil {
+				resp, err := h.Invoke(context.Background(), spec.Name, invoke.Request{Payload: []byte(`{}`)})
+				answers.Add(1)
+				switch {
+				case err != nil:
 					failures.Add(1)
 					t.Errorf("invoke during deploys: %v", err)
-					continue
-				}
-				if len(resp.Payload) == 0 {
+				case len(resp.Payload) == 0:
 					t.Error("empty result")
 				}
-				results.Add(1)
 			}
 		}()
 	}
 	for v := 1; v <= 100; v++ {
 		spec.Version = fmt.Sprint(v)
 		deploy(t, h, spec)
-		time.Sleep(2 * time.Millisecond)
+		pause(v)
 	}
 	stop()
 	wg.Wait()
-	if calls.Load() != results.Load()+failures.Load() || failures.Load() != 0 {
-		t.Errorf("%d calls, %d results, %d failures", calls.Load(), results.Load(), failures.Load())
+	if calls.Load() != answers.Load() || failures.Load() != 0 {
+		t.Errorf("%d calls, %d answers, %d failures", calls.Load(), answers.Load(), failures.Load())
 	}
-	if st, _ := h.Status("hot"); st.Version != "100" || st.Stats.Invocations != uint64(results.Load()) {
-		t.Errorf("after deploys: version %s, %d invocations counted for %d results", st.Version, st.Stats.Invocations, results.Load())
+	if st, _ := h.Status(spec.Name); st.Version != "100" || st.Stats.Invocations != uint64(answers.Load()) {
+		t.Errorf("after deploys: version %s, %d invocations counted for %d answers", st.Version, st.Stats.Invocations, answers.Load())
 	}
-	t.Logf("%d invocations across 100 deploys", results.Load())
+	t.Logf("%d invocations across 100 deploys of %s", answers.Load(), spec.Name)
 }
 
 // In-flight invocations finish on the version they started on.

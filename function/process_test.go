@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -349,12 +350,7 @@ func TestMemoryLimit(t *testing.T) {
 
 // TestRunAsUser: an instance runs as the uid and gid its spec names.
 func TestRunAsUser(t *testing.T) {
-	if os.Getuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root; this test needs to switch users")
-		}
-		t.Skip("needs root to switch users")
-	}
+	testenv.Root(t, "switching users")
 	// The test functions' directory must be reachable by nobody.
 	if err := os.Chmod(binDir, 0o755); err != nil {
 		t.Fatal(err)

@@ -11,13 +11,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/codepkg"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -210,12 +210,7 @@ func manyFiles(n int) []entry {
 // TestInstalledPackageRuns: the store's output deploys and runs on the
 // host.
 func TestInstalledPackageRuns(t *testing.T) {
-	if _, err := exec.LookPath("python3"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("python3 is not installed: CI must run every runtime test")
-		}
-		t.Skip("python3 is not installed; skipping outside CI")
-	}
+	testenv.Tool(t, "python3")
 	s, _ := codepkg.Open(t.TempDir(), nil)
 	spec, err := s.Install(pkg(tarGz(t, manifest("packaged", "1"), entry{name: "main.py", body: "def handler(event, context):\n    return {'got': event}\n"})))
 	if err != nil {

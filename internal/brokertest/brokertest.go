@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekit/edgekit/edge/broker"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 // Start starts a broker with opts (DataDir and Listeners are filled in when
@@ -55,14 +56,10 @@ func Start(t testing.TB, opts *broker.Options) *broker.Broker {
 	return b
 }
 
-// Missing reports a missing real component: a failure under CI, a skip
-// elsewhere.
+// Missing reports a missing real component (testenv.Missing).
 func Missing(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%v: CI must run every real-component test (run `make test` as root to install it)", err)
-	}
-	t.Skipf("%v; skipping outside CI (run `make test` as root to install it)", err)
+	testenv.Missing(t, err)
 }
 
 // Connect returns an mqttbus client of b that is connected, with a queue in

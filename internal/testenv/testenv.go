@@ -1,0 +1,38 @@
+// Package testenv holds the one rule for tests that need a real component
+// (Mosquitto, node, python3, root): under CI (CI set) a missing component
+// fails the test, because CI must run every real-component test; elsewhere
+// the test is skipped, saying why.
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// Missing reports a missing real component: a failure under CI, a skip
+// elsewhere.
+func Missing(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%v: CI must run every real-component test (run `make test` as root to install it)", err)
+	}
+	t.Skipf("%v; skipping outside CI (run `make test` as root to install it)", err)
+}
+
+// Tool requires an executable in PATH.
+func Tool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		Missing(t, fmt.Errorf("%s is not installed: %w", name, err))
+	}
+}
+
+// Root requires the test to run as root.
+func Root(t testing.TB, why string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		Missing(t, fmt.Errorf("not running as root, which %s needs", why))
+	}
+}
