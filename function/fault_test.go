@@ -2,10 +2,13 @@ package function_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/logstore"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -51,5 +54,37 @@ func TestFloodOfOutput(t *testing.T) {
 			t.Fatalf("another function during the flood: %v", err)
 		}
 		steady++
+	}
+}
+
+// TestFunctionThatKeepsExiting: a continuous function whose process exits
+// shortly after every start is restarted with backoff, then marked crash
+// looping; Status and the logs say why, and other functions keep working.
+func TestFunctionThatKeepsExiting(t *testing.T) {
+	h := newHost(t, nil)
+	s := lambdaSpec("exits", "exit-soon")
+	s.Mode = function.Continuous
+	deploy(t, h, s)
+	deploy(t, h, nativeSpec("steady", "echo"))
+	deadline := time.Now().Add(20 * time.Second)
+	st, _ := h.Status("exits")
+	for ; st.CrashLoop == ""; st, _ = h.Status("exits") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no crash loop reported: %+v", st)
+		}
+		if _, err := h.Invoke(context.Background(), "steady", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+			t.Fatalf("another function while one keeps exiting: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st.Stats.ColdStarts < 3 || !strings.Contains(st.CrashLoop, "exited") {
+		t.Errorf("crash loop after %d starts: %q", st.Stats.ColdStarts, st.CrashLoop)
+	}
+	if _, err := h.Invoke(context.Background(), "exits", invoke.Request{}); !errors.Is(err, invoke.ErrUnavailable) {
+		t.Errorf("invoke of the crash-looping function: %v", err)
+	}
+	rs, _ := h.Logs(logstore.Query{Function: "exits", Contains: "giving up"})
+	if len(rs) == 0 {
+		t.Error("the function's last words are not in its logs")
 	}
 }

@@ -115,8 +115,10 @@ type pool struct {
 	instances map[*worker]struct{}
 	waiters   atomic.Int32  // submitters waiting for room (QueueWait)
 	room      chan struct{} // closed and replaced when a job is taken while waiters > 0
-	failures  int           // consecutive failed starts or fast exits
-	failed    error         // set by the crash-loop breaker
+	// failures counts consecutive failed starts and fast exits; it goes
+	// back to zero only when an instance has lived past fastExit.
+	failures atomic.Int32
+	failed   error // set by the crash-loop breaker
 }
 
 // Crash-loop breaker: this many starts in a row that fail, or instances that
@@ -389,6 +391,9 @@ func (p *pool) work(w *worker, inst instance) {
 					return
 				}
 			}
+			if p.failures.Load() != 0 && time.Since(w.started) >= fastExit {
+				p.failures.Store(0) // an instance that has served this long is healthy
+			}
 			if idle != nil {
 				idle.Reset(time.Duration(p.spec.IdleTimeout))
 			}
@@ -423,10 +428,7 @@ func (p *pool) work(w *worker, inst instance) {
 // startInstance starts w's instance, after a backoff when starts have been
 // failing. It returns nil when it failed; the worker is then gone.
 func (p *pool) startInstance(w *worker) instance {
-	p.mu.Lock()
-	failures := p.failures
-	p.mu.Unlock()
-	if failures > 0 {
+	if failures := int(p.failures.Load()); failures > 0 {
 		t := time.NewTimer(restartBackoff.Delay(failures - 1))
 		select {
 		case <-t.C:
@@ -448,8 +450,9 @@ func (p *pool) startInstance(w *worker) instance {
 		p.failedStartLocked(err)
 		return nil
 	}
+	// A start is not yet proof of health: failures reset only once the
+	// instance has lived past fastExit (see work and fastExit).
 	w.started = time.Now()
-	p.failures = 0
 	w.pid.Store(int64(inst.pid()))
 	return inst
 }
@@ -467,17 +470,17 @@ func (p *pool) restartInstance(w *worker) instance {
 // worker is gone.
 func (p *pool) fastExit(w *worker) bool {
 	if time.Since(w.started) >= fastExit {
+		p.failures.Store(0) // it had been stable
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.failures++
-	if p.failures < crashLoopLimit {
+	if n := p.failures.Add(1); n < crashLoopLimit {
 		return false
 	}
 	p.idle.Add(-1)
 	p.removeLocked(w)
-	p.failedStartLocked(fmt.Errorf("instance %s exited %d times within %v of starting", w.id, p.failures, fastExit))
+	p.failedStartLocked(fmt.Errorf("instance %s exited %d times in a row within %v of starting", w.id, p.failures.Load(), fastExit))
 	return true
 }
 
@@ -495,10 +498,10 @@ func (p *pool) removeLocked(w *worker) {
 func (p *pool) failedStartLocked(err error) {
 	p.fn.setLastError(err)
 	p.log.Error("function instance failed to start", "function", p.spec.Name, "version", p.spec.Version, "err", err)
-	if p.failures < crashLoopLimit {
-		p.failures++
+	if p.failures.Load() < crashLoopLimit {
+		p.failures.Add(1)
 	}
-	if p.failures < crashLoopLimit {
+	if p.failures.Load() < crashLoopLimit {
 		if !p.closed {
 			p.growLocked()
 			for p.permanent < p.spec.MinInstances && p.workers < p.spec.MaxInstances {

@@ -1,7 +1,7 @@
 // Command lambda is a function built on aws-lambda-go for the host's
 // tests. TEST_BEHAVIOUR picks what it does: echo (default), error, panic,
-// sleep, exit-at-start, spawn-and-hang, big, leak (512 MB), bench
-// (returns the event, prints nothing).
+// sleep, exit-at-start, exit-soon (0.3 s after starting), spawn-and-hang,
+// big, leak (512 MB), bench (returns the event, prints nothing).
 package main
 
 import (
@@ -22,6 +22,13 @@ func main() {
 	if behaviour == "exit-at-start" {
 		os.Stderr.WriteString("refusing to start\n")
 		os.Exit(3)
+	}
+	if behaviour == "exit-soon" {
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			os.Stderr.WriteString("giving up\n")
+			os.Exit(4)
+		}()
 	}
 	if behaviour == "bench" {
 		lambda.Start(func(ctx context.Context, ev json.RawMessage) (json.RawMessage, error) { return ev, nil })
