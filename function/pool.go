@@ -461,6 +461,14 @@ func (p *pool) startInstance(w *worker) instance {
 // The worker stays counted idle while it restarts (a job may wait for the
 // restart); startInstance takes the count away if the start fails.
 func (p *pool) restartInstance(w *worker) instance {
+	p.mu.Lock()
+	if p.closed { // shutting down or replaced: no new process to stop again
+		p.idle.Add(-1)
+		p.removeLocked(w)
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
 	p.fn.stats.coldStarts.Add(1)
 	return p.startInstance(w)
 }
