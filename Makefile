@@ -27,7 +27,7 @@ gateway: deps
 
 # Benchmarks recorded in docs/PERFORMANCE.md.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 3s -count 5 ./edge/...
+	$(GO) test -run '^$$' -bench . -count 5 ./edge/... ./internal/... ./function/...
 
 # A short run of every fuzz target (the seed corpora also run in make test).
 fuzz:

@@ -571,3 +571,21 @@ func TestSequentialCallsReuseOneInstance(t *testing.T) {
 		}
 	}
 }
+
+// A config-only change (same version, new Config) is a deploy like any
+// other: new invocations see the new document.
+func TestConfigOnlyChange(t *testing.T) {
+	h := newHost(t, nil)
+	register(t, h, "cfg", func(ctx context.Context, req invoke.Request) (invoke.Response, error) {
+		inv, _ := function.FromContext(ctx)
+		return invoke.Response{Payload: inv.Config}, nil
+	})
+	s := function.Spec{Name: "configured", Version: "1", Handler: "cfg", Config: json.RawMessage(`{"limit":1}`)}
+	deploy(t, h, s)
+	s.Config = json.RawMessage(`{"limit":2}`)
+	deploy(t, h, s)
+	resp, err := h.Invoke(context.Background(), "configured", invoke.Request{})
+	if err != nil || string(resp.Payload) != `{"limit":2}` {
+		t.Errorf("after a config change: %q %v", resp.Payload, err)
+	}
+}
