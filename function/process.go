@@ -339,8 +339,14 @@ func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request) (invoke.Respo
 		pi.kill()
 		return invoke.Response{}, ctx.Err()
 	}
+	return pi.await(ctx, c.result)
+}
+
+// await waits for a sent invocation's result, the process's exit, or the
+// deadline (which kills the process group).
+func (pi *processInstance) await(ctx *invCtx, result <-chan callResult) (invoke.Response, error) {
 	select {
-	case r := <-c.result:
+	case r := <-result:
 		return r.resp, r.err
 	case <-pi.exited:
 		return invoke.Response{}, pi.exitError("exited during the invocation")
@@ -361,15 +367,7 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Re
 	if err != nil {
 		return invoke.Response{}, pi.exitError(err.Error())
 	}
-	select {
-	case r := <-ch:
-		return r.resp, r.err
-	case <-pi.exited:
-		return invoke.Response{}, pi.exitError("exited during the invocation")
-	case <-ctx.Done():
-		pi.kill()
-		return invoke.Response{}, ctx.Err()
-	}
+	return pi.await(ctx, ch)
 }
 
 func (pi *processInstance) alive() bool {

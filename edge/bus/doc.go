@@ -35,7 +35,7 @@
 //     dropped for a slow subscriber.
 //   - Handlers return no error: the bus does not redeliver. A handler that
 //     needs retries or a dead-letter topic does that itself (package trigger
-//     does). A handler that panics is recovered, logged and counted; the
+//     does). A handler that panics is recovered and logged with its stack; the
 //     subscription goes on with the next message.
 //   - A handler must not block forever and must not modify the message; it
 //     may publish, subscribe and unsubscribe. It must not call Close on the

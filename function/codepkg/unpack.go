@@ -70,20 +70,22 @@ func (u *unpacker) entryPath(name string) (string, error) {
 	return clean, nil
 }
 
-func (u *unpacker) count(name string) error {
+// entry checks an entry's path and counts it against the entry bound.
+func (u *unpacker) entry(name string) (string, error) {
+	rel, err := u.entryPath(name)
+	if err != nil {
+		return "", err
+	}
 	u.files++
 	if u.files > u.lim.maxFiles {
-		return fmt.Errorf("%w: more than %d entries (at %q)", ErrTooLarge, u.lim.maxFiles, name)
+		return "", fmt.Errorf("%w: more than %d entries (at %q)", ErrTooLarge, u.lim.maxFiles, name)
 	}
-	return nil
+	return rel, nil
 }
 
 func (u *unpacker) dir(name string) error {
-	rel, err := u.entryPath(name)
+	rel, err := u.entry(name)
 	if err != nil {
-		return err
-	}
-	if err := u.count(name); err != nil {
 		return err
 	}
 	if rel == "." {
@@ -93,11 +95,8 @@ func (u *unpacker) dir(name string) error {
 }
 
 func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
-	rel, err := u.entryPath(name)
+	rel, err := u.entry(name)
 	if err != nil {
-		return err
-	}
-	if err := u.count(name); err != nil {
 		return err
 	}
 	if rel == "." {
@@ -131,11 +130,8 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 }
 
 func (u *unpacker) symlink(name, target string) error {
-	rel, err := u.entryPath(name)
+	rel, err := u.entry(name)
 	if err != nil {
-		return err
-	}
-	if err := u.count(name); err != nil {
 		return err
 	}
 	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {

@@ -265,7 +265,7 @@ func (t *tee) Handle(ctx context.Context, r slog.Record) error {
 	if t.next.Enabled(ctx, r.Level) {
 		err = t.next.Handle(ctx, r)
 	}
-	if r.Level < slog.LevelInfo {
+	if r.Level < slog.LevelInfo || !t.aboutFunction(r) {
 		return err
 	}
 	rec := Record{Time: r.Time, Level: r.Level, Message: r.Message}
@@ -291,10 +291,22 @@ func (t *tee) Handle(ctx context.Context, r slog.Record) error {
 		set(a, "")
 	}
 	r.Attrs(func(a slog.Attr) bool { set(a, t.prefix); return true })
-	if rec.Function == "" {
-		return err
-	}
 	return errors.Join(err, t.store.Append(rec))
+}
+
+// aboutFunction reports whether r or the handler's attributes name a
+// function; other records are not stored.
+func (t *tee) aboutFunction(r slog.Record) bool {
+	for _, a := range t.attrs {
+		if a.Key == "function" {
+			return true
+		}
+	}
+	found := false
+	if t.prefix == "" {
+		r.Attrs(func(a slog.Attr) bool { found = a.Key == "function"; return !found })
+	}
+	return found
 }
 
 func (t *tee) WithAttrs(as []slog.Attr) slog.Handler {

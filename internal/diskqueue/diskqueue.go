@@ -134,7 +134,6 @@ type Queue struct {
 	head      *os.File
 	lock      *os.File
 	truncated int64
-	ready     chan struct{}
 	nextID    uint64
 	headAt    time.Time // last head write
 }
@@ -150,7 +149,7 @@ func Open(dir string, opts Options) (*Queue, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("diskqueue: %w", err)
 	}
-	q := &Queue{dir: dir, opts: opts, segs: map[uint64]*os.File{}, ready: make(chan struct{}, 1)}
+	q := &Queue{dir: dir, opts: opts, segs: map[uint64]*os.File{}}
 	lock, err := lockDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("diskqueue: opening %s: %w", dir, err)
@@ -159,9 +158,6 @@ func Open(dir string, opts Options) (*Queue, error) {
 	if err := q.load(); err != nil {
 		q.closeFiles()
 		return nil, fmt.Errorf("diskqueue: opening %s: %w", dir, err)
-	}
-	if len(q.pending) > 0 {
-		q.ready <- struct{}{}
 	}
 	return q, nil
 }
@@ -375,16 +371,8 @@ func (q *Queue) Append(data []byte) (uint64, error) {
 	q.pending = append(q.pending, record{pos: pos{q.tail, q.tailSize}, size: len(data), id: q.nextID})
 	q.pendBytes += size
 	q.tailSize += int64(len(buf))
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
 	return q.nextID, nil
 }
-
-// Ready returns a channel that receives after an Append (and at Open, when
-// records are pending). Consumers wait on it when Front reports ErrEmpty.
-func (q *Queue) Ready() <-chan struct{} { return q.ready }
 
 // frontLocked returns the first pending record; q.mu is held.
 func (q *Queue) frontLocked() (record, error) {
@@ -482,10 +470,6 @@ func (q *Queue) Rewind() error {
 	}
 	q.pending = append(q.window, q.pending...)
 	q.window = nil
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
 	return q.writeHead()
 }
 

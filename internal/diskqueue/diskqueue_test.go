@@ -160,25 +160,6 @@ func TestDirectoryLocked(t *testing.T) {
 	q2.Close()
 }
 
-func TestReadySignals(t *testing.T) {
-	dir := t.TempDir()
-	q, _ := Open(dir, Options{})
-	select {
-	case <-q.Ready():
-		t.Fatal("ready on an empty queue")
-	default:
-	}
-	appendN(t, q, 0, 1)
-	<-q.Ready()
-	q.Close()
-	q = mustOpen(t, dir, Options{})
-	select {
-	case <-q.Ready():
-	default:
-		t.Fatal("a reopened queue with pending records is not ready")
-	}
-}
-
 func BenchmarkAppendFrontAck(b *testing.B) {
 	q, _ := Open(b.TempDir(), Options{})
 	defer q.Close()

@@ -1,7 +1,7 @@
 // Package dispatch runs the handler side of one bus subscription: a bounded
 // buffer, a goroutine that calls the handler one message at a time, the
 // overflow policy of the bus package's delivery contract, and panic
-// recovery. Every Bus implementation in edgekit uses it so that they keep
+// recovery (logged with the stack). Every Bus implementation in edgekit uses it so that they keep
 // that contract the same way.
 package dispatch
 
@@ -24,7 +24,6 @@ type Sub struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	dropped atomic.Uint64
-	panics  atomic.Uint64
 	log     *slog.Logger
 
 	once   sync.Once
@@ -78,7 +77,6 @@ func (s *Sub) run(first []*bus.Message) {
 func (s *Sub) call(m *bus.Message) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.panics.Add(1)
 			s.log.Error("bus handler panicked", "filter", s.filter, "topic", m.Topic, "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
@@ -118,12 +116,6 @@ func (s *Sub) Filter() string { return s.filter }
 
 // Dropped counts QoS 0 messages dropped for a full buffer.
 func (s *Sub) Dropped() uint64 { return s.dropped.Load() }
-
-// Panics counts handler calls that panicked.
-func (s *Sub) Panics() uint64 { return s.panics.Load() }
-
-// Stopped reports whether the subscription has been stopped.
-func (s *Sub) Stopped() bool { return s.ctx.Err() != nil }
 
 // Unsubscribe removes the subscription from the bus and stops delivery. It
 // does not wait for a running handler, so a handler may call it.
