@@ -283,31 +283,47 @@ func BenchmarkThroughputLambda(b *testing.B) {
 }
 
 // BenchmarkWarmInvokeNative: warm invocations over the native protocol,
-// against the floor: the same frame bytes written to a long-lived child
-// (cat) over pipes and read back. Target: Go ≤ 2× the floor. The Node.js
-// and Python rows show the same runtimes through their Lambda-API
+// against floors: the same frame bytes written to a long-lived child over
+// pipes and read back, the child being cat, or an echo loop in the
+// function's own runtime (pipe-floor-go, -node, -python: what that runtime
+// costs to wake, read and write, with no protocol). Target: each ≤ 2× its
+// floor. The -lambda rows show Node.js and Python through their Lambda-API
 // bootstraps for comparison. Reports p50-µs and p99-µs.
 func BenchmarkWarmInvokeNative(b *testing.B) {
 	payload := []byte(`{"temperature":21.5,"unit":"C"}`)
-	b.Run("pipe-floor", func(b *testing.B) {
-		cmd := exec.Command("cat")
-		in, _ := cmd.StdinPipe()
-		out, _ := cmd.StdoutPipe()
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { in.Close(); _ = cmd.Wait() }()
-		// An invoke frame carries about this much besides the payload.
-		frame := append(make([]byte, 4+1+20+90), payload...)
-		back := make([]byte, len(frame))
-		reportLatency(b, func() error {
-			if _, err := in.Write(frame); err != nil {
-				return err
+	floor := func(name, tool string, args ...string) {
+		b.Run(name, func(b *testing.B) {
+			if _, err := exec.LookPath(tool); err != nil {
+				b.Skipf("%s not installed", tool)
 			}
-			_, err := io.ReadFull(out, back)
-			return err
+			cmd := exec.Command(tool, args...)
+			in, _ := cmd.StdinPipe()
+			out, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			defer func() { in.Close(); _ = cmd.Wait() }()
+			// An invoke frame carries about this much besides the payload.
+			frame := append(make([]byte, 4+1+20+90), payload...)
+			back := make([]byte, len(frame))
+			reportLatency(b, func() error {
+				if _, err := in.Write(frame); err != nil {
+					return err
+				}
+				_, err := io.ReadFull(out, back)
+				return err
+			})
 		})
-	})
+	}
+	floor("pipe-floor", "cat")
+	floor("pipe-floor-go", filepath.Join(binDir, "pipeecho"))
+	floor("pipe-floor-node", "node", "-e", "process.stdin.on('data', (d) => process.stdout.write(d))")
+	floor("pipe-floor-python", "python3", "-c", `import os
+while True:
+    d = os.read(0, 65536)
+    if not d:
+        break
+    os.write(1, d)`)
 	b.Run("go-native-without-host", func(b *testing.B) {
 		// The native Go function driven over its pipes by the benchmark
 		// itself: the protocol's and the child's own cost.

@@ -87,21 +87,6 @@ type invCtx struct {
 	err       error
 	timer     *time.Timer
 	stopWatch func() bool
-
-	// The job the invocation serves. complete hands it its result; an
-	// instance that learns the result on another goroutine calls it there,
-	// so the caller is woken without waiting for the worker.
-	pool       *pool
-	job        *job
-	finishOnce sync.Once
-	delivered  bool
-}
-
-// complete delivers the result once and reports whether it reached the
-// caller (false: the caller had given up). Only the first call counts.
-func (c *invCtx) complete(resp invoke.Response, err error) bool {
-	c.finishOnce.Do(func() { c.delivered = c.pool.deliver(c.job, resp, err) })
-	return c.delivered
 }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()

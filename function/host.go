@@ -38,9 +38,16 @@ type Options struct {
 	// 8 MiB.
 	LogBytesPerFunction int64
 	// MemoryLimiter picks how out-of-process instances are held to
-	// Spec.MemoryLimitMB; the default uses the cgroup v1 memory controller
-	// when the host may write it, else RLIMIT_AS. Status says which.
+	// Spec.MemoryLimitMB; the default takes the first that works here:
+	// a cgroup v2 memory controller, a v1 one, else RLIMIT_DATA. Status
+	// says which.
 	MemoryLimiter MemoryLimiter
+	// CgroupParent is the cgroup v2 directory the host makes its own
+	// cgroup in, e.g. one delegated to the gateway by its systemd unit
+	// (Delegate=yes) that holds no processes itself. Default: the host's
+	// own cgroup, which can hand out the memory controller only when it
+	// is the root or holds no processes.
+	CgroupParent string
 	// Logger receives the host's records and every record a function
 	// logs; nil discards.
 	Logger *slog.Logger
@@ -148,10 +155,14 @@ func New(opts *Options) (*Host, error) {
 	if err := h.prepareDataDir(); err != nil {
 		return nil, err
 	}
-	mem, err := newMemoryLimiter(o.MemoryLimiter, h.idPrefix)
+	mem, skipped, err := newMemoryLimiter(o.MemoryLimiter, h.idPrefix, o.CgroupParent)
 	if err != nil {
 		return nil, err
 	}
+	for _, err := range skipped {
+		h.log.Info("function: a memory limiter is not available here", "err", err)
+	}
+	h.log.Info("function: memory limits through "+string(mem.kind), "limiter", mem.kind)
 	h.logs, err = logstore.Open(filepath.Join(h.dataDir, "logs"), &logstore.Options{MaxBytes: o.LogBytesPerFunction})
 	if err != nil {
 		mem.close()

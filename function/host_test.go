@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	for _, name := range []string{"lambda", "fc", "native"} {
+	for _, name := range []string{"lambda", "fc", "native", "pipeecho"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./internal/testfunctions/"+name).CombinedOutput()
 		if err != nil {
 			panic(fmt.Sprintf("building test function %s: %v\n%s", name, err, out))

@@ -8,59 +8,106 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sync"
+	"time"
 
 	"github.com/edgekit/edgekit/function/native"
 	"github.com/edgekit/edgekit/invoke"
 )
 
 // nativeConn is the host's end of the native framed protocol with one
-// instance: it writes invoke frames to the instance's fd 3 and reads its
-// fd 4 (package native documents the format).
+// instance (package native documents the format). Invoke frames go to the
+// instance's fd 3. Its replies come back on fd 4, read by whoever runs the
+// invocation, on its own goroutine: no handoff between the write and the
+// result. Log and metric frames come on fd 5, read by a goroutine of their
+// own so that a function may send them at any time.
 type nativeConn struct {
 	fn, ver string
-	w       *os.File
-	r       *os.File
+	w       *os.File // the instance's fd 3
+	r       *os.File // its fd 4
+	br      *bufio.Reader
+	tel     *os.File // its fd 5
 	log     *slog.Logger
 	metric  func(name string, v float64)
 
-	wmu  sync.Mutex
-	wbuf []byte
+	ready   chan struct{} // closed by the first reply: the handler loaded
+	initErr chan error    // or it failed to
 
-	ready     chan struct{}
-	readyOnce sync.Once
-	initErr   chan error
-
-	mu      sync.Mutex
-	pending map[uint64]pendingCall
+	// Used by one invocation at a time.
+	wbuf, rbuf []byte
+	metaHead   []byte // {"function":…,"version":…,"requestId":"
 }
 
-// pendingCall is an invocation waiting for its result frame: early, when
-// set, completes it on the reader goroutine; done tells the instance.
-type pendingCall struct {
-	done  chan callResult
-	early func(invoke.Response, error) bool
+// nativePipes are the three pipes of the protocol: the child gets
+// child[0], child[1] and child[2] as fds 3, 4 and 5.
+type nativePipes struct {
+	hostW, hostR, hostTel *os.File
+	child                 []*os.File
 }
 
-// newNativePipes makes the two pipes; the child gets childR as fd 3 and
-// childW as fd 4.
-func newNativePipes() (hostW, childR, childW, hostR *os.File, err error) {
-	childR, hostW, err = os.Pipe()
-	if err != nil {
-		return nil, nil, nil, nil, err
+func newNativePipes() (*nativePipes, error) {
+	var ps nativePipes
+	var files []*os.File
+	fail := func(err error) (*nativePipes, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
 	}
-	hostR, childW, err = os.Pipe()
+	childIn, hostW, err := os.Pipe()
 	if err != nil {
-		childR.Close()
-		hostW.Close()
-		return nil, nil, nil, nil, err
+		return fail(err)
 	}
-	return hostW, childR, childW, hostR, nil
+	files = append(files, childIn, hostW)
+	hostR, childOut, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	files = append(files, hostR, childOut)
+	hostTel, childTel, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	ps.hostW, ps.hostR, ps.hostTel = hostW, hostR, hostTel
+	ps.child = []*os.File{childIn, childOut, childTel}
+	return &ps, nil
 }
 
-// read runs until the instance's end closes.
-func (c *nativeConn) read() {
-	r := bufio.NewReaderSize(c.r, 64<<10)
+func newNativeConn(fn, ver string, ps *nativePipes, log *slog.Logger, metric func(string, float64)) *nativeConn {
+	head, _ := json.Marshal(struct {
+		Function string `json:"function"`
+		Version  string `json:"version"`
+	}{fn, ver})
+	head = append(head[:len(head)-1], `,"requestId":"`...)
+	return &nativeConn{
+		fn: fn, ver: ver, w: ps.hostW, r: ps.hostR, br: bufio.NewReaderSize(ps.hostR, 64<<10), tel: ps.hostTel,
+		log: log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), metaHead: head,
+	}
+}
+
+// start reads the instance's first reply, ready or init error, and serves
+// its log and metric frames until it closes them.
+func (c *nativeConn) start() {
+	go func() {
+		for {
+			f, err := native.ReadFrame(c.br, &c.rbuf)
+			if err != nil {
+				return // the instance exited or was stopped: start sees that
+			}
+			switch f.Type {
+			case native.FrameReady:
+				close(c.ready)
+				return
+			case native.FrameInitError:
+				c.initErr <- c.functionError(f.Payload)
+				return
+			}
+		}
+	}()
+	go c.telemetry()
+}
+
+func (c *nativeConn) telemetry() {
+	r := bufio.NewReaderSize(c.tel, 16<<10)
 	var buf []byte
 	for {
 		f, err := native.ReadFrame(r, &buf)
@@ -68,17 +115,6 @@ func (c *nativeConn) read() {
 			return
 		}
 		switch f.Type {
-		case native.FrameReady:
-			c.readyOnce.Do(func() { close(c.ready) })
-		case native.FrameInitError:
-			select {
-			case c.initErr <- c.functionError(f.Payload):
-			default:
-			}
-		case native.FrameResult:
-			c.deliver(f.Seq, callResult{resp: invoke.Response{Payload: bytes.Clone(f.Payload)}})
-		case native.FrameError:
-			c.deliver(f.Seq, callResult{err: c.functionError(f.Payload)})
 		case native.FrameLog:
 			level := map[byte]slog.Level{0: slog.LevelDebug, 1: slog.LevelInfo, 2: slog.LevelWarn, 3: slog.LevelError}[f.Level]
 			c.log.Log(context.Background(), level, string(f.Payload), "stream", "native")
@@ -99,40 +135,61 @@ func (c *nativeConn) functionError(body []byte) *invoke.Error {
 	return &invoke.Error{Function: c.fn, Version: c.ver, Type: re.Type, Message: re.Message, Stack: re.Stack}
 }
 
-func (c *nativeConn) deliver(seq uint64, r callResult) {
-	c.mu.Lock()
-	pc, ok := c.pending[seq]
-	delete(c.pending, seq)
-	c.mu.Unlock()
-	if !ok {
-		return
+// send writes one invoke frame.
+func (c *nativeConn) send(seq uint64, deadline time.Time, requestID string, source map[string]string, payload []byte) error {
+	meta := append(append(c.metaHead[:len(c.metaHead):len(c.metaHead)], requestID...), '"')
+	if len(source) > 0 {
+		src, _ := json.Marshal(source)
+		meta = append(append(meta, `,"source":`...), src...)
 	}
-	if pc.early != nil {
-		pc.early(r.resp, r.err)
+	meta = append(meta, '}')
+	c.wbuf = native.AppendFrame(c.wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: deadline.UnixMilli(), Meta: meta, Payload: payload})
+	if _, err := c.w.Write(c.wbuf); err != nil {
+		return fmt.Errorf("writing to the instance: %w", err)
 	}
-	pc.done <- r
+	return nil
 }
 
-// send writes an invoke frame and returns the channel its result comes on.
-func (c *nativeConn) send(seq uint64, deadlineMs int64, meta, payload []byte, early func(invoke.Response, error) bool) (chan callResult, error) {
-	ch := make(chan callResult, 1)
-	c.mu.Lock()
-	c.pending[seq] = pendingCall{done: ch, early: early}
-	c.mu.Unlock()
-	c.wmu.Lock()
-	c.wbuf = native.AppendFrame(c.wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: deadlineMs, Meta: meta, Payload: payload})
-	_, err := c.w.Write(c.wbuf)
-	c.wmu.Unlock()
-	if err != nil {
-		c.mu.Lock()
-		delete(c.pending, seq)
-		c.mu.Unlock()
-		return nil, fmt.Errorf("writing to the instance: %w", err)
+// reply reads replies until the result or error of invocation seq. A
+// transport failure is returned as is: os.ErrDeadlineExceeded at the read
+// deadline or after interrupt, io.EOF when the instance closed its end.
+func (c *nativeConn) reply(seq uint64) (invoke.Response, error) {
+	for {
+		f, err := native.ReadFrame(c.br, &c.rbuf)
+		if err != nil {
+			return invoke.Response{}, err
+		}
+		if f.Seq != seq {
+			continue // not ours: a reply to nothing the host is waiting for
+		}
+		switch f.Type {
+		case native.FrameResult:
+			return invoke.Response{Payload: bytes.Clone(f.Payload)}, nil
+		case native.FrameError:
+			return invoke.Response{}, c.functionError(f.Payload)
+		}
 	}
-	return ch, nil
+}
+
+// setDeadline bounds the next write of an invocation and reads of
+// replies.
+func (c *nativeConn) setDeadline(t time.Time) error {
+	if err := c.w.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.r.SetReadDeadline(t)
+}
+
+// interrupt makes a blocked write of an invocation or read of replies
+// return os.ErrDeadlineExceeded now.
+func (c *nativeConn) interrupt() {
+	past := time.Unix(1, 0)
+	_ = c.w.SetWriteDeadline(past)
+	_ = c.r.SetReadDeadline(past)
 }
 
 func (c *nativeConn) close() {
 	c.w.Close()
 	c.r.Close()
+	c.tel.Close()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,10 @@ import (
 // Handler; the out-of-process kind drives a process.
 type instance interface {
 	run(ctx *invCtx, req invoke.Request) (invoke.Response, error)
+	// inline reports that run ends by the invocation's deadline whatever
+	// the function does, so a caller may run it on its own goroutine
+	// (borrowing the instance) instead of handing it to the worker.
+	inline() bool
 	// exitedC is closed when the instance died by itself (nil: never).
 	exitedC() <-chan struct{}
 	pid() int // the process, 0 in process
@@ -25,14 +30,20 @@ type instance interface {
 	stop()
 }
 
-// handlerInstance runs a registered Handler in process.
+// handlerInstance runs a registered Handler in process. A handler may
+// ignore its context, so it runs on its worker's goroutine and the caller
+// enforces the deadline.
 type handlerInstance struct{ h Handler }
 
+func (handlerInstance) inline() bool             { return false }
 func (handlerInstance) exitedC() <-chan struct{} { return nil }
 func (handlerInstance) pid() int                 { return 0 }
 func (handlerInstance) alive() bool              { return true }
 func (handlerInstance) stop()                    {}
 
+// A process instance kills its process group at the deadline, so its run
+// always returns in time: callers borrow it.
+func (pi *processInstance) inline() bool             { return true }
 func (pi *processInstance) exitedC() <-chan struct{} { return pi.exited }
 func (pi *processInstance) pid() int                 { return pi.cmd.Process.Pid }
 
@@ -57,7 +68,8 @@ func (i handlerInstance) run(ctx *invCtx, req invoke.Request) (resp invoke.Respo
 
 // Job states. A job is owned by the caller until queued, then by whoever
 // moves it last: the worker that finishes it, or the worker that skips or
-// finishes an abandoned one.
+// finishes an abandoned one. A borrowed job (job.borrowed set) never leaves
+// its caller.
 const (
 	jobQueued int32 = iota
 	jobRunning
@@ -72,6 +84,7 @@ type job struct {
 	seq       uint64
 	submitted time.Time // when the caller queued it
 	w         *worker   // set before the job starts running
+	borrowed  bool      // the caller runs it on w's instance itself
 	state     atomic.Int32
 	resp      invoke.Response
 	err       error
@@ -83,7 +96,7 @@ var jobs = sync.Pool{New: func() any { return &job{done: make(chan struct{}, 1)}
 func getJob() *job { j := jobs.Get().(*job); j.state.Store(jobQueued); return j }
 
 func putJob(j *job) {
-	j.parent, j.req, j.resp, j.err, j.w = nil, invoke.Request{}, invoke.Response{}, nil, nil
+	j.parent, j.req, j.resp, j.err, j.w, j.borrowed = nil, invoke.Request{}, invoke.Response{}, nil, nil, false
 	jobs.Put(j)
 }
 
@@ -94,27 +107,33 @@ var timers = sync.Pool{New: func() any {
 }}
 
 // pool schedules one deployed version's invocations onto its instances.
+//
+// Free instances wait on a stack (the most recently used on top, so the
+// others go idle and retire). A caller that finds one free takes it: an
+// out-of-process instance it borrows and drives on its own goroutine, which
+// saves two goroutine handoffs per invocation; an in-process one it hands
+// the job to. With none free the job waits in the queue, which every
+// instance looks at before it goes back on the stack.
 type pool struct {
 	fn      *function
 	spec    Spec
 	newInst func(id string) (instance, error)
 	log     hostLogger
-	jobs    chan *job // capacity QueueSize+MaxInstances: admission, not the channel, bounds it
 	quit    chan struct{}
 	wg      sync.WaitGroup
-	// idle counts workers free to take a job, including ones just
-	// started for a job they have not taken yet.
-	idle atomic.Int32
 
 	mu        sync.Mutex
 	closed    bool
-	workers   int // running, not stuck
-	permanent int // of which never retire (Continuous MinInstances)
-	stuck     int // abandoned by a timed-out caller, still in the handler
+	queue     []*job    // waiting for an instance, oldest first
+	free      []*worker // parked with a free instance
+	starting  int       // workers starting or restarting their instance
+	workers   int       // running, not stuck
+	permanent int       // of which never retire (Continuous MinInstances)
+	stuck     int       // abandoned by a timed-out caller, still in the handler
 	nextInst  int
 	instances map[*worker]struct{}
-	waiters   atomic.Int32  // submitters waiting for room (QueueWait)
-	room      chan struct{} // closed and replaced when a job is taken while waiters > 0
+	waiters   int           // submitters waiting for room (QueueWait)
+	room      chan struct{} // closed and replaced when a queued job is taken while waiters > 0
 	// failures counts consecutive failed starts and fast exits; it goes
 	// back to zero only when an instance has lived past fastExit.
 	failures atomic.Int32
@@ -136,20 +155,35 @@ type hostLogger interface {
 	Warn(msg string, args ...any)
 }
 
+// Worker states, under pool.mu.
+const (
+	workerStarting = iota // starting or restarting its instance
+	workerFree            // parked on pool.free
+	workerBorrowed        // a caller is running an invocation on the instance
+	workerBusy            // its goroutine owns the instance (a job or a wake-up may be on its way in jobs)
+)
+
 type worker struct {
-	pid         atomic.Int64 // the instance's process, 0 in process
-	id          string
-	started     time.Time
-	permanent   bool
+	pid       atomic.Int64 // the instance's process, 0 in process
+	id        string
+	permanent bool
+	// jobs hands the parked worker a job, or nil: "look again" (a
+	// borrower gave back an instance that died, or the pool closed).
+	jobs        chan *job
 	busy        atomic.Bool
 	stuck       atomic.Bool
 	invocations atomic.Uint64
+
+	// Under pool.mu.
+	state    int
+	inst     instance
+	started  time.Time
+	lastUsed time.Time // for the idle timeout
 }
 
 func newPool(fn *function, spec Spec, newInst func(id string) (instance, error), first instance) *pool {
 	p := &pool{
-		fn: fn, spec: spec, newInst: newInst, log: fn.host.log,
-		jobs: make(chan *job, spec.QueueSize+spec.MaxInstances), quit: make(chan struct{}),
+		fn: fn, spec: spec, newInst: newInst, log: fn.host.log, quit: make(chan struct{}),
 		instances: make(map[*worker]struct{}), room: make(chan struct{}),
 	}
 	p.mu.Lock()
@@ -174,41 +208,92 @@ func (p *pool) instanceID() string {
 }
 
 func (p *pool) startLocked(inst instance, permanent bool) {
-	w := &worker{id: p.instanceID(), started: time.Now(), permanent: permanent}
+	now := time.Now()
+	w := &worker{id: p.instanceID(), permanent: permanent, jobs: make(chan *job, 1),
+		state: workerStarting, inst: inst, started: now, lastUsed: now}
+	if inst != nil {
+		w.pid.Store(int64(inst.pid()))
+	}
 	p.workers++
 	if permanent {
 		p.permanent++
 	}
 	p.instances[w] = struct{}{}
-	p.idle.Add(1)
+	p.starting++
 	p.fn.stats.coldStarts.Add(1)
 	p.wg.Add(1)
 	go p.work(w, inst)
 }
 
 // growLocked starts workers while more invocations wait than instances are
-// idle, up to MaxInstances; p.mu is held.
+// starting, up to MaxInstances; p.mu is held.
 func (p *pool) growLocked() {
-	for p.failed == nil && len(p.jobs) > int(p.idle.Load()) && p.workers < p.spec.MaxInstances {
+	for p.failed == nil && len(p.queue) > p.starting && p.workers < p.spec.MaxInstances {
 		p.spawnLocked(p.permanent < p.spec.MinInstances)
 	}
 }
 
 // admitLocked queues j if, counting it, no more than QueueSize invocations
-// would wait for an instance: those queued, less the idle instances and
+// would wait for an instance: those queued, less the instances starting and
 // those that may still start. p.mu is held.
 func (p *pool) admitLocked(j *job) bool {
-	waiting := len(p.jobs) + 1 - int(p.idle.Load()) - (p.spec.MaxInstances - p.workers)
+	waiting := len(p.queue) + 1 - p.starting - (p.spec.MaxInstances - p.workers)
 	if waiting > p.spec.QueueSize {
 		return false
 	}
-	p.jobs <- j // never blocks: see the capacity of p.jobs
+	p.queue = append(p.queue, j)
 	p.growLocked()
 	return true
 }
 
-// submit queues an invocation. retry reports that the pool was closed by a
-// redeploy: the caller should look up the current version again.
+// takeFreeLocked removes and returns the most recently parked worker whose
+// instance is alive, or nil. One that died while parked stays for its own
+// goroutine to restart. p.mu is held.
+func (p *pool) takeFreeLocked() *worker {
+	for i := len(p.free) - 1; i >= 0; i-- {
+		if w := p.free[i]; w.inst.alive() {
+			p.free = slices.Delete(p.free, i, i+1)
+			return w
+		}
+	}
+	return nil
+}
+
+// unfreeLocked takes w off the free stack; p.mu is held.
+func (p *pool) unfreeLocked(w *worker) {
+	if i := slices.Index(p.free, w); i >= 0 {
+		p.free = slices.Delete(p.free, i, i+1)
+	}
+}
+
+// dequeueLocked gives the oldest queued job to w, which owns its instance,
+// and wakes submitters waiting for room; p.mu is held.
+func (p *pool) dequeueLocked(w *worker) *job {
+	j := p.queue[0]
+	p.queue[0] = nil
+	p.queue = p.queue[1:]
+	if len(p.queue) == 0 {
+		p.queue = p.queue[:0:0] // let the backing array go
+	}
+	p.assignLocked(w, j)
+	if p.waiters > 0 {
+		close(p.room)
+		p.room = make(chan struct{})
+	}
+	return j
+}
+
+// assignLocked marks w as running j on its own goroutine; p.mu is held.
+func (p *pool) assignLocked(w *worker, j *job) {
+	w.state = workerBusy
+	w.busy.Store(true)
+	w.invocations.Add(1)
+	j.w = w
+}
+
+// submit starts or queues an invocation. retry reports that the pool was
+// closed by a redeploy: the caller should look up the current version
+// again. A borrowed job (j.borrowed) is run by the caller in await.
 func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait time.Duration) (j *job, retry bool, err error) {
 	j = getJob()
 	j.parent, j.req, j.seq = ctx, req, seq
@@ -237,6 +322,19 @@ func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait 
 			putJob(j)
 			return nil, false, fmt.Errorf("function %s version %s: %w: crash loop: %w", p.spec.Name, p.spec.Version, invoke.ErrUnavailable, err)
 		}
+		if w := p.takeFreeLocked(); w != nil {
+			if w.inst.inline() {
+				w.state = workerBorrowed
+				w.busy.Store(true)
+				w.invocations.Add(1)
+				j.w, j.borrowed = w, true
+			} else {
+				p.assignLocked(w, j)
+				w.jobs <- j // never blocks: a parked worker's channel is empty
+			}
+			p.mu.Unlock()
+			return j, false, nil
+		}
 		if p.admitLocked(j) {
 			p.mu.Unlock()
 			return j, false, nil
@@ -251,42 +349,31 @@ func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait 
 			t = timers.Get().(*time.Timer)
 			t.Reset(wait)
 		}
-		p.waiters.Add(1)
+		p.waiters++
 		room := p.room
 		p.mu.Unlock()
 		select {
 		case <-room:
-			p.waiters.Add(-1)
 		case <-t.C:
-			p.waiters.Add(-1)
 			wait = 0 // one last try, then throttle
 		case <-ctx.Done():
-			p.waiters.Add(-1)
+			p.mu.Lock()
+			p.waiters--
+			p.mu.Unlock()
 			putJob(j)
 			return nil, false, fmt.Errorf("function %s: waiting for room in the queue: %w", p.spec.Name, ctx.Err())
 		}
+		p.mu.Lock()
+		p.waiters--
+		p.mu.Unlock()
 	}
 }
 
-// tookJob wakes submitters waiting for room and starts more instances if
-// work is still queued. The common case (neither) takes no lock.
-func (p *pool) tookJob() {
-	if p.waiters.Load() == 0 && len(p.jobs) == 0 {
-		return
-	}
-	p.mu.Lock()
-	if p.waiters.Load() > 0 {
-		close(p.room)
-		p.room = make(chan struct{})
-	}
-	if len(p.jobs) > 0 {
-		p.growLocked()
-	}
-	p.mu.Unlock()
-}
-
-// await waits for j's result, its deadline, or ctx.
+// await runs a borrowed job, or waits for j's result, its deadline, or ctx.
 func (p *pool) await(ctx context.Context, j *job) (invoke.Response, error) {
+	if j.borrowed {
+		return p.runBorrowed(j)
+	}
 	t := timers.Get().(*time.Timer)
 	// Measured from submission, which was a moment ago: one clock read
 	// fewer per invocation, the timer at most that moment late.
@@ -299,6 +386,51 @@ func (p *pool) await(ctx context.Context, j *job) (invoke.Response, error) {
 		return p.abandon(j, p.timeoutError())
 	case <-ctx.Done():
 		return p.abandon(j, fmt.Errorf("function %s: %w", p.spec.Name, ctx.Err()))
+	}
+}
+
+// runBorrowed runs j on the caller's goroutine, on the instance it
+// borrowed, then gives the instance back.
+func (p *pool) runBorrowed(j *job) (invoke.Response, error) {
+	w := j.w
+	ctx := p.invocation(w, j)
+	resp, err := w.inst.run(ctx, j.req)
+	ctx.end()
+	if err != nil && j.parent.Err() != nil {
+		err = fmt.Errorf("function %s: %w", p.spec.Name, j.parent.Err())
+	}
+	resp, err = p.account(j, resp, err)
+	p.giveBack(w)
+	putJob(j)
+	return resp, err
+}
+
+// giveBack ends a borrow: the instance takes the oldest queued job, or
+// goes back on the free stack, or (dead, or the pool closed) its worker is
+// woken to restart it or stop.
+func (p *pool) giveBack(w *worker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w.busy.Store(false)
+	p.healthyLocked(w)
+	switch {
+	case !w.inst.alive() || (p.closed && len(p.queue) == 0):
+		w.state = workerBusy
+		w.jobs <- nil
+	case len(p.queue) > 0:
+		w.jobs <- p.dequeueLocked(w)
+	default:
+		w.state = workerFree
+		p.free = append(p.free, w)
+	}
+}
+
+// healthyLocked notes that w's instance served, and forgives past failures
+// once it has lived past fastExit; p.mu is held.
+func (p *pool) healthyLocked(w *worker) {
+	w.lastUsed = time.Now()
+	if p.failures.Load() != 0 && w.lastUsed.Sub(w.started) >= fastExit {
+		p.failures.Store(0)
 	}
 }
 
@@ -352,7 +484,8 @@ func (p *pool) replaceStuck(w *worker) {
 	}
 }
 
-// work is one instance's loop. inst is nil when the worker must start it.
+// work is one worker's loop: it owns its instance except while a caller
+// borrows it. inst is nil when the worker must start it.
 func (p *pool) work(w *worker, inst instance) {
 	defer p.wg.Done()
 	if inst == nil {
@@ -360,69 +493,148 @@ func (p *pool) work(w *worker, inst instance) {
 			return
 		}
 	}
-	w.pid.Store(int64(inst.pid()))
 	defer func() {
 		if inst != nil { // nil after a restart that failed
 			inst.stop()
 		}
 	}()
 	var idle *time.Timer
-	var idleC <-chan time.Time
 	if !w.permanent {
 		idle = time.NewTimer(time.Duration(p.spec.IdleTimeout))
 		defer idle.Stop()
+	}
+	j, gone := p.settle(w) // j: a job this worker has taken; nil: parked
+	for !gone {
+		if !inst.alive() {
+			// Killed at a deadline, exited during a call, or crashed.
+			inst.stop()
+			if inst = p.restartInstance(w); inst == nil {
+				return
+			}
+			if j, gone = p.settle(w); gone {
+				return
+			}
+		}
+		if j == nil {
+			var crashed bool
+			if j, crashed, gone = p.park(w, inst, idle); gone {
+				return
+			}
+			switch {
+			case crashed:
+				// Died while idle (a continuous daemon that crashed).
+				p.fn.setLastError(fmt.Errorf("function %s instance %s exited while idle", p.spec.Name, w.id))
+				gone = p.fastExit(w)
+				continue
+			case j == nil:
+				// Woken to look again: given back dead (restarted
+				// above), or the pool closed.
+				if inst.alive() {
+					j, gone = p.settle(w)
+				}
+				continue
+			case !inst.alive():
+				p.requeue(j) // it runs once the instance is back
+				j = nil
+				continue
+			}
+		}
+		j, gone = p.runJob(w, inst, j)
+	}
+}
+
+// settle is where a worker that owns its live instance goes between jobs:
+// it takes the oldest queued job, or parks on the free stack (j nil), or,
+// when the pool has closed and nothing is queued, leaves (gone).
+func (p *pool) settle(w *worker) (j *job, gone bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if w.state == workerStarting {
+		p.starting--
+	}
+	w.busy.Store(false)
+	p.healthyLocked(w)
+	switch {
+	case len(p.queue) > 0:
+		return p.dequeueLocked(w), false
+	case p.closed:
+		p.removeLocked(w)
+		return nil, true
+	default:
+		w.state = workerFree
+		p.free = append(p.free, w)
+		return nil, false
+	}
+}
+
+// park waits, with w parked or lent out, for a job handed to it or an
+// event: the instance dying while parked (crashed), the idle timeout or
+// the pool closing (gone). It returns j nil and neither flag when woken to
+// look again.
+func (p *pool) park(w *worker, inst instance, idle *time.Timer) (j *job, crashed, gone bool) {
+	exited, quit := inst.exitedC(), p.quit
+	var idleC <-chan time.Time
+	if idle != nil {
+		idle.Reset(time.Duration(p.spec.IdleTimeout))
 		idleC = idle.C
 	}
 	for {
 		select {
-		case j := <-p.jobs:
-			p.idle.Add(-1)
-			p.tookJob()
-			// A delivered result counts the worker idle again before the
-			// caller sees it (deliver), so a caller that invokes at once
-			// finds this instance instead of starting another.
-			if !p.runJob(w, inst, j) {
-				return // abandoned while running: replaced
-			}
-			if !inst.alive() {
-				// Killed at a deadline or exited during the call.
-				inst.stop()
-				if inst = p.restartInstance(w); inst == nil {
-					return
-				}
-			}
-			if p.failures.Load() != 0 && time.Since(w.started) >= fastExit {
-				p.failures.Store(0) // an instance that has served this long is healthy
-			}
-			if idle != nil {
-				idle.Reset(time.Duration(p.spec.IdleTimeout))
-			}
-		case <-inst.exitedC():
-			// Died while idle (a continuous daemon that crashed).
-			p.fn.setLastError(fmt.Errorf("function %s instance %s exited while idle", p.spec.Name, w.id))
-			inst.stop()
-			if p.fastExit(w) {
-				return
-			}
-			if inst = p.restartInstance(w); inst == nil {
-				return
-			}
-		case <-idleC:
-			if p.retire(w) {
-				return
-			}
-			idle.Reset(time.Duration(p.spec.IdleTimeout))
-		case <-p.quit:
-			if len(p.jobs) > 0 {
-				continue // drain what was queued before the pool closed
-			}
+		case j := <-w.jobs:
+			return j, false, false
+		case <-exited:
 			p.mu.Lock()
-			p.idle.Add(-1)
+			if w.state != workerFree {
+				// Lent out: the borrower sees it and wakes the worker.
+				p.mu.Unlock()
+				exited = nil
+				continue
+			}
+			p.unfreeLocked(w)
+			w.state = workerBusy
+			p.mu.Unlock()
+			return nil, true, false
+		case <-idleC:
+			p.mu.Lock()
+			if w.state != workerFree {
+				p.mu.Unlock()
+				idle.Reset(time.Duration(p.spec.IdleTimeout))
+				continue
+			}
+			if rest := time.Duration(p.spec.IdleTimeout) - time.Since(w.lastUsed); rest > 0 {
+				p.mu.Unlock()
+				idle.Reset(rest) // a borrower used it meanwhile
+				continue
+			}
+			p.unfreeLocked(w)
 			p.removeLocked(w)
 			p.mu.Unlock()
-			return
+			return nil, false, true
+		case <-quit:
+			p.mu.Lock()
+			if w.state != workerFree {
+				// Lent out: the borrower wakes the worker, which then
+				// finds the pool closed.
+				p.mu.Unlock()
+				quit = nil
+				continue
+			}
+			p.unfreeLocked(w)
+			p.removeLocked(w)
+			p.mu.Unlock()
+			return nil, false, true
 		}
 	}
+}
+
+// requeue puts j back at the head of the queue: its worker's instance died
+// before it could run it.
+func (p *pool) requeue(j *job) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j.w.busy.Store(false)
+	j.w = nil
+	p.queue = slices.Insert(p.queue, 0, j)
 }
 
 // startInstance starts w's instance, after a backoff when starts have been
@@ -435,7 +647,7 @@ func (p *pool) startInstance(w *worker) instance {
 		case <-p.quit:
 			t.Stop()
 			p.mu.Lock()
-			p.idle.Add(-1)
+			p.starting--
 			p.removeLocked(w)
 			p.mu.Unlock()
 			return nil
@@ -445,28 +657,35 @@ func (p *pool) startInstance(w *worker) instance {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
-		p.idle.Add(-1)
+		p.starting--
 		p.removeLocked(w)
 		p.failedStartLocked(err)
 		return nil
 	}
 	// A start is not yet proof of health: failures reset only once the
-	// instance has lived past fastExit (see work and fastExit).
+	// instance has lived past fastExit (see healthyLocked).
 	w.started = time.Now()
+	w.inst = inst
 	w.pid.Store(int64(inst.pid()))
 	return inst
 }
 
 // restartInstance replaces w's dead instance (counted as a cold start).
-// The worker stays counted idle while it restarts (a job may wait for the
-// restart); startInstance takes the count away if the start fails.
+// The worker counts as starting meanwhile, so queued jobs wait for it
+// rather than start another instance.
 func (p *pool) restartInstance(w *worker) instance {
 	p.mu.Lock()
 	if p.closed { // shutting down or replaced: no new process to stop again
-		p.idle.Add(-1)
+		if w.state == workerStarting {
+			p.starting--
+		}
 		p.removeLocked(w)
 		p.mu.Unlock()
 		return nil
+	}
+	if w.state != workerStarting {
+		w.state = workerStarting
+		p.starting++
 	}
 	p.mu.Unlock()
 	p.fn.stats.coldStarts.Add(1)
@@ -477,16 +696,15 @@ func (p *pool) restartInstance(w *worker) instance {
 // the worker gives up (the breaker has tripped). It reports whether the
 // worker is gone.
 func (p *pool) fastExit(w *worker) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if time.Since(w.started) >= fastExit {
 		p.failures.Store(0) // it had been stable
 		return false
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if n := p.failures.Add(1); n < crashLoopLimit {
 		return false
 	}
-	p.idle.Add(-1)
 	p.removeLocked(w)
 	p.failedStartLocked(fmt.Errorf("instance %s exited %d times in a row within %v of starting", w.id, p.failures.Load(), fastExit))
 	return true
@@ -523,65 +741,65 @@ func (p *pool) failedStartLocked(err error) {
 		p.log.Error("function is crash looping; it stays down until the next deploy", "function", p.spec.Name, "version", p.spec.Version, "err", err)
 	}
 	unavailable := fmt.Errorf("function %s version %s: %w: crash loop: %w", p.spec.Name, p.spec.Version, invoke.ErrUnavailable, p.failed)
-	for {
-		select {
-		case j := <-p.jobs:
-			j.err = unavailable
-			if j.state.CompareAndSwap(jobQueued, jobDone) {
-				j.done <- struct{}{}
-			} else {
-				putJob(j)
-			}
-		default:
-			return
+	for _, j := range p.queue {
+		j.err = unavailable
+		if j.state.CompareAndSwap(jobQueued, jobDone) {
+			j.done <- struct{}{}
+		} else {
+			putJob(j)
 		}
 	}
+	p.queue = nil
 }
 
-// runJob runs j; it reports false when the worker was replaced.
-func (p *pool) runJob(w *worker, inst instance, j *job) bool {
-	j.w = w
-	if !j.state.CompareAndSwap(jobQueued, jobRunning) {
-		putJob(j) // abandoned while queued
-		return true
-	}
-	w.busy.Store(true)
-	w.invocations.Add(1)
-	ctx := &invCtx{parent: j.parent, inv: Invocation{
+// invocation is the context j runs under on w's instance.
+func (p *pool) invocation(w *worker, j *job) *invCtx {
+	return &invCtx{parent: j.parent, inv: Invocation{
 		Function: p.spec.Name, Version: p.spec.Version, Instance: w.id, Deadline: j.deadline,
 		Config: p.spec.Config, Source: j.req.Source, idPrefix: p.fn.host.idPrefix, seq: j.seq, log: p.fn.host.log,
-	}, pool: p, job: j}
-	resp, err := inst.run(ctx, j.req)
-	ctx.end()
-	w.busy.Store(false)
-	if ctx.complete(resp, err) {
-		return true // j may already be recycled by its caller: not touched again
-	}
-	// The caller timed out and a replacement worker already runs.
-	putJob(j)
-	p.mu.Lock()
-	p.stuck--
-	delete(p.instances, w)
-	p.mu.Unlock()
-	p.log.Warn("function instance returned after its invocation timed out; it was replaced", "function", p.spec.Name, "version", p.spec.Version, "instance", w.id)
-	return false
+	}}
 }
 
-// deliver hands a result to j's caller and counts it. It reports false
-// when the caller had abandoned j (then the counting was done there).
-func (p *pool) deliver(j *job, resp invoke.Response, err error) bool {
+// runJob runs j on the worker's goroutine. It returns the next job the
+// worker took from the queue (nil: it parked or must restart its
+// instance), and gone when the worker must exit: replaced after its caller
+// gave up, or the pool closed.
+func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
+	if !j.state.CompareAndSwap(jobQueued, jobRunning) {
+		putJob(j) // abandoned while queued
+		return p.settle(w)
+	}
+	ctx := p.invocation(w, j)
+	resp, err := inst.run(ctx, j.req)
+	ctx.end()
+	if !j.state.CompareAndSwap(jobRunning, jobDone) {
+		// The caller timed out and a replacement worker already runs.
+		putJob(j)
+		p.mu.Lock()
+		p.stuck--
+		delete(p.instances, w)
+		p.mu.Unlock()
+		p.log.Warn("function instance returned after its invocation timed out; it was replaced", "function", p.spec.Name, "version", p.spec.Version, "instance", w.id)
+		return nil, true
+	}
+	j.resp, j.err = p.account(j, resp, err)
+	// The instance is free again before the caller can look or invoke
+	// again, so a caller that invokes at once finds it.
+	if inst.alive() {
+		next, gone = p.settle(w)
+	}
+	j.done <- struct{}{} // j may be recycled by its caller from here on
+	return next, gone
+}
+
+// account counts a finished invocation and turns a failure at the
+// deadline into the timeout error.
+func (p *pool) account(j *job, resp invoke.Response, err error) (invoke.Response, error) {
 	now := time.Now()
 	timedOut := err != nil && !now.Before(j.deadline) && j.parent.Err() == nil
 	if timedOut {
 		err = p.timeoutError() // the function gave up at its deadline
 	}
-	j.resp, j.err = resp, err
-	if !j.state.CompareAndSwap(jobRunning, jobDone) {
-		return false
-	}
-	// Before the caller can look or invoke again: the instance is free.
-	j.w.busy.Store(false)
-	p.idle.Add(1)
 	p.fn.stats.invocations.Add(1)
 	p.fn.stats.durations.observe(now.Sub(j.submitted))
 	switch {
@@ -592,24 +810,10 @@ func (p *pool) deliver(j *job, resp invoke.Response, err error) bool {
 		p.fn.stats.errors.Add(1)
 		p.fn.setLastError(err)
 	}
-	j.done <- struct{}{}
-	return true
+	return resp, err
 }
 
-// retire stops an idle on-demand worker unless work is waiting.
-func (p *pool) retire(w *worker) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.jobs) > 0 {
-		return false
-	}
-	p.idle.Add(-1)
-	p.removeLocked(w)
-	return true
-}
-
-// close stops taking invocations; queued and running ones finish, then the
-// workers exit. wait blocks until they have.
+// countAbandoned counts an invocation its caller gave up on.
 func (p *pool) countAbandoned(reason error) {
 	p.fn.stats.invocations.Add(1)
 	p.fn.stats.durations.observe(time.Duration(p.spec.Timeout))
@@ -623,6 +827,8 @@ func (p *pool) timeoutError() error {
 	return fmt.Errorf("function %s (version %s): %w after %v", p.spec.Name, p.spec.Version, invoke.ErrTimeout, time.Duration(p.spec.Timeout))
 }
 
+// close stops taking invocations; queued and running ones finish, then the
+// workers exit. wait blocks until they have.
 func (p *pool) close() {
 	p.mu.Lock()
 	if p.closed {

@@ -3,7 +3,6 @@ package function
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,18 +73,15 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	}
 	var childFiles []*os.File
 	if spec.API == APINative {
-		hostW, childR, childW, hostR, err := newNativePipes()
+		ps, err := newNativePipes()
 		if err != nil {
 			return nil, fmt.Errorf("function %s: native protocol pipes: %w", spec.Name, err)
 		}
-		childFiles = []*os.File{childR, childW}
-		cmd.ExtraFiles = childFiles // fd 3 and fd 4
-		pi.native = &nativeConn{
-			fn: spec.Name, ver: spec.Version, w: hostW, r: hostR,
-			log:    l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
-			metric: func(name string, v float64) { l.metric(spec.Name, name, v) },
-			ready:  make(chan struct{}), initErr: make(chan error, 1), pending: make(map[uint64]pendingCall),
-		}
+		childFiles = ps.child
+		cmd.ExtraFiles = childFiles // fds 3, 4 and 5
+		pi.native = newNativeConn(spec.Name, spec.Version, ps,
+			l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
+			func(name string, v float64) { l.metric(spec.Name, name, v) })
 		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, nil, "")...)
 	} else {
 		p, ok := profiles[spec.API]
@@ -117,22 +113,28 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		cleanup()
 		return nil, err
 	}
+	if pi.limit, err = l.mem.prepare(spec.Name+"-"+id, spec.MemoryLimitMB, cmd.SysProcAttr); err != nil {
+		cleanup()
+		return nil, fmt.Errorf("function %s version %s: memory limit: %w", spec.Name, spec.Version, err)
+	}
 	if err := cmd.Start(); err != nil {
 		cleanup()
+		pi.limit.release()
 		return nil, fmt.Errorf("function %s version %s: starting %s: %w", spec.Name, spec.Version, exe, err)
 	}
 	for _, f := range childFiles {
 		f.Close() // the child has its copies
 	}
 	pi.cmd = cmd
-	if pi.limit, err = l.mem.apply(cmd.Process.Pid, spec.Name+"-"+id, spec.MemoryLimitMB); err != nil {
+	if err := pi.limit.enter(cmd.Process.Pid); err != nil {
 		pi.kill()
 		_ = cmd.Wait()
 		pi.closeTransport()
+		pi.limit.release()
 		return nil, fmt.Errorf("function %s version %s: memory limit: %w", spec.Name, spec.Version, err)
 	}
 	if pi.native != nil {
-		go pi.native.read()
+		pi.native.start()
 	}
 	flog := l.log.With("function", spec.Name, "version", spec.Version, "instance", id)
 	pi.log = flog
@@ -147,6 +149,9 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.waitErr = err
 		pi.mu.Unlock()
 		close(pi.exited)
+		if pi.native != nil {
+			pi.native.interrupt() // a caller waiting for a reply sees the exit
+		}
 	}()
 
 	ready, initErr := pi.readiness()
@@ -356,18 +361,69 @@ func (pi *processInstance) await(ctx *invCtx, result <-chan callResult) (invoke.
 	}
 }
 
+// runNative sends the invocation and reads its reply on the caller's
+// goroutine. The wait ends at the deadline, when the caller's context ends,
+// or when the process exits (both interrupt the read).
 func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
-	meta, _ := json.Marshal(struct {
-		RequestID string            `json:"requestId"`
-		Function  string            `json:"function"`
-		Version   string            `json:"version"`
-		Source    map[string]string `json:"source,omitempty"`
-	}{ctx.inv.RequestID(), pi.spec.Name, pi.spec.Version, req.Source})
-	ch, err := pi.native.send(ctx.inv.seq, ctx.inv.Deadline.UnixMilli(), meta, req.Payload, ctx.complete)
-	if err != nil {
+	c := pi.native
+	if err := c.setDeadline(ctx.inv.Deadline); err != nil {
 		return invoke.Response{}, pi.exitError(err.Error())
 	}
-	return pi.await(ctx, ch)
+	// From here on an exit interrupts the read (see start), so checking
+	// now leaves no gap.
+	if !pi.alive() {
+		return invoke.Response{}, pi.exitError("exited")
+	}
+	if ctx.parent.Done() != nil {
+		interrupted := make(chan struct{})
+		stop := context.AfterFunc(ctx.parent, func() { c.interrupt(); close(interrupted) })
+		defer func() {
+			if !stop() {
+				<-interrupted // or it could cut the next invocation's read short
+			}
+		}()
+	}
+	if err := c.send(ctx.inv.seq, ctx.inv.Deadline, ctx.inv.RequestID(), req.Source, req.Payload); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) && pi.alive() {
+			// The function stopped reading its invocations.
+			pi.kill()
+			return invoke.Response{}, context.DeadlineExceeded
+		}
+		return invoke.Response{}, pi.broken()
+	}
+	for {
+		resp, err := c.reply(ctx.inv.seq)
+		var fe *invoke.Error
+		switch {
+		case err == nil || errors.As(err, &fe):
+			return resp, err
+		case !errors.Is(err, os.ErrDeadlineExceeded):
+			return invoke.Response{}, pi.broken()
+		case !pi.alive():
+			return invoke.Response{}, pi.exitError("exited during the invocation")
+		case ctx.parent.Err() != nil:
+			pi.kill()
+			return invoke.Response{}, ctx.parent.Err()
+		case !time.Now().Before(ctx.inv.Deadline):
+			pi.kill()
+			return invoke.Response{}, context.DeadlineExceeded
+		}
+		// Interrupted for no reason that still holds: wait on.
+		if err := c.setDeadline(ctx.inv.Deadline); err != nil {
+			return invoke.Response{}, pi.exitError(err.Error())
+		}
+	}
+}
+
+// broken ends an instance that closed its end of the protocol, and says
+// how it went.
+func (pi *processInstance) broken() error {
+	pi.kill()
+	select {
+	case <-pi.exited:
+	case <-time.After(pi.grace):
+	}
+	return pi.exitError("exited during the invocation")
 }
 
 func (pi *processInstance) alive() bool {

@@ -108,7 +108,6 @@ func (h *Host) List() []Status {
 func (fn *function) status(p *pool) Status {
 	st := Status{
 		Name: p.spec.Name, Version: p.spec.Version, Runtime: p.spec.Runtime, Mode: p.spec.Mode, Spec: p.spec,
-		QueueDepth: len(p.jobs),
 		Stats: Stats{
 			Invocations: fn.stats.invocations.Load(), Errors: fn.stats.errors.Load(), Throttles: fn.stats.throttles.Load(),
 			Timeouts: fn.stats.timeouts.Load(), ColdStarts: fn.stats.coldStarts.Load(),
@@ -120,6 +119,7 @@ func (fn *function) status(p *pool) Status {
 	st.Metrics = maps.Clone(fn.metrics)
 	fn.errMu.Unlock()
 	p.mu.Lock()
+	st.QueueDepth = len(p.queue)
 	if p.failed != nil {
 		st.CrashLoop = p.failed.Error()
 	}

@@ -9,7 +9,7 @@ import (
 	"math"
 )
 
-// The wire format, version 1. Every frame is a little-endian uint32 body
+// The wire format, version 2. Every frame is a little-endian uint32 body
 // length followed by the body; the body's first byte is its type:
 //
 //	'R' ready       function → host  (empty): the handler is loaded
@@ -20,8 +20,11 @@ import (
 //	'L' log         function → host  u8 level (0 debug, 1 info, 2 warn, 3 error), text
 //	'M' metric      function → host  u16 n, n bytes of name, f64 value
 //
-// The host writes on the function's file descriptor 3 and reads its file
-// descriptor 4; stdout and stderr stay free for plain log lines.
+// The host writes invoke frames on the function's file descriptor 3. The
+// function writes ready, init error, result and error frames on fd 4, and
+// log and metric frames on fd 5: the host reads replies on the goroutine
+// that runs the invocation, and the rest at any time. stdout and stderr
+// stay free for plain log lines.
 const (
 	FrameReady     = 'R'
 	FrameInitError = 'I'

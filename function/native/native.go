@@ -44,21 +44,27 @@ func FromContext(ctx context.Context) (Invocation, bool) {
 // Handler handles one invocation.
 type Handler func(ctx context.Context, event []byte) ([]byte, error)
 
-// conn is the function's end of the protocol.
-type conn struct {
+// pipe is one of the function's outgoing pipes to the host.
+type pipe struct {
 	mu  sync.Mutex
 	out *os.File
 	buf []byte
 }
 
-func (c *conn) send(f *Frame) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.buf = AppendFrame(c.buf[:0], f)
-	if _, err := c.out.Write(c.buf); err != nil {
+func (p *pipe) send(f *Frame) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = AppendFrame(p.buf[:0], f)
+	if _, err := p.out.Write(p.buf); err != nil {
 		fmt.Fprintln(os.Stderr, "native: host pipe closed:", err)
 		os.Exit(1)
 	}
+}
+
+// conn is the function's end of the protocol: replies on fd 4, log and
+// metric frames on fd 5.
+type conn struct {
+	replies, telemetry *pipe
 }
 
 type connKey struct{}
@@ -68,21 +74,21 @@ type connKey struct{}
 // Status.
 func Metric(ctx context.Context, name string, value float64) {
 	if c, ok := ctx.Value(connKey{}).(*conn); ok {
-		c.send(&Frame{Type: FrameMetric, Name: name, Value: value})
+		c.telemetry.send(&Frame{Type: FrameMetric, Name: name, Value: value})
 	}
 }
 
 // Start serves invocations until the host closes the pipe; it does not
-// return. Outside a host (no file descriptors 3 and 4) it exits with an
+// return. Outside a host (no file descriptors 3, 4 and 5) it exits with an
 // error.
 func Start(h Handler) {
-	in, out := os.NewFile(3, "edgekit-in"), os.NewFile(4, "edgekit-out")
-	if in == nil || out == nil {
-		fmt.Fprintln(os.Stderr, "native: not started by an edgekit host (no file descriptors 3 and 4)")
+	in, out, tel := os.NewFile(3, "edgekit-in"), os.NewFile(4, "edgekit-out"), os.NewFile(5, "edgekit-telemetry")
+	if in == nil || out == nil || tel == nil {
+		fmt.Fprintln(os.Stderr, "native: not started by an edgekit host (no file descriptors 3, 4 and 5)")
 		os.Exit(2)
 	}
-	c := &conn{out: out}
-	c.send(&Frame{Type: FrameReady})
+	c := &conn{replies: &pipe{out: out}, telemetry: &pipe{out: tel}}
+	c.replies.send(&Frame{Type: FrameReady})
 	r := bufio.NewReaderSize(in, 64<<10)
 	var buf []byte
 	for {
@@ -110,10 +116,10 @@ func serve(c *conn, h Handler, f *Frame) {
 			typ = "Panic"
 		}
 		body, _ := json.Marshal(map[string]any{"errorType": typ, "errorMessage": err.Error()})
-		c.send(&Frame{Type: FrameError, Seq: f.Seq, Payload: body})
+		c.replies.send(&Frame{Type: FrameError, Seq: f.Seq, Payload: body})
 		return
 	}
-	c.send(&Frame{Type: FrameResult, Seq: f.Seq, Payload: out})
+	c.replies.send(&Frame{Type: FrameResult, Seq: f.Seq, Payload: out})
 }
 
 type panicError struct {

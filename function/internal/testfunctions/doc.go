@@ -1,4 +1,5 @@
 // Package testfunctions holds the functions the function host's tests
 // build and run as real processes: lambda (on github.com/aws/aws-lambda-go,
-// unmodified lambda.Start) and fc (a Function Compute runtime client).
+// unmodified lambda.Start), fc (a Function Compute runtime client), native
+// (on function/native) and pipeecho (the benchmarks' Go pipe floor).
 package testfunctions
