@@ -1,6 +1,6 @@
 // Command native is an edgekit-native Go function for the host's tests
 // (function/native.Start). TEST_BEHAVIOUR: echo (default), error, panic,
-// sleep.
+// sleep, bench (echo, nothing else), leak (touches 512 MB).
 package main
 
 import (
@@ -26,6 +26,18 @@ func main() {
 			time.Sleep(time.Hour)
 		case "bench":
 			return event, nil
+		case "leak":
+			// In steps, each touched: a memory limit, not the
+			// machine's size, is what stops it.
+			var hog [][]byte
+			for range 32 {
+				chunk := make([]byte, 16<<20)
+				for i := 0; i < len(chunk); i += 4096 {
+					chunk[i] = 1
+				}
+				hog = append(hog, chunk)
+			}
+			return json.Marshal(len(hog))
 		}
 		inv, _ := native.FromContext(ctx)
 		native.Metric(ctx, "calls", 1)
