@@ -399,8 +399,8 @@ func (p *pool) runBorrowed(j *job) (invoke.Response, error) {
 	if err != nil && j.parent.Err() != nil {
 		err = fmt.Errorf("function %s: %w", p.spec.Name, j.parent.Err())
 	}
-	resp, err = p.account(j, resp, err)
-	p.giveBack(w)
+	p.giveBack(w, p.account(j, resp, err))
+	resp, err = j.resp, j.err
 	putJob(j)
 	return resp, err
 }
@@ -408,11 +408,11 @@ func (p *pool) runBorrowed(j *job) (invoke.Response, error) {
 // giveBack ends a borrow: the instance takes the oldest queued job, or
 // goes back on the free stack, or (dead, or the pool closed) its worker is
 // woken to restart it or stop.
-func (p *pool) giveBack(w *worker) {
+func (p *pool) giveBack(w *worker, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w.busy.Store(false)
-	p.healthyLocked(w)
+	p.healthyLocked(w, now)
 	switch {
 	case !w.inst.alive() || (p.closed && len(p.queue) == 0):
 		w.state = workerBusy
@@ -425,10 +425,10 @@ func (p *pool) giveBack(w *worker) {
 	}
 }
 
-// healthyLocked notes that w's instance served, and forgives past failures
-// once it has lived past fastExit; p.mu is held.
-func (p *pool) healthyLocked(w *worker) {
-	w.lastUsed = time.Now()
+// healthyLocked notes that w's instance served until now, and forgives
+// past failures once it has lived past fastExit; p.mu is held.
+func (p *pool) healthyLocked(w *worker, now time.Time) {
+	w.lastUsed = now
 	if p.failures.Load() != 0 && w.lastUsed.Sub(w.started) >= fastExit {
 		p.failures.Store(0)
 	}
@@ -503,7 +503,7 @@ func (p *pool) work(w *worker, inst instance) {
 		idle = time.NewTimer(time.Duration(p.spec.IdleTimeout))
 		defer idle.Stop()
 	}
-	j, gone := p.settle(w) // j: a job this worker has taken; nil: parked
+	j, gone := p.settle(w, time.Now()) // j: a job this worker has taken; nil: parked
 	for !gone {
 		if !inst.alive() {
 			// Killed at a deadline, exited during a call, or crashed.
@@ -511,7 +511,7 @@ func (p *pool) work(w *worker, inst instance) {
 			if inst = p.restartInstance(w); inst == nil {
 				return
 			}
-			if j, gone = p.settle(w); gone {
+			if j, gone = p.settle(w, time.Now()); gone {
 				return
 			}
 		}
@@ -530,7 +530,7 @@ func (p *pool) work(w *worker, inst instance) {
 				// Woken to look again: given back dead (restarted
 				// above), or the pool closed.
 				if inst.alive() {
-					j, gone = p.settle(w)
+					j, gone = p.settle(w, time.Now())
 				}
 				continue
 			case !inst.alive():
@@ -546,14 +546,14 @@ func (p *pool) work(w *worker, inst instance) {
 // settle is where a worker that owns its live instance goes between jobs:
 // it takes the oldest queued job, or parks on the free stack (j nil), or,
 // when the pool has closed and nothing is queued, leaves (gone).
-func (p *pool) settle(w *worker) (j *job, gone bool) {
+func (p *pool) settle(w *worker, now time.Time) (j *job, gone bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if w.state == workerStarting {
 		p.starting--
 	}
 	w.busy.Store(false)
-	p.healthyLocked(w)
+	p.healthyLocked(w, now)
 	switch {
 	case len(p.queue) > 0:
 		return p.dequeueLocked(w), false
@@ -573,9 +573,10 @@ func (p *pool) settle(w *worker) (j *job, gone bool) {
 // look again.
 func (p *pool) park(w *worker, inst instance, idle *time.Timer) (j *job, crashed, gone bool) {
 	exited, quit := inst.exitedC(), p.quit
+	// The idle timer is not reset per job (a clock read and a timer
+	// update each time): when it fires it looks at lastUsed.
 	var idleC <-chan time.Time
 	if idle != nil {
-		idle.Reset(time.Duration(p.spec.IdleTimeout))
 		idleC = idle.C
 	}
 	for {
@@ -767,7 +768,7 @@ func (p *pool) invocation(w *worker, j *job) *invCtx {
 func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 	if !j.state.CompareAndSwap(jobQueued, jobRunning) {
 		putJob(j) // abandoned while queued
-		return p.settle(w)
+		return p.settle(w, time.Now())
 	}
 	ctx := p.invocation(w, j)
 	resp, err := inst.run(ctx, j.req)
@@ -782,20 +783,20 @@ func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 		p.log.Warn("function instance returned after its invocation timed out; it was replaced", "function", p.spec.Name, "version", p.spec.Version, "instance", w.id)
 		return nil, true
 	}
-	j.resp, j.err = p.account(j, resp, err)
+	now := p.account(j, resp, err)
 	// The instance is free again before the caller can look or invoke
 	// again, so a caller that invokes at once finds it.
 	if inst.alive() {
-		next, gone = p.settle(w)
+		next, gone = p.settle(w, now)
 	}
 	j.done <- struct{}{} // j may be recycled by its caller from here on
 	return next, gone
 }
 
-// account counts a finished invocation and turns a failure at the
-// deadline into the timeout error.
-func (p *pool) account(j *job, resp invoke.Response, err error) (invoke.Response, error) {
-	now := time.Now()
+// account counts a finished invocation, turns a failure at the deadline
+// into the timeout error, and stores the outcome in j. It returns when.
+func (p *pool) account(j *job, resp invoke.Response, err error) (now time.Time) {
+	now = time.Now()
 	timedOut := err != nil && !now.Before(j.deadline) && j.parent.Err() == nil
 	if timedOut {
 		err = p.timeoutError() // the function gave up at its deadline
@@ -810,7 +811,8 @@ func (p *pool) account(j *job, resp invoke.Response, err error) (invoke.Response
 		p.fn.stats.errors.Add(1)
 		p.fn.setLastError(err)
 	}
-	return resp, err
+	j.resp, j.err = resp, err
+	return now
 }
 
 // countAbandoned counts an invocation its caller gave up on.
