@@ -164,15 +164,16 @@ func reportLatency(b *testing.B, call func() error) {
 func BenchmarkColdStart(b *testing.B) {
 	payload := []byte(`{}`)
 	b.Run("fork-exec", func(b *testing.B) {
-		api := &minimalRuntimeAPI{events: make(chan []byte), results: make(chan []byte)}
-		srv := httptest.NewServer(api)
-		defer srv.Close()
-		defer srv.CloseClientConnections()
-		addr := strings.TrimPrefix(srv.URL, "http://")
 		b.ResetTimer()
 		for b.Loop() {
+			// A server per start: a killed process's /next may still be
+			// waiting on a shared one, and would take the next event.
+			b.StopTimer()
+			api := &minimalRuntimeAPI{events: make(chan []byte), results: make(chan []byte)}
+			srv := httptest.NewServer(api)
+			b.StartTimer()
 			cmd := exec.Command(filepath.Join(binDir, "lambda"))
-			cmd.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+addr, "TEST_BEHAVIOUR=bench")
+			cmd.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+strings.TrimPrefix(srv.URL, "http://"), "TEST_BEHAVIOUR=bench")
 			if err := cmd.Start(); err != nil {
 				b.Fatal(err)
 			}
@@ -181,6 +182,8 @@ func BenchmarkColdStart(b *testing.B) {
 			b.StopTimer()
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()
+			srv.CloseClientConnections()
+			srv.Close()
 			b.StartTimer()
 		}
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/1e3/float64(b.N), "ms/start")

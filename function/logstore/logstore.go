@@ -7,6 +7,11 @@
 // Handler wraps a slog.Handler: every record that carries a "function"
 // attribute (as the function host's records do) is also stored. A Store is
 // safe for concurrent use.
+//
+// Appends are buffered: a record reaches its file within FlushDelay, when
+// the buffer fills, or before a Query or Close sees the file. A crash of
+// the process loses at most the last FlushDelay of records; a write per
+// record would cost more than the invocation it describes.
 package logstore
 
 import (
@@ -44,22 +49,31 @@ type Options struct {
 	MaxBytes int64
 	// Segments is how many files a function's log is split into; default 4.
 	Segments int
+	// FlushDelay bounds how long an appended record may wait in memory;
+	// default 50 ms.
+	FlushDelay time.Duration
 }
+
+// flushAt is how many buffered bytes make an append write at once.
+const flushAt = 32 << 10
 
 // Store holds functions' logs under a directory.
 type Store struct {
 	dir  string
 	opts Options
 
-	mu   sync.Mutex
-	logs map[string]*fnLog
+	mu      sync.Mutex
+	logs    map[string]*fnLog
+	pending *time.Timer // flushes the buffers; nil when they are empty
+	closed  bool
 }
 
 type fnLog struct {
 	dir  string
 	seq  uint64 // current segment
 	f    *os.File
-	size int64
+	size int64  // on disk and buffered
+	buf  []byte // appended, not yet written
 }
 
 // Open opens (or creates) a store in dir.
@@ -73,6 +87,9 @@ func Open(dir string, opts *Options) (*Store, error) {
 	}
 	if o.Segments <= 1 {
 		o.Segments = 4
+	}
+	if o.FlushDelay <= 0 {
+		o.FlushDelay = 50 * time.Millisecond
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
@@ -104,29 +121,67 @@ func (s *Store) Append(r Record) error {
 	if !validName(r.Function) {
 		return fmt.Errorf("logstore: record without a valid function name (%q)", r.Function)
 	}
-	line, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("logstore: %w", err)
-	}
-	line = append(line, '\n')
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		return fmt.Errorf("logstore: append to %s: %w", r.Function, os.ErrClosed)
+	}
 	l, err := s.open(r.Function)
 	if err != nil {
 		return err
 	}
 	segMax := s.opts.MaxBytes / int64(s.opts.Segments)
-	if l.size > 0 && l.size+int64(len(line)) > segMax {
+	n := len(l.buf)
+	l.buf = append(appendRecord(l.buf, &r), '\n')
+	size := int64(len(l.buf) - n)
+	if l.size > 0 && l.size+size > segMax {
+		line := bytes.Clone(l.buf[n:])
+		l.buf = l.buf[:n]
 		if err := s.rotate(l); err != nil {
 			return err
 		}
+		l.buf = append(l.buf, line...)
 	}
-	n, err := l.f.Write(line)
-	l.size += int64(n)
-	if err != nil {
-		return fmt.Errorf("logstore: %s: %w", r.Function, err)
+	l.size += size
+	if len(l.buf) >= flushAt {
+		return l.flush()
+	}
+	if s.pending == nil {
+		s.pending = time.AfterFunc(s.opts.FlushDelay, s.flushAll)
 	}
 	return nil
+}
+
+// flush writes l's buffer; s.mu is held.
+func (l *fnLog) flush() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	_, err := l.f.Write(l.buf)
+	l.buf = l.buf[:0]
+	if err != nil {
+		return fmt.Errorf("logstore: %s: %w", filepath.Base(l.dir), err)
+	}
+	return nil
+}
+
+// flushAll writes every buffer (the pending timer's function).
+func (s *Store) flushAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.flushAllLocked()
+}
+
+func (s *Store) flushAllLocked() error {
+	if s.pending != nil {
+		s.pending.Stop()
+		s.pending = nil
+	}
+	var errs []error
+	for _, l := range s.logs {
+		errs = append(errs, l.flush())
+	}
+	return errors.Join(errs...)
 }
 
 func (s *Store) open(function string) (*fnLog, error) {
@@ -153,6 +208,9 @@ func (s *Store) open(function string) (*fnLog, error) {
 
 // rotate starts a new segment and drops the oldest ones over the bound.
 func (s *Store) rotate(l *fnLog) error {
+	if err := l.flush(); err != nil {
+		return err
+	}
 	l.f.Close()
 	l.seq++
 	f, err := os.OpenFile(segPath(l.dir, l.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -190,8 +248,15 @@ func (s *Store) Query(q Query) ([]Record, error) {
 	}
 	dir := filepath.Join(s.dir, q.Function)
 	s.mu.Lock()
+	var flushErr error
+	if l := s.logs[q.Function]; l != nil {
+		flushErr = l.flush()
+	}
 	segs := segments(dir)
 	s.mu.Unlock()
+	if flushErr != nil {
+		return nil, flushErr
+	}
 	var out []Record
 	for i := len(segs) - 1; i >= 0 && len(out) < q.Limit; i-- {
 		data, err := os.ReadFile(segPath(dir, segs[i]))
@@ -237,11 +302,12 @@ func (q *Query) matches(r *Record) bool {
 func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var errs []error
+	errs := []error{s.flushAllLocked()}
 	for name, l := range s.logs {
 		errs = append(errs, l.f.Close())
 		delete(s.logs, name)
 	}
+	s.closed = true
 	return errors.Join(errs...)
 }
 

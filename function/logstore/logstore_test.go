@@ -117,3 +117,45 @@ func TestHandler(t *testing.T) {
 		t.Errorf("records not passed on: %s", passed.String())
 	}
 }
+
+// TestAppendsReachTheFile: buffered records are written within FlushDelay
+// without anyone asking, all of them by Close, and nothing is appended
+// after Close.
+func TestAppendsReachTheFile(t *testing.T) {
+	dir := t.TempDir()
+	s, err := logstore.Open(dir, &logstore.Options{FlushDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := func() string {
+		files, _ := filepath.Glob(filepath.Join(dir, "f", "*.log"))
+		var all string
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			all += string(b)
+		}
+		return all
+	}
+	if err := s.Append(logstore.Record{Function: "f", Message: "first", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(onDisk(), "first") {
+		if time.Now().After(deadline) {
+			t.Fatal("a buffered record was not written within its flush delay")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.Append(logstore.Record{Function: "f", Message: "last", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(onDisk(), "last") {
+		t.Error("Close did not write the buffered record")
+	}
+	if err := s.Append(logstore.Record{Function: "f", Message: "late", Time: time.Now()}); err == nil {
+		t.Error("an append after Close was accepted")
+	}
+}
