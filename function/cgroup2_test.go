@@ -14,9 +14,6 @@ import (
 // machines bind the memory controller to cgroup v1, so the test boots a
 // virtual machine whose init (internal/cgroup2guest) runs a host there.
 func TestMemoryLimitCgroup2(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a virtual machine")
-	}
 	kernel := vmtest.Kernel(t)
 	initramfs := vmtest.Initramfs([]vmtest.File{
 		{Path: "/init", Mode: 0o755, Data: vmtest.BuildStatic(t, "./internal/cgroup2guest")},

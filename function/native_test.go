@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +66,50 @@ func TestNativeGoFunction(t *testing.T) {
 	// After the timeout killed the instance, a new one serves.
 	if _, err := h.Invoke(ctx, "nat", invoke.Request{Payload: []byte(`{}`)}); err != nil {
 		t.Errorf("after another function's timeout: %v", err)
+	}
+}
+
+// TestNativeCallEndsEarly: the caller's wait for a native reply ends as
+// soon as the caller gives up or the process exits, not at the deadline,
+// and the function serves again afterwards.
+func TestNativeCallEndsEarly(t *testing.T) {
+	h := newHost(t, nil)
+	slow := nativeSpec("nat-slow", "sleep")
+	slow.Timeout = function.Duration(time.Minute)
+	deploy(t, h, slow)
+	exits := nativeSpec("nat-exit", "exit")
+	exits.Timeout = function.Duration(time.Minute)
+	deploy(t, h, exits)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := h.Invoke(ctx, "nat-slow", invoke.Request{}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled call: %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the cancelled call returned after %v", d)
+	}
+
+	start = time.Now()
+	var fe *invoke.Error
+	_, err := h.Invoke(context.Background(), "nat-exit", invoke.Request{})
+	if !errors.As(err, &fe) || fe.Type != "Runtime.ExitError" || !strings.Contains(fe.Message, "exit status 3") {
+		t.Errorf("call to a function that exits: %v, want a Runtime.ExitError naming exit status 3", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the call whose process exited returned after %v", d)
+	}
+
+	// Both instances are replaced; the versions serve again.
+	redeploy := nativeSpec("nat-slow", "echo")
+	redeploy.Version = "2"
+	deploy(t, h, redeploy)
+	if _, err := h.Invoke(context.Background(), "nat-slow", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Errorf("after the cancelled call: %v", err)
+	}
+	st, _ := h.Status("nat-exit")
+	if st.Stats.Invocations != 1 || st.Stats.Errors != 1 {
+		t.Errorf("nat-exit stats %+v", st.Stats)
 	}
 }

@@ -1,6 +1,7 @@
 // Command native is an edgekit-native Go function for the host's tests
 // (function/native.Start). TEST_BEHAVIOUR: echo (default), error, panic,
-// sleep, bench (echo, nothing else), leak (touches 512 MB).
+// sleep, exit (during the invocation), bench (echo, nothing else), leak
+// (touches 512 MB).
 package main
 
 import (
@@ -26,6 +27,8 @@ func main() {
 			time.Sleep(time.Hour)
 		case "bench":
 			return event, nil
+		case "exit":
+			os.Exit(3)
 		case "leak":
 			// In steps, each touched: a memory limit, not the
 			// machine's size, is what stops it.
