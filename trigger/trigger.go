@@ -1,6 +1,7 @@
 package trigger
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -227,4 +228,24 @@ func (s *Set) Close(ctx context.Context) error {
 		delete(s.running, name)
 	}
 	return errors.Join(errs...)
+}
+
+// DecodeParams decodes c.Params into v, refusing unknown fields; missing
+// names the field a factory needs first. For factories.
+func DecodeParams(c Config, v any, missing string) error {
+	if len(bytes.TrimSpace(c.Params)) == 0 {
+		return InvalidParam(c, missing, "missing")
+	}
+	dec := json.NewDecoder(bytes.NewReader(c.Params))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("trigger %s: %w: params: %v", c.Name, ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// InvalidParam is the error for a wrong parameter: it wraps
+// ErrInvalidConfig and names the trigger and the field.
+func InvalidParam(c Config, field, format string, args ...any) error {
+	return fmt.Errorf("trigger %s: %w: params.%s: %s", c.Name, ErrInvalidConfig, field, fmt.Sprintf(format, args...))
 }

@@ -21,7 +21,6 @@
 package timer
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,20 +111,12 @@ type schedule struct {
 	runMissed bool
 }
 
-func invalid(c trigger.Config, field, format string, args ...any) error {
-	return fmt.Errorf("trigger %s: %w: params.%s: %s", c.Name, trigger.ErrInvalidConfig, field, fmt.Sprintf(format, args...))
-}
 
 // parse checks c's params.
 func parse(c trigger.Config) (Params, schedule, error) {
 	var p Params
-	if len(bytes.TrimSpace(c.Params)) == 0 {
-		return p, schedule{}, invalid(c, "every", "missing: want one of every, cron and at")
-	}
-	dec := json.NewDecoder(bytes.NewReader(c.Params))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return p, schedule{}, fmt.Errorf("trigger %s: %w: params: %v", c.Name, trigger.ErrInvalidConfig, err)
+	if err := trigger.DecodeParams(c, &p, "every"); err != nil {
+		return p, schedule{}, err
 	}
 	var sc schedule
 	set := 0
@@ -135,30 +126,30 @@ func parse(c trigger.Config) (Params, schedule, error) {
 		}
 	}
 	if set != 1 {
-		return p, sc, invalid(c, "every", "want exactly one of every, cron and at (have %d)", set)
+		return p, sc, trigger.InvalidParam(c, "every", "want exactly one of every, cron and at (have %d)", set)
 	}
 	switch p.Overlap {
 	case "", "skip":
 	case "queue":
 		sc.queue = true
 	default:
-		return p, sc, invalid(c, "overlap", "%q: want skip or queue", p.Overlap)
+		return p, sc, trigger.InvalidParam(c, "overlap", "%q: want skip or queue", p.Overlap)
 	}
 	switch p.Missed {
 	case "", "skip":
 	case "run-once":
 		sc.runMissed = true
 	default:
-		return p, sc, invalid(c, "missed", "%q: want skip or run-once", p.Missed)
+		return p, sc, trigger.InvalidParam(c, "missed", "%q: want skip or run-once", p.Missed)
 	}
 	if p.TimeZone != "" && p.Cron == "" {
-		return p, sc, invalid(c, "timezone", "only for cron")
+		return p, sc, trigger.InvalidParam(c, "timezone", "only for cron")
 	}
 	switch {
 	case p.Every != "":
 		d, err := time.ParseDuration(p.Every)
 		if err != nil || d < time.Millisecond {
-			return p, sc, invalid(c, "every", "%q: want a duration of at least 1ms, such as 30s or 5m", p.Every)
+			return p, sc, trigger.InvalidParam(c, "every", "%q: want a duration of at least 1ms, such as 30s or 5m", p.Every)
 		}
 		sc.def = gocron.DurationJob(d)
 		sc.next = func(after time.Time) time.Time { return after.Add(d) }
@@ -167,20 +158,20 @@ func parse(c trigger.Config) (Params, schedule, error) {
 		if p.TimeZone != "" {
 			var err error
 			if loc, err = time.LoadLocation(p.TimeZone); err != nil {
-				return p, sc, invalid(c, "timezone", "%q: %v", p.TimeZone, err)
+				return p, sc, trigger.InvalidParam(c, "timezone", "%q: %v", p.TimeZone, err)
 			}
 		}
 		expr := "CRON_TZ=" + loc.String() + " " + p.Cron
 		cr := gocron.NewDefaultCron(true)
 		if err := cr.IsValid(expr, loc, time.Now()); err != nil {
-			return p, sc, invalid(c, "cron", "%q: %v", p.Cron, err)
+			return p, sc, trigger.InvalidParam(c, "cron", "%q: %v", p.Cron, err)
 		}
 		sc.def = gocron.CronJob(expr, true)
 		sc.next = cr.Next
 	default:
 		at, err := time.Parse(time.RFC3339, p.At)
 		if err != nil {
-			return p, sc, invalid(c, "at", "%q: want an RFC 3339 time such as 2026-12-01T08:00:00Z", p.At)
+			return p, sc, trigger.InvalidParam(c, "at", "%q: want an RFC 3339 time such as 2026-12-01T08:00:00Z", p.At)
 		}
 		sc.def = gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at))
 		sc.next = func(after time.Time) time.Time {
@@ -191,7 +182,7 @@ func parse(c trigger.Config) (Params, schedule, error) {
 		}
 	}
 	if p.Data != nil && !json.Valid(p.Data) {
-		return p, sc, invalid(c, "data", "not JSON")
+		return p, sc, trigger.InvalidParam(c, "data", "not JSON")
 	}
 	return p, sc, nil
 }
