@@ -77,3 +77,24 @@ func (e *Error) Is(target error) bool { return target == ErrFunction }
 
 // Unwrap returns Cause.
 func (e *Error) Unwrap() error { return e.Cause }
+
+// ErrorType names the kind of err for replies on the wire (MQTT user
+// properties, HTTP headers, dead letters): a function's own error type, or
+// FunctionNotFound, Timeout, Throttled, Unavailable, else Error.
+func ErrorType(err error) string {
+	var fe *Error
+	switch {
+	case errors.As(err, &fe):
+		return fe.Type
+	case errors.Is(err, ErrNotFound):
+		return "FunctionNotFound"
+	case errors.Is(err, ErrTimeout):
+		return "Timeout"
+	case errors.Is(err, ErrThrottled):
+		return "Throttled"
+	case errors.Is(err, ErrUnavailable):
+		return "Unavailable"
+	default:
+		return "Error"
+	}
+}

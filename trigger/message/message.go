@@ -111,7 +111,6 @@ type config struct {
 	maxPayload  int
 }
 
-
 func parse(c trigger.Config) (config, error) {
 	var p Params
 	if err := trigger.DecodeParams(c, &p, "filter"); err != nil {
@@ -293,29 +292,11 @@ func (t *msgTrigger) handle(_ context.Context, m *bus.Message) {
 		case <-timer.C:
 		case <-t.ctx.Done():
 			timer.Stop()
-			t.deadLetter(m, fmt.Errorf("%w; last error: %w", errStopped, err), errorType(err), attempt+1)
+			t.deadLetter(m, fmt.Errorf("%w; last error: %w", errStopped, err), invoke.ErrorType(err), attempt+1)
 			return
 		}
 	}
-	t.deadLetter(m, err, errorType(err), t.cfg.retries+1)
-}
-
-func errorType(err error) string {
-	var fe *invoke.Error
-	switch {
-	case errors.As(err, &fe):
-		return fe.Type
-	case errors.Is(err, invoke.ErrTimeout):
-		return "Timeout"
-	case errors.Is(err, invoke.ErrThrottled):
-		return "Throttled"
-	case errors.Is(err, invoke.ErrNotFound):
-		return "FunctionNotFound"
-	case errors.Is(err, invoke.ErrUnavailable):
-		return "Unavailable"
-	default:
-		return "Error"
-	}
+	t.deadLetter(m, err, invoke.ErrorType(err), t.cfg.retries+1)
 }
 
 // source describes m for the function.

@@ -111,7 +111,6 @@ type schedule struct {
 	runMissed bool
 }
 
-
 // parse checks c's params.
 func parse(c trigger.Config) (Params, schedule, error) {
 	var p Params
