@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -41,6 +42,9 @@ type Options struct {
 	// a cgroup v2 memory controller, a v1 one, else RLIMIT_DATA. Status
 	// says which.
 	MemoryLimiter MemoryLimiter
+	// Env is added to every out-of-process instance's environment (a
+	// Spec's Env wins): the gateway's local API address and token, say.
+	Env map[string]string
 	// CgroupParent is the cgroup v2 directory the host makes its own
 	// cgroup in, e.g. one delegated to the gateway by its systemd unit
 	// (Delegate=yes) that holds no processes itself. Default: the host's
@@ -170,7 +174,11 @@ func New(opts *Options) (*Host, error) {
 	// Every record about a function (its output lines, its handler's
 	// logging, the host's own) is also kept for Logs.
 	h.log = slog.New(h.logs.Handler(o.Logger.Handler()))
-	h.launch = launcher{log: h.log, env: baseEnv(), bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric}
+	env := baseEnv()
+	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
+		env = append(env, k+"="+o.Env[k])
+	}
+	h.launch = launcher{log: h.log, env: env, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }

@@ -1,0 +1,178 @@
+package httpcall_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/invoke"
+	"github.com/edgekit/edgekit/trigger/httpcall"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// gateway is a host with the endpoint in front, wired as a gateway does:
+// out-of-process functions get the endpoint's address and token.
+func gateway(t *testing.T) (*function.Host, *httpcall.Server, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := httpcall.NewToken()
+	h, err := function.New(&function.Options{Env: map[string]string{
+		httpcall.EnvAddr: "http://" + ln.Addr().String(), httpcall.EnvToken: token,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := httpcall.Serve(ln, h, &httpcall.Options{Token: token, MaxBody: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Close(context.Background())
+		_ = h.Close(context.Background())
+	})
+	_ = h.Register("greet", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+		if string(req.Payload) == `"fail"` {
+			return invoke.Response{}, errors.New("cannot greet")
+		}
+		return invoke.Response{Payload: []byte(`"hello ` + strings.Trim(string(req.Payload), `"`) + `"`), ContentType: "application/json"}, nil
+	}))
+	if err := h.Deploy(context.Background(), function.Spec{Name: "greet", Version: "1", Runtime: function.RuntimeGo, Handler: "greet"}); err != nil {
+		t.Fatal(err)
+	}
+	return h, srv, token
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func do(t *testing.T, method, url, token, body string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, string(b)}
+}
+
+func TestInvoke(t *testing.T) {
+	_, srv, token := gateway(t)
+	url := srv.URL() + "/v1/functions/greet/invoke"
+	if a := do(t, "POST", url, token, `"boiler"`); a.status != 200 || a.body != `"hello boiler"` || a.header.Get("Content-Type") != "application/json" {
+		t.Errorf("call: %d %q %v", a.status, a.body, a.header)
+	}
+	a := do(t, "POST", url, token, `"fail"`)
+	if a.status != 200 || a.header.Get("X-Edgekit-Function-Error") == "" || !strings.Contains(a.body, "cannot greet") {
+		t.Errorf("function error: %d %q %v", a.status, a.body, a.header)
+	}
+	for _, tc := range []struct {
+		what, method, url, token, body string
+		status                         int
+		says                           string
+	}{
+		{"no token", "POST", url, "", `{}`, 401, "bearer token"},
+		{"wrong token", "POST", url, strings.Repeat("x", 32), `{}`, 401, "bearer token"},
+		{"unknown function", "POST", srv.URL() + "/v1/functions/nobody/invoke", token, `{}`, 404, "nobody"},
+		{"body too big", "POST", url, token, strings.Repeat("x", 1001), 413, "body"},
+		{"unknown invocation", "GET", srv.URL() + "/v1/invocations/h-0", token, "", 404, "h-0"},
+		{"wrong method", "GET", url, token, "", 405, ""},
+	} {
+		if a := do(t, tc.method, tc.url, tc.token, tc.body); a.status != tc.status || !strings.Contains(a.body, tc.says) {
+			t.Errorf("%s: %d %q, want %d saying %q", tc.what, a.status, a.body, tc.status, tc.says)
+		}
+	}
+}
+
+func TestAsync(t *testing.T) {
+	_, srv, token := gateway(t)
+	a := do(t, "POST", srv.URL()+"/v1/functions/greet/invoke?async=1", token, `"later"`)
+	var started struct{ ID string }
+	if err := json.Unmarshal([]byte(a.body), &started); err != nil || a.status != 202 || started.ID == "" {
+		t.Fatalf("async call: %d %q", a.status, a.body)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a := do(t, "GET", srv.URL()+"/v1/invocations/"+started.ID, token, "")
+		var res struct {
+			Status string
+			Result json.RawMessage
+		}
+		_ = json.Unmarshal([]byte(a.body), &res)
+		if res.Status == "succeeded" {
+			if string(res.Result) != `"hello later"` {
+				t.Errorf("result %s", res.Result)
+			}
+			return
+		}
+		if res.Status != "running" || time.Now().After(deadline) {
+			t.Fatalf("invocation state: %d %q", a.status, a.body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestFunctionCallsFunction: an out-of-process function calls another
+// function through the endpoint, with the address and token it finds in
+// its environment.
+func TestFunctionCallsFunction(t *testing.T) {
+	testenv.Tool(t, "python3")
+	h, _, _ := gateway(t)
+	dir := t.TempDir()
+	code := `import json, os, urllib.request
+
+def handler(event, context):
+    req = urllib.request.Request(os.environ["EDGEKIT_API"] + "/v1/functions/greet/invoke",
+                                 data=json.dumps(event["name"]).encode(), method="POST",
+                                 headers={"Authorization": "Bearer " + os.environ["EDGEKIT_API_TOKEN"]})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return {"relayed": json.load(resp)}
+`
+	if err := os.WriteFile(filepath.Join(dir, "relay.py"), []byte(code), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Deploy(context.Background(), function.Spec{Name: "relay", Version: "1", Runtime: function.RuntimePython, Handler: "relay.handler", CodeDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := h.Invoke(context.Background(), "relay", invoke.Request{Payload: []byte(`{"name": "pump"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Payload) != `{"relayed": "hello pump"}` {
+		t.Errorf("relay answered %s", resp.Payload)
+	}
+}
+
+func TestTokenRequired(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := httpcall.Serve(ln, nil, &httpcall.Options{Token: "short"}); err == nil || !strings.Contains(err.Error(), "Token") {
+		t.Errorf("a short token: %v", err)
+	}
+}
