@@ -1,31 +1,41 @@
 // Command gateway is the example gateway firmware: what a vendor copies and
 // grows. It runs the local MQTT broker (Mosquitto, through edge/broker), an
-// in-process bus for the gateway's own flows, a bridge between the two, and
-// a function host with the example functions (Go with aws-lambda-go,
-// Node.js, Python); with -upstream it also bridges to a cloud broker through
-// an on-disk queue, so uplink data survives outages.
+// in-process bus for the gateway's own flows, a bridge between the two, a
+// function host with the example functions (Go with aws-lambda-go,
+// Node.js, Python), triggers that start them (a timer, a message rule) and
+// the callers (MQTT v5 request/response, a local HTTP endpoint); with
+// -upstream it also bridges to a cloud broker through an on-disk queue, so
+// uplink data survives outages.
 //
 // Topics:
 //
-//	gateway/status      retained status the gateway publishes every 10 s
+//	gateway/status      retained status the gateway publishes every 10 s,
+//	                    with each function's invocation counts
 //	gateway/#           everything under it goes up to the upstream broker
+//	gateway/alarms      results of the telemetry rule (a message trigger)
+//	devices/{id}/telemetry
+//	                    device readings in; the rule runs
+//	                    temperature-alarm-node on each
 //	commands/#          MQTT clients send commands in; the gateway logs them
 //	commands/echo       request/response: the payload comes back on the
 //	                    request's response topic with its correlation data
 //	replies/#           response topics: forwarded out to MQTT clients
 //	functions/{name}/invoke
-//	                    MQTT v5 request/response: the payload is the event,
-//	                    the function's result comes back on the response
-//	                    topic (user property "error" on failure); without a
-//	                    response topic the call is asynchronous
+//	                    MQTT v5 request/response (trigger/mqttcall)
+//
+// A timer trigger runs temperature-alarm-python every 30 s with a fixed
+// self-test reading. The HTTP endpoint (trigger/httpcall) listens on
+// -api; its token is in <data>/api-token.
 //
 // Run it with `make gateway` and try, from another terminal:
 //
 //	mosquitto_sub -V 5 -t 'gateway/#' -v
-//	mosquitto_pub -V 5 -t commands/hello -m 'hi'
-//	mosquitto_rr  -V 5 -t commands/echo -e replies/me -m 'ping'
+//	mosquitto_pub -V 5 -t devices/boiler/telemetry -m '{"device":"boiler","temperature":91}'
 //	mosquitto_rr  -V 5 -t functions/temperature-alarm-python/invoke -e replies/me \
-//	              -m '{"device":"boiler","temperature":91}'
+//	              -D PUBLISH correlation-data 1 -m '{"device":"boiler","temperature":91}'
+//	curl -H "Authorization: Bearer $(cat /tmp/edgekit-gateway/api-token)" \
+//	     -d '{"device":"boiler","temperature":91}' \
+//	     http://127.0.0.1:8780/v1/functions/temperature-alarm-go/invoke
 package main
 
 import (
@@ -51,22 +61,37 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/function"
-	"github.com/edgekit/edgekit/invoke"
+	"github.com/edgekit/edgekit/trigger"
+	"github.com/edgekit/edgekit/trigger/httpcall"
+	"github.com/edgekit/edgekit/trigger/message"
+	"github.com/edgekit/edgekit/trigger/mqttcall"
+	"github.com/edgekit/edgekit/trigger/timer"
 )
 
 type config struct {
 	dataDir   string
 	listen    string
+	api       string
 	upstream  string
 	name      string
 	status    time.Duration
 	functions []string // directories holding function.json and the code
+	triggers  []trigger.Config
+}
+
+// defaultTriggers start the example functions: a timer and a message rule.
+var defaultTriggers = []trigger.Config{
+	{Name: "self-test", Type: timer.Type, Function: "temperature-alarm-python",
+		Params: json.RawMessage(`{"every": "30s", "event": {"device": "self-test", "temperature": 20}}`)},
+	{Name: "telemetry-alarm", Type: message.Type, Function: "temperature-alarm-node",
+		Params: json.RawMessage(`{"filter": "devices/+/telemetry", "output": "gateway/alarms"}`)},
 }
 
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.dataDir, "data", filepath.Join(os.TempDir(), "edgekit-gateway"), "data directory (broker config and persistence, uplink queue)")
 	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:1883", "local MQTT listener")
+	flag.StringVar(&cfg.api, "api", "127.0.0.1:8780", "local HTTP endpoint for function calls")
 	flag.StringVar(&cfg.upstream, "upstream", "", "optional upstream broker URL, e.g. mqtt://broker.example:1883")
 	flag.StringVar(&cfg.name, "name", "gw1", "gateway name (MQTT client ids, upstream topic prefix)")
 	flag.DurationVar(&cfg.status, "status-every", 10*time.Second, "status publish interval")
@@ -75,6 +100,7 @@ func main() {
 	if *functions != "" {
 		cfg.functions = strings.Split(*functions, ",")
 	}
+	cfg.triggers = defaultTriggers
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -127,9 +153,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 		return err
 	}
 	lanBridge, err := bridge.New(ctx, local, lan, &bridge.Options{
-		Name:   cfg.name + "-lan",
-		Out:    []bridge.Route{{Filter: "gateway/#", QoS: bus.AtLeastOnce}, {Filter: "replies/#", QoS: bus.AtLeastOnce}},
-		In:     []bridge.Route{{Filter: "commands/#", QoS: bus.AtLeastOnce}, {Filter: "functions/#", QoS: bus.AtLeastOnce}},
+		Name: cfg.name + "-lan",
+		Out:  []bridge.Route{{Filter: "gateway/#", QoS: bus.AtLeastOnce}, {Filter: "replies/#", QoS: bus.AtLeastOnce}},
+		In: []bridge.Route{{Filter: "commands/#", QoS: bus.AtLeastOnce}, {Filter: "functions/#", QoS: bus.AtLeastOnce},
+			{Filter: "devices/#", QoS: bus.AtLeastOnce}},
 		Logger: log,
 	})
 	if err != nil {
@@ -161,11 +188,30 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 		closers = append(closers, upBridge.Close)
 	}
 
-	host, err := function.New(&function.Options{DataDir: filepath.Join(cfg.dataDir, "functions"), Logger: log})
+	// The HTTP endpoint's address and token go to every out-of-process
+	// function, so functions can call functions.
+	apiLn, err := net.Listen("tcp", cfg.api)
 	if err != nil {
+		return fmt.Errorf("HTTP endpoint: %w", err)
+	}
+	token, err := apiToken(filepath.Join(cfg.dataDir, "api-token"))
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+	host, err := function.New(&function.Options{DataDir: filepath.Join(cfg.dataDir, "functions"), Logger: log,
+		Env: map[string]string{httpcall.EnvAddr: "http://" + apiLn.Addr().String(), httpcall.EnvToken: token}})
+	if err != nil {
+		apiLn.Close()
 		return err
 	}
 	closers = append(closers, host.Close)
+	api, err := httpcall.Serve(apiLn, host, &httpcall.Options{Token: token, Logger: log})
+	if err != nil {
+		apiLn.Close()
+		return err
+	}
+	closers = append(closers, api.Close)
 	for _, dir := range cfg.functions {
 		spec, err := deployDir(ctx, host, dir)
 		if err != nil {
@@ -176,10 +222,29 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 		}
 		fmt.Fprintf(out, "function %s %s (%s) deployed from %s\n", spec.Name, spec.Version, spec.Runtime, dir)
 	}
-	if _, err := local.Subscribe(ctx, "functions/+/invoke", func(ctx context.Context, m *bus.Message) {
-		callFunction(ctx, local, host, log, m)
-	}, nil); err != nil {
+	calls, err := mqttcall.Serve(ctx, local, host, &mqttcall.Options{Logger: log})
+	if err != nil {
 		return err
+	}
+	closers = append(closers, calls.Close)
+
+	sched, err := timer.NewScheduler(&timer.Options{StateDir: filepath.Join(cfg.dataDir, "triggers"), Logger: log})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func(context.Context) error { return sched.Close() })
+	triggers := trigger.NewSet(host, map[string]trigger.Factory{
+		timer.Type:   sched.Factory(),
+		message.Type: message.Factory(local, &message.Options{Logger: log}),
+	}, &trigger.Options{Logger: log, Known: func(fn string) bool { _, err := host.Status(fn); return err == nil }})
+	closers = append(closers, triggers.Close)
+	for _, c := range cfg.triggers {
+		if err := triggers.Put(ctx, c); err != nil {
+			// A trigger for a function that did not deploy is left out.
+			log.Warn("trigger not started", "trigger", c.Name, "err", err)
+			continue
+		}
+		fmt.Fprintf(out, "trigger %s (%s) runs %s\n", c.Name, c.Type, c.Function)
 	}
 
 	if _, err := local.Subscribe(ctx, "commands/#", func(ctx context.Context, m *bus.Message) {
@@ -196,16 +261,23 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	h, p, _ := net.SplitHostPort(brk.Addrs()[0])
 	fmt.Fprintf(out, "try:  mosquitto_sub -V 5 -h %s -p %s -t 'gateway/#' -v\n", h, p)
 	fmt.Fprintf(out, "      mosquitto_rr  -V 5 -h %s -p %s -t commands/echo -e replies/me -m ping\n", h, p)
+	fmt.Fprintf(out, "      curl -H \"Authorization: Bearer $(cat %s)\" -d '{\"device\":\"boiler\",\"temperature\":91}' %s/v1/functions/temperature-alarm-go/invoke\n",
+		filepath.Join(cfg.dataDir, "api-token"), api.URL())
 
 	started := time.Now()
 	tick := time.NewTicker(cfg.status)
 	defer tick.Stop()
 	for {
+		invocations := map[string]uint64{}
+		for _, st := range host.List() {
+			invocations[st.Name] = st.Stats.Invocations
+		}
 		status, _ := json.Marshal(map[string]any{
 			"gateway":        cfg.name,
 			"uptime_seconds": int(time.Since(started).Seconds()),
 			"broker":         brk.Status().State,
 			"uplink":         cfg.upstream != "",
+			"invocations":    invocations,
 		})
 		if err := local.Publish(ctx, &bus.Message{Topic: "gateway/status", Payload: status, QoS: bus.AtLeastOnce, Retain: true, ContentType: "application/json"}); err != nil && ctx.Err() == nil {
 			log.Warn("publishing status", "err", err)
@@ -239,28 +311,20 @@ func deployDir(ctx context.Context, host *function.Host, dir string) (function.S
 	return spec, host.Deploy(ctx, spec)
 }
 
-// callFunction answers functions/{name}/invoke: the function's result goes
-// to the response topic, with the request's correlation data.
-func callFunction(ctx context.Context, b bus.Bus, host *function.Host, log *slog.Logger, req *bus.Message) {
-	name := strings.Split(req.Topic, "/")[1]
-	in := invoke.Request{Payload: req.Payload, ContentType: req.ContentType, Source: map[string]string{"type": "mqtt", "topic": req.Topic}}
-	if req.ResponseTopic == "" {
-		if _, err := host.InvokeAsync(ctx, name, in); err != nil {
-			log.Warn("async invocation refused", "function", name, "err", err)
-		}
-		return
+// apiToken reads the HTTP endpoint's token from path, or makes one and
+// keeps it there (readable by the owner only).
+func apiToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) >= 16 {
+		return string(bytes.TrimSpace(b)), nil
 	}
-	reply := &bus.Message{Topic: req.ResponseTopic, QoS: bus.AtLeastOnce, CorrelationData: req.CorrelationData, ContentType: "application/json"}
-	resp, err := host.Invoke(ctx, name, in)
-	if err != nil {
-		reply.Payload, _ = json.Marshal(map[string]string{"error": err.Error()})
-		reply.UserProperties = []bus.UserProperty{{Key: "error", Value: err.Error()}}
-	} else {
-		reply.Payload = resp.Payload
+	token := httpcall.NewToken()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return "", err
 	}
-	if err := b.Publish(ctx, reply); err != nil {
-		log.Warn("function reply", "function", name, "err", err)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("API token: %w", err)
 	}
+	return token, nil
 }
 
 // echo answers a request on its response topic.

@@ -8,8 +8,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -69,10 +73,14 @@ func TestGateway(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &syncBuffer{}
+	dataDir := t.TempDir()
+	// The example's triggers, with a timer fast enough for a test.
+	triggers := slices.Clone(defaultTriggers)
+	triggers[0].Params = json.RawMessage(`{"every": "200ms", "event": {"device": "self-test", "temperature": 20}}`)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, config{dataDir: t.TempDir(), listen: addr, name: "test-gw", status: time.Second,
-			functions: []string{"../function-node", "../function-python", "../function-go"}}, discardLogger(), out)
+		done <- run(ctx, config{dataDir: dataDir, listen: addr, api: "127.0.0.1:0", name: "test-gw", status: 200 * time.Millisecond,
+			functions: []string{"../function-node", "../function-python", "../function-go"}, triggers: triggers}, discardLogger(), out)
 	}()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(out.String(), "running") {
@@ -105,13 +113,62 @@ func TestGateway(t *testing.T) {
 	if got := cli("mosquitto_rr", "-t", "commands/echo", "-e", "replies/test", "-m", "ping", "-W", "8"); got != "ping" {
 		t.Errorf("echo answered %q, want ping", got)
 	}
-	// The example functions answer MQTT v5 requests through the bridge.
+	// The example functions answer MQTT v5 requests through the bridge,
+	// and HTTP calls with the token the gateway keeps in its data
+	// directory, as the README shows.
+	token, err := os.ReadFile(filepath.Join(dataDir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiURL := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(out.String())
 	for _, name := range []string{"temperature-alarm-node", "temperature-alarm-python", "temperature-alarm-go"} {
-		got := cli("mosquitto_rr", "-t", "functions/"+name+"/invoke", "-e", "replies/"+name, "-m", `{"device":"boiler","temperature":91}`, "-W", "15")
+		got := cli("mosquitto_rr", "-t", "functions/"+name+"/invoke", "-e", "replies/"+name, "-D", "PUBLISH", "correlation-data", "42",
+			"-m", `{"device":"boiler","temperature":91}`, "-W", "15")
 		var v map[string]any
 		if err := json.Unmarshal([]byte(got), &v); err != nil || v["alarm"] != true || v["device"] != "boiler" {
-			t.Errorf("%s answered %q (%v)", name, got, err)
+			t.Errorf("%s answered %q over MQTT (%v)", name, got, err)
 		}
+		req, _ := http.NewRequest("POST", apiURL+"/v1/functions/"+name+"/invoke", strings.NewReader(`{"device":"boiler","temperature":91}`))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		v = nil
+		if err := json.Unmarshal(body, &v); err != nil || resp.StatusCode != 200 || v["alarm"] != true {
+			t.Errorf("%s answered %d %q over HTTP (%v)", name, resp.StatusCode, body, err)
+		}
+	}
+	// A request without correlation data is answered with an error naming it.
+	if got := cli("mosquitto_rr", "-t", "functions/temperature-alarm-go/invoke", "-e", "replies/bad", "-m", `{}`, "-W", "15"); !strings.Contains(got, "correlation data") {
+		t.Errorf("request without correlation data answered %q", got)
+	}
+
+	// The telemetry rule: a reading in, an alarm out.
+	alarms := make(chan string, 1)
+	go func() {
+		alarms <- cli("mosquitto_sub", "-t", "gateway/alarms", "-C", "1", "-W", "15")
+	}()
+	time.Sleep(300 * time.Millisecond) // the subscriber is up
+	cli("mosquitto_pub", "-t", "devices/boiler/telemetry", "-q", "1", "-m", `{"device":"boiler","temperature":95}`)
+	if got := <-alarms; !strings.Contains(got, `"alarm":true`) || !strings.Contains(got, "boiler") {
+		t.Errorf("alarm %q", got)
+	}
+
+	// The timer trigger has run the Python function: the status counts it.
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		var st struct{ Invocations map[string]int }
+		_ = json.Unmarshal([]byte(cli("mosquitto_sub", "-t", "gateway/status", "-C", "1", "-W", "8")), &st)
+		if st.Invocations["temperature-alarm-python"] >= 3 { // 2 calls above, then the timer
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the timer trigger did not run: %v", st.Invocations)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	cancel()

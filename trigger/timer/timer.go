@@ -13,11 +13,15 @@
 // still runs is skipped) or "queue" (one tick waits and runs after it);
 // "missed": "skip" (default) or "run-once" (at start, if a tick was missed
 // while the gateway was down, run once at once; the last run time is kept
-// in the Scheduler's state directory); "data": any JSON, passed along.
+// in the Scheduler's state directory); "data": any JSON, passed along in
+// the event; "event": any JSON, sent as the event itself instead.
 //
 // The event (the invocation's payload) is JSON:
 //
 //	{"trigger": "name", "scheduled": "<RFC 3339>", "fired": "<RFC 3339>", "missed": true, "data": ...}
+//
+// unless "event" replaces it; the invocation's Source has type "timer",
+// trigger, scheduled and fired either way.
 package timer
 
 import (
@@ -50,6 +54,7 @@ type Params struct {
 	Overlap  string          `json:"overlap,omitempty"`
 	Missed   string          `json:"missed,omitempty"`
 	Data     json.RawMessage `json:"data,omitempty"`
+	Event    json.RawMessage `json:"event,omitempty"`
 }
 
 // Options configure a Scheduler. The zero value is usable.
@@ -180,8 +185,8 @@ func parse(c trigger.Config) (Params, schedule, error) {
 			return time.Time{}
 		}
 	}
-	if p.Data != nil && !json.Valid(p.Data) {
-		return p, sc, trigger.InvalidParam(c, "data", "not JSON")
+	if p.Data != nil && p.Event != nil {
+		return p, sc, trigger.InvalidParam(c, "event", "either data or event, not both")
 	}
 	return p, sc, nil
 }
@@ -296,9 +301,13 @@ type event struct {
 
 func (t *timerTrigger) run(scheduled time.Time, missed bool) {
 	fired := time.Now()
-	payload, _ := json.Marshal(event{Trigger: t.name, Scheduled: scheduled, Fired: fired, Missed: missed, Data: t.p.Data})
+	payload := []byte(t.p.Event)
+	if payload == nil {
+		payload, _ = json.Marshal(event{Trigger: t.name, Scheduled: scheduled, Fired: fired, Missed: missed, Data: t.p.Data})
+	}
 	t.saveLastRun(scheduled)
-	_, err := t.fire(t.ctx, invoke.Request{Payload: payload, Source: map[string]string{"type": Type, "trigger": t.name}})
+	src := map[string]string{"type": Type, "trigger": t.name, "scheduled": scheduled.Format(time.RFC3339Nano), "fired": fired.Format(time.RFC3339Nano)}
+	_, err := t.fire(t.ctx, invoke.Request{Payload: payload, Source: src})
 	if err != nil {
 		t.s.opts.Logger.Warn("timer: invocation failed", "trigger", t.name, "scheduled", scheduled, "err", err)
 	}

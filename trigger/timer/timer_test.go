@@ -235,6 +235,7 @@ func TestBadParams(t *testing.T) {
 		`{"at": "tomorrow"}`:                                  "params.at",
 		`{"every": "1s", "overlap": "both"}`:                  "params.overlap",
 		`{"every": "1s", "missed": "all"}`:                    "params.missed",
+		`{"every": "1s", "data": 1, "event": 2}`:              "params.event",
 		`{"evry": "1s"}`:                                      `unknown field "evry"`,
 	} {
 		err := set.Put(context.Background(), trigger.Config{Name: "good", Type: timer.Type, Function: "f", Params: json.RawMessage(params)})
@@ -255,5 +256,41 @@ func TestBadParams(t *testing.T) {
 	rec.waitFor(t, n+2, 5*time.Second) // the good trigger still fires
 	if cfgs := set.List(); len(cfgs) != 1 || string(cfgs[0].Params) != `{"every": "50ms"}` {
 		t.Errorf("triggers after the refused changes: %+v", cfgs)
+	}
+}
+
+// TestEventParam: "event" is sent as the payload itself; the Source still
+// says which trigger fired and when.
+func TestEventParam(t *testing.T) {
+	got := make(chan invoke.Request, 1)
+	h, err := function.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close(context.Background()) })
+	_ = h.Register("f", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+		select {
+		case got <- req:
+		default:
+		}
+		return invoke.Response{}, nil
+	}))
+	if err := h.Deploy(context.Background(), function.Spec{Name: "f", Version: "1", Runtime: function.RuntimeGo, Handler: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	sched, err := timer.NewScheduler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := trigger.NewSet(h, map[string]trigger.Factory{timer.Type: sched.Factory()}, nil)
+	t.Cleanup(func() { _ = set.Close(context.Background()); _ = sched.Close() })
+	put(t, set, "probe", `{"every": "20ms", "event": {"device": "self-test", "temperature": 20}}`)
+	select {
+	case req := <-got:
+		if string(req.Payload) != `{"device": "self-test", "temperature": 20}` || req.Source["trigger"] != "probe" || req.Source["scheduled"] == "" {
+			t.Errorf("payload %s, source %v", req.Payload, req.Source)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the timer did not fire")
 	}
 }
