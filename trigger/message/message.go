@@ -26,7 +26,9 @@
 // user properties edgekit-error, edgekit-error-type, edgekit-topic and
 // edgekit-attempts. A trigger stopped while a message waits for a retry
 // dead-letters it at once, so no message is dropped silently. A QoS 0
-// message is tried once; a failure is logged.
+// message is tried once; a failure is logged. On an MQTT bus (mqttbus) the
+// broker gets the message's acknowledgement only when the handler has
+// returned, so a gateway that crashes mid-way gets it again.
 //
 // The invocation's payload is the message's payload; its Source has type
 // "message", trigger, topic, qos, content_type, device (the user property

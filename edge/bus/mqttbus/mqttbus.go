@@ -301,6 +301,9 @@ func New(opts *Options) (*Client, error) {
 		ClientConfig: paho.ClientConfig{
 			ClientID:          o.ClientID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
+			// A QoS 1 or 2 message is acknowledged once every local
+			// subscription's handler has returned for it (onPublish).
+			EnableManualAcknowledgment: true,
 		},
 	}
 	c.lifetime, c.stopLife = context.WithCancel(context.Background())

@@ -219,3 +219,89 @@ func TestQueueDirInUse(t *testing.T) {
 		t.Errorf("error %q does not say the directory is in use", err)
 	}
 }
+
+// TestAckAfterHandler: a QoS 1 message is acknowledged to the broker only
+// once its handler has returned. A client that goes away while the handler
+// still runs gets the message again in its next session; one whose handler
+// returned does not.
+func TestAckAfterHandler(t *testing.T) {
+	brk := brokertest.Start(t, nil)
+	pub := brokertest.Connect(t, brk, mqttbus.Options{})
+	// A session's local subscription is made before the connection is up
+	// when the broker holds a session to resume (so what it sends again is
+	// routed here), and after, with the SUBACK awaited, for a new one.
+	session := func(got chan<- string, release <-chan struct{}, resume bool) *mqttbus.Client {
+		t.Helper()
+		c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{brk.URL().String()}, ClientID: "ack-test", QueueDir: t.TempDir(),
+			ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subscribe := func() {
+			if _, err := c.Subscribe(context.Background(), "ack/t", func(_ context.Context, m *bus.Message) {
+				got <- string(m.Payload)
+				<-release
+			}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if resume {
+			subscribe()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.AwaitConnection(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !resume {
+			subscribe()
+		}
+		return c
+	}
+	receive := func(got <-chan string, want string) {
+		t.Helper()
+		select {
+		case p := <-got:
+			if p != want {
+				t.Fatalf("received %q, want %q", p, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%q not received", want)
+		}
+	}
+
+	got := make(chan string, 10)
+	hold := make(chan struct{})
+	first := session(got, hold, false)
+	if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte("m1"), QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	receive(got, "m1")
+	// Gone while the handler still runs: no acknowledgement.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_ = first.Close(ctx)
+	cancel()
+	time.Sleep(200 * time.Millisecond) // the connection is gone
+	close(hold)
+
+	released := make(chan struct{})
+	close(released)
+	second := session(got, released, true)
+	receive(got, "m1") // sent again
+	if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte("m2"), QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	receive(got, "m2")
+	time.Sleep(200 * time.Millisecond) // both handlers returned: both acknowledged
+	if err := second.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	third := session(got, released, true)
+	defer third.Close(context.Background())
+	select {
+	case p := <-got:
+		t.Errorf("%q received again after its handler had returned", p)
+	case <-time.After(500 * time.Millisecond):
+	}
+}

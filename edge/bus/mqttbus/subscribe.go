@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
@@ -159,19 +160,51 @@ func (c *Client) unsubscribe(ctx context.Context, e *entry, l *local) error {
 }
 
 // onPublish routes an incoming message to local subscriptions. It runs on
-// paho's receive goroutine and blocks while a QoS 1 buffer is full.
+// paho's receive goroutine and blocks while a QoS 1 buffer is full. A QoS 1
+// or 2 message is acknowledged to the broker when every subscription it
+// went to has handled it (or let it go by unsubscribing): a gateway that
+// stops before then gets it again from the broker in its next session.
+// paho sends acknowledgements in the order the messages came, as MQTT asks.
 func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	c.received.Add(1)
 	m := fromPaho(pr.Packet)
-	for _, l := range c.route(pr.Packet, m) {
+	locals := c.route(pr.Packet, m)
+	var done func()
+	if pr.Packet.QoS > 0 {
+		if len(locals) == 0 {
+			c.ack(pr)
+		} else {
+			var remaining atomic.Int32
+			remaining.Store(int32(len(locals)))
+			done = func() {
+				if remaining.Add(-1) == 0 {
+					c.ack(pr)
+				}
+			}
+		}
+	}
+	for _, l := range locals {
 		d := m
 		if q := min(m.QoS, l.qos); q != m.QoS {
 			d = m.ShallowCopy()
 			d.QoS = q
 		}
-		_ = l.sub.Deliver(c.lifetime, d)
+		_ = l.sub.DeliverThen(c.lifetime, d, done)
 	}
 	return true, nil
+}
+
+// ack acknowledges a received message, unless its connection has gone:
+// then the broker sends it again on the next one.
+func (c *Client) ack(pr paho.PublishReceived) {
+	select {
+	case <-pr.Client.Done():
+		return
+	default:
+	}
+	if err := pr.Client.Ack(pr.Packet); err != nil {
+		c.log.Debug("acknowledging a message", "topic", pr.Packet.Topic, "err", err)
+	}
 }
 
 func (c *Client) route(p *paho.Publish, m *bus.Message) []*local {

@@ -3,6 +3,12 @@
 // overflow policy of the bus package's delivery contract, and panic
 // recovery (logged with the stack). Every Bus implementation in edgekit uses it so that they keep
 // that contract the same way.
+//
+// A delivery may carry a done function, called once the handler has
+// returned for it, or when an Unsubscribe discards it: mqttbus acknowledges
+// a QoS 1 or 2 message to the broker only then. When the bus stops the
+// subscription (Stop, on Close) buffered deliveries are dropped without
+// done, so an MQTT broker sends them again to the next session.
 package dispatch
 
 import (
@@ -19,7 +25,7 @@ import (
 type Sub struct {
 	filter  string
 	h       bus.Handler
-	ch      chan *bus.Message
+	ch      chan delivery
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -29,6 +35,16 @@ type Sub struct {
 	once   sync.Once
 	remove func(ctx context.Context) error
 	err    error
+
+	// gate is held shared by Deliver while it may put into ch, and
+	// exclusively by run's final drain, so nothing lands in ch after it.
+	gate         sync.RWMutex
+	unsubscribed atomic.Bool // discarded deliveries get their done
+}
+
+type delivery struct {
+	m    *bus.Message
+	done func()
 }
 
 var _ bus.Subscription = (*Sub)(nil)
@@ -42,7 +58,7 @@ func Start(filter string, h bus.Handler, buffer int, first []*bus.Message, log *
 	s := &Sub{
 		filter: filter,
 		h:      h,
-		ch:     make(chan *bus.Message, buffer),
+		ch:     make(chan delivery, buffer),
 		ctx:    ctx,
 		cancel: cancel,
 		done:   make(chan struct{}),
@@ -55,6 +71,7 @@ func Start(filter string, h bus.Handler, buffer int, first []*bus.Message, log *
 
 func (s *Sub) run(first []*bus.Message) {
 	defer close(s.done)
+	defer s.drain()
 	for _, m := range first {
 		if s.ctx.Err() != nil {
 			return
@@ -65,12 +82,36 @@ func (s *Sub) run(first []*bus.Message) {
 		select {
 		case <-s.ctx.Done():
 			return
-		case m := <-s.ch:
+		case d := <-s.ch:
 			if s.ctx.Err() != nil {
+				s.discard(d)
 				return
 			}
-			s.call(m)
+			s.call(d.m)
+			if d.done != nil {
+				d.done()
+			}
 		}
+	}
+}
+
+// drain discards what is left in the buffer once delivery has stopped.
+func (s *Sub) drain() {
+	s.gate.Lock()
+	defer s.gate.Unlock()
+	for {
+		select {
+		case d := <-s.ch:
+			s.discard(d)
+		default:
+			return
+		}
+	}
+}
+
+func (s *Sub) discard(d delivery) {
+	if d.done != nil && s.unsubscribed.Load() {
+		d.done()
 	}
 }
 
@@ -88,23 +129,41 @@ func (s *Sub) call(m *bus.Message) {
 // subscription to stop (then m is discarded) or for ctx to end (then it
 // returns ctx's error).
 func (s *Sub) Deliver(ctx context.Context, m *bus.Message) error {
+	return s.DeliverThen(ctx, m, nil)
+}
+
+// DeliverThen is Deliver with done, called once when the handler has
+// returned for m, or when m is dropped (QoS 0, buffer full) or discarded by
+// Unsubscribe; not when the bus stops the subscription or ctx ends.
+func (s *Sub) DeliverThen(ctx context.Context, m *bus.Message, done func()) error {
+	s.gate.RLock()
+	defer s.gate.RUnlock()
+	d := delivery{m: m, done: done}
+	if s.ctx.Err() != nil {
+		s.discard(d)
+		return nil
+	}
 	if m.QoS == bus.AtMostOnce {
 		select {
-		case s.ch <- m:
+		case s.ch <- d:
 		default:
 			s.dropped.Add(1)
+			if done != nil {
+				done()
+			}
 		}
 		return nil
 	}
 	select {
-	case s.ch <- m:
+	case s.ch <- d:
 		return nil
 	default:
 	}
 	select {
-	case s.ch <- m:
+	case s.ch <- d:
 		return nil
 	case <-s.ctx.Done():
+		s.discard(d)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -121,6 +180,7 @@ func (s *Sub) Dropped() uint64 { return s.dropped.Load() }
 // does not wait for a running handler, so a handler may call it.
 func (s *Sub) Unsubscribe(ctx context.Context) error {
 	s.once.Do(func() {
+		s.unsubscribed.Store(true)
 		if s.remove != nil {
 			s.err = s.remove(ctx)
 		}
