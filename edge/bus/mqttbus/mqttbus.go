@@ -303,7 +303,12 @@ func New(opts *Options) (*Client, error) {
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},
 			// A QoS 1 or 2 message is acknowledged once every local
 			// subscription's handler has returned for it (onPublish).
+			// paho sends the acknowledgements due every SendAcksInterval:
+			// its default of 50 ms put 48 ms into the p99 of message
+			// latency through Mosquitto; 2 ms costs 500 wake-ups a second
+			// per connection and keeps that p99 within ~2 ms.
 			EnableManualAcknowledgment: true,
+			SendAcksInterval:           2 * time.Millisecond,
 		},
 	}
 	c.lifetime, c.stopLife = context.WithCancel(context.Background())
