@@ -406,3 +406,35 @@ func TestStopDuringRetry(t *testing.T) {
 		t.Errorf("dead letter says %q", why)
 	}
 }
+
+// TestSharedGroup: two triggers in one $share group split the messages:
+// each is handled once.
+func TestSharedGroup(t *testing.T) {
+	buses(t, func(t *testing.T, b bus.Bus) {
+		var mu sync.Mutex
+		count := map[string]int{}
+		h := host(t, map[string]function.HandlerFunc{"f": func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+			mu.Lock()
+			count[string(req.Payload)]++
+			mu.Unlock()
+			return invoke.Response{}, nil
+		}})
+		set := newSet(t, h, b)
+		put(t, set, "member-1", "f", `{"filter": "$share/workers/jobs/#"}`)
+		put(t, set, "member-2", "f", `{"filter": "$share/workers/jobs/#"}`)
+		for i := range 100 {
+			if err := b.Publish(context.Background(), &bus.Message{Topic: "jobs/" + strconv.Itoa(i%3), Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "100 messages handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(count) == 100 })
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		defer mu.Unlock()
+		for id, n := range count {
+			if n != 1 {
+				t.Errorf("message %s handled %d times", id, n)
+			}
+		}
+	})
+}
