@@ -104,6 +104,12 @@ type Options struct {
 	// Mosquitto's own default of 1,000 loses messages when a subscriber
 	// reconnects after a publisher that flushes its queue.
 	MaxQueuedMessages int
+	// MaxInflightMessages bounds the QoS 1 and 2 messages sent to each
+	// client and not yet acknowledged; default 1,000 (Mosquitto's own is
+	// 20). mqttbus acknowledges a message only after its handlers have
+	// returned, and sends acknowledgements every few milliseconds: a
+	// window of 20 capped a client at ~10,000 QoS 1 messages a second.
+	MaxInflightMessages int
 	// Restart is the backoff between restarts after the broker dies;
 	// default 100 ms doubling to 10 s. A run that lasted a minute resets it.
 	RestartMin, RestartMax time.Duration
@@ -139,6 +145,9 @@ func resolve(o Options) (*resolved, error) {
 	}
 	if o.MaxQueuedMessages <= 0 {
 		o.MaxQueuedMessages = 10_000
+	}
+	if o.MaxInflightMessages <= 0 {
+		o.MaxInflightMessages = 1000
 	}
 	if o.AutosaveInterval <= 0 {
 		o.AutosaveInterval = 10 * time.Second
@@ -268,6 +277,7 @@ func (r *resolved) writeFiles() error {
 		line("autosave_interval %d", max(1, int(r.AutosaveInterval.Round(time.Second)/time.Second)))
 	}
 	line("max_queued_messages %d", r.MaxQueuedMessages)
+	line("max_inflight_messages %d", r.MaxInflightMessages)
 	// Without it Nagle's algorithm holds a small packet (a PUBACK) behind
 	// one not yet acknowledged on the same connection, for up to the
 	// peer's 40 ms delayed ACK.

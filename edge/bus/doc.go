@@ -35,10 +35,10 @@
 //     dropped for a slow subscriber.
 //   - Handlers return no error: the bus does not redeliver. A handler that
 //     needs retries or a dead-letter topic does that itself (package trigger
-//     does). An MQTT bus acknowledges a QoS 1 or 2 message to the broker only
-//     when every local handler it went to has returned, so a gateway that
-//     stops or crashes before gets it again in its next session (at least
-//     once). Acknowledgements go in the order messages came, as MQTT
+//     does). An MQTT bus with a session the broker keeps acknowledges a QoS
+//     1 or 2 message to the broker only when every local handler it went to
+//     has returned, so a gateway that stops or crashes before gets it again
+//     in its next session (at least once). Acknowledgements go in the order messages came, as MQTT
 //     requires: a slow handler holds back the acknowledgements after it,
 //     and the broker sends no more than its in-flight window beyond them. A handler that panics is recovered and logged with its stack; the
 //     subscription goes on with the next message.

@@ -160,17 +160,18 @@ func (c *Client) unsubscribe(ctx context.Context, e *entry, l *local) error {
 }
 
 // onPublish routes an incoming message to local subscriptions. It runs on
-// paho's receive goroutine and blocks while a QoS 1 buffer is full. A QoS 1
-// or 2 message is acknowledged to the broker when every subscription it
-// went to has handled it (or let it go by unsubscribing): a gateway that
-// stops before then gets it again from the broker in its next session.
-// paho sends acknowledgements in the order the messages came, as MQTT asks.
+// paho's receive goroutine and blocks while a QoS 1 buffer is full. With a
+// session the broker keeps, a QoS 1 or 2 message is acknowledged to the
+// broker when every subscription it went to has handled it (or let it go
+// by unsubscribing): a gateway that stops before then gets it again from
+// the broker in its next session. paho sends acknowledgements in the order
+// the messages came, as MQTT asks.
 func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	c.received.Add(1)
 	m := fromPaho(pr.Packet)
 	locals := c.route(pr.Packet, m)
 	var done func()
-	if pr.Packet.QoS > 0 {
+	if pr.Packet.QoS > 0 && c.ackAfterHandler {
 		if len(locals) == 0 {
 			c.ack(pr)
 		} else {
