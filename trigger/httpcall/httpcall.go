@@ -36,6 +36,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgekit/edgekit/internal/drain"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -275,14 +276,8 @@ func (s *Server) Close(ctx context.Context) error {
 		if err = s.srv.Shutdown(ctx); err != nil {
 			_ = s.srv.Close()
 		}
-		done := make(chan struct{})
-		go func() { s.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.stop()
-			<-done
-			err = errors.Join(err, fmt.Errorf("httpcall: close: %w", ctx.Err()))
+		if werr := drain.Wait(ctx, &s.wg, s.stop); werr != nil {
+			err = errors.Join(err, fmt.Errorf("httpcall: close: waiting for calls in flight: %w", werr))
 		}
 		s.stop()
 	})

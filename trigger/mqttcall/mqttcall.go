@@ -24,6 +24,7 @@ import (
 	"sync"
 
 	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/internal/drain"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -179,14 +180,8 @@ func (s *Server) Close(ctx context.Context) error {
 		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
-		done := make(chan struct{})
-		go func() { s.wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.stop()
-			<-done
-			err = errors.Join(err, fmt.Errorf("mqttcall: close: %w", ctx.Err()))
+		if werr := drain.Wait(ctx, &s.wg, s.stop); werr != nil {
+			err = errors.Join(err, fmt.Errorf("mqttcall: close: waiting for calls in flight: %w", werr))
 		}
 		s.stop()
 	})

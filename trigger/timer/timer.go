@@ -38,6 +38,7 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 
+	"github.com/edgekit/edgekit/internal/drain"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
 )
@@ -327,19 +328,14 @@ func (t *timerTrigger) Stop(ctx context.Context) error {
 			t.s.opts.Logger.Warn("timer: removing the job", "trigger", t.name, "err", err)
 		}
 	}
-	done := make(chan struct{})
-	go func() { t.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		if t.cancel != nil {
-			t.cancel()
-		}
-		return nil
-	case <-ctx.Done():
-		t.cancel() // the run in flight gives up
-		<-done
-		return fmt.Errorf("timer %s: waiting for the run in flight: %w", t.name, ctx.Err())
+	if t.cancel == nil {
+		return nil // never started
 	}
+	defer t.cancel()
+	if err := drain.Wait(ctx, &t.wg, t.cancel); err != nil {
+		return fmt.Errorf("timer %s: waiting for the run in flight: %w", t.name, err)
+	}
+	return nil
 }
 
 // state is what a trigger keeps across restarts.
