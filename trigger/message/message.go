@@ -45,7 +45,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/edgekit/edgekit/edge/bus"
@@ -189,7 +188,6 @@ type msgTrigger struct {
 	// finds the trigger stopped.
 	gate sync.RWMutex
 
-	handled, retried, deadLettered atomic.Uint64
 }
 
 func (t *msgTrigger) Start(ctx context.Context, fire trigger.Fire) error {
@@ -277,7 +275,6 @@ func (t *msgTrigger) handle(_ context.Context, m *bus.Message) {
 		// stops: Stop waits for it.
 		resp, err = t.fire(context.WithoutCancel(t.ctx), req)
 		if err == nil {
-			t.handled.Add(1)
 			t.publishOutput(m, resp)
 			return
 		}
@@ -288,7 +285,6 @@ func (t *msgTrigger) handle(_ context.Context, m *bus.Message) {
 		if attempt >= t.cfg.retries {
 			break
 		}
-		t.retried.Add(1)
 		timer := time.NewTimer(t.cfg.backoff.Delay(attempt))
 		select {
 		case <-timer.C:
@@ -333,7 +329,6 @@ func (t *msgTrigger) publishOutput(m *bus.Message, resp invoke.Response) {
 
 // deadLetter publishes m to the dead-letter topic with why.
 func (t *msgTrigger) deadLetter(m *bus.Message, why error, typ string, attempts int) {
-	t.deadLettered.Add(1)
 	dl := &bus.Message{Topic: t.cfg.deadLetter, Payload: m.Payload, QoS: max(m.QoS, bus.AtLeastOnce), ContentType: m.ContentType,
 		UserProperties: append([]bus.UserProperty{
 			{Key: "edgekit-error", Value: why.Error()}, {Key: "edgekit-error-type", Value: typ},

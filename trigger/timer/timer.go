@@ -33,7 +33,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -210,7 +209,6 @@ type timerTrigger struct {
 	pendAt  time.Time // its scheduled time
 	stopped bool
 	wg      sync.WaitGroup
-	skipped atomic.Uint64
 }
 
 func (s *Scheduler) newTrigger(c trigger.Config) (trigger.Trigger, error) {
@@ -267,7 +265,6 @@ func (t *timerTrigger) tick() {
 	case t.sc.queue && !t.pending:
 		t.pending, t.pendAt = true, scheduled
 	default:
-		t.skipped.Add(1)
 		t.s.opts.Logger.Warn("timer: tick skipped, the previous run still runs", "trigger", t.name, "scheduled", scheduled)
 	}
 }
