@@ -187,7 +187,6 @@ type msgTrigger struct {
 	// exclusively to wait for them, and handling that starts after Stop
 	// finds the trigger stopped.
 	gate sync.RWMutex
-
 }
 
 func (t *msgTrigger) Start(ctx context.Context, fire trigger.Fire) error {
