@@ -137,7 +137,7 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 	want := []byte("Bearer " + s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("Authorization: a bearer token is required"))
+			writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("a bearer token is required in the Authorization header"))
 			return
 		}
 		next.ServeHTTP(w, r)
