@@ -1,0 +1,735 @@
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"reflect"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+)
+
+// ManagerOptions configure a Manager. The zero value is usable.
+type ManagerOptions struct {
+	// Publish receives every validated report, event and state change
+	// (the bus adapter publishes them; see docs/TOPICS.md); nil keeps
+	// them in the shadow only. It may block (the driver's Report then
+	// waits, until its ctx ends).
+	Publish func(ctx context.Context, n Notice) error
+	// CallTimeout bounds each driver call; default 5 s.
+	CallTimeout time.Duration
+	// OfflineAfter is how many calls in a row must fail before a device
+	// whose driver does not say is taken as offline; default 3.
+	OfflineAfter int
+	// Logger receives the manager's records; nil discards.
+	Logger *slog.Logger
+}
+
+// NoticeKind says what a Notice is.
+type NoticeKind string
+
+// Notice kinds.
+const (
+	PropertiesNotice NoticeKind = "properties"
+	EventNotice      NoticeKind = "event"
+	StateNotice      NoticeKind = "state"
+)
+
+// Notice is what the manager tells its consumer: validated property
+// values, an event, or a state change.
+type Notice struct {
+	Kind   NoticeKind
+	Device string
+	Event  string         // EventNotice
+	Values map[string]any // properties, or the event's output
+	State  State          // StateNotice
+	Cause  string         // StateNotice: why, when not online
+	Time   time.Time
+}
+
+// PollGroup is a set of properties read together on an interval, for
+// drivers that cannot push; only changed values are reported.
+type PollGroup struct {
+	Properties []string
+	Every      time.Duration
+}
+
+// ShadowValue is one property in the shadow.
+type ShadowValue struct {
+	Reported     any
+	ReportedAt   time.Time
+	Desired      any // set and not yet confirmed by a report
+	DesiredSince time.Time
+}
+
+// Shadow is what the manager knows of a device.
+type Shadow struct {
+	Device     string
+	State      State
+	Cause      string
+	Properties map[string]ShadowValue
+}
+
+// Manager connects drivers to the gateway: it keeps the registry of
+// drivers and devices, checks every value against the device's model in
+// both directions, keeps a shadow per device, polls, serialises calls per
+// device, and tracks online state. A driver that panics, blocks or ignores
+// its context delays only its own devices' calls, and only up to their
+// timeouts.
+type Manager struct {
+	opts ManagerOptions
+
+	mu      sync.Mutex
+	closed  bool
+	drivers map[string]*driverEntry
+	devices map[string]*managed
+}
+
+type driverEntry struct {
+	name string
+	drv  Driver
+	host *driverHost
+}
+
+// managed is one attached device.
+type managed struct {
+	dev    Device
+	driver *driverEntry
+	calls  chan func()   // serialised driver calls, run by the device's worker
+	wake   chan struct{} // capacity 1: desired values to re-apply
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu       sync.Mutex
+	state    State
+	cause    string
+	declared bool // the driver reports the state itself
+	failures int  // calls failed in a row
+	// downByFailures: failures, not the driver, took the device offline.
+	downByFailures bool
+	shadow         map[string]ShadowValue
+}
+
+// NewManager returns an empty manager.
+func NewManager(opts *ManagerOptions) *Manager {
+	var o ManagerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = 5 * time.Second
+	}
+	if o.OfflineAfter <= 0 {
+		o.OfflineAfter = 3
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{opts: o, drivers: map[string]*driverEntry{}, devices: map[string]*managed{}}
+}
+
+// AddDriver opens a driver under a name with its configuration.
+func (m *Manager) AddDriver(ctx context.Context, name string, d Driver, config json.RawMessage) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return fmt.Errorf("device: driver %s: %w", name, ErrClosed)
+	}
+	if _, ok := m.drivers[name]; ok {
+		m.mu.Unlock()
+		return fmt.Errorf("device: driver %s is added already", name)
+	}
+	e := &driverEntry{name: name, drv: d}
+	e.host = &driverHost{m: m, driver: name, log: m.opts.Logger.With("driver", name)}
+	m.drivers[name] = e
+	m.mu.Unlock()
+	if err := safely(func() error { return d.Open(ctx, config, e.host) }); err != nil {
+		m.mu.Lock()
+		delete(m.drivers, name)
+		m.mu.Unlock()
+		return fmt.Errorf("device: opening driver %s: %w", name, err)
+	}
+	return nil
+}
+
+// safely runs f, turning a panic into an error.
+func safely(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("driver panicked: %v\n%s", r, debug.Stack())
+		}
+	}()
+	return f()
+}
+
+// Attach adds a device served by the named driver, polling the groups.
+func (m *Manager) Attach(ctx context.Context, driver string, dev Device, poll []PollGroup) error {
+	if dev.Model == nil {
+		return fmt.Errorf("device %s: %w: no model", dev.Name, ErrInvalidModel)
+	}
+	if err := dev.Model.Check(); err != nil {
+		return fmt.Errorf("device %s: %w", dev.Name, err)
+	}
+	for i, g := range poll {
+		if g.Every <= 0 {
+			return fmt.Errorf("device %s: poll[%d].every: %v, want a positive interval", dev.Name, i, g.Every)
+		}
+		for _, id := range g.Properties {
+			if _, ok := dev.Model.Property(id); !ok {
+				return fmt.Errorf("device %s: poll[%d]: property %q: %w", dev.Name, i, id, ErrUnknownProperty)
+			}
+		}
+	}
+	m.mu.Lock()
+	e, ok := m.drivers[driver]
+	_, taken := m.devices[dev.Name]
+	closed := m.closed
+	m.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("device %s: %w", dev.Name, ErrClosed)
+	case !ok:
+		return fmt.Errorf("device %s: no driver %q", dev.Name, driver)
+	case taken:
+		return fmt.Errorf("device %s is attached already", dev.Name)
+	}
+	d := &managed{dev: dev, driver: e, calls: make(chan func()), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		state: Offline, shadow: map[string]ShadowValue{}}
+	m.mu.Lock()
+	m.devices[dev.Name] = d
+	m.mu.Unlock()
+	go m.work(d, poll)
+	if err := m.call(ctx, d, func(ctx context.Context) error { return e.drv.Attach(ctx, dev) }); err != nil {
+		m.remove(d)
+		return fmt.Errorf("device %s: attaching: %w", dev.Name, err)
+	}
+	return nil
+}
+
+// Detach removes a device; its driver forgets it.
+func (m *Manager) Detach(ctx context.Context, name string) error {
+	d, err := m.device(name)
+	if err != nil {
+		return err
+	}
+	err = m.call(ctx, d, func(ctx context.Context) error { return d.driver.drv.Detach(ctx, name) })
+	m.remove(d)
+	return err
+}
+
+func (m *Manager) remove(d *managed) {
+	m.mu.Lock()
+	if m.devices[d.dev.Name] == d {
+		delete(m.devices, d.dev.Name)
+	}
+	m.mu.Unlock()
+	select {
+	case <-d.stop:
+	default:
+		close(d.stop)
+	}
+}
+
+func (m *Manager) device(name string) (*managed, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, fmt.Errorf("device %s: %w", name, ErrClosed)
+	}
+	d, ok := m.devices[name]
+	if !ok {
+		return nil, fmt.Errorf("device %s: %w", name, ErrUnknownDevice)
+	}
+	return d, nil
+}
+
+// work runs a device's driver calls one at a time: callers' calls, the
+// polls, and re-applying desired values when the device comes back.
+func (m *Manager) work(d *managed, poll []PollGroup) {
+	defer close(d.done)
+	tickers := make([]*time.Ticker, len(poll))
+	cases := make([]reflect.SelectCase, 0, 3+len(poll))
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(d.stop)},
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(d.calls)},
+		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(d.wake)})
+	for i, g := range poll {
+		tickers[i] = time.NewTicker(g.Every)
+		defer tickers[i].Stop()
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(tickers[i].C)})
+	}
+	for {
+		i, v, _ := reflect.Select(cases)
+		switch i {
+		case 0:
+			return
+		case 1:
+			v.Interface().(func())()
+		case 2:
+			m.reapply(d)
+		default:
+			m.poll(d, poll[i-3].Properties)
+		}
+	}
+}
+
+// poll reads a group and reports the values that changed.
+func (m *Manager) poll(d *managed, ids []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.CallTimeout)
+	defer cancel()
+	var got map[string]Reading
+	err := m.run(ctx, d, func(ctx context.Context) (err error) {
+		got, err = d.driver.drv.ReadProperties(ctx, d.dev.Name, ids)
+		return err
+	})
+	if err != nil {
+		m.opts.Logger.Warn("device: poll failed", "device", d.dev.Name, "err", err)
+		return
+	}
+	changed := map[string]any{}
+	d.mu.Lock()
+	for id, r := range got {
+		if r.Err != nil {
+			continue
+		}
+		if old, ok := d.shadow[id]; !ok || !reflect.DeepEqual(old.Reported, r.Value) {
+			changed[id] = r.Value
+		}
+	}
+	d.mu.Unlock()
+	if len(changed) > 0 {
+		_ = m.report(ctx, d, changed, time.Now(), true)
+	}
+}
+
+// call runs f on the device's worker, bounded by CallTimeout and ctx. A
+// driver call that does not return in time is left to finish on the
+// worker; the caller gets the timeout.
+func (m *Manager) call(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
+	defer cancel()
+	result := make(chan error, 1)
+	job := func() { result <- m.run(ctx, d, f) }
+	select {
+	case d.calls <- job:
+	case <-d.stop:
+		return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+	case <-ctx.Done():
+		return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
+	}
+	select {
+	case err := <-result:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("device %s: the driver did not answer: %w", d.dev.Name, ctx.Err())
+	}
+}
+
+// run calls the driver (recovering a panic) and tracks failures.
+func (m *Manager) run(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
+	err := safely(func() error { return f(ctx) })
+	if ctx.Err() != nil && err == nil {
+		err = ctx.Err()
+	}
+	m.track(d, err)
+	return err
+}
+
+// track counts failed calls: OfflineAfter in a row take a device offline,
+// whatever its driver said; a success brings it back online, unless its
+// driver said otherwise and no failures had taken it down.
+func (m *Manager) track(d *managed, err error) {
+	if errors.Is(err, ErrUnknownProperty) || errors.Is(err, ErrReadOnly) || errors.Is(err, ErrUnknownService) {
+		return // the request was wrong, not the device
+	}
+	d.mu.Lock()
+	state, cause := d.state, d.cause
+	if err == nil {
+		d.failures = 0
+		if !d.declared || d.downByFailures {
+			state, cause, d.downByFailures = Online, "", false
+		}
+	} else if d.failures++; d.failures >= m.opts.OfflineAfter && state != Offline {
+		state, cause, d.downByFailures = Offline, err.Error(), true
+	}
+	d.mu.Unlock()
+	m.setState(d, state, cause, false)
+}
+
+// setState records a state change and tells the consumer; declared marks
+// the driver as reporting state itself. Going online applies desired
+// values not yet confirmed.
+func (m *Manager) setState(d *managed, s State, cause string, declared bool) {
+	d.mu.Lock()
+	if declared {
+		d.declared, d.downByFailures = true, false
+	}
+	changed := d.state != s || d.cause != cause
+	d.state, d.cause = s, cause
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	if m.opts.Publish != nil {
+		_ = m.opts.Publish(context.Background(), Notice{Kind: StateNotice, Device: d.dev.Name, State: s, Cause: cause, Time: time.Now()})
+	}
+	if s == Online {
+		select {
+		case d.wake <- struct{}{}:
+		default: // a re-apply is due already
+		}
+	}
+}
+
+// reapply writes the desired values not yet confirmed; it runs on the
+// device's worker.
+func (m *Manager) reapply(d *managed) {
+	d.mu.Lock()
+	pending := map[string]any{}
+	for id, v := range d.shadow {
+		if v.Desired != nil {
+			pending[id] = v.Desired
+		}
+	}
+	d.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.CallTimeout)
+	defer cancel()
+	var res map[string]error
+	err := m.run(ctx, d, func(ctx context.Context) (err error) {
+		res, err = d.driver.drv.WriteProperties(ctx, d.dev.Name, pending)
+		return err
+	})
+	if err != nil {
+		m.opts.Logger.Warn("device: re-applying desired values", "device", d.dev.Name, "err", err)
+		return
+	}
+	m.confirm(ctx, d, pending, res)
+}
+
+// report validates values a driver reported, records them in the shadow
+// and tells the consumer. Values that do not fit the model are dropped and
+// logged; the rest go on.
+func (m *Manager) report(ctx context.Context, d *managed, values map[string]any, at time.Time, validated bool) error {
+	good := make(map[string]any, len(values))
+	for id, v := range values {
+		if !validated {
+			c, err := d.dev.Model.PropertyValue(id, v)
+			if err != nil {
+				m.opts.Logger.Warn("device: report refused", "device", d.dev.Name, "err", err)
+				continue
+			}
+			v = c
+		}
+		good[id] = v
+	}
+	if len(good) == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	for id, v := range good {
+		sv := d.shadow[id]
+		sv.Reported, sv.ReportedAt = v, at
+		if sv.Desired != nil && reflect.DeepEqual(sv.Desired, v) {
+			sv.Desired, sv.DesiredSince = nil, time.Time{}
+		}
+		d.shadow[id] = sv
+	}
+	d.mu.Unlock()
+	if m.opts.Publish != nil {
+		return m.opts.Publish(ctx, Notice{Kind: PropertiesNotice, Device: d.dev.Name, Values: good, Time: at})
+	}
+	return nil
+}
+
+// Get reads properties from the device (all of them when ids is empty),
+// checks them against the model and records them.
+func (m *Manager) Get(ctx context.Context, device string, ids []string) (map[string]Reading, error) {
+	d, err := m.device(device)
+	if err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		for _, p := range d.dev.Model.Properties {
+			ids = append(ids, p.Identifier)
+		}
+	}
+	out := make(map[string]Reading, len(ids))
+	var ask []string
+	for _, id := range ids {
+		if _, ok := d.dev.Model.Property(id); !ok {
+			out[id] = Reading{Err: fmt.Errorf("device %s: properties.%s: %w", device, id, ErrUnknownProperty)}
+			continue
+		}
+		ask = append(ask, id)
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	var got map[string]Reading
+	err = m.call(ctx, d, func(ctx context.Context) (err error) {
+		got, err = d.driver.drv.ReadProperties(ctx, device, ask)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	fresh := map[string]any{}
+	for _, id := range ask {
+		r, ok := got[id]
+		if !ok {
+			r = Reading{Err: fmt.Errorf("device %s: properties.%s: the driver gave no result", device, id)}
+		} else if r.Err == nil {
+			v, err := d.dev.Model.PropertyValue(id, r.Value)
+			if err != nil {
+				r = Reading{Err: fmt.Errorf("device %s: the driver read a value outside the model: %w", device, err)}
+			} else {
+				r.Value = v
+				if r.Time.IsZero() {
+					r.Time = time.Now()
+				}
+				fresh[id] = v
+			}
+		}
+		out[id] = r
+	}
+	if len(fresh) > 0 {
+		_ = m.report(ctx, d, fresh, time.Now(), true)
+	}
+	return out, nil
+}
+
+// Set checks values against the model (writable, in range), records them
+// as desired and writes them: one result per property. A device that is
+// offline gets them when it comes back online.
+func (m *Manager) Set(ctx context.Context, device string, values map[string]any) (map[string]error, error) {
+	d, err := m.device(device)
+	if err != nil {
+		return nil, err
+	}
+	checked := make(map[string]any, len(values))
+	for _, id := range slices.Sorted(maps.Keys(values)) {
+		p, ok := d.dev.Model.Property(id)
+		if !ok {
+			return nil, fmt.Errorf("device %s: properties.%s: %w", device, id, ErrUnknownProperty)
+		}
+		if p.Access != ReadWrite {
+			return nil, fmt.Errorf("device %s: properties.%s: %w", device, id, ErrReadOnly)
+		}
+		v, err := p.Type.Value("properties."+id, values[id])
+		if err != nil {
+			return nil, fmt.Errorf("device %s: %w", device, err)
+		}
+		checked[id] = v
+	}
+	now := time.Now()
+	d.mu.Lock()
+	for id, v := range checked {
+		sv := d.shadow[id]
+		sv.Desired, sv.DesiredSince = v, now
+		d.shadow[id] = sv
+	}
+	offline := d.state == Offline && d.declared
+	d.mu.Unlock()
+	if offline {
+		return nil, fmt.Errorf("device %s: %w: the values are kept and written when it is back", device, ErrOffline)
+	}
+	return m.write(ctx, d, checked)
+}
+
+// write writes checked values and, where they took, records them as
+// reported.
+func (m *Manager) write(ctx context.Context, d *managed, values map[string]any) (map[string]error, error) {
+	var res map[string]error
+	err := m.call(ctx, d, func(ctx context.Context) (err error) {
+		res, err = d.driver.drv.WriteProperties(ctx, d.dev.Name, values)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m.confirm(ctx, d, values, res), nil
+}
+
+// confirm records the values the driver wrote as reported, and completes
+// res with a result for each value.
+func (m *Manager) confirm(ctx context.Context, d *managed, values map[string]any, res map[string]error) map[string]error {
+	if res == nil {
+		res = map[string]error{}
+	}
+	written := map[string]any{}
+	for id, v := range values {
+		if e, ok := res[id]; ok && e == nil {
+			written[id] = v
+		} else if !ok {
+			res[id] = fmt.Errorf("device %s: properties.%s: the driver gave no result", d.dev.Name, id)
+		}
+	}
+	if len(written) > 0 {
+		_ = m.report(ctx, d, written, time.Now(), true)
+	}
+	return res
+}
+
+// Call calls a service with input checked against the model, and checks
+// its output.
+func (m *Manager) Call(ctx context.Context, device, service string, in map[string]any) (map[string]any, error) {
+	d, err := m.device(device)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := d.dev.Model.Service(service); !ok {
+		return nil, fmt.Errorf("device %s: services.%s: %w", device, service, ErrUnknownService)
+	}
+	checked, err := d.dev.Model.ServiceInput(service, in)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", device, err)
+	}
+	var out map[string]any
+	err = m.call(ctx, d, func(ctx context.Context) (err error) {
+		out, err = d.driver.drv.CallService(ctx, device, service, checked)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out, err = d.dev.Model.ServiceOutput(service, out); err != nil {
+		return nil, fmt.Errorf("device %s: the driver answered outside the model: %w", device, err)
+	}
+	return out, nil
+}
+
+// Shadow returns what the manager knows of a device.
+func (m *Manager) Shadow(device string) (Shadow, error) {
+	d, err := m.device(device)
+	if err != nil {
+		return Shadow{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return Shadow{Device: device, State: d.state, Cause: d.cause, Properties: maps.Clone(d.shadow)}, nil
+}
+
+// Devices lists the attached devices' names.
+func (m *Manager) Devices() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Sorted(maps.Keys(m.devices))
+}
+
+// Close stops polling and closes every driver (each bounded by ctx). It
+// is safe to call twice.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	devices := slices.Collect(maps.Values(m.devices))
+	drivers := slices.Collect(maps.Values(m.drivers))
+	m.mu.Unlock()
+	var errs []error
+	for _, d := range devices {
+		m.remove(d)
+	}
+	for _, d := range devices {
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("device %s: a driver call did not return: %w", d.dev.Name, ctx.Err()))
+		}
+	}
+	for _, e := range drivers {
+		e.host.close()
+		done := make(chan error, 1)
+		go func() { done <- safely(func() error { return e.drv.Close(ctx) }) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("device: closing driver %s: %w", e.name, err))
+			}
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("device: closing driver %s: %w", e.name, ctx.Err()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// driverHost is the Host one driver reports to.
+type driverHost struct {
+	m      *Manager
+	driver string
+	log    *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+}
+
+func (h *driverHost) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+}
+
+// managed returns the device if this host's driver serves it.
+func (h *driverHost) managed(device string) (*managed, error) {
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("device: driver %s: %w", h.driver, ErrClosed)
+	}
+	d, err := h.m.device(device)
+	if err != nil {
+		return nil, err
+	}
+	if d.driver.name != h.driver {
+		return nil, fmt.Errorf("device %s is not the driver %s's: %w", device, h.driver, ErrUnknownDevice)
+	}
+	return d, nil
+}
+
+func (h *driverHost) Report(ctx context.Context, device string, values map[string]any, at time.Time) error {
+	d, err := h.managed(device)
+	if err != nil {
+		return err
+	}
+	return h.m.report(ctx, d, values, at, false)
+}
+
+func (h *driverHost) Emit(ctx context.Context, device, event string, out map[string]any, at time.Time) error {
+	d, err := h.managed(device)
+	if err != nil {
+		return err
+	}
+	checked, err := d.dev.Model.EventOutput(event, out)
+	if err != nil {
+		h.log.Warn("device: event refused", "device", device, "err", err)
+		return err
+	}
+	if h.m.opts.Publish == nil {
+		return nil
+	}
+	return h.m.opts.Publish(ctx, Notice{Kind: EventNotice, Device: device, Event: event, Values: checked, Time: at})
+}
+
+func (h *driverHost) SetState(device string, s State, cause error) {
+	d, err := h.managed(device)
+	if err != nil {
+		return
+	}
+	why := ""
+	if cause != nil {
+		why = cause.Error()
+	}
+	h.m.setState(d, s, why, true)
+}
+
+func (h *driverHost) Logger() *slog.Logger { return h.log }

@@ -1,0 +1,298 @@
+package device_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/device/sim"
+)
+
+// notices collects what a manager publishes.
+type notices struct {
+	mu  sync.Mutex
+	all []device.Notice
+}
+
+func (n *notices) publish(_ context.Context, x device.Notice) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.all = append(n.all, x)
+	return nil
+}
+
+func (n *notices) of(kind device.NoticeKind, dev string) []device.Notice {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []device.Notice
+	for _, x := range n.all {
+		if x.Kind == kind && x.Device == dev {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// faulty is the simulated driver with one device that misbehaves.
+type faulty struct {
+	*sim.Driver
+	bad     string // the device
+	mode    string // "panic", "block" or "offline"
+	release chan struct{}
+}
+
+func (f *faulty) ReadProperties(ctx context.Context, dev string, ids []string) (map[string]device.Reading, error) {
+	if dev == f.bad {
+		switch f.mode {
+		case "panic":
+			panic("driver bug")
+		case "block":
+			<-f.release // ignores ctx
+		case "offline":
+			return nil, device.ErrOffline
+		}
+	}
+	return f.Driver.ReadProperties(ctx, dev, ids)
+}
+
+func newManager(t *testing.T, opts *device.ManagerOptions, drv device.Driver) (*device.Manager, *notices) {
+	t.Helper()
+	n := &notices{}
+	var o device.ManagerOptions
+	if opts != nil {
+		o = *opts
+	}
+	o.Publish = n.publish
+	m := device.NewManager(&o)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = m.Close(ctx)
+	})
+	if err := m.AddDriver(context.Background(), "sim", drv, nil); err != nil {
+		t.Fatal(err)
+	}
+	return m, n
+}
+
+func attach(t *testing.T, m *device.Manager, name, config string, poll ...device.PollGroup) {
+	t.Helper()
+	if err := m.Attach(context.Background(), "sim", device.Device{Name: name, Model: boiler(t), Config: json.RawMessage(config)}, poll); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestManagerGetSetCall(t *testing.T) {
+	m, n := newManager(t, nil, sim.New())
+	attach(t, m, "b1", `{"values": {"temperature": 60, "setpoint": 50}}`)
+	ctx := context.Background()
+
+	got, err := m.Get(ctx, "b1", []string{"temperature", "setpoint", "humidity"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["temperature"].Value != 60.0 || got["setpoint"].Value != int64(50) || !errors.Is(got["humidity"].Err, device.ErrUnknownProperty) {
+		t.Errorf("Get: %+v", got)
+	}
+
+	res, err := m.Set(ctx, "b1", map[string]any{"setpoint": 70.0, "mode": 1.0})
+	if err != nil || res["setpoint"] != nil || res["mode"] != nil {
+		t.Fatalf("Set: %v %v", res, err)
+	}
+	sh, _ := m.Shadow("b1")
+	if sh.State != device.Online || sh.Properties["setpoint"].Reported != int64(70) || sh.Properties["setpoint"].Desired != nil {
+		t.Errorf("shadow after Set: %+v", sh)
+	}
+	for values, says := range map[string]string{
+		`{"setpoint": 95}`:    "properties.setpoint: 95 above max 90",
+		`{"temperature": 20}`: "property is read-only",
+		`{"colour": 1}`:       "properties.colour: unknown property",
+		`{"mode": "eco"}`:     `properties.mode: text "eco", want an integer`,
+	} {
+		var v map[string]any
+		_ = json.Unmarshal([]byte(values), &v)
+		if _, err := m.Set(ctx, "b1", v); err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("Set %s: %v, want an error saying %q", values, err, says)
+		}
+	}
+	after, _ := m.Get(ctx, "b1", []string{"setpoint"})
+	if after["setpoint"].Value != int64(70) {
+		t.Errorf("a refused Set wrote: setpoint %v", after["setpoint"].Value)
+	}
+
+	out, err := m.Call(ctx, "b1", "selfTest", nil)
+	if err != nil || out["passed"] != false {
+		t.Errorf("Call: %v %v", out, err)
+	}
+	if _, err := m.Call(ctx, "b1", "reboot", map[string]any{"delay": 600}); err == nil || !strings.Contains(err.Error(), "services.reboot.inputData.delay: 600 above max 60") {
+		t.Errorf("Call with bad input: %v", err)
+	}
+	if _, err := m.Get(ctx, "nobody", nil); !errors.Is(err, device.ErrUnknownDevice) {
+		t.Errorf("unknown device: %v", err)
+	}
+	if len(n.of(device.PropertiesNotice, "b1")) == 0 {
+		t.Error("no property notices")
+	}
+}
+
+// TestManagerReports: what a driver pushes is checked and published.
+func TestManagerReports(t *testing.T) {
+	m, n := newManager(t, nil, sim.New())
+	attach(t, m, "b1", `{"interval": "5ms", "values": {"temperature": 60}}`)
+	eventually(t, "reports", func() bool { return len(n.of(device.PropertiesNotice, "b1")) >= 3 })
+	for _, x := range n.of(device.PropertiesNotice, "b1") {
+		if _, ok := x.Values["temperature"].(float64); !ok {
+			t.Fatalf("report %+v", x)
+		}
+	}
+	if states := n.of(device.StateNotice, "b1"); len(states) == 0 || states[0].State != device.Online {
+		t.Errorf("state notices %+v", states)
+	}
+}
+
+// TestManagerPolls: a poll group reports a property when it changes, not
+// on every poll.
+func TestManagerPolls(t *testing.T) {
+	drv := sim.New()
+	m, n := newManager(t, nil, drv)
+	attach(t, m, "b1", `{"values": {"setpoint": 50}}`, device.PollGroup{Properties: []string{"setpoint"}, Every: 10 * time.Millisecond})
+	eventually(t, "the first poll", func() bool { return len(n.of(device.PropertiesNotice, "b1")) == 1 })
+	time.Sleep(60 * time.Millisecond)
+	if k := len(n.of(device.PropertiesNotice, "b1")); k != 1 {
+		t.Fatalf("%d notices for an unchanged value", k)
+	}
+	// The device changes by itself (written past the manager).
+	if _, err := drv.WriteProperties(context.Background(), "b1", map[string]any{"setpoint": int64(65)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the change", func() bool { return len(n.of(device.PropertiesNotice, "b1")) == 2 })
+	if v := n.of(device.PropertiesNotice, "b1")[1].Values["setpoint"]; v != int64(65) {
+		t.Errorf("change reported as %v", v)
+	}
+}
+
+// TestMisbehavingDrivers: a driver that panics or blocks on one device
+// does not stall the others, and the manager keeps serving.
+func TestMisbehavingDrivers(t *testing.T) {
+	for _, mode := range []string{"panic", "block"} {
+		t.Run(mode, func(t *testing.T) {
+			drv := &faulty{Driver: sim.New(), bad: "broken", mode: mode, release: make(chan struct{})}
+			defer close(drv.release)
+			m, _ := newManager(t, &device.ManagerOptions{CallTimeout: 200 * time.Millisecond}, drv)
+			attach(t, m, "broken", `{}`)
+			attach(t, m, "fine", `{}`)
+			ctx := context.Background()
+			if _, err := m.Get(ctx, "broken", nil); err == nil {
+				t.Error("a call to the broken device succeeded")
+			}
+			start := time.Now()
+			for range 10 {
+				if _, err := m.Get(ctx, "fine", nil); err != nil {
+					t.Fatalf("the other device: %v", err)
+				}
+			}
+			if d := time.Since(start); d > 150*time.Millisecond {
+				t.Errorf("10 calls to the fine device took %v while the other misbehaved", d)
+			}
+		})
+	}
+}
+
+// TestOfflineAndDesired: a device whose calls keep failing goes offline; a
+// value set while a driver says the device is offline is kept and written
+// when it is back.
+func TestOfflineAndDesired(t *testing.T) {
+	drv := &faulty{Driver: sim.New(), bad: "flaky", mode: "offline"}
+	m, n := newManager(t, &device.ManagerOptions{OfflineAfter: 2}, drv)
+	attach(t, m, "flaky", `{}`)
+	ctx := context.Background()
+	for range 2 {
+		_, _ = m.Get(ctx, "flaky", nil)
+	}
+	eventually(t, "offline", func() bool {
+		sh, _ := m.Shadow("flaky")
+		return sh.State == device.Offline
+	})
+	_ = n
+
+	// A driver that tells the state itself.
+	host := &captureHost{}
+	drv2 := sim.New()
+	m2, _ := newManager(t, nil, &stateful{Driver: drv2, host: host})
+	attach2 := func() {
+		if err := m2.Attach(ctx, "sim", device.Device{Name: "b", Model: boiler(t)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attach2()
+	host.h.SetState("b", device.Offline, errors.New("cable unplugged"))
+	if _, err := m2.Set(ctx, "b", map[string]any{"setpoint": 80}); !errors.Is(err, device.ErrOffline) {
+		t.Fatalf("Set while offline: %v", err)
+	}
+	if sh, _ := m2.Shadow("b"); sh.Properties["setpoint"].Desired != int64(80) || sh.Cause != "cable unplugged" {
+		t.Fatalf("shadow while offline: %+v", sh)
+	}
+	host.h.SetState("b", device.Online, nil)
+	eventually(t, "the desired value applied", func() bool {
+		sh, _ := m2.Shadow("b")
+		return sh.Properties["setpoint"].Reported == int64(80) && sh.Properties["setpoint"].Desired == nil
+	})
+	got, _ := drv2.ReadProperties(ctx, "b", []string{"setpoint"})
+	if got["setpoint"].Value != int64(80) {
+		t.Errorf("the device holds %v", got["setpoint"].Value)
+	}
+}
+
+// stateful keeps the Host it was opened with, so the test can speak as
+// the driver.
+type stateful struct {
+	*sim.Driver
+	host *captureHost
+}
+
+type captureHost struct{ h device.Host }
+
+func (s *stateful) Open(ctx context.Context, cfg json.RawMessage, h device.Host) error {
+	s.host.h = h
+	return s.Driver.Open(ctx, cfg, h)
+}
+
+func TestBadAttach(t *testing.T) {
+	m, _ := newManager(t, nil, sim.New())
+	ctx := context.Background()
+	for _, tc := range []struct {
+		driver string
+		dev    device.Device
+		poll   []device.PollGroup
+		says   string
+	}{
+		{"nope", device.Device{Name: "x", Model: boiler(t)}, nil, `no driver "nope"`},
+		{"sim", device.Device{Name: "x"}, nil, "no model"},
+		{"sim", device.Device{Name: "x", Model: boiler(t)}, []device.PollGroup{{Properties: []string{"humidity"}, Every: time.Second}}, `poll[0]: property "humidity"`},
+		{"sim", device.Device{Name: "x", Model: boiler(t)}, []device.PollGroup{{Properties: []string{"temperature"}}}, "poll[0].every"},
+		{"sim", device.Device{Name: "x", Model: boiler(t), Config: json.RawMessage(`{"latency": "x"}`)}, nil, "config.latency"},
+	} {
+		if err := m.Attach(ctx, tc.driver, tc.dev, tc.poll); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("attach: %v, want an error saying %q", err, tc.says)
+		}
+	}
+	if len(m.Devices()) != 0 {
+		t.Errorf("refused devices were kept: %v", m.Devices())
+	}
+}
