@@ -109,6 +109,21 @@ func (h *Host) close() {
 	h.closed = true
 }
 
+// checked converts values to the model's types, as the Manager hands
+// them to a driver.
+func checked(t *testing.T, m *device.Model, values map[string]any) map[string]any {
+	t.Helper()
+	out := make(map[string]any, len(values))
+	for id, v := range values {
+		c, err := m.PropertyValue(id, v)
+		if err != nil {
+			t.Fatalf("Harness.Writes: %v", err)
+		}
+		out[id] = c
+	}
+	return out
+}
+
 // Run runs the conformance suite.
 func Run(t *testing.T, h Harness) {
 	open := func(t *testing.T) (device.Driver, *Host) {
@@ -149,7 +164,7 @@ func Run(t *testing.T, h Harness) {
 			}
 		}
 		if len(h.Writes) > 0 {
-			res, err := d.WriteProperties(ctx, dev.Name, h.Writes)
+			res, err := d.WriteProperties(ctx, dev.Name, checked(t, dev.Model, h.Writes))
 			if err != nil {
 				t.Fatalf("WriteProperties: %v", err)
 			}
@@ -241,7 +256,7 @@ func Run(t *testing.T, h Harness) {
 						return
 					}
 					if len(h.Writes) > 0 {
-						if _, err := d.WriteProperties(ctx, dev.Name, h.Writes); err != nil {
+						if _, err := d.WriteProperties(ctx, dev.Name, checked(t, dev.Model, h.Writes)); err != nil {
 							t.Errorf("concurrent write to %s: %v", dev.Name, err)
 							return
 						}
