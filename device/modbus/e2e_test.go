@@ -14,8 +14,6 @@ import (
 	"github.com/edgekit/edgekit/device/devicebus"
 	"github.com/edgekit/edgekit/device/modbus"
 	"github.com/edgekit/edgekit/edge/bus"
-	"github.com/edgekit/edgekit/edge/bus/membus"
-	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
 )
 
@@ -27,122 +25,112 @@ import (
 // reads fail fast; its return brings it online with the desired value
 // written again.
 func TestEndToEnd(t *testing.T) {
-	for _, kind := range []string{"membus", "mqttbus"} {
-		t.Run(kind, func(t *testing.T) {
-			var b bus.Bus
-			if kind == "membus" {
-				mb := membus.New(nil)
-				t.Cleanup(func() { _ = mb.Close(context.Background()) })
-				b = mb
-			} else {
-				b = brokertest.Connect(t, brokertest.Start(t, nil), mqttbus.Options{})
-			}
-			ctx := context.Background()
-			addr := freeAddr(t)
-			srv := startServer(t, addr, newRegisters())
-			regs := srv.regs
-			regs.set(regs.input, 0, 215)
-			regs.set(regs.holding, 10, 50)
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
+		ctx := context.Background()
+		addr := freeAddr(t)
+		srv := startServer(t, addr, newRegisters())
+		regs := srv.regs
+		regs.set(regs.input, 0, 215)
+		regs.set(regs.holding, 10, 50)
 
-			reports := make(chan *bus.Message, 100)
-			states := make(chan string, 100)
-			sub := func(filter string, f func(*bus.Message)) {
-				if _, err := b.Subscribe(ctx, filter, func(_ context.Context, m *bus.Message) { f(m) }, nil); err != nil {
-					t.Fatal(err)
-				}
-			}
-			sub("devices/boiler/properties", func(m *bus.Message) { reports <- m })
-			sub("devices/boiler/state", func(m *bus.Message) { states <- string(m.Payload) })
-
-			m := device.NewManager(&device.ManagerOptions{Publish: devicebus.Publisher(b, ""), CallTimeout: time.Second})
-			t.Cleanup(func() { _ = m.Close(context.Background()) })
-			rr, err := devicebus.Serve(ctx, b, m, nil)
-			if err != nil {
+		reports := make(chan *bus.Message, 100)
+		states := make(chan string, 100)
+		sub := func(filter string, f func(*bus.Message)) {
+			if _, err := b.Subscribe(ctx, filter, func(_ context.Context, m *bus.Message) { f(m) }, nil); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = rr.Close(context.Background()) })
-			if err := m.AddDriver(ctx, "modbus", modbus.New(), nil); err != nil {
-				t.Fatal(err)
-			}
-			poll := []device.PollGroup{{Properties: []string{"temperature", "setpoint"}, Every: 50 * time.Millisecond}}
-			if err := m.Attach(ctx, "modbus", deviceOn(t, "boiler", srv.url, 1), poll); err != nil {
-				t.Fatal(err)
-			}
+		}
+		sub("devices/boiler/properties", func(m *bus.Message) { reports <- m })
+		sub("devices/boiler/state", func(m *bus.Message) { states <- string(m.Payload) })
 
-			waitFor := func(what string, ch chan *bus.Message, ok func(string) bool) {
-				t.Helper()
-				deadline := time.After(10 * time.Second)
-				for {
-					select {
-					case r := <-ch:
-						if ok(string(r.Payload)) {
-							return
-						}
-					case <-deadline:
-						t.Fatalf("no %s", what)
-					}
-				}
-			}
-			waitFor("first report", reports, func(p string) bool { return strings.Contains(p, `"temperature":21.5`) })
-			regs.set(regs.input, 0, 230) // the device changes a register
-			waitFor("changed report", reports, func(p string) bool { return strings.Contains(p, `"temperature":23`) })
+		m := device.NewManager(&device.ManagerOptions{Publish: devicebus.Publisher(b, ""), CallTimeout: time.Second})
+		t.Cleanup(func() { _ = m.Close(context.Background()) })
+		rr, err := devicebus.Serve(ctx, b, m, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rr.Close(context.Background()) })
+		if err := m.AddDriver(ctx, "modbus", modbus.New(), nil); err != nil {
+			t.Fatal(err)
+		}
+		poll := []device.PollGroup{{Properties: []string{"temperature", "setpoint"}, Every: 50 * time.Millisecond}}
+		if err := m.Attach(ctx, "modbus", deviceOn(t, "boiler", srv.url, 1), poll); err != nil {
+			t.Fatal(err)
+		}
 
-			replies := make(chan *bus.Message, 10)
-			sub("replies/e2e", func(m *bus.Message) { replies <- m })
-			var corr atomic.Int32
-			request := func(topic, payload string) string {
-				t.Helper()
-				id := strconv.Itoa(int(corr.Add(1)))
-				if err := b.Publish(ctx, &bus.Message{Topic: topic, Payload: []byte(payload), QoS: bus.AtLeastOnce, ResponseTopic: "replies/e2e", CorrelationData: []byte(id)}); err != nil {
-					t.Fatal(err)
-				}
+		waitFor := func(what string, ch chan *bus.Message, ok func(string) bool) {
+			t.Helper()
+			deadline := time.After(10 * time.Second)
+			for {
 				select {
-				case r := <-replies:
-					return string(r.Payload)
-				case <-time.After(10 * time.Second):
-					t.Fatalf("no reply on %s", topic)
-					return ""
+				case r := <-ch:
+					if ok(string(r.Payload)) {
+						return
+					}
+				case <-deadline:
+					t.Fatalf("no %s", what)
 				}
 			}
-			if got := request("devices/boiler/set", `{"properties": {"setpoint": 65}}`); got != `{"results":{"setpoint":null}}` || regs.get(regs.holding, 10) != 65 {
-				t.Errorf("set: %s, register %d", got, regs.get(regs.holding, 10))
-			}
-			if got := request("devices/boiler/set", `{"properties": {"setpoint": 95}}`); !strings.Contains(got, "properties.setpoint: 95 above max 90") || regs.get(regs.holding, 10) != 65 {
-				t.Errorf("out-of-range set: %s, register %d", got, regs.get(regs.holding, 10))
-			}
+		}
+		waitFor("first report", reports, func(p string) bool { return strings.Contains(p, `"temperature":21.5`) })
+		regs.set(regs.input, 0, 230) // the device changes a register
+		waitFor("changed report", reports, func(p string) bool { return strings.Contains(p, `"temperature":23`) })
 
-			// The server goes away: offline within the poll window, and
-			// reads fail fast.
-			srv.stop()
-			gone := time.Now()
-			waitState(t, states, "offline")
-			if d := time.Since(gone); d > 3*time.Second {
-				t.Errorf("offline after %v", d)
+		replies := make(chan *bus.Message, 10)
+		sub("replies/e2e", func(m *bus.Message) { replies <- m })
+		var corr atomic.Int32
+		request := func(topic, payload string) string {
+			t.Helper()
+			id := strconv.Itoa(int(corr.Add(1)))
+			if err := b.Publish(ctx, &bus.Message{Topic: topic, Payload: []byte(payload), QoS: bus.AtLeastOnce, ResponseTopic: "replies/e2e", CorrelationData: []byte(id)}); err != nil {
+				t.Fatal(err)
 			}
-			start := time.Now()
-			if _, err := m.Get(ctx, "boiler", []string{"setpoint"}); !errors.Is(err, device.ErrOffline) {
-				t.Errorf("read while offline: %v", err)
+			select {
+			case r := <-replies:
+				return string(r.Payload)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no reply on %s", topic)
+				return ""
 			}
-			if d := time.Since(start); d > 100*time.Millisecond {
-				t.Errorf("a read while offline took %v", d)
+		}
+		if got := request("devices/boiler/set", `{"properties": {"setpoint": 65}}`); got != `{"results":{"setpoint":null}}` || regs.get(regs.holding, 10) != 65 {
+			t.Errorf("set: %s, register %d", got, regs.get(regs.holding, 10))
+		}
+		if got := request("devices/boiler/set", `{"properties": {"setpoint": 95}}`); !strings.Contains(got, "properties.setpoint: 95 above max 90") || regs.get(regs.holding, 10) != 65 {
+			t.Errorf("out-of-range set: %s, register %d", got, regs.get(regs.holding, 10))
+		}
+
+		// The server goes away: offline within the poll window, and
+		// reads fail fast.
+		srv.stop()
+		gone := time.Now()
+		waitState(t, states, "offline")
+		if d := time.Since(gone); d > 3*time.Second {
+			t.Errorf("offline after %v", d)
+		}
+		start := time.Now()
+		if _, err := m.Get(ctx, "boiler", []string{"setpoint"}); !errors.Is(err, device.ErrOffline) {
+			t.Errorf("read while offline: %v", err)
+		}
+		if d := time.Since(start); d > 100*time.Millisecond {
+			t.Errorf("a read while offline took %v", d)
+		}
+		if _, err := m.Set(ctx, "boiler", map[string]any{"setpoint": 80}); !errors.Is(err, device.ErrOffline) {
+			t.Errorf("set while offline: %v", err)
+		}
+		// It returns (its registers lost): online, and the desired
+		// value is written again.
+		regs.set(regs.holding, 10, 30)
+		srv.start(t)
+		waitState(t, states, "online")
+		deadline := time.Now().Add(10 * time.Second)
+		for regs.get(regs.holding, 10) != 80 {
+			if time.Now().After(deadline) {
+				t.Fatalf("the desired setpoint was not written again: register %d", regs.get(regs.holding, 10))
 			}
-			if _, err := m.Set(ctx, "boiler", map[string]any{"setpoint": 80}); !errors.Is(err, device.ErrOffline) {
-				t.Errorf("set while offline: %v", err)
-			}
-			// It returns (its registers lost): online, and the desired
-			// value is written again.
-			regs.set(regs.holding, 10, 30)
-			srv.start(t)
-			waitState(t, states, "online")
-			deadline := time.Now().Add(10 * time.Second)
-			for regs.get(regs.holding, 10) != 80 {
-				if time.Now().After(deadline) {
-					t.Fatalf("the desired setpoint was not written again: register %d", regs.get(regs.holding, 10))
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		})
-	}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
 }
 
 func waitState(t *testing.T, states chan string, want string) {

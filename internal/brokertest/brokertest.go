@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/edge/broker"
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
@@ -107,4 +109,19 @@ func startRetrying(o broker.Options) (*broker.Broker, error) {
 			return nil, err
 		}
 	}
+}
+
+// Buses runs test as two subtests: on an in-process bus (membus), and on an
+// mqttbus client of a Mosquitto of its own. Each bus is closed when its
+// subtest ends.
+func Buses(t *testing.T, test func(t *testing.T, b bus.Bus)) {
+	t.Helper()
+	t.Run("membus", func(t *testing.T) {
+		b := membus.New(nil)
+		t.Cleanup(func() { _ = b.Close(context.Background()) })
+		test(t, b)
+	})
+	t.Run("mqttbus", func(t *testing.T) {
+		test(t, Connect(t, Start(t, nil), mqttbus.Options{}))
+	})
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/membus"
-	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/invoke"
@@ -25,19 +24,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// buses runs a test on each bus: the in-process one, and mqttbus on a
-// local Mosquitto.
-func buses(t *testing.T, run func(t *testing.T, b bus.Bus)) {
-	t.Run("membus", func(t *testing.T) {
-		b := membus.New(nil)
-		t.Cleanup(func() { _ = b.Close(context.Background()) })
-		run(t, b)
-	})
-	t.Run("mqttbus", func(t *testing.T) {
-		run(t, brokertest.Connect(t, brokertest.Start(t, nil), mqttbus.Options{}))
-	})
-}
 
 // host deploys in-process functions for the test, closed at its end.
 func host(t *testing.T, fns map[string]function.HandlerFunc) *function.Host {
@@ -105,7 +91,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // TestMessageInvokes: a message reaches the function with its topic, user
 // properties, content type and device; the result goes to the output topic.
 func TestMessageInvokes(t *testing.T) {
-	buses(t, func(t *testing.T, b bus.Bus) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
 		var got atomic.Pointer[invoke.Request]
 		h := host(t, map[string]function.HandlerFunc{"double": func(_ context.Context, req invoke.Request) (invoke.Response, error) {
 			got.Store(&req)
@@ -146,7 +132,7 @@ func TestMessageInvokes(t *testing.T) {
 // dead-letter topic once each, after every retry, with the error. Every
 // message is accounted for.
 func TestNoMessageLost(t *testing.T) {
-	buses(t, func(t *testing.T, b bus.Bus) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
 		var mu sync.Mutex
 		handled := map[string]int{}
 		attempts := map[string]int{}
@@ -215,7 +201,7 @@ func TestNoMessageLost(t *testing.T) {
 // TestOrderPerTopic: with concurrency 4, messages of one topic are handled
 // in order, while topics run in parallel.
 func TestOrderPerTopic(t *testing.T) {
-	buses(t, func(t *testing.T, b bus.Bus) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
 		var mu sync.Mutex
 		last := map[string]int{}
 		var running, peak atomic.Int32
@@ -257,7 +243,7 @@ func TestOrderPerTopic(t *testing.T) {
 // lost for the trigger while it stays, and none reaches a function after
 // the trigger's removal.
 func TestChangesUnderLoad(t *testing.T) {
-	buses(t, func(t *testing.T, b bus.Bus) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
 		var mu sync.Mutex
 		seen := map[string]bool{}
 		var afterRemove atomic.Bool
@@ -410,7 +396,7 @@ func TestStopDuringRetry(t *testing.T) {
 // TestSharedGroup: two triggers in one $share group split the messages:
 // each is handled once.
 func TestSharedGroup(t *testing.T) {
-	buses(t, func(t *testing.T, b bus.Bus) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
 		var mu sync.Mutex
 		count := map[string]int{}
 		h := host(t, map[string]function.HandlerFunc{"f": func(_ context.Context, req invoke.Request) (invoke.Response, error) {
