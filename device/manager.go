@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/edgekit/edgekit/internal/drain"
 )
 
 // ManagerOptions configure a Manager. The zero value is usable.
@@ -83,6 +85,9 @@ type Shadow struct {
 // timeouts.
 type Manager struct {
 	opts ManagerOptions
+	// calls counts the goroutines driver calls run on; Close waits for
+	// them.
+	calls sync.WaitGroup
 
 	mu      sync.Mutex
 	closed  bool
@@ -100,10 +105,11 @@ type driverEntry struct {
 type managed struct {
 	dev    Device
 	driver *driverEntry
-	calls  chan func()   // serialised driver calls, run by the device's worker
-	wake   chan struct{} // capacity 1: desired values to re-apply
-	stop   chan struct{}
-	done   chan struct{}
+	// turn, capacity 1, is held during each driver call for the device,
+	// so they come one at a time (nil: the driver allows them to overlap).
+	turn  chan struct{}
+	stop  chan struct{} // closed when the device is detached
+	polls []*time.Timer // one per poll group; no goroutine while idle
 
 	mu       sync.Mutex
 	state    State
@@ -198,17 +204,57 @@ func (m *Manager) Attach(ctx context.Context, driver string, dev Device, poll []
 	case taken:
 		return fmt.Errorf("device %s is attached already", dev.Name)
 	}
-	d := &managed{dev: dev, driver: e, calls: make(chan func()), wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
-		state: Offline, shadow: map[string]ShadowValue{}}
+	d := &managed{dev: dev, driver: e, stop: make(chan struct{}), state: Offline, shadow: map[string]ShadowValue{}}
+	if cd, ok := e.drv.(ConcurrentDriver); !ok || !cd.ConcurrentCalls() {
+		d.turn = make(chan struct{}, 1)
+	}
 	m.mu.Lock()
 	m.devices[dev.Name] = d
 	m.mu.Unlock()
-	go m.work(d, poll)
 	if err := m.call(ctx, d, func(ctx context.Context) error { return e.drv.Attach(ctx, dev) }); err != nil {
 		m.remove(d)
 		return fmt.Errorf("device %s: attaching: %w", dev.Name, err)
 	}
+	d.mu.Lock()
+	for _, g := range poll {
+		d.polls = append(d.polls, m.schedulePoll(d, g))
+	}
+	d.mu.Unlock()
 	return nil
+}
+
+// schedulePoll reads group g every g.Every: a timer, not a goroutine, while
+// the device is idle.
+func (m *Manager) schedulePoll(d *managed, g PollGroup) *time.Timer {
+	var t *time.Timer
+	// Made far off, then reset: the function reads t, which is set by then.
+	t = time.AfterFunc(time.Hour, func() {
+		if !m.spawned(func() { m.poll(d, g.Properties) }) {
+			return
+		}
+		select {
+		case <-d.stop:
+		default:
+			t.Reset(g.Every)
+		}
+	})
+	t.Reset(g.Every)
+	return t
+}
+
+// spawned runs f counted in m.calls, unless the manager is closed; it
+// reports whether f ran.
+func (m *Manager) spawned(f func()) bool {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false
+	}
+	m.calls.Add(1)
+	m.mu.Unlock()
+	defer m.calls.Done()
+	f()
+	return true
 }
 
 // Detach removes a device; its driver forgets it.
@@ -233,6 +279,11 @@ func (m *Manager) remove(d *managed) {
 	default:
 		close(d.stop)
 	}
+	d.mu.Lock()
+	for _, t := range d.polls {
+		t.Stop()
+	}
+	d.mu.Unlock()
 }
 
 func (m *Manager) device(name string) (*managed, error) {
@@ -248,41 +299,10 @@ func (m *Manager) device(name string) (*managed, error) {
 	return d, nil
 }
 
-// work runs a device's driver calls one at a time: callers' calls, the
-// polls, and re-applying desired values when the device comes back.
-func (m *Manager) work(d *managed, poll []PollGroup) {
-	defer close(d.done)
-	tickers := make([]*time.Ticker, len(poll))
-	cases := make([]reflect.SelectCase, 0, 3+len(poll))
-	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(d.stop)},
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(d.calls)},
-		reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(d.wake)})
-	for i, g := range poll {
-		tickers[i] = time.NewTicker(g.Every)
-		defer tickers[i].Stop()
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(tickers[i].C)})
-	}
-	for {
-		i, v, _ := reflect.Select(cases)
-		switch i {
-		case 0:
-			return
-		case 1:
-			v.Interface().(func())()
-		case 2:
-			m.reapply(d)
-		default:
-			m.poll(d, poll[i-3].Properties)
-		}
-	}
-}
-
 // poll reads a group and reports the values that changed.
 func (m *Manager) poll(d *managed, ids []string) {
-	ctx, cancel := context.WithTimeout(context.Background(), m.opts.CallTimeout)
-	defer cancel()
 	var got map[string]Reading
-	err := m.run(ctx, d, func(ctx context.Context) (err error) {
+	err := m.call(context.Background(), d, func(ctx context.Context) (err error) {
 		got, err = d.driver.drv.ReadProperties(ctx, d.dev.Name, ids)
 		return err
 	})
@@ -302,30 +322,52 @@ func (m *Manager) poll(d *managed, ids []string) {
 	}
 	d.mu.Unlock()
 	if len(changed) > 0 {
-		_ = m.report(ctx, d, changed, time.Now(), true)
+		_ = m.report(context.Background(), d, changed, time.Now(), true)
 	}
 }
 
-// call runs f on the device's worker, bounded by CallTimeout and ctx. A
-// driver call that does not return in time is left to finish on the
-// worker; the caller gets the timeout.
+// call runs f, one call at a time per device (see managed.turn), bounded
+// by CallTimeout and ctx. f runs on a goroutine of its own: a driver call
+// that does not return in time keeps the device's turn until it does, but
+// the caller gets the timeout.
 func (m *Manager) call(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
 	defer cancel()
-	result := make(chan error, 1)
-	job := func() { result <- m.run(ctx, d, f) }
-	select {
-	case d.calls <- job:
-	case <-d.stop:
-		return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
-	case <-ctx.Done():
-		return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
+	if d.turn != nil {
+		select {
+		case d.turn <- struct{}{}:
+		case <-d.stop:
+			return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+		case <-ctx.Done():
+			return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
+		}
 	}
+	result := make(chan error, 1)
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		d.release()
+		return fmt.Errorf("device %s: %w", d.dev.Name, ErrClosed)
+	}
+	m.calls.Add(1)
+	m.mu.Unlock()
+	go func() {
+		defer m.calls.Done()
+		defer d.release()
+		result <- m.run(ctx, d, f)
+	}()
 	select {
 	case err := <-result:
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("device %s: the driver did not answer: %w", d.dev.Name, ctx.Err())
+	}
+}
+
+// release gives the device's turn back.
+func (d *managed) release() {
+	if d.turn != nil {
+		<-d.turn
 	}
 }
 
@@ -378,15 +420,22 @@ func (m *Manager) setState(d *managed, s State, cause string, declared bool) {
 		_ = m.opts.Publish(context.Background(), Notice{Kind: StateNotice, Device: d.dev.Name, State: s, Cause: cause, Time: time.Now()})
 	}
 	if s == Online {
-		select {
-		case d.wake <- struct{}{}:
-		default: // a re-apply is due already
+		m.mu.Lock()
+		closed := m.closed
+		if !closed {
+			m.calls.Add(1)
+		}
+		m.mu.Unlock()
+		if !closed {
+			go func() {
+				defer m.calls.Done()
+				m.reapply(d)
+			}()
 		}
 	}
 }
 
-// reapply writes the desired values not yet confirmed; it runs on the
-// device's worker.
+// reapply writes the desired values not yet confirmed.
 func (m *Manager) reapply(d *managed) {
 	d.mu.Lock()
 	pending := map[string]any{}
@@ -399,18 +448,9 @@ func (m *Manager) reapply(d *managed) {
 	if len(pending) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), m.opts.CallTimeout)
-	defer cancel()
-	var res map[string]error
-	err := m.run(ctx, d, func(ctx context.Context) (err error) {
-		res, err = d.driver.drv.WriteProperties(ctx, d.dev.Name, pending)
-		return err
-	})
-	if err != nil {
+	if _, err := m.write(context.Background(), d, pending); err != nil {
 		m.opts.Logger.Warn("device: re-applying desired values", "device", d.dev.Name, "err", err)
-		return
 	}
-	m.confirm(ctx, d, pending, res)
 }
 
 // report validates values a driver reported, records them in the shadow
@@ -639,12 +679,8 @@ func (m *Manager) Close(ctx context.Context) error {
 	for _, d := range devices {
 		m.remove(d)
 	}
-	for _, d := range devices {
-		select {
-		case <-d.done:
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("device %s: a driver call did not return: %w", d.dev.Name, ctx.Err()))
-		}
+	if err := drain.Wait(ctx, &m.calls, func() {}); err != nil {
+		errs = append(errs, fmt.Errorf("device: a driver call did not return: %w", err))
 	}
 	for _, e := range drivers {
 		e.host.close()
