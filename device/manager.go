@@ -302,7 +302,7 @@ func (m *Manager) device(name string) (*managed, error) {
 // poll reads a group and reports the values that changed.
 func (m *Manager) poll(d *managed, ids []string) {
 	var got map[string]Reading
-	err := m.call(context.Background(), d, func(ctx context.Context) (err error) {
+	err := m.callInline(d, func(ctx context.Context) (err error) {
 		got, err = d.driver.drv.ReadProperties(ctx, d.dev.Name, ids)
 		return err
 	})
@@ -333,14 +333,8 @@ func (m *Manager) poll(d *managed, ids []string) {
 func (m *Manager) call(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
 	defer cancel()
-	if d.turn != nil {
-		select {
-		case d.turn <- struct{}{}:
-		case <-d.stop:
-			return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
-		case <-ctx.Done():
-			return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
-		}
+	if err := d.take(ctx); err != nil {
+		return err
 	}
 	result := make(chan error, 1)
 	m.mu.Lock()
@@ -361,6 +355,34 @@ func (m *Manager) call(ctx context.Context, d *managed, f func(ctx context.Conte
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("device %s: the driver did not answer: %w", d.dev.Name, ctx.Err())
+	}
+}
+
+// callInline is call for the manager's own work (polls, re-applying
+// desired values), which no caller waits for: f runs on this goroutine,
+// saving call's handoff; a driver that blocks holds up only this device.
+func (m *Manager) callInline(d *managed, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.opts.CallTimeout)
+	defer cancel()
+	if err := d.take(ctx); err != nil {
+		return err
+	}
+	defer d.release()
+	return m.run(ctx, d, f)
+}
+
+// take waits for the device's turn.
+func (d *managed) take(ctx context.Context) error {
+	if d.turn == nil {
+		return nil
+	}
+	select {
+	case d.turn <- struct{}{}:
+		return nil
+	case <-d.stop:
+		return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+	case <-ctx.Done():
+		return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
 	}
 }
 

@@ -338,13 +338,14 @@ func (d *Driver) Close(context.Context) error {
 
 // endpoint is one connection, shared by the devices behind it.
 type endpoint struct {
-	url    string
-	host   device.Host
-	client *mb.ModbusClient
-	retry  backoff.Policy
-	kick   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
+	url     string
+	timeout time.Duration // the library's per-request timeout
+	host    device.Host
+	client  *mb.ModbusClient
+	retry   backoff.Policy
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
 
 	sem      chan struct{}  // capacity 1: one request at a time on the connection
 	inflight sync.WaitGroup // requests' goroutines
@@ -360,7 +361,7 @@ func newEndpoint(url string, timeout time.Duration, host device.Host) (*endpoint
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: %w", url, err)
 	}
-	ep := &endpoint{url: url, host: host, client: client, retry: backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second},
+	ep := &endpoint{url: url, timeout: timeout, host: host, client: client, retry: backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), devices: map[string]bool{},
 		sem:     make(chan struct{}, 1),
 		lastErr: errors.New("not connected yet")}
@@ -465,9 +466,12 @@ func (ep *endpoint) failLocked(err error) []string {
 }
 
 // do runs one request on the connection for unit, failing at once while
-// the connection is down. The library's calls take no context: the request
-// runs on its own goroutine (bounded by the endpoint's timeout, and waited
-// for by close), and the caller returns when ctx ends.
+// the connection is down. The library's calls take no context but end
+// within the endpoint's timeout: when ctx's deadline is further than that,
+// the request runs on the caller's goroutine; when it is nearer, on a
+// goroutine of its own (waited for by close), and the caller returns at
+// the deadline. A cancellation before the deadline is seen once the
+// request on the wire has finished.
 func (ep *endpoint) do(ctx context.Context, unit uint8, op func() error) error {
 	select {
 	case ep.sem <- struct{}{}:
@@ -481,10 +485,7 @@ func (ep *endpoint) do(ctx context.Context, unit uint8, op func() error) error {
 		<-ep.sem
 		return fmt.Errorf("%w: %s: %v", device.ErrOffline, ep.url, cause)
 	}
-	result := make(chan error, 1)
-	ep.inflight.Add(1)
-	go func() {
-		defer ep.inflight.Done()
+	request := func() error {
 		defer func() { <-ep.sem }()
 		_ = ep.client.SetUnitId(unit)
 		err := op()
@@ -497,7 +498,16 @@ func (ep *endpoint) do(ctx context.Context, unit uint8, op func() error) error {
 			}
 			err = fmt.Errorf("%w: %s: %v", device.ErrOffline, ep.url, err)
 		}
-		result <- err
+		return err
+	}
+	if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > ep.timeout {
+		return request()
+	}
+	result := make(chan error, 1)
+	ep.inflight.Add(1)
+	go func() {
+		defer ep.inflight.Done()
+		result <- request()
 	}()
 	select {
 	case err := <-result:
