@@ -27,6 +27,12 @@
 // self-test reading. The HTTP endpoint (trigger/httpcall) listens on
 // -api; its token is in <data>/api-token.
 //
+// With -modbus tcp://host:port the gateway also reads a Modbus boiler
+// (examples/modbus-sim simulates one) through device/modbus, with the
+// thing model in boiler.tsl.json: reports on devices/boiler/properties,
+// state on devices/boiler/state, and get/set requests on
+// devices/boiler/get and devices/boiler/set (docs/TOPICS.md).
+//
 // Run it with `make gateway` and try, from another terminal:
 //
 //	mosquitto_sub -V 5 -t 'gateway/#' -v
@@ -41,6 +47,7 @@ package main
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -55,6 +62,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/device/devicebus"
+	"github.com/edgekit/edgekit/device/modbus"
 	"github.com/edgekit/edgekit/edge/broker"
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/bridge"
@@ -77,7 +87,12 @@ type config struct {
 	status    time.Duration
 	functions []string // directories holding function.json and the code
 	triggers  []trigger.Config
+	modbus    string        // a Modbus TCP endpoint with a boiler, or ""
+	poll      time.Duration // how often the boiler is read
 }
+
+//go:embed boiler.tsl.json
+var boilerTSL []byte
 
 // defaultTriggers start the example functions: a timer and a message rule.
 var defaultTriggers = []trigger.Config{
@@ -92,6 +107,8 @@ func main() {
 	flag.StringVar(&cfg.dataDir, "data", filepath.Join(os.TempDir(), "edgekit-gateway"), "data directory (broker config and persistence, uplink queue)")
 	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:1883", "local MQTT listener")
 	flag.StringVar(&cfg.api, "api", "127.0.0.1:8780", "local HTTP endpoint for function calls")
+	flag.StringVar(&cfg.modbus, "modbus", "", "Modbus TCP endpoint of a boiler to read, e.g. tcp://127.0.0.1:5020 (go run ./examples/modbus-sim)")
+	flag.DurationVar(&cfg.poll, "poll", time.Second, "how often the Modbus boiler is read")
 	flag.StringVar(&cfg.upstream, "upstream", "", "optional upstream broker URL, e.g. mqtt://broker.example:1883")
 	flag.StringVar(&cfg.name, "name", "gw1", "gateway name (MQTT client ids, upstream topic prefix)")
 	flag.DurationVar(&cfg.status, "status-every", 10*time.Second, "status publish interval")
@@ -154,7 +171,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	}
 	lanBridge, err := bridge.New(ctx, local, lan, &bridge.Options{
 		Name: cfg.name + "-lan",
-		Out:  []bridge.Route{{Filter: "gateway/#", QoS: bus.AtLeastOnce}, {Filter: "replies/#", QoS: bus.AtLeastOnce}},
+		Out: []bridge.Route{{Filter: "gateway/#", QoS: bus.AtLeastOnce}, {Filter: "replies/#", QoS: bus.AtLeastOnce},
+			{Filter: "devices/+/properties", QoS: bus.AtLeastOnce}, {Filter: "devices/+/state", QoS: bus.AtLeastOnce},
+			{Filter: "devices/+/events/#", QoS: bus.AtLeastOnce}},
 		In: []bridge.Route{{Filter: "commands/#", QoS: bus.AtLeastOnce}, {Filter: "functions/#", QoS: bus.AtLeastOnce},
 			{Filter: "devices/#", QoS: bus.AtLeastOnce}},
 		Logger: log,
@@ -257,6 +276,20 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 		return err
 	}
 
+	devices := device.NewManager(&device.ManagerOptions{Publish: devicebus.Publisher(local, ""), Logger: log})
+	closers = append(closers, devices.Close)
+	deviceAPI, err := devicebus.Serve(ctx, local, devices, &devicebus.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, deviceAPI.Close)
+	if cfg.modbus != "" {
+		if err := attachBoiler(ctx, devices, cfg.modbus, cfg.poll); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "device boiler (modbus %s) attached\n", cfg.modbus)
+	}
+
 	fmt.Fprintf(out, "edgekit gateway %q running; local MQTT broker on %s\n", cfg.name, brk.URL())
 	h, p, _ := net.SplitHostPort(brk.Addrs()[0])
 	fmt.Fprintf(out, "try:  mosquitto_sub -V 5 -h %s -p %s -t 'gateway/#' -v\n", h, p)
@@ -309,6 +342,25 @@ func deployDir(ctx context.Context, host *function.Host, dir string) (function.S
 	}
 	spec.CodeDir = abs
 	return spec, host.Deploy(ctx, spec)
+}
+
+// attachBoiler reads the boiler of examples/modbus-sim at endpoint: the
+// register map goes with the thing model in boiler.tsl.json.
+func attachBoiler(ctx context.Context, devices *device.Manager, endpoint string, every time.Duration) error {
+	model, err := device.ParseTSL(boilerTSL)
+	if err != nil {
+		return err
+	}
+	if err := devices.AddDriver(ctx, "modbus", modbus.New(), nil); err != nil {
+		return err
+	}
+	cfg, _ := json.Marshal(modbus.Config{Endpoint: endpoint, Unit: 1, Timeout: "1s", Properties: map[string]modbus.Register{
+		"temperature": {Table: "input", Address: 0, Type: "int16", Scale: 0.1},
+		"setpoint":    {Table: "holding", Address: 10},
+		"burner":      {Table: "coil", Address: 0},
+	}})
+	poll := []device.PollGroup{{Properties: []string{"temperature", "setpoint", "burner"}, Every: every}}
+	return devices.Attach(ctx, "modbus", device.Device{Name: "boiler", Model: model, Config: cfg}, poll)
 }
 
 // apiToken reads the HTTP endpoint's token from path, or makes one and

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	mb "github.com/simonvetter/modbus"
 	"go.uber.org/goleak"
 
 	"github.com/edgekit/edgekit/internal/brokertest"
@@ -74,13 +76,15 @@ func TestGateway(t *testing.T) {
 	defer cancel()
 	out := &syncBuffer{}
 	dataDir := t.TempDir()
+	boiler := startBoiler(t)
 	// The example's triggers, with a timer fast enough for a test.
 	triggers := slices.Clone(defaultTriggers)
 	triggers[0].Params = json.RawMessage(`{"every": "200ms", "event": {"device": "self-test", "temperature": 20}}`)
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, config{dataDir: dataDir, listen: addr, api: "127.0.0.1:0", name: "test-gw", status: 200 * time.Millisecond,
-			functions: []string{"../function-node", "../function-python", "../function-go"}, triggers: triggers}, discardLogger(), out)
+			functions: []string{"../function-node", "../function-python", "../function-go"}, triggers: triggers,
+			modbus: boiler.url, poll: 50 * time.Millisecond}, discardLogger(), out)
 	}()
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(out.String(), "running") {
@@ -171,6 +175,21 @@ func TestGateway(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// The Modbus boiler: its registers appear as checked reports, and a
+	// set request over MQTT writes its set point.
+	report := cli("mosquitto_sub", "-t", "devices/boiler/properties", "-C", "1", "-W", "8")
+	if !strings.Contains(report, `"temperature":2`) || !strings.Contains(report, `"device":"boiler"`) {
+		t.Errorf("boiler report %q", report)
+	}
+	if got := cli("mosquitto_rr", "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "7",
+		"-m", `{"properties":{"setpoint":70}}`, "-W", "8"); got != `{"results":{"setpoint":null}}` || boiler.setpoint() != 70 {
+		t.Errorf("set answered %q, register %d", got, boiler.setpoint())
+	}
+	if got := cli("mosquitto_rr", "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "8",
+		"-m", `{"properties":{"setpoint":99}}`, "-W", "8"); !strings.Contains(got, "properties.setpoint: 99 above max 90") {
+		t.Errorf("out-of-range set answered %q", got)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
@@ -187,3 +206,64 @@ func TestGateway(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// modbusBoiler is a Modbus TCP server with the registers of
+// examples/modbus-sim's boiler, fixed.
+type modbusBoiler struct {
+	url   string
+	mu    sync.Mutex
+	regs  map[uint16]uint16
+	reads uint16
+}
+
+func (b *modbusBoiler) setpoint() uint16 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.regs[10]
+}
+
+func (b *modbusBoiler) HandleCoils(req *mb.CoilsRequest) ([]bool, error) {
+	return make([]bool, req.Quantity), nil
+}
+
+func (b *modbusBoiler) HandleDiscreteInputs(*mb.DiscreteInputsRequest) ([]bool, error) {
+	return nil, mb.ErrIllegalDataAddress
+}
+
+func (b *modbusBoiler) HandleHoldingRegisters(req *mb.HoldingRegistersRequest) ([]uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if req.IsWrite {
+		b.regs[req.Addr] = req.Args[0]
+	}
+	return []uint16{b.regs[req.Addr]}, nil
+}
+
+// HandleInputRegisters gives a water temperature that moves between 21.5
+// and 22.4 °C, so that polls report it.
+func (b *modbusBoiler) HandleInputRegisters(*mb.InputRegistersRequest) ([]uint16, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.reads++
+	return []uint16{215 + b.reads%10}, nil
+}
+
+func startBoiler(t *testing.T) *modbusBoiler {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	b := &modbusBoiler{url: "tcp://" + addr, regs: map[uint16]uint16{10: 60}}
+	srv, err := mb.NewServer(&mb.ServerConfiguration{URL: b.url, Timeout: time.Minute, MaxClients: 8, Logger: log.New(io.Discard, "", 0)}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	return b
+}
