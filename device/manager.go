@@ -67,6 +67,10 @@ type ShadowValue struct {
 	ReportedAt   time.Time
 	Desired      any // set and not yet confirmed by a report
 	DesiredSince time.Time
+	// Version counts the property's sets; a report that confirms a
+	// desired value leaves it, so a consumer can tell which set it saw
+	// applied.
+	Version uint64
 }
 
 // Shadow is what the manager knows of a device.
@@ -595,6 +599,7 @@ func (m *Manager) Set(ctx context.Context, device string, values map[string]any)
 	for id, v := range checked {
 		sv := d.shadow[id]
 		sv.Desired, sv.DesiredSince = v, now
+		sv.Version++
 		d.shadow[id] = sv
 	}
 	offline := d.state == Offline && d.declared

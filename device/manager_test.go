@@ -116,7 +116,7 @@ func TestManagerGetSetCall(t *testing.T) {
 		t.Fatalf("Set: %v %v", res, err)
 	}
 	sh, _ := m.Shadow("b1")
-	if sh.State != device.Online || sh.Properties["setpoint"].Reported != int64(70) || sh.Properties["setpoint"].Desired != nil {
+	if sh.State != device.Online || sh.Properties["setpoint"].Reported != int64(70) || sh.Properties["setpoint"].Desired != nil || sh.Properties["setpoint"].Version != 1 {
 		t.Errorf("shadow after Set: %+v", sh)
 	}
 	for values, says := range map[string]string{

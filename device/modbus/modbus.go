@@ -17,6 +17,9 @@
 //	    "energy":      {"table": "input", "address": 20, "type": "float32", "word_order": "little"},
 //	    "pump":        {"table": "coil", "address": 0},
 //	    "alarm":       {"table": "holding", "address": 30, "bit": 3}
+//	  },
+//	  "services": {
+//	    "setSchedule": {"address": 100, "inputs": ["start", "end"]}
 //	  }
 //	}
 //
@@ -25,7 +28,9 @@
 // order big (high word first, default) or little, byte order big (default)
 // or little within each register; value = raw × scale + offset (scale
 // default 1). A "bit" reads and writes one bit of a register. Input
-// registers and discrete inputs are read-only.
+// registers and discrete inputs are read-only. A service writes its input
+// parameters, in the order given, to consecutive holding registers from
+// its address (one uint16 each) in one request: a multi-register command.
 package modbus
 
 import (
@@ -60,12 +65,20 @@ type Register struct {
 	Bit       *uint8  `json:"bit,omitempty"`
 }
 
+// Command is a service: its input parameters written to consecutive
+// holding registers from Address.
+type Command struct {
+	Address uint16   `json:"address"`
+	Inputs  []string `json:"inputs"`
+}
+
 // Config is a device's configuration (see the package doc).
 type Config struct {
 	Endpoint   string              `json:"endpoint"`
 	Unit       uint8               `json:"unit"`
 	Timeout    string              `json:"timeout,omitempty"`
 	Properties map[string]Register `json:"properties"`
+	Services   map[string]Command  `json:"services,omitempty"`
 }
 
 // words is how many registers a type spans.
@@ -119,6 +132,29 @@ func (c *Config) check(dev device.Device) error {
 			r.Scale = 1
 		}
 		c.Properties[id] = r
+	}
+	for id, cmd := range c.Services {
+		svc, ok := dev.Model.Service(id)
+		if !ok {
+			return bad("services.%s: %v", id, device.ErrUnknownService)
+		}
+		if len(cmd.Inputs) == 0 {
+			return bad("services.%s.inputs: none", id)
+		}
+		for _, in := range cmd.Inputs {
+			var param *device.Param
+			for i := range svc.Input {
+				if svc.Input[i].Identifier == in {
+					param = &svc.Input[i]
+				}
+			}
+			if param == nil {
+				return bad("services.%s.inputs: %q is not an input of the service", id, in)
+			}
+			if k := param.Type.Kind; k != device.Int && k != device.Enum && k != device.Bool {
+				return bad("services.%s.inputs: %q is %s; a register takes an int, enum or bool", id, in, k)
+			}
+		}
 	}
 	return nil
 }
@@ -311,12 +347,40 @@ func (d *Driver) WriteProperties(ctx context.Context, name string, values map[st
 	return out, nil
 }
 
-// CallService: the driver declares no services.
-func (d *Driver) CallService(_ context.Context, name, service string, _ map[string]any) (map[string]any, error) {
-	if _, err := d.device(name); err != nil {
+// CallService writes a declared command's inputs in one request; it
+// answers no output.
+func (d *Driver) CallService(ctx context.Context, name, service string, in map[string]any) (map[string]any, error) {
+	md, err := d.device(name)
+	if err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("modbus: %s.%s: %w", name, service, device.ErrUnknownService)
+	cmd, ok := md.cfg.Services[service]
+	if !ok {
+		return nil, fmt.Errorf("modbus: %s.%s: no command mapped: %w", name, service, device.ErrUnknownService)
+	}
+	regs := make([]uint16, len(cmd.Inputs))
+	for i, id := range cmd.Inputs {
+		switch v := in[id].(type) {
+		case int64:
+			if v < 0 || v > math.MaxUint16 {
+				return nil, fmt.Errorf("modbus: %s.%s: input %s: %d does not fit a register", name, service, id, v)
+			}
+			regs[i] = uint16(v)
+		case bool:
+			if v {
+				regs[i] = 1
+			}
+		case nil:
+			return nil, fmt.Errorf("modbus: %s.%s: input %s: missing", name, service, id)
+		default:
+			return nil, fmt.Errorf("modbus: %s.%s: input %s: %v (%T) is not an integer", name, service, id, v, v)
+		}
+	}
+	err = md.ep.do(ctx, md.cfg.Unit, func() error { return md.ep.client.WriteRegisters(cmd.Address, regs) })
+	if err != nil {
+		return nil, fmt.Errorf("modbus: %s.%s: %w", name, service, err)
+	}
+	return map[string]any{}, nil
 }
 
 // Close closes every connection; it is safe to call twice.

@@ -171,7 +171,11 @@ const modelTSL = `{"properties": [
   {"identifier": "power", "accessMode": "rw", "dataType": {"type": "bool", "specs": {"0": "off", "1": "on"}}},
   {"identifier": "alarm", "accessMode": "r", "dataType": {"type": "bool", "specs": {"0": "no", "1": "yes"}}},
   {"identifier": "energy", "accessMode": "r", "dataType": {"type": "double", "specs": {}}}
-]}`
+],
+"services": [{"identifier": "setSchedule", "callType": "sync", "inputData": [
+  {"identifier": "start", "dataType": {"type": "int", "specs": {"min": "0", "max": "23"}}},
+  {"identifier": "end", "dataType": {"type": "int", "specs": {"min": "0", "max": "23"}}}
+], "outputData": []}]}`
 
 func model(t testing.TB) *device.Model {
 	t.Helper()
@@ -189,7 +193,7 @@ func deviceOn(t testing.TB, name, url string, unit int) device.Device {
 		"power": {"table": "coil", "address": 0},
 		"alarm": {"table": "holding", "address": 30, "bit": 3},
 		"energy": {"table": "input", "address": 20, "type": "float32", "word_order": "little"}
-	}}`, url, unit)
+	}, "services": {"setSchedule": {"address": 100, "inputs": ["start", "end"]}}}`, url, unit)
 	return device.Device{Name: name, Model: model(t), Config: json.RawMessage(cfg)}
 }
 
@@ -239,6 +243,16 @@ func TestRegisters(t *testing.T) {
 	}
 	if r.get(r.holding, 10) != 65 {
 		t.Errorf("holding 10 = %d", r.get(r.holding, 10))
+	}
+	// A service: a multi-register command.
+	if _, err := d.CallService(context.Background(), "m", "setSchedule", map[string]any{"start": int64(6), "end": int64(22)}); err != nil {
+		t.Fatal(err)
+	}
+	if r.get(r.holding, 100) != 6 || r.get(r.holding, 101) != 22 {
+		t.Errorf("schedule registers %d, %d", r.get(r.holding, 100), r.get(r.holding, 101))
+	}
+	if _, err := d.CallService(context.Background(), "m", "explode", nil); !errors.Is(err, device.ErrUnknownService) {
+		t.Errorf("unknown service: %v", err)
 	}
 }
 
