@@ -1,0 +1,232 @@
+// Package containertest is the conformance suite for container.Runtime
+// implementations: image presence, the container lifecycle, stop with a
+// grace period, exit codes, listing by label, renaming, the sentinel errors,
+// and (as the runtime declares them) exec, stats and events. A backend's
+// test calls Run with a Harness.
+//
+// The containers run the test program (the image the harness provides),
+// whose mode comes from its environment: EDGEKIT_TEST_MODE "serve" (the
+// default), "exit" (EDGEKIT_TEST_CODE after EDGEKIT_TEST_AFTER) or
+// "ignore-term".
+package containertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/container"
+)
+
+// Harness says how to test a runtime.
+type Harness struct {
+	// Runtime returns the runtime under test, cleaned up when t ends.
+	Runtime func(t *testing.T) container.Runtime
+	// Image makes the test program's image available in rt and returns
+	// its reference.
+	Image func(t *testing.T, rt container.Runtime) string
+}
+
+// Run runs the suite.
+func Run(t *testing.T, h Harness) {
+	rt := h.Runtime(t)
+	img := h.Image(t, rt)
+	ctx := context.Background()
+	info, err := rt.Info(ctx)
+	if err != nil {
+		t.Fatalf("Info: %v", err)
+	}
+	suffix := time.Now().Format("150405.000000")
+	name := func(n string) string { return "ct-" + n + "-" + strings.ReplaceAll(suffix, ".", "") }
+	create := func(t *testing.T, n string, env map[string]string) string {
+		t.Helper()
+		id, err := rt.Create(ctx, container.Spec{Name: name(n), Image: img, Env: env, Labels: map[string]string{"edgekit.test": suffix, "case": n},
+			NetworkMode: "none", StopGrace: time.Second})
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		t.Cleanup(func() { _ = rt.Remove(context.Background(), id, true) })
+		return id
+	}
+
+	t.Run("Images", func(t *testing.T) {
+		if ok, err := rt.ImageExists(ctx, img); err != nil || !ok {
+			t.Errorf("ImageExists(%s): %v %v", img, ok, err)
+		}
+		if ok, err := rt.ImageExists(ctx, "localhost/edgekit-no-such-image:0"); err != nil || ok {
+			t.Errorf("ImageExists of a missing image: %v %v", ok, err)
+		}
+		if _, err := rt.Create(ctx, container.Spec{Name: name("noimage"), Image: "localhost/edgekit-no-such-image:0"}); !errors.Is(err, container.ErrImageNotFound) {
+			t.Errorf("Create from a missing image: %v, want ErrImageNotFound", err)
+		}
+	})
+
+	t.Run("Lifecycle", func(t *testing.T) {
+		id := create(t, "life", nil)
+		if c, err := rt.Inspect(ctx, id); err != nil || c.State != container.Created || c.Labels["case"] != "life" {
+			t.Fatalf("after Create: %+v %v", c, err)
+		}
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if _, err := rt.Wait(wctx, id, container.WaitRunning); err != nil {
+			t.Fatalf("Wait running: %v", err)
+		}
+		if c, _ := rt.Inspect(ctx, name("life")); c.State != container.Running || c.ID == "" {
+			t.Errorf("inspect by name: %+v", c)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var logs bytes.Buffer
+			if err := rt.Logs(ctx, id, container.LogOptions{}, &logs); err != nil {
+				t.Fatalf("Logs: %v", err)
+			}
+			if strings.Contains(logs.String(), "started") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("logs %q lack the program's first line", logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := rt.Remove(ctx, id, false); err == nil {
+			t.Error("removing a running container without force succeeded")
+		}
+		if err := rt.Stop(ctx, id, 5*time.Second); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		if code, err := rt.Wait(wctx, id, container.WaitExited); err != nil || code != 0 {
+			t.Errorf("after Stop: exit %d, %v", code, err)
+		}
+		if err := rt.Remove(ctx, id, false); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+		if _, err := rt.Inspect(ctx, id); !errors.Is(err, container.ErrNotFound) {
+			t.Errorf("Inspect after Remove: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("ExitCode", func(t *testing.T) {
+		id := create(t, "exit", map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "3", "EDGEKIT_TEST_AFTER": "100ms"})
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if code, err := rt.Wait(wctx, id, container.WaitExited); err != nil || code != 3 {
+			t.Errorf("exit %d, %v; want 3", code, err)
+		}
+		if c, _ := rt.Inspect(ctx, id); c.State != container.Exited || c.ExitCode != 3 {
+			t.Errorf("inspect after exit: %+v", c)
+		}
+	})
+
+	t.Run("StopGrace", func(t *testing.T) {
+		id := create(t, "stubborn", map[string]string{"EDGEKIT_TEST_MODE": "ignore-term"})
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if _, err := rt.Wait(wctx, id, container.WaitRunning); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the program has set up its signal handling
+		start := time.Now()
+		if err := rt.Stop(ctx, id, 500*time.Millisecond); err != nil {
+			t.Fatalf("Stop: %v", err)
+		}
+		if took := time.Since(start); took < 400*time.Millisecond {
+			t.Errorf("a program that ignores SIGTERM stopped after %v, before its grace", took)
+		}
+		if c, _ := rt.Inspect(ctx, id); c.State != container.Exited || c.ExitCode != 137 {
+			t.Errorf("after the kill: %+v, want exited with 137", c)
+		}
+	})
+
+	t.Run("NamesAndLabels", func(t *testing.T) {
+		a := create(t, "a", nil)
+		create(t, "b", nil)
+		if _, err := rt.Create(ctx, container.Spec{Name: name("a"), Image: img, NetworkMode: "none"}); !errors.Is(err, container.ErrNameInUse) {
+			t.Errorf("a second container named %s: %v, want ErrNameInUse", name("a"), err)
+		}
+		got, err := rt.List(ctx, map[string]string{"edgekit.test": suffix, "case": "a"})
+		if err != nil || len(got) != 1 || got[0].Name != name("a") {
+			t.Errorf("List by label: %+v %v", got, err)
+		}
+		if err := rt.Rename(ctx, a, name("a-old")); err != nil {
+			t.Fatalf("Rename: %v", err)
+		}
+		if c, err := rt.Inspect(ctx, name("a-old")); err != nil || c.ID != a {
+			t.Errorf("inspect by the new name: %+v %v", c, err)
+		}
+		if err := rt.Rename(ctx, a, name("b")); !errors.Is(err, container.ErrNameInUse) {
+			t.Errorf("rename onto a taken name: %v, want ErrNameInUse", err)
+		}
+		if err := rt.Start(ctx, "edgekit-no-such-container"); !errors.Is(err, container.ErrNotFound) {
+			t.Errorf("Start of a missing container: %v, want ErrNotFound", err)
+		}
+	})
+
+	t.Run("Capabilities", func(t *testing.T) {
+		var events <-chan container.Event
+		ectx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if info.Capabilities.Events {
+			var err error
+			if events, err = rt.Events(ectx, map[string]string{"edgekit.test": suffix, "case": "caps"}); err != nil {
+				t.Fatalf("Events: %v", err)
+			}
+		}
+		id := create(t, "caps", nil)
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer wcancel()
+		if _, err := rt.Wait(wctx, id, container.WaitRunning); err != nil {
+			t.Fatal(err)
+		}
+		if info.Capabilities.Exec {
+			res, err := rt.Exec(ctx, id, []string{"echo", "hello"})
+			if err != nil || res.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != "hello" {
+				t.Errorf("Exec echo: %+v %v", res, err)
+			}
+		}
+		if info.Capabilities.Stats {
+			if _, err := rt.Stats(ctx, id); err != nil {
+				t.Errorf("Stats: %v", err)
+			}
+		}
+		if err := rt.Kill(ctx, id, "SIGKILL"); err != nil {
+			t.Fatalf("Kill: %v", err)
+		}
+		if code, err := rt.Wait(wctx, id, container.WaitExited); err != nil || code != 137 {
+			t.Errorf("after SIGKILL: exit %d, %v", code, err)
+		}
+		if err := rt.Kill(ctx, id, "SIGKILL"); !errors.Is(err, container.ErrNotRunning) {
+			t.Errorf("Kill of an exited container: %v, want ErrNotRunning", err)
+		}
+		if events == nil {
+			return
+		}
+		seen := map[string]bool{}
+		timeout := time.After(20 * time.Second)
+		for !seen["start"] || !(seen["died"] || seen["die"]) {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatal("the event stream ended")
+				}
+				seen[ev.Action] = true
+			case <-timeout:
+				t.Fatalf("events seen: %v; want start and died", seen)
+			}
+		}
+	})
+}
