@@ -3,6 +3,9 @@
 #   make test     installs what the tests need, then vets and tests every module
 SHELL := /bin/bash
 GO ?= go
+# The podman bindings (container/podman) build without C libraries only with
+# these tags; they change nothing for the other modules.
+export GOFLAGS := -tags=remote,containers_image_openpgp,exclude_graphdriver_btrfs
 # Every Go module in the repository (the main module and nested ones).
 MODULES := $(shell find . -name go.mod -not -path './.cache/*' -exec dirname {} \; | sort)
 

@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,9 @@ type Harness struct {
 	// Image makes the test program's image available in rt and returns
 	// its reference.
 	Image func(t *testing.T, rt container.Runtime) string
+	// Command runs the test program in the image (nil: the image's own
+	// entrypoint); exec runs it with "echo ARGS".
+	Command []string
 }
 
 // Run runs the suite.
@@ -43,7 +47,7 @@ func Run(t *testing.T, h Harness) {
 	name := func(n string) string { return "ct-" + n + "-" + strings.ReplaceAll(suffix, ".", "") }
 	create := func(t *testing.T, n string, env map[string]string) string {
 		t.Helper()
-		id, err := rt.Create(ctx, container.Spec{Name: name(n), Image: img, Env: env, Labels: map[string]string{"edgekit.test": suffix, "case": n},
+		id, err := rt.Create(ctx, container.Spec{Name: name(n), Image: img, Command: h.Command, Env: env, Labels: map[string]string{"edgekit.test": suffix, "case": n},
 			NetworkMode: "none", StopGrace: time.Second})
 		if err != nil {
 			t.Fatalf("Create: %v", err)
@@ -152,7 +156,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("NamesAndLabels", func(t *testing.T) {
 		a := create(t, "a", nil)
 		create(t, "b", nil)
-		if _, err := rt.Create(ctx, container.Spec{Name: name("a"), Image: img, NetworkMode: "none"}); !errors.Is(err, container.ErrNameInUse) {
+		if _, err := rt.Create(ctx, container.Spec{Name: name("a"), Image: img, Command: h.Command, NetworkMode: "none"}); !errors.Is(err, container.ErrNameInUse) {
 			t.Errorf("a second container named %s: %v, want ErrNameInUse", name("a"), err)
 		}
 		got, err := rt.List(ctx, map[string]string{"edgekit.test": suffix, "case": "a"})
@@ -193,7 +197,7 @@ func Run(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 		if info.Capabilities.Exec {
-			res, err := rt.Exec(ctx, id, []string{"echo", "hello"})
+			res, err := rt.Exec(ctx, id, append(slices.Clone(h.Command), "echo", "hello"))
 			if err != nil || res.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != "hello" {
 				t.Errorf("Exec echo: %+v %v", res, err)
 			}
