@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgekit/edgekit/device"
 	"github.com/edgekit/edgekit/device/sim"
+	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 // notices collects what a manager publishes.
@@ -36,17 +37,6 @@ func (n *notices) of(kind device.NoticeKind, dev string) []device.Notice {
 		}
 	}
 	return out
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // faulty is the simulated driver with one device that misbehaves.
@@ -155,7 +145,7 @@ func TestManagerGetSetCall(t *testing.T) {
 func TestManagerReports(t *testing.T) {
 	m, n := newManager(t, nil, sim.New())
 	attach(t, m, "b1", `{"interval": "5ms", "values": {"temperature": 60}}`)
-	eventually(t, "reports", func() bool { return len(n.of(device.PropertiesNotice, "b1")) >= 3 })
+	testenv.Eventually(t, "reports", func() bool { return len(n.of(device.PropertiesNotice, "b1")) >= 3 })
 	for _, x := range n.of(device.PropertiesNotice, "b1") {
 		if _, ok := x.Values["temperature"].(float64); !ok {
 			t.Fatalf("report %+v", x)
@@ -172,7 +162,7 @@ func TestManagerPolls(t *testing.T) {
 	drv := sim.New()
 	m, n := newManager(t, nil, drv)
 	attach(t, m, "b1", `{"values": {"setpoint": 50}}`, device.PollGroup{Properties: []string{"setpoint"}, Every: 10 * time.Millisecond})
-	eventually(t, "the first poll", func() bool { return len(n.of(device.PropertiesNotice, "b1")) == 1 })
+	testenv.Eventually(t, "the first poll", func() bool { return len(n.of(device.PropertiesNotice, "b1")) == 1 })
 	time.Sleep(60 * time.Millisecond)
 	if k := len(n.of(device.PropertiesNotice, "b1")); k != 1 {
 		t.Fatalf("%d notices for an unchanged value", k)
@@ -181,7 +171,7 @@ func TestManagerPolls(t *testing.T) {
 	if _, err := drv.WriteProperties(context.Background(), "b1", map[string]any{"setpoint": int64(65)}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the change", func() bool { return len(n.of(device.PropertiesNotice, "b1")) == 2 })
+	testenv.Eventually(t, "the change", func() bool { return len(n.of(device.PropertiesNotice, "b1")) == 2 })
 	if v := n.of(device.PropertiesNotice, "b1")[1].Values["setpoint"]; v != int64(65) {
 		t.Errorf("change reported as %v", v)
 	}
@@ -225,7 +215,7 @@ func TestOfflineAndDesired(t *testing.T) {
 	for range 2 {
 		_, _ = m.Get(ctx, "flaky", nil)
 	}
-	eventually(t, "offline", func() bool {
+	testenv.Eventually(t, "offline", func() bool {
 		sh, _ := m.Shadow("flaky")
 		return sh.State == device.Offline
 	})
@@ -249,7 +239,7 @@ func TestOfflineAndDesired(t *testing.T) {
 		t.Fatalf("shadow while offline: %+v", sh)
 	}
 	host.h.SetState("b", device.Online, nil)
-	eventually(t, "the desired value applied", func() bool {
+	testenv.Eventually(t, "the desired value applied", func() bool {
 		sh, _ := m2.Shadow("b")
 		return sh.Properties["setpoint"].Reported == int64(80) && sh.Properties["setpoint"].Desired == nil
 	})

@@ -22,8 +22,8 @@ import (
 	"github.com/containers/podman/v5/pkg/errorhandling"
 	"github.com/containers/podman/v5/pkg/specgen"
 	dockercontainer "github.com/docker/docker/api/types/container"
-	nettypes "go.podman.io/common/libnetwork/types"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	nettypes "go.podman.io/common/libnetwork/types"
 
 	"github.com/edgekit/edgekit/container"
 )
@@ -59,7 +59,9 @@ func (c callCtx) Value(key any) any {
 	return c.conn.Value(key)
 }
 
-func (r *Runtime) ctx(ctx context.Context) context.Context { return callCtx{Context: ctx, conn: r.conn} }
+func (r *Runtime) ctx(ctx context.Context) context.Context {
+	return callCtx{Context: ctx, conn: r.conn}
+}
 
 // mapErr turns podman's errors into the container package's sentinels,
 // naming what was asked.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // Missing reports a missing real component: a failure under CI, a skip
@@ -34,5 +35,18 @@ func Root(t testing.TB, why string) {
 	t.Helper()
 	if os.Getuid() != 0 {
 		Missing(t, fmt.Errorf("not running as root, which %s needs", why))
+	}
+}
+
+// Eventually waits up to 10 s for cond, failing the test naming what it
+// waited for.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
 	"github.com/edgekit/edgekit/trigger/message"
@@ -77,17 +78,6 @@ func collect(t *testing.T, b bus.Bus, filter string) func() []*bus.Message {
 	}
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestMessageInvokes: a message reaches the function with its topic, user
 // properties, content type and device; the result goes to the output topic.
 func TestMessageInvokes(t *testing.T) {
@@ -109,7 +99,7 @@ func TestMessageInvokes(t *testing.T) {
 		if err := b.Publish(context.Background(), msg); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the result", func() bool { return len(out()) == 1 })
+		testenv.Eventually(t, "the result", func() bool { return len(out()) == 1 })
 		res := out()[0]
 		if string(res.Payload) != `{"doubled":43}` || res.ContentType != "application/json" {
 			t.Errorf("result %q (%s)", res.Payload, res.ContentType)
@@ -161,7 +151,7 @@ func TestNoMessageLost(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, "every message handled or dead-lettered", func() bool {
+		testenv.Eventually(t, "every message handled or dead-lettered", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			return len(handled)+len(dead()) >= 300
@@ -231,7 +221,7 @@ func TestOrderPerTopic(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, "400 invocations", func() bool { return count.Load() == 400 })
+		testenv.Eventually(t, "400 invocations", func() bool { return count.Load() == 400 })
 		if peak.Load() < 2 {
 			t.Errorf("at most %d invocation at a time with concurrency 4", peak.Load())
 		}
@@ -288,7 +278,7 @@ func TestChangesUnderLoad(t *testing.T) {
 		close(stop)
 		<-published
 		n := int(sent.Load())
-		eventually(t, "every message sent while the trigger stayed", func() bool {
+		testenv.Eventually(t, "every message sent while the trigger stayed", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
 			for i := range n {
@@ -329,7 +319,7 @@ func TestOversizePayload(t *testing.T) {
 	dead := collect(t, b, "edgekit/deadletter/small")
 	put(t, set, "small", "f", `{"filter": "big", "max_payload": 10}`)
 	_ = b.Publish(context.Background(), &bus.Message{Topic: "big", Payload: make([]byte, 11), QoS: bus.AtLeastOnce})
-	eventually(t, "the dead letter", func() bool { return len(dead()) == 1 })
+	testenv.Eventually(t, "the dead letter", func() bool { return len(dead()) == 1 })
 	if typ, _ := dead()[0].Property("edgekit-error-type"); typ != "PayloadTooLarge" || calls.Load() != 0 {
 		t.Errorf("dead letter type %q, %d calls", typ, calls.Load())
 	}
@@ -379,7 +369,7 @@ func TestStopDuringRetry(t *testing.T) {
 	dead := collect(t, b, "edgekit/deadletter/slow-retry")
 	put(t, set, "slow-retry", "f", `{"filter": "in", "retries": 5, "backoff": "1h"}`)
 	_ = b.Publish(context.Background(), &bus.Message{Topic: "in", Payload: []byte("m"), QoS: bus.AtLeastOnce})
-	eventually(t, "the first attempt", func() bool { return calls.Load() == 1 })
+	testenv.Eventually(t, "the first attempt", func() bool { return calls.Load() == 1 })
 	start := time.Now()
 	if err := set.Remove(context.Background(), "slow-retry"); err != nil {
 		t.Fatal(err)
@@ -387,7 +377,7 @@ func TestStopDuringRetry(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Remove took %v", d)
 	}
-	eventually(t, "the dead letter", func() bool { return len(dead()) == 1 })
+	testenv.Eventually(t, "the dead letter", func() bool { return len(dead()) == 1 })
 	if why, _ := dead()[0].Property("edgekit-error"); !strings.Contains(why, "stopped") || !strings.Contains(why, "down") {
 		t.Errorf("dead letter says %q", why)
 	}
@@ -413,7 +403,7 @@ func TestSharedGroup(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually(t, "100 messages handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(count) == 100 })
+		testenv.Eventually(t, "100 messages handled", func() bool { mu.Lock(); defer mu.Unlock(); return len(count) == 100 })
 		time.Sleep(100 * time.Millisecond)
 		mu.Lock()
 		defer mu.Unlock()

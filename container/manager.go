@@ -1,0 +1,631 @@
+package container
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgekit/edgekit/internal/backoff"
+)
+
+// RestartPolicy says when the Manager restarts an application's container.
+type RestartPolicy string
+
+// Restart policies.
+const (
+	Always    RestartPolicy = "always"     // whatever the exit; never gives up
+	OnFailure RestartPolicy = "on-failure" // after a non-zero exit
+	Never     RestartPolicy = "never"
+)
+
+// Probe is a health check the Manager runs itself (podman schedules none
+// without systemd): an HTTP GET answering 2xx or 3xx, a TCP connect, or a
+// command exiting 0 in the container.
+type Probe struct {
+	HTTP     string        // URL
+	TCP      string        // host:port
+	Exec     []string      // command
+	Interval time.Duration // default 2 s
+	Timeout  time.Duration // default 1 s
+	Retries  int           // failures in a row before unhealthy; default 3
+}
+
+// App is one application's desired state.
+type App struct {
+	Name    string
+	Version string
+	Spec    Spec // Name and the Manager's labels are set by the Manager
+	Restart RestartPolicy
+	Health  *Probe
+	// Probation bounds how long a new version has to become healthy
+	// (running, without a probe) before an upgrade is rolled back;
+	// default 30 s.
+	Probation time.Duration
+}
+
+// Labels the Manager puts on its containers, to adopt them after a restart.
+const (
+	LabelApp     = "edgekit.app"
+	LabelVersion = "edgekit.version"
+	LabelSpec    = "edgekit.spec"
+)
+
+// AppState is an application's state in Status.
+type AppState string
+
+// Application states.
+const (
+	AppStarting  AppState = "starting"
+	AppRunning   AppState = "running" // and healthy, when it has a probe
+	AppUnhealthy AppState = "unhealthy"
+	AppExited    AppState = "exited"
+	AppBackoff   AppState = "backoff"    // waiting to restart
+	AppCrashLoop AppState = "crash-loop" // restarted too often in a row; still restarting
+	AppFailed    AppState = "failed"     // cannot be created or started (see LastError)
+)
+
+// AppStatus is an application's state now.
+type AppStatus struct {
+	Name         string
+	Version      string
+	State        AppState
+	ContainerID  string
+	Restarts     int
+	LastExitCode int
+	LastExitAt   time.Time
+	OOMKilled    bool
+	LastError    string
+	RolledBack   string // why the last upgrade was rolled back
+}
+
+// ManagerOptions configure a Manager. The zero value is usable.
+type ManagerOptions struct {
+	// Backoff between restarts; default 1 s doubling to 1 min.
+	Backoff backoff.Policy
+	// Stable is how long a container must run before its restart count
+	// resets; default 1 min.
+	Stable time.Duration
+	// CrashLoop is how many restarts in a row (none stable) mark an app
+	// crash-looping; default 5. It keeps being restarted.
+	CrashLoop int
+	// Poll is how often containers are inspected when the runtime has no
+	// events, and as a backstop when it has; default 5 s.
+	Poll time.Duration
+	// Logger receives the manager's records; nil discards.
+	Logger *slog.Logger
+}
+
+// Manager keeps applications' containers as their desired state says:
+// created, started, restarted with backoff, probed, upgraded with rollback,
+// and adopted after a gateway restart.
+type Manager struct {
+	rt   Runtime
+	opts ManagerOptions
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+
+	mu   sync.Mutex
+	apps map[string]*supervisor
+}
+
+// NewManager returns a manager of containers on rt.
+func NewManager(rt Runtime, opts *ManagerOptions) *Manager {
+	var o ManagerOptions
+	if opts != nil {
+		o = *opts
+	}
+	if o.Backoff.Min <= 0 {
+		o.Backoff.Min = time.Second
+	}
+	if o.Backoff.Max <= 0 {
+		o.Backoff.Max = time.Minute
+	}
+	if o.Stable <= 0 {
+		o.Stable = time.Minute
+	}
+	if o.CrashLoop <= 0 {
+		o.CrashLoop = 5
+	}
+	if o.Poll <= 0 {
+		o.Poll = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}}
+	m.ctx, m.stop = context.WithCancel(context.Background())
+	return m
+}
+
+// specHash identifies an app's desired container.
+func specHash(a App) string {
+	b, _ := json.Marshal(struct {
+		V string
+		S Spec
+	}{a.Version, a.Spec})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Apply makes apps the desired state: new ones start, changed ones are
+// upgraded, missing ones are stopped and removed. It returns once each
+// change has been handed to its application's supervisor.
+func (m *Manager) Apply(ctx context.Context, apps []App) error {
+	seen := map[string]bool{}
+	for _, a := range apps {
+		if a.Name == "" || strings.ContainsAny(a.Name, "/ ") {
+			return fmt.Errorf("container: app %q: a name without spaces or slashes is required", a.Name)
+		}
+		if a.Spec.Image == "" {
+			return fmt.Errorf("container: app %s: spec.image is empty", a.Name)
+		}
+		if seen[a.Name] {
+			return fmt.Errorf("container: app %s appears twice", a.Name)
+		}
+		seen[a.Name] = true
+		switch a.Restart {
+		case "", Always, OnFailure, Never:
+		default:
+			return fmt.Errorf("container: app %s: restart %q, want always, on-failure or never", a.Name, a.Restart)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, a := range apps {
+		if a.Restart == "" {
+			a.Restart = Always
+		}
+		if a.Probation <= 0 {
+			a.Probation = 30 * time.Second
+		}
+		s, ok := m.apps[a.Name]
+		if !ok {
+			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
+			m.apps[a.Name] = s
+			m.wg.Add(1)
+			go s.run()
+		}
+		s.want(a)
+	}
+	for name, s := range m.apps {
+		if !seen[name] {
+			s.want(App{Name: name}) // no image: remove
+			delete(m.apps, name)
+		}
+	}
+	return nil
+}
+
+// Status returns every application's state, by name.
+func (m *Manager) Status() []AppStatus {
+	m.mu.Lock()
+	sups := slices.Collect(maps.Values(m.apps))
+	m.mu.Unlock()
+	out := make([]AppStatus, 0, len(sups))
+	for _, s := range sups {
+		out = append(out, s.snapshot())
+	}
+	slices.SortFunc(out, func(a, b AppStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Close stops supervising; the containers keep running (a new Manager
+// adopts them). It is safe to call twice.
+func (m *Manager) Close(ctx context.Context) error {
+	m.stop()
+	done := make(chan struct{})
+	go func() { m.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("container: close: %w", ctx.Err())
+	}
+}
+
+// supervisor keeps one application as desired.
+type supervisor struct {
+	m       *Manager
+	name    string
+	desired chan App // capacity 1: the newest desired state
+
+	mu     sync.Mutex
+	status AppStatus
+}
+
+func (s *supervisor) want(a App) {
+	select {
+	case <-s.desired: // drop an older desired state not yet taken
+	default:
+	}
+	s.desired <- a
+}
+
+func (s *supervisor) snapshot() AppStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+func (s *supervisor) set(f func(*AppStatus)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f(&s.status)
+}
+
+func (s *supervisor) fail(err error) {
+	s.m.opts.Logger.Warn("container: app", "app", s.name, "err", err)
+	s.set(func(st *AppStatus) { st.State, st.LastError = AppFailed, err.Error() })
+}
+
+// run is the application's loop: take the desired state, make it so, keep
+// it so until the next one.
+func (s *supervisor) run() {
+	defer s.m.wg.Done()
+	ctx := s.m.ctx
+	var app App
+	var id string // the current container
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case next := <-s.desired:
+			if next.Spec.Image == "" {
+				s.remove(ctx, id)
+				return
+			}
+			var err error
+			if id == "" {
+				id, err = s.adoptOrCreate(ctx, next)
+			} else if specHash(next) != specHash(app) {
+				id, err = s.upgrade(ctx, app, next, id)
+			}
+			if err != nil {
+				s.fail(err)
+				if id == "" {
+					app = next
+					continue
+				}
+			}
+			app = next
+		}
+		if id == "" {
+			continue
+		}
+		// Keep it running until the desired state changes.
+		if next, gone := s.keep(ctx, app, &id); gone {
+			return
+		} else if next != nil {
+			s.want(*next)
+		}
+	}
+}
+
+// names of the app's containers: the current one, and the previous
+// version's during an upgrade.
+func (s *supervisor) containerName() string { return "edgekit-" + s.name }
+
+func (s *supervisor) labels(a App) map[string]string {
+	l := maps.Clone(a.Spec.Labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	l[LabelApp], l[LabelVersion], l[LabelSpec] = a.Name, a.Version, specHash(a)
+	return l
+}
+
+// adoptOrCreate takes over a container a previous manager left for this
+// app (same spec: adopt; other: replace), or creates one; then starts it.
+func (s *supervisor) adoptOrCreate(ctx context.Context, a App) (string, error) {
+	rt := s.m.rt
+	existing, err := rt.List(ctx, map[string]string{LabelApp: a.Name})
+	if err != nil {
+		return "", err
+	}
+	for _, c := range existing {
+		if c.Labels[LabelSpec] == specHash(a) && c.Name == s.containerName() {
+			s.m.opts.Logger.Info("container: adopted", "app", a.Name, "container", c.ID, "state", c.State)
+			s.set(func(st *AppStatus) { st.ContainerID, st.Version = c.ID, a.Version })
+			if c.State != Running {
+				if err := rt.Start(ctx, c.ID); err != nil {
+					return c.ID, fmt.Errorf("starting adopted container: %w", err)
+				}
+			}
+			return c.ID, nil
+		}
+	}
+	for _, c := range existing { // other versions: replaced
+		_ = rt.Stop(ctx, c.ID, grace(a))
+		_ = rt.Remove(ctx, c.ID, true)
+	}
+	id, err := s.create(ctx, a, s.containerName())
+	if err != nil {
+		return "", err
+	}
+	if err := rt.Start(ctx, id); err != nil {
+		return id, fmt.Errorf("starting: %w", err)
+	}
+	s.set(func(st *AppStatus) { st.ContainerID, st.Version, st.State = id, a.Version, AppStarting })
+	return id, nil
+}
+
+func grace(a App) time.Duration {
+	if a.Spec.StopGrace > 0 {
+		return a.Spec.StopGrace
+	}
+	return 10 * time.Second
+}
+
+// create pulls the image if it is missing, then creates the container.
+func (s *supervisor) create(ctx context.Context, a App, name string) (string, error) {
+	rt := s.m.rt
+	ok, err := rt.ImageExists(ctx, a.Spec.Image)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		if err := rt.PullImage(ctx, a.Spec.Image, nil); err != nil {
+			return "", fmt.Errorf("pulling %s: %w", a.Spec.Image, err)
+		}
+	}
+	spec := a.Spec
+	spec.Name, spec.Labels = name, s.labels(a)
+	return rt.Create(ctx, spec)
+}
+
+// upgrade replaces the running version: the image is pulled before
+// anything stops; the old container is renamed and stopped, the new one
+// started; if it is not healthy within the probation, it is removed and
+// the old one restored.
+func (s *supervisor) upgrade(ctx context.Context, old, next App, oldID string) (string, error) {
+	rt := s.m.rt
+	if ok, err := rt.ImageExists(ctx, next.Spec.Image); err != nil || !ok {
+		if err := rt.PullImage(ctx, next.Spec.Image, nil); err != nil {
+			return oldID, fmt.Errorf("upgrade to %s: pulling %s: %w (the old version keeps running)", next.Version, next.Spec.Image, err)
+		}
+	}
+	prev := s.containerName() + "-previous"
+	_ = rt.Remove(ctx, prev, true)
+	if err := rt.Rename(ctx, oldID, prev); err != nil {
+		return oldID, fmt.Errorf("upgrade to %s: renaming the old container: %w", next.Version, err)
+	}
+	newID, err := s.create(ctx, next, s.containerName())
+	if err != nil {
+		_ = rt.Rename(ctx, oldID, s.containerName())
+		return oldID, fmt.Errorf("upgrade to %s: %w (the old version keeps running)", next.Version, err)
+	}
+	_ = rt.Stop(ctx, oldID, grace(old))
+	healthy := rt.Start(ctx, newID) == nil && s.becomesHealthy(ctx, next, newID)
+	if healthy {
+		_ = rt.Remove(ctx, oldID, true)
+		s.set(func(st *AppStatus) {
+			st.ContainerID, st.Version, st.Restarts, st.RolledBack = newID, next.Version, 0, ""
+		})
+		s.m.opts.Logger.Info("container: upgraded", "app", next.Name, "from", old.Version, "to", next.Version)
+		return newID, nil
+	}
+	why := fmt.Sprintf("version %s was not healthy within %v", next.Version, next.Probation)
+	_ = rt.Stop(ctx, newID, grace(next))
+	_ = rt.Remove(ctx, newID, true)
+	if err := rt.Rename(ctx, oldID, s.containerName()); err != nil {
+		return "", fmt.Errorf("rollback: renaming the old container back: %w", err)
+	}
+	if err := rt.Start(ctx, oldID); err != nil {
+		return oldID, fmt.Errorf("rollback: starting the old container: %w", err)
+	}
+	s.set(func(st *AppStatus) { st.ContainerID, st.Version, st.RolledBack = oldID, old.Version, why })
+	s.m.opts.Logger.Warn("container: upgrade rolled back", "app", next.Name, "why", why)
+	return oldID, errRolledBack
+}
+
+var errRolledBack = errors.New("upgrade rolled back")
+
+// becomesHealthy waits, within the probation, for the container to run and
+// pass its probe.
+func (s *supervisor) becomesHealthy(ctx context.Context, a App, id string) bool {
+	pctx, cancel := context.WithTimeout(ctx, a.Probation)
+	defer cancel()
+	if _, err := s.m.rt.Wait(pctx, id, WaitRunning); err != nil {
+		return false
+	}
+	for {
+		c, err := s.m.rt.Inspect(pctx, id)
+		if err != nil || c.State != Running {
+			return false
+		}
+		if a.Health == nil || s.probe(pctx, a, id) == nil {
+			if a.Health == nil {
+				// Running without a probe: stay up a moment to count.
+				select {
+				case <-time.After(min(a.Probation/4, 2*time.Second)):
+				case <-pctx.Done():
+					return false
+				}
+				c, err := s.m.rt.Inspect(ctx, id)
+				return err == nil && c.State == Running
+			}
+			return true
+		}
+		select {
+		case <-time.After(interval(a.Health)):
+		case <-pctx.Done():
+			return false
+		}
+	}
+}
+
+func interval(p *Probe) time.Duration {
+	if p.Interval > 0 {
+		return p.Interval
+	}
+	return 2 * time.Second
+}
+
+// probe runs the app's health check once.
+func (s *supervisor) probe(ctx context.Context, a App, id string) error {
+	p := a.Health
+	timeout := p.Timeout
+	if timeout <= 0 {
+		timeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	switch {
+	case p.HTTP != "":
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.HTTP, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			return fmt.Errorf("health %s: status %d", p.HTTP, resp.StatusCode)
+		}
+		return nil
+	case p.TCP != "":
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.TCP)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	case len(p.Exec) > 0:
+		res, err := s.m.rt.Exec(ctx, id, p.Exec)
+		if err != nil {
+			return err
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("health command exited %d", res.ExitCode)
+		}
+		return nil
+	}
+	return nil
+}
+
+// keep watches the running container: probes it, restarts it per the
+// policy with backoff, until the desired state changes (returned) or the
+// manager closes (gone).
+func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, gone bool) {
+	rt := s.m.rt
+	failures := 0 // restarts in a row without a stable run
+	healthFails := 0
+	var probeC <-chan time.Time
+	if a.Health != nil {
+		t := time.NewTicker(interval(a.Health))
+		defer t.Stop()
+		probeC = t.C
+	}
+	for {
+		exited := make(chan int, 1)
+		wctx, cancelWait := context.WithCancel(ctx)
+		startedAt := time.Now()
+		go func(id string) {
+			code, err := rt.Wait(wctx, id, WaitExited)
+			if err == nil {
+				exited <- code
+			}
+		}(*id)
+		s.set(func(st *AppStatus) {
+			if a.Health == nil {
+				st.State = AppRunning
+			}
+		})
+	watch:
+		for {
+			select {
+			case <-ctx.Done():
+				cancelWait()
+				return nil, true
+			case n := <-s.desired:
+				cancelWait()
+				return &n, false
+			case <-probeC:
+				if err := s.probe(ctx, a, *id); err != nil {
+					healthFails++
+					retries := a.Health.Retries
+					if retries <= 0 {
+						retries = 3
+					}
+					if healthFails >= retries {
+						s.set(func(st *AppStatus) { st.State, st.LastError = AppUnhealthy, err.Error() })
+					}
+				} else {
+					healthFails = 0
+					s.set(func(st *AppStatus) { st.State = AppRunning })
+				}
+			case code := <-exited:
+				cancelWait()
+				c, _ := rt.Inspect(ctx, *id)
+				oom := c.OOMKilled || (code == 137 && a.Spec.Resources.MemoryBytes > 0)
+				s.set(func(st *AppStatus) {
+					st.State, st.LastExitCode, st.LastExitAt, st.OOMKilled = AppExited, code, time.Now(), oom
+				})
+				s.m.opts.Logger.Info("container: exited", "app", a.Name, "code", code, "oom", oom)
+				if a.Restart == Never || (a.Restart == OnFailure && code == 0) {
+					// Stays exited until the desired state changes.
+					select {
+					case <-ctx.Done():
+						return nil, true
+					case n := <-s.desired:
+						return &n, false
+					}
+				}
+				if time.Since(startedAt) >= s.m.opts.Stable {
+					failures = 0
+				}
+				delay := s.m.opts.Backoff.Delay(failures)
+				failures++
+				state := AppBackoff
+				if failures >= s.m.opts.CrashLoop {
+					state = AppCrashLoop
+				}
+				s.set(func(st *AppStatus) { st.State = state })
+				select {
+				case <-time.After(delay):
+				case <-ctx.Done():
+					return nil, true
+				case n := <-s.desired:
+					return &n, false
+				}
+				if err := rt.Start(ctx, *id); err != nil {
+					if errors.Is(err, ErrNotFound) { // removed from outside: make it again
+						if nid, cerr := s.adoptOrCreate(ctx, a); cerr == nil {
+							*id = nid
+						} else {
+							s.fail(cerr)
+						}
+					} else {
+						s.set(func(st *AppStatus) { st.LastError = err.Error() })
+					}
+				}
+				s.set(func(st *AppStatus) { st.Restarts++; st.ContainerID = *id })
+				break watch
+			}
+		}
+	}
+}
+
+// remove stops and removes the app's container.
+func (s *supervisor) remove(ctx context.Context, id string) {
+	if id == "" {
+		return
+	}
+	_ = s.m.rt.Stop(ctx, id, 10*time.Second)
+	if err := s.m.rt.Remove(ctx, id, true); err != nil {
+		s.m.opts.Logger.Warn("container: removing", "app", s.name, "err", err)
+	}
+}

@@ -1,0 +1,192 @@
+package container_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/edgekit/edgekit/container"
+	"github.com/edgekit/edgekit/container/memruntime"
+	"github.com/edgekit/edgekit/internal/backoff"
+	"github.com/edgekit/edgekit/internal/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const image = "localhost/edgekit-test:1"
+
+func runtime(t *testing.T) *memruntime.Runtime {
+	t.Helper()
+	rt := memruntime.New(nil)
+	if err := rt.ImportImage(context.Background(), image, strings.NewReader("rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rt.Close() })
+	return rt
+}
+
+func manager(t *testing.T, rt container.Runtime) *container.Manager {
+	t.Helper()
+	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: 80 * time.Millisecond},
+		Stable: time.Second, CrashLoop: 3})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	return m
+}
+
+func app(version string, env map[string]string) container.App {
+	return container.App{Name: "web", Version: version, Spec: container.Spec{Image: image, Env: env, StopGrace: 200 * time.Millisecond},
+		Probation: 300 * time.Millisecond}
+}
+
+func status(m *container.Manager, name string) container.AppStatus {
+	for _, s := range m.Status() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return container.AppStatus{}
+}
+
+// TestRunAndAdopt: an app runs; a new manager (a gateway restart) adopts
+// its container instead of making another.
+func TestRunAndAdopt(t *testing.T) {
+	rt := runtime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+	id := status(m, "web").ContainerID
+	_ = m.Close(ctx)
+
+	m2 := manager(t, rt)
+	if err := m2.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "adopted", func() bool { return status(m2, "web").State == container.AppRunning })
+	if got := status(m2, "web").ContainerID; got != id {
+		t.Errorf("adopted %s, want %s", got, id)
+	}
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 1 {
+		t.Errorf("%d containers for the app", len(list))
+	}
+}
+
+// TestRestartPolicies: always restarts with backoff and shows a crash
+// loop without giving up; on-failure leaves a clean exit; a kill from
+// outside is noticed.
+func TestRestartPolicies(t *testing.T) {
+	rt := runtime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	crash := app("1", map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "2", "EDGEKIT_TEST_AFTER": "5ms"})
+	clean := crash
+	clean.Name, clean.Restart = "job", container.OnFailure
+	clean.Spec.Env = map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "0", "EDGEKIT_TEST_AFTER": "5ms"}
+	if err := m.Apply(ctx, []container.App{crash, clean}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "crash loop", func() bool {
+		s := status(m, "web")
+		return s.Restarts >= 5 && (s.State == container.AppCrashLoop || s.State == container.AppExited)
+	})
+	if s := status(m, "web"); s.LastExitCode != 2 {
+		t.Errorf("last exit %d", s.LastExitCode)
+	}
+	restarts := status(m, "web").Restarts
+	time.Sleep(300 * time.Millisecond)
+	if status(m, "web").Restarts <= restarts {
+		t.Error("an always app stopped being restarted")
+	}
+	testenv.Eventually(t, "the job's clean exit", func() bool { return status(m, "job").State == container.AppExited })
+	time.Sleep(100 * time.Millisecond)
+	if s := status(m, "job"); s.Restarts != 0 || s.LastExitCode != 0 {
+		t.Errorf("on-failure after exit 0: %+v", s)
+	}
+
+	// A kill from outside is handled by the policy.
+	svc := app("1", nil)
+	svc.Name = "svc"
+	svc.Spec.Resources.MemoryBytes = 64 << 20
+	if err := m.Apply(ctx, []container.App{crash, clean, svc}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "svc running", func() bool { return status(m, "svc").State == container.AppRunning })
+	if err := rt.Kill(ctx, status(m, "svc").ContainerID, "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "svc restarted", func() bool { s := status(m, "svc"); return s.Restarts == 1 && s.State == container.AppRunning })
+	if s := status(m, "svc"); s.LastExitCode != 137 || !s.OOMKilled {
+		t.Errorf("a 137 exit with a memory limit: %+v, want OOMKilled", s)
+	}
+}
+
+// TestUpgradeAndRollback: a healthy new version replaces the old one; one
+// that fails in its probation is rolled back, the old version running.
+func TestUpgradeAndRollback(t *testing.T) {
+	rt := runtime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "v1 running", func() bool { return status(m, "web").State == container.AppRunning })
+	if err := m.Apply(ctx, []container.App{app("2", map[string]string{"EDGEKIT_TEST_MODE": "serve"})}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "v2 running", func() bool { s := status(m, "web"); return s.Version == "2" && s.State == container.AppRunning })
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 1 || list[0].Labels[container.LabelVersion] != "2" {
+		t.Errorf("containers after the upgrade: %+v", list)
+	}
+	v2 := status(m, "web").ContainerID
+
+	bad := app("3", map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "1", "EDGEKIT_TEST_AFTER": "10ms"})
+	if err := m.Apply(ctx, []container.App{bad}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the rollback", func() bool { return status(m, "web").RolledBack != "" })
+	s := status(m, "web")
+	if s.Version != "2" || s.ContainerID != v2 || !strings.Contains(s.RolledBack, "version 3") {
+		t.Errorf("after the rollback: %+v", s)
+	}
+	testenv.Eventually(t, "v2 running again", func() bool { return status(m, "web").State == container.AppRunning })
+	if c, _ := rt.Inspect(ctx, v2); c.State != container.Running || c.Name != "edgekit-web" {
+		t.Errorf("the old container: %+v", c)
+	}
+}
+
+// TestRemoveAndBadInput: an app left out is removed; bad desired states
+// are refused naming the field.
+func TestRemoveAndBadInput(t *testing.T) {
+	rt := runtime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "removed", func() bool {
+		list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"})
+		return len(list) == 0
+	})
+	for _, tc := range []struct {
+		apps []container.App
+		says string
+	}{
+		{[]container.App{{Name: "", Spec: container.Spec{Image: image}}}, "name"},
+		{[]container.App{{Name: "a"}}, "spec.image"},
+		{[]container.App{{Name: "a", Spec: container.Spec{Image: image}, Restart: "sometimes"}}, "restart"},
+		{[]container.App{{Name: "a", Spec: container.Spec{Image: image}}, {Name: "a", Spec: container.Spec{Image: image}}}, "twice"},
+	} {
+		if err := m.Apply(ctx, tc.apps); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("Apply %+v: %v, want an error naming %s", tc.apps, err, tc.says)
+		}
+	}
+}
