@@ -530,15 +530,22 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 		probeC = t.C
 	}
 	for {
-		exited := make(chan int, 1)
+		exited := make(chan int, 2)
 		wctx, cancelWait := context.WithCancel(ctx)
+		var waiter sync.WaitGroup
+		stopWaiting := func() { cancelWait(); waiter.Wait() }
 		startedAt := time.Now()
+		// The exit comes from Wait; when its stream breaks (the service
+		// restarting, say), the inspect poll below still sees it.
+		waiter.Add(1)
 		go func(id string) {
+			defer waiter.Done()
 			code, err := rt.Wait(wctx, id, WaitExited)
 			if err == nil {
 				exited <- code
 			}
 		}(*id)
+		poll := time.NewTicker(s.m.opts.Poll)
 		s.set(func(st *AppStatus) {
 			if a.Health == nil {
 				st.State = AppRunning
@@ -548,11 +555,25 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 		for {
 			select {
 			case <-ctx.Done():
-				cancelWait()
+				poll.Stop()
+				stopWaiting()
 				return nil, true
 			case n := <-s.desired:
-				cancelWait()
+				poll.Stop()
+				stopWaiting()
 				return &n, false
+			case <-poll.C:
+				if c, err := rt.Inspect(ctx, *id); err == nil && c.State == Exited {
+					select {
+					case exited <- c.ExitCode:
+					default:
+					}
+				} else if errors.Is(err, ErrNotFound) {
+					select {
+					case exited <- -1: // removed from outside
+					default:
+					}
+				}
 			case <-probeC:
 				if err := s.probe(ctx, a, *id); err != nil {
 					healthFails++
@@ -568,7 +589,8 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 					s.set(func(st *AppStatus) { st.State = AppRunning })
 				}
 			case code := <-exited:
-				cancelWait()
+				poll.Stop()
+				stopWaiting()
 				c, _ := rt.Inspect(ctx, *id)
 				oom := c.OOMKilled || (code == 137 && a.Spec.Resources.MemoryBytes > 0)
 				s.set(func(st *AppStatus) {

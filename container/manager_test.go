@@ -190,3 +190,28 @@ func TestRemoveAndBadInput(t *testing.T) {
 		}
 	}
 }
+
+// brokenWait is a runtime whose Wait stream breaks at once, as podman's
+// does when its service restarts.
+type brokenWait struct{ *memruntime.Runtime }
+
+func (brokenWait) Wait(context.Context, string, container.WaitCondition) (int, error) {
+	return 0, container.ErrUnavailable
+}
+
+// TestPollBackstop: with no working Wait, an exit is still seen (by the
+// inspect poll) and the app restarted.
+func TestPollBackstop(t *testing.T) {
+	rt := runtime(t)
+	ctx := context.Background()
+	m := container.NewManager(brokenWait{rt}, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond}, Poll: 20 * time.Millisecond})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+	if err := rt.Kill(ctx, status(m, "web").ContainerID, "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "restarted", func() bool { s := status(m, "web"); return s.Restarts == 1 && s.LastExitCode == 137 })
+}
