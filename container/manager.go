@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -102,6 +103,9 @@ type ManagerOptions struct {
 	// Poll is how often containers are inspected when the runtime has no
 	// events, and as a backstop when it has; default 5 s.
 	Poll time.Duration
+	// OnChange, when set, receives each application's status when its
+	// state changes (for the gateway to publish); it must not block.
+	OnChange func(AppStatus)
 	// Logger receives the manager's records; nil discards.
 	Logger *slog.Logger
 }
@@ -221,6 +225,39 @@ func (m *Manager) Status() []AppStatus {
 	return out
 }
 
+// Logs writes the application's container log to w (see Runtime.Logs).
+func (m *Manager) Logs(ctx context.Context, app string, opts LogOptions, w io.Writer) error {
+	id, err := m.containerOf(app)
+	if err != nil {
+		return err
+	}
+	return m.rt.Logs(ctx, id, opts, w)
+}
+
+// Stats reads the application's container's resource use.
+func (m *Manager) Stats(ctx context.Context, app string) (Stats, error) {
+	id, err := m.containerOf(app)
+	if err != nil {
+		return Stats{}, err
+	}
+	return m.rt.Stats(ctx, id)
+}
+
+// containerOf is the application's current container.
+func (m *Manager) containerOf(app string) (string, error) {
+	m.mu.Lock()
+	s, ok := m.apps[app]
+	m.mu.Unlock()
+	if !ok {
+		return "", fmt.Errorf("container: app %s: %w", app, ErrNotFound)
+	}
+	id := s.snapshot().ContainerID
+	if id == "" {
+		return "", fmt.Errorf("container: app %s has no container yet: %w", app, ErrNotFound)
+	}
+	return id, nil
+}
+
 // Close stops supervising; the containers keep running (a new Manager
 // adopts them). It is safe to call twice.
 func (m *Manager) Close(ctx context.Context) error {
@@ -261,8 +298,13 @@ func (s *supervisor) snapshot() AppStatus {
 
 func (s *supervisor) set(f func(*AppStatus)) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	before := s.status.State
 	f(&s.status)
+	now := s.status
+	s.mu.Unlock()
+	if now.State != before && s.m.opts.OnChange != nil {
+		s.m.opts.OnChange(now)
+	}
 }
 
 func (s *supervisor) fail(err error) {

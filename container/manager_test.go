@@ -2,6 +2,7 @@ package container_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -214,4 +215,36 @@ func TestPollBackstop(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "restarted", func() bool { s := status(m, "web"); return s.Restarts == 1 && s.LastExitCode == 137 })
+}
+
+// TestLogsStatsAndChanges: an app's logs and stats through the manager, and
+// its state changes told as they happen.
+func TestLogsStatsAndChanges(t *testing.T) {
+	rt := runtime(t)
+	ctx := context.Background()
+	changes := make(chan container.AppStatus, 100)
+	m := container.NewManager(rt, &container.ManagerOptions{OnChange: func(s container.AppStatus) { changes <- s }})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+	var logs strings.Builder
+	if err := m.Logs(ctx, "web", container.LogOptions{}, &logs); err != nil || !strings.Contains(logs.String(), "started") {
+		t.Errorf("logs %q, %v", logs.String(), err)
+	}
+	if st, err := m.Stats(ctx, "web"); err != nil || st.MemoryBytes == 0 {
+		t.Errorf("stats %+v, %v", st, err)
+	}
+	if err := m.Logs(ctx, "nope", container.LogOptions{}, &logs); !errors.Is(err, container.ErrNotFound) {
+		t.Errorf("logs of an unknown app: %v", err)
+	}
+	select {
+	case s := <-changes:
+		if s.Name != "web" {
+			t.Errorf("change %+v", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no state change told")
+	}
 }
