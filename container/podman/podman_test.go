@@ -3,6 +3,8 @@ package podman_test
 import (
 	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,4 +77,93 @@ func TestManagerOnPodman(t *testing.T) {
 	if status(m2).ContainerID != id {
 		t.Errorf("adopted %s, want %s", status(m2).ContainerID, id)
 	}
+}
+
+// TestManagerFaultsOnPodman: on real podman, a crashing app is restarted
+// with growing delays; an app that allocates past its memory limit is
+// reported as OOM; an upgrade that never becomes healthy is rolled back;
+// removal leaves no container with the manager's labels.
+func TestManagerFaultsOnPodman(t *testing.T) {
+	svc := podmantest.Start(t)
+	ctx := context.Background()
+	rt, err := podman.Connect(ctx, svc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ref = "localhost/edgekit-testprog:1"
+	if err := rt.ImportImage(ctx, ref, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var backoffs []time.Time // when the crasher began waiting to restart
+	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.01},
+		OnChange: func(s container.AppStatus) {
+			if s.Name == "crasher" && (s.State == container.AppBackoff || s.State == container.AppCrashLoop) {
+				mu.Lock()
+				backoffs = append(backoffs, time.Now())
+				mu.Unlock()
+			}
+		}})
+	defer m.Close(ctx)
+	spec := func(env map[string]string) container.Spec {
+		return container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none", Env: env, StopGrace: time.Second}
+	}
+	web := container.App{Name: "web", Version: "1", Spec: spec(nil), Probation: 2 * time.Second}
+	crasher := container.App{Name: "crasher", Version: "1", Spec: spec(map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "4", "EDGEKIT_TEST_AFTER": "10ms"})}
+	hog := container.App{Name: "hog", Version: "1", Restart: container.Never,
+		Spec: spec(map[string]string{"EDGEKIT_TEST_MODE": "alloc", "EDGEKIT_TEST_MB": "256"})}
+	hog.Spec.Resources.MemoryBytes = 32 << 20
+	if err := m.Apply(ctx, []container.App{web, crasher, hog}); err != nil {
+		t.Fatal(err)
+	}
+	find := func(name string) container.AppStatus {
+		for _, s := range m.Status() {
+			if s.Name == name {
+				return s
+			}
+		}
+		return container.AppStatus{}
+	}
+	testenv.Eventually(t, "web running", func() bool { return find("web").State == container.AppRunning })
+	testenv.Eventually(t, "four restarts of the crasher", func() bool { return find("crasher").Restarts >= 4 })
+	if s := find("crasher"); s.LastExitCode != 4 {
+		t.Errorf("crasher: %+v", s)
+	}
+	mu.Lock()
+	if n := len(backoffs); n < 4 {
+		t.Errorf("%d backoffs seen", n)
+	} else if first, third := backoffs[1].Sub(backoffs[0]), backoffs[3].Sub(backoffs[2]); third <= first+200*time.Millisecond {
+		t.Errorf("restart delays did not grow: %v then %v", first, third)
+	}
+	mu.Unlock()
+	testenv.Eventually(t, "the hog's OOM kill", func() bool { s := find("hog"); return s.State == container.AppExited })
+	if s := find("hog"); !s.OOMKilled || s.LastExitCode != 137 {
+		t.Errorf("hog: %+v, want an OOM kill", s)
+	}
+
+	bad := web
+	bad.Version, bad.Spec = "2", spec(map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "1", "EDGEKIT_TEST_AFTER": "50ms"})
+	if err := m.Apply(ctx, []container.App{bad, crasher, hog}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the rollback", func() bool { return find("web").RolledBack != "" })
+	if s := find("web"); s.Version != "1" || !strings.Contains(s.RolledBack, "version 2") {
+		t.Errorf("after the rollback: %+v", s)
+	}
+	testenv.Eventually(t, "web serving again", func() bool { return find("web").State == container.AppRunning })
+
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "no labelled container left", func() bool {
+		list, err := rt.List(ctx, map[string]string{container.LabelApp: "web"})
+		all, _ := rt.List(ctx, nil)
+		n := 0
+		for _, c := range all {
+			if c.Labels[container.LabelApp] != "" {
+				n++
+			}
+		}
+		return err == nil && len(list) == 0 && n == 0
+	})
 }
