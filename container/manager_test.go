@@ -19,13 +19,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const image = "localhost/edgekit-test:1"
 
-func runtime(t *testing.T) *memruntime.Runtime {
+func newRuntime(t *testing.T) *memruntime.Runtime {
+	t.Helper()
+	rt := memruntimeFor(t)
+	t.Cleanup(func() { _ = rt.Close() })
+	return rt
+}
+
+// memruntimeFor is an in-memory runtime holding the test image.
+func memruntimeFor(t testing.TB) *memruntime.Runtime {
 	t.Helper()
 	rt := memruntime.New(nil)
 	if err := rt.ImportImage(context.Background(), image, strings.NewReader("rootfs")); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = rt.Close() })
 	return rt
 }
 
@@ -54,7 +61,7 @@ func status(m *container.Manager, name string) container.AppStatus {
 // TestRunAndAdopt: an app runs; a new manager (a gateway restart) adopts
 // its container instead of making another.
 func TestRunAndAdopt(t *testing.T) {
-	rt := runtime(t)
+	rt := newRuntime(t)
 	ctx := context.Background()
 	m := manager(t, rt)
 	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
@@ -81,7 +88,7 @@ func TestRunAndAdopt(t *testing.T) {
 // loop without giving up; on-failure leaves a clean exit; a kill from
 // outside is noticed.
 func TestRestartPolicies(t *testing.T) {
-	rt := runtime(t)
+	rt := newRuntime(t)
 	ctx := context.Background()
 	m := manager(t, rt)
 	crash := app("1", map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "2", "EDGEKIT_TEST_AFTER": "5ms"})
@@ -129,7 +136,7 @@ func TestRestartPolicies(t *testing.T) {
 // TestUpgradeAndRollback: a healthy new version replaces the old one; one
 // that fails in its probation is rolled back, the old version running.
 func TestUpgradeAndRollback(t *testing.T) {
-	rt := runtime(t)
+	rt := newRuntime(t)
 	ctx := context.Background()
 	m := manager(t, rt)
 	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
@@ -163,7 +170,7 @@ func TestUpgradeAndRollback(t *testing.T) {
 // TestRemoveAndBadInput: an app left out is removed; bad desired states
 // are refused naming the field.
 func TestRemoveAndBadInput(t *testing.T) {
-	rt := runtime(t)
+	rt := newRuntime(t)
 	ctx := context.Background()
 	m := manager(t, rt)
 	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
@@ -203,7 +210,7 @@ func (brokenWait) Wait(context.Context, string, container.WaitCondition) (int, e
 // TestPollBackstop: with no working Wait, an exit is still seen (by the
 // inspect poll) and the app restarted.
 func TestPollBackstop(t *testing.T) {
-	rt := runtime(t)
+	rt := newRuntime(t)
 	ctx := context.Background()
 	m := container.NewManager(brokenWait{rt}, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond}, Poll: 20 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
@@ -220,7 +227,7 @@ func TestPollBackstop(t *testing.T) {
 // TestLogsStatsAndChanges: an app's logs and stats through the manager, and
 // its state changes told as they happen.
 func TestLogsStatsAndChanges(t *testing.T) {
-	rt := runtime(t)
+	rt := newRuntime(t)
 	ctx := context.Background()
 	changes := make(chan container.AppStatus, 100)
 	m := container.NewManager(rt, &container.ManagerOptions{OnChange: func(s container.AppStatus) { changes <- s }})
