@@ -318,7 +318,8 @@ func (s *supervisor) run() {
 	defer s.m.wg.Done()
 	ctx := s.m.ctx
 	var app App
-	var id string // the current container
+	var id string       // the current container
+	var rejected string // the spec hash of a version rolled back: not tried again
 	for {
 		select {
 		case <-ctx.Done():
@@ -328,18 +329,27 @@ func (s *supervisor) run() {
 				s.remove(ctx, id)
 				return
 			}
-			var err error
-			if id == "" {
-				id, err = s.adoptOrCreate(ctx, next)
-			} else if specHash(next) != specHash(app) {
-				id, err = s.upgrade(ctx, app, next, id)
-			}
-			if err != nil {
-				s.fail(err)
-				if id == "" {
-					app = next
-					continue
+			switch {
+			case id == "":
+				var gone bool
+				if id, next, gone = s.ensure(ctx, next); gone {
+					return
 				}
+			case specHash(next) != specHash(app) && specHash(next) != rejected:
+				nid, err := s.upgrade(ctx, app, next, id)
+				switch {
+				case errors.Is(err, errRolledBack):
+					rejected, next = specHash(next), app // the old version serves on
+				case err != nil:
+					s.fail(err)
+					if nid != id { // the old one is gone too: start over
+						id = ""
+						s.want(next)
+						continue
+					}
+					next = app
+				}
+				id = nid
 			}
 			app = next
 		}
@@ -351,6 +361,32 @@ func (s *supervisor) run() {
 			return
 		} else if next != nil {
 			s.want(*next)
+		}
+	}
+}
+
+// ensure adopts or creates the app's container, retrying with backoff while
+// it fails (a missing image, the runtime down), until it succeeds, a new
+// desired state comes (tried instead), or the manager closes (gone).
+func (s *supervisor) ensure(ctx context.Context, a App) (id string, _ App, gone bool) {
+	for attempt := 0; ; attempt++ {
+		id, err := s.adoptOrCreate(ctx, a)
+		if err == nil {
+			return id, a, false
+		}
+		s.fail(err)
+		if id != "" { // created but not started: the keep-alive retries
+			return id, a, false
+		}
+		select {
+		case <-ctx.Done():
+			return "", a, true
+		case next := <-s.desired:
+			if next.Spec.Image == "" {
+				return "", a, true
+			}
+			a, attempt = next, -1
+		case <-time.After(s.m.opts.Backoff.Delay(attempt)):
 		}
 	}
 }
@@ -605,7 +641,7 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 				stopWaiting()
 				return &n, false
 			case <-poll.C:
-				if c, err := rt.Inspect(ctx, *id); err == nil && c.State == Exited {
+				if c, err := rt.Inspect(ctx, *id); err == nil && (c.State == Exited || c.State == Created) {
 					select {
 					case exited <- c.ExitCode:
 					default:

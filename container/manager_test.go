@@ -255,3 +255,25 @@ func TestLogsStatsAndChanges(t *testing.T) {
 		t.Error("no state change told")
 	}
 }
+
+// TestRetriesUntilTheImageComes: an app whose image is missing is failed,
+// says why, and is retried with backoff; when the image arrives it runs,
+// with no new Apply.
+func TestRetriesUntilTheImageComes(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	late := app("1", nil)
+	late.Spec.Image = "localhost/edgekit-late:1"
+	if err := m.Apply(ctx, []container.App{late}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the failure", func() bool { return status(m, "web").State == container.AppFailed })
+	if s := status(m, "web"); !strings.Contains(s.LastError, "localhost/edgekit-late:1") {
+		t.Errorf("the error does not name the image: %+v", s)
+	}
+	if err := rt.ImportImage(ctx, "localhost/edgekit-late:1", strings.NewReader("rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running once the image is there", func() bool { return status(m, "web").State == container.AppRunning })
+}

@@ -253,7 +253,7 @@ func (r *Runtime) Create(ctx context.Context, spec container.Spec) (string, erro
 	}
 	resp, err := containers.CreateWithSpec(r.ctx(ctx), s, nil)
 	if err != nil {
-		return "", mapErr("create "+spec.Name, err)
+		return "", mapErr("create "+spec.Name+" from image "+spec.Image, err)
 	}
 	return resp.ID, nil
 }

@@ -3,6 +3,7 @@ package podman_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -166,4 +167,75 @@ func TestManagerFaultsOnPodman(t *testing.T) {
 		}
 		return err == nil && len(list) == 0 && n == 0
 	})
+}
+
+// TestServiceRestart: the podman service stops and comes back while an app
+// runs: the container keeps running, the manager picks up where it was,
+// and nothing is duplicated or restarted.
+func TestServiceRestart(t *testing.T) {
+	svc := podmantest.Start(t)
+	ctx := context.Background()
+	rt, err := podman.Connect(ctx, svc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ref = "localhost/edgekit-testprog:1"
+	if err := rt.ImportImage(ctx, ref, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
+		t.Fatal(err)
+	}
+	m := container.NewManager(rt, &container.ManagerOptions{Poll: 200 * time.Millisecond})
+	defer m.Close(ctx)
+	app := container.App{Name: "web", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none"}}
+	if err := m.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return m.Status()[0].State == container.AppRunning })
+	id := m.Status()[0].ContainerID
+	before, _ := rt.Inspect(ctx, id)
+
+	svc.Stop()
+	time.Sleep(time.Second) // the manager's Wait breaks; its polls fail
+	svc.Restart(t)
+
+	time.Sleep(time.Second)
+	after, err := rt.Inspect(ctx, id)
+	if err != nil || after.State != container.Running || !after.StartedAt.Equal(before.StartedAt) {
+		t.Errorf("the container across the service restart: %+v (%v), started %v before", after, err, before.StartedAt)
+	}
+	s := m.Status()[0]
+	if s.State != container.AppRunning || s.Restarts != 0 || s.ContainerID != id {
+		t.Errorf("status after the service restart: %+v", s)
+	}
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 1 {
+		t.Errorf("%d containers for the app", len(list))
+	}
+	// The manager still supervises: a kill is noticed (Wait again, or the
+	// poll) and handled.
+	if err := rt.Kill(ctx, id, "SIGKILL"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "restarted after the kill", func() bool { s := m.Status()[0]; return s.Restarts == 1 && s.State == container.AppRunning })
+}
+
+// TestBadInput: an unreachable socket, a malformed image reference and a
+// missing image are refused naming the problem.
+func TestBadInput(t *testing.T) {
+	ctx := context.Background()
+	if _, err := podman.Connect(ctx, "unix:///nonexistent/podman.sock"); !errors.Is(err, container.ErrUnavailable) || !strings.Contains(err.Error(), "/nonexistent/podman.sock") {
+		t.Errorf("unreachable socket: %v", err)
+	}
+	svc := podmantest.Start(t)
+	rt, err := podman.Connect(ctx, svc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Create(ctx, container.Spec{Name: "x", Image: "localhost/Not A Ref!"}); err == nil || !strings.Contains(err.Error(), "Not A Ref!") {
+		t.Errorf("malformed reference: %v", err)
+	}
+	if _, err := rt.Create(ctx, container.Spec{Name: "y", Image: "localhost/edgekit-missing:1"}); !errors.Is(err, container.ErrImageNotFound) {
+		t.Errorf("missing image: %v", err)
+	}
+	if err := rt.PullImage(ctx, "127.0.0.1:1/edgekit/none:1", nil); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/edgekit/none:1") {
+		t.Errorf("pull from an unreachable registry: %v", err)
+	}
 }

@@ -29,6 +29,8 @@ type Service struct {
 	URL string // unix:///.../podman.sock
 	dir string
 	env []string
+	cmd *exec.Cmd
+	log *os.File
 }
 
 // Start starts a service for t and stops it, with everything it ran, when
@@ -58,29 +60,50 @@ exit_command_delay = 5
 	}
 	s := &Service{URL: "unix://" + filepath.Join(dir, "podman.sock"), dir: dir,
 		env: append(os.Environ(), "CONTAINERS_CONF="+filepath.Join(dir, "containers.conf"), "CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"))}
-	cmd := exec.Command("podman", "--tmpdir", filepath.Join(dir, "tmp"), "system", "service", "--time=0", s.URL)
-	cmd.Env = s.env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logFile, _ := os.Create(filepath.Join(dir, "service.log"))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting podman system service: %v", err)
-	}
+	s.log, _ = os.Create(filepath.Join(dir, "service.log"))
 	t.Cleanup(func() {
 		_ = s.podman("rm", "-af", "-t", "0")
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		logFile.Close()
+		s.Stop()
+		s.log.Close()
 		_ = exec.Command("umount", "-l", filepath.Join(dir, "storage", "overlay")).Run()
 		_ = os.RemoveAll(dir)
 	})
+	s.Restart(t)
+	return s
+}
+
+// Stop stops the service; the containers it started keep running (conmon
+// watches them).
+func (s *Service) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	s.cmd = nil
+}
+
+// Restart starts the service (again) on the same socket and waits until it
+// answers.
+func (s *Service) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	dir := s.dir
+	cmd := exec.Command("podman", "--tmpdir", filepath.Join(dir, "tmp"), "system", "service", "--time=0", s.URL)
+	cmd.Env = s.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting podman system service: %v", err)
+	}
+	s.cmd = cmd
 	client := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(dir, "podman.sock"))
 	}}, Timeout: time.Second}
@@ -99,7 +122,6 @@ exit_command_delay = 5
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return s
 }
 
 // podman runs the podman command line against the service's storage.
