@@ -18,16 +18,8 @@ import (
 // target ≤ 1.1×); exit→running again at the first backoff step (100 ms);
 // and an upgrade through its probation (1 s, no probe). Reports ms/op.
 func BenchmarkManager(b *testing.B) {
-	svc := podmantest.Start(b)
+	_, rt := setup(b)
 	ctx := context.Background()
-	rt, err := podman.Connect(ctx, svc.URL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	const ref = "localhost/edgekit-testprog:1"
-	if err := rt.ImportImage(ctx, ref, bytes.NewReader(podmantest.TestProgramTar(b))); err != nil {
-		b.Fatal(err)
-	}
 	spec := func(env map[string]string) container.Spec {
 		return container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none", Env: env, StopGrace: time.Second}
 	}

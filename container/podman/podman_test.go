@@ -43,16 +43,8 @@ func TestConformance(t *testing.T) {
 // TestManagerOnPodman: the Manager runs an app on podman, restarts it
 // after a kill from outside, and a new Manager adopts it.
 func TestManagerOnPodman(t *testing.T) {
-	svc := podmantest.Start(t)
+	_, rt := setup(t)
 	ctx := context.Background()
-	rt, err := podman.Connect(ctx, svc.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const ref = "localhost/edgekit-testprog:1"
-	if err := rt.ImportImage(ctx, ref, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
-		t.Fatal(err)
-	}
 	opts := &container.ManagerOptions{Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: time.Second}}
 	m := container.NewManager(rt, opts)
 	app := container.App{Name: "web", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none", StopGrace: time.Second}}
@@ -85,16 +77,8 @@ func TestManagerOnPodman(t *testing.T) {
 // reported as OOM; an upgrade that never becomes healthy is rolled back;
 // removal leaves no container with the manager's labels.
 func TestManagerFaultsOnPodman(t *testing.T) {
-	svc := podmantest.Start(t)
+	_, rt := setup(t)
 	ctx := context.Background()
-	rt, err := podman.Connect(ctx, svc.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const ref = "localhost/edgekit-testprog:1"
-	if err := rt.ImportImage(ctx, ref, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
 	var backoffs []time.Time // when the crasher began waiting to restart
 	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second, Jitter: 0.01},
@@ -173,16 +157,8 @@ func TestManagerFaultsOnPodman(t *testing.T) {
 // runs: the container keeps running, the manager picks up where it was,
 // and nothing is duplicated or restarted.
 func TestServiceRestart(t *testing.T) {
-	svc := podmantest.Start(t)
+	svc, rt := setup(t)
 	ctx := context.Background()
-	rt, err := podman.Connect(ctx, svc.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const ref = "localhost/edgekit-testprog:1"
-	if err := rt.ImportImage(ctx, ref, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
-		t.Fatal(err)
-	}
 	m := container.NewManager(rt, &container.ManagerOptions{Poll: 200 * time.Millisecond})
 	defer m.Close(ctx)
 	app := container.App{Name: "web", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none"}}
@@ -238,4 +214,22 @@ func TestBadInput(t *testing.T) {
 	if err := rt.PullImage(ctx, "127.0.0.1:1/edgekit/none:1", nil); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/edgekit/none:1") {
 		t.Errorf("pull from an unreachable registry: %v", err)
 	}
+}
+
+// ref is the test program's image, which setup imports.
+const ref = "localhost/edgekit-testprog:1"
+
+// setup starts a private podman service with the test program's image and
+// connects to it.
+func setup(t testing.TB) (*podmantest.Service, *podman.Runtime) {
+	t.Helper()
+	svc := podmantest.Start(t)
+	rt, err := podman.Connect(context.Background(), svc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.ImportImage(context.Background(), ref, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
+		t.Fatal(err)
+	}
+	return svc, rt
 }
