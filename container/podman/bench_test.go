@@ -1,15 +1,12 @@
 package podman_test
 
 import (
-	"bytes"
 	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/edgekit/edgekit/container"
-	"github.com/edgekit/edgekit/container/podman"
-	"github.com/edgekit/edgekit/container/podman/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/backoff"
 )
 
