@@ -104,7 +104,8 @@ type ManagerOptions struct {
 	// events, and as a backstop when it has; default 5 s.
 	Poll time.Duration
 	// OnChange, when set, receives each application's status when its
-	// state changes (for the gateway to publish); it must not block.
+	// state, version or rollback changes (for the gateway to publish); it
+	// must not block.
 	OnChange func(AppStatus)
 	// Logger receives the manager's records; nil discards.
 	Logger *slog.Logger
@@ -298,11 +299,12 @@ func (s *supervisor) snapshot() AppStatus {
 
 func (s *supervisor) set(f func(*AppStatus)) {
 	s.mu.Lock()
-	before := s.status.State
+	before := s.status
 	f(&s.status)
 	now := s.status
 	s.mu.Unlock()
-	if now.State != before && s.m.opts.OnChange != nil {
+	changed := now.State != before.State || now.Version != before.Version || now.RolledBack != before.RolledBack
+	if changed && s.m.opts.OnChange != nil {
 		s.m.opts.OnChange(now)
 	}
 }

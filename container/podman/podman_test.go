@@ -12,8 +12,8 @@ import (
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/container/containertest"
 	"github.com/edgekit/edgekit/container/podman"
-	"github.com/edgekit/edgekit/container/podman/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/backoff"
+	"github.com/edgekit/edgekit/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
