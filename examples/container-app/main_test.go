@@ -1,36 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/edgekit/edgekit/internal/podmantest"
+	"github.com/edgekit/edgekit/internal/testenv"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestExample runs the example against a private podman service.
 func TestExample(t *testing.T) {
 	svc := podmantest.Start(t)
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	if err := run(context.Background(), svc.URL, out); err != nil {
 		t.Fatalf("%v\noutput:\n%s", err, out.String())
 	}

@@ -1,35 +1,17 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"encoding/json"
 	"github.com/edgekit/edgekit/device"
 	"github.com/edgekit/edgekit/device/devicetest"
+	"github.com/edgekit/edgekit/internal/testenv"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func simulated(t *testing.T) (string, func()) {
 	t.Helper()
@@ -45,7 +27,7 @@ func simulated(t *testing.T) (string, func()) {
 func TestWalkthrough(t *testing.T) {
 	addr, stop := simulated(t)
 	defer stop()
-	out := &syncBuffer{}
+	out := &testenv.Buffer{}
 	if err := run(context.Background(), out, addr, 500*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
