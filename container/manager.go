@@ -321,6 +321,7 @@ func (s *supervisor) run() {
 	ctx := s.m.ctx
 	var app App
 	var id string       // the current container
+	var pending bool    // its start failed: the keep-alive retries it
 	var rejected string // the spec hash of a version rolled back: not tried again
 	for {
 		select {
@@ -334,7 +335,7 @@ func (s *supervisor) run() {
 			switch {
 			case id == "":
 				var gone bool
-				if id, next, gone = s.ensure(ctx, next); gone {
+				if id, next, pending, gone = s.ensure(ctx, next); gone {
 					return
 				}
 			case specHash(next) != specHash(app) && specHash(next) != rejected:
@@ -342,9 +343,12 @@ func (s *supervisor) run() {
 				switch {
 				case errors.Is(err, errRolledBack):
 					rejected, next = specHash(next), app // the old version serves on
+				case errors.Is(err, errNotRestored):
+					s.fail(err)
+					next, pending = app, true
 				case err != nil:
 					s.fail(err)
-					if nid != id { // the old one is gone too: start over
+					if nid == "" { // the old one is gone too: start over
 						id = ""
 						s.want(next)
 						continue
@@ -359,9 +363,12 @@ func (s *supervisor) run() {
 			continue
 		}
 		// Keep it running until the desired state changes.
-		if next, gone := s.keep(ctx, app, &id); gone {
+		next, gone := s.keep(ctx, app, &id, pending)
+		if gone {
 			return
-		} else if next != nil {
+		}
+		pending = false
+		if next != nil {
 			s.want(*next)
 		}
 	}
@@ -369,23 +376,25 @@ func (s *supervisor) run() {
 
 // ensure adopts or creates the app's container, retrying with backoff while
 // it fails (a missing image, the runtime down), until it succeeds, a new
-// desired state comes (tried instead), or the manager closes (gone).
-func (s *supervisor) ensure(ctx context.Context, a App) (id string, _ App, gone bool) {
+// desired state comes (tried instead), or the manager closes (gone). A
+// container created whose start failed (a host port taken, say) is
+// returned pending: the keep-alive retries the start.
+func (s *supervisor) ensure(ctx context.Context, a App) (id string, _ App, pending, gone bool) {
 	for attempt := 0; ; attempt++ {
 		id, err := s.adoptOrCreate(ctx, a)
 		if err == nil {
-			return id, a, false
+			return id, a, false, false
 		}
 		s.fail(err)
-		if id != "" { // created but not started: the keep-alive retries
-			return id, a, false
+		if id != "" {
+			return id, a, true, false
 		}
 		select {
 		case <-ctx.Done():
-			return "", a, true
+			return "", a, false, true
 		case next := <-s.desired:
 			if next.Spec.Image == "" {
-				return "", a, true
+				return "", a, false, true
 			}
 			a, attempt = next, -1
 		case <-time.After(s.m.opts.Backoff.Delay(attempt)):
@@ -503,14 +512,17 @@ func (s *supervisor) upgrade(ctx context.Context, old, next App, oldID string) (
 		return "", fmt.Errorf("rollback: renaming the old container back: %w", err)
 	}
 	if err := rt.Start(ctx, oldID); err != nil {
-		return oldID, fmt.Errorf("rollback: starting the old container: %w", err)
+		return oldID, fmt.Errorf("%w: %s; starting it: %w", errNotRestored, why, err)
 	}
 	s.set(func(st *AppStatus) { st.ContainerID, st.Version, st.RolledBack = oldID, old.Version, why })
 	s.m.opts.Logger.Warn("container: upgrade rolled back", "app", next.Name, "why", why)
 	return oldID, errRolledBack
 }
 
-var errRolledBack = errors.New("upgrade rolled back")
+var (
+	errRolledBack  = errors.New("upgrade rolled back")
+	errNotRestored = errors.New("rollback: the old version could not be started again (retrying)")
+)
 
 // becomesHealthy waits, within the probation, for the container to run and
 // pass its probe.
@@ -598,10 +610,12 @@ func (s *supervisor) probe(ctx context.Context, a App, id string) error {
 
 // keep watches the running container: probes it, restarts it per the
 // policy with backoff, until the desired state changes (returned) or the
-// manager closes (gone).
-func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, gone bool) {
+// manager closes (gone). pending says the container's start failed and is
+// to be retried first.
+func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) (next *App, gone bool) {
 	rt := s.m.rt
-	failures := 0 // restarts in a row without a stable run
+	failures := 0      // exits and failed starts in a row, none after a stable run
+	afterExit := false // the pending start is a restart
 	healthFails := 0
 	var probeC <-chan time.Time
 	if a.Health != nil {
@@ -610,6 +624,24 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 		probeC = t.C
 	}
 	for {
+		if pending {
+			select {
+			case <-time.After(s.m.opts.Backoff.Delay(failures)):
+			case <-ctx.Done():
+				return nil, true
+			case n := <-s.desired:
+				return &n, false
+			}
+			failures++
+			if err := s.startAgain(ctx, a, id); err != nil {
+				s.fail(fmt.Errorf("starting: %w", err))
+				continue
+			}
+			pending = false
+			if afterExit {
+				s.set(func(st *AppStatus) { st.Restarts++ })
+			}
+		}
 		exited := make(chan int, 2)
 		wctx, cancelWait := context.WithCancel(ctx)
 		var waiter sync.WaitGroup
@@ -627,8 +659,11 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 		}(*id)
 		poll := time.NewTicker(s.m.opts.Poll)
 		s.set(func(st *AppStatus) {
+			st.ContainerID = *id
 			if a.Health == nil {
 				st.State = AppRunning
+			} else {
+				st.State = AppStarting
 			}
 		})
 	watch:
@@ -689,36 +724,30 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string) (next *App, go
 				if time.Since(startedAt) >= s.m.opts.Stable {
 					failures = 0
 				}
-				delay := s.m.opts.Backoff.Delay(failures)
-				failures++
 				state := AppBackoff
-				if failures >= s.m.opts.CrashLoop {
+				if failures+1 >= s.m.opts.CrashLoop {
 					state = AppCrashLoop
 				}
 				s.set(func(st *AppStatus) { st.State = state })
-				select {
-				case <-time.After(delay):
-				case <-ctx.Done():
-					return nil, true
-				case n := <-s.desired:
-					return &n, false
-				}
-				if err := rt.Start(ctx, *id); err != nil {
-					if errors.Is(err, ErrNotFound) { // removed from outside: make it again
-						if nid, cerr := s.adoptOrCreate(ctx, a); cerr == nil {
-							*id = nid
-						} else {
-							s.fail(cerr)
-						}
-					} else {
-						s.set(func(st *AppStatus) { st.LastError = err.Error() })
-					}
-				}
-				s.set(func(st *AppStatus) { st.Restarts++; st.ContainerID = *id })
+				pending, afterExit = true, true
 				break watch
 			}
 		}
 	}
+}
+
+// startAgain starts the app's container again, or makes a new one when it
+// was removed from outside.
+func (s *supervisor) startAgain(ctx context.Context, a App, id *string) error {
+	err := s.m.rt.Start(ctx, *id)
+	if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	nid, err := s.adoptOrCreate(ctx, a)
+	if nid != "" {
+		*id = nid
+	}
+	return err
 }
 
 // remove stops and removes the app's container.

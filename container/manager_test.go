@@ -3,7 +3,10 @@ package container_test
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,4 +279,51 @@ func TestRetriesUntilTheImageComes(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "running once the image is there", func() bool { return status(m, "web").State == container.AppRunning })
+}
+
+// countingStarts counts Start calls.
+type countingStarts struct {
+	*memruntime.Runtime
+	starts atomic.Int64
+}
+
+func (c *countingStarts) Start(ctx context.Context, id string) error {
+	c.starts.Add(1)
+	return c.Runtime.Start(ctx, id)
+}
+
+// TestRetriesUntilThePortIsFree: an app whose host port is taken is failed
+// naming the port, and its start retried with backoff (not in a busy
+// loop); when the port is free it runs, with no new Apply.
+func TestRetriesUntilThePortIsFree(t *testing.T) {
+	rt := &countingStarts{Runtime: newRuntime(t)}
+	ctx := context.Background()
+	m := manager(t, rt)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	web := app("1", nil)
+	web.Spec.Ports = []container.Port{{HostIP: "127.0.0.1", HostPort: uint16(port), ContainerPort: 80}}
+	if err := m.Apply(ctx, []container.App{web}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the failure", func() bool { return status(m, "web").State == container.AppFailed })
+	if s := status(m, "web"); !strings.Contains(s.LastError, strconv.Itoa(port)) || !strings.Contains(s.LastError, container.ErrPortInUse.Error()) {
+		t.Errorf("the error does not name the port: %+v", s)
+	}
+	before := rt.starts.Load()
+	time.Sleep(500 * time.Millisecond)
+	// The backoff grows to 80 ms: about 7 tries in 500 ms; a busy loop
+	// makes thousands.
+	if n := rt.starts.Load() - before; n > 20 {
+		t.Errorf("%d start attempts in 500 ms", n)
+	}
+	l.Close()
+	testenv.Eventually(t, "running once the port is free", func() bool { return status(m, "web").State == container.AppRunning })
+	if s := status(m, "web"); s.Restarts != 0 {
+		t.Errorf("failed starts counted as restarts: %+v", s)
+	}
 }

@@ -16,6 +16,9 @@ var (
 	ErrUnauthorized  = errors.New("unauthorized")
 	ErrNotRunning    = errors.New("container not running")
 	ErrUnavailable   = errors.New("container runtime unavailable")
+	// ErrPortInUse: a host port a Spec publishes is taken by another
+	// process (or container); the error names the address.
+	ErrPortInUse = errors.New("host port in use")
 )
 
 // Mount is a filesystem mounted into a container.

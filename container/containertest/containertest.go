@@ -1,8 +1,8 @@
 // Package containertest is the conformance suite for container.Runtime
 // implementations: image presence, the container lifecycle, stop with a
-// grace period, exit codes, listing by label, renaming, the sentinel errors,
-// and (as the runtime declares them) exec, stats and events. A backend's
-// test calls Run with a Harness.
+// grace period, exit codes, a host port already taken, listing by label,
+// renaming, the sentinel errors, and (as the runtime declares them) exec,
+// stats and events. A backend's test calls Run with a Harness.
 //
 // The containers run the test program (the image the harness provides),
 // whose mode comes from its environment: EDGEKIT_TEST_MODE "serve" (the
@@ -14,7 +14,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +129,41 @@ func Run(t *testing.T, h Harness) {
 		}
 		if c, _ := rt.Inspect(ctx, id); c.State != container.Exited || c.ExitCode != 3 {
 			t.Errorf("inspect after exit: %+v", c)
+		}
+	})
+
+	t.Run("PortInUse", func(t *testing.T) {
+		// A host port another process holds: Start fails naming it, and
+		// succeeds once the port is free.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		port := l.Addr().(*net.TCPAddr).Port
+		id, err := rt.Create(ctx, container.Spec{Name: name("port"), Image: img, Command: h.Command, Labels: map[string]string{"edgekit.test": suffix},
+			Ports: []container.Port{{HostIP: "127.0.0.1", HostPort: uint16(port), ContainerPort: 8080}}, StopGrace: time.Second})
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		t.Cleanup(func() { _ = rt.Remove(context.Background(), id, true) })
+		err = rt.Start(ctx, id)
+		if !errors.Is(err, container.ErrPortInUse) || !strings.Contains(err.Error(), strconv.Itoa(port)) {
+			t.Fatalf("Start with the host port taken: %v, want ErrPortInUse naming port %d", err, port)
+		}
+		l.Close()
+		if err := rt.Start(ctx, id); err != nil {
+			t.Fatalf("Start once the port is free: %v", err)
+		}
+		if err := rt.Stop(ctx, id, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// The port is free again after the stop.
+		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Errorf("the port after Stop: %v", err)
+		} else {
+			l2.Close()
 		}
 	})
 

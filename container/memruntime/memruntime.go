@@ -7,19 +7,24 @@
 // does: EDGEKIT_TEST_MODE "serve" (the default: run until stopped),
 // "exit" (exit with EDGEKIT_TEST_CODE after EDGEKIT_TEST_AFTER), or
 // "ignore-term" (SIGTERM does nothing; only the kill after the grace ends
-// it, with 137). Every container prints "started" to its log.
+// it, with 137). Every container prints "started" to its log. A running
+// container holds the host ports its Spec publishes, as podman does, so a
+// port already taken fails its start.
 package memruntime
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgekit/edgekit/container"
@@ -45,6 +50,7 @@ type ctr struct {
 	log     bytes.Buffer
 	signals chan string // to the running program
 	exited  chan struct{}
+	ports   []io.Closer // the host ports it holds while running
 }
 
 type sub struct {
@@ -197,6 +203,11 @@ func (r *Runtime) Start(_ context.Context, id string) error {
 	if c.info.State == container.Running {
 		return nil
 	}
+	ports, err := listen(c.spec.Ports)
+	if err != nil {
+		return fmt.Errorf("memruntime: start %s: %w", c.info.Name, err)
+	}
+	c.ports = ports
 	c.info.State, c.info.StartedAt, c.info.ExitCode = container.Running, time.Now(), 0
 	c.signals, c.exited = make(chan string, 4), make(chan struct{})
 	fmt.Fprintf(&c.log, "%s started\n", time.Now().UTC().Format(time.RFC3339Nano))
@@ -204,6 +215,36 @@ func (r *Runtime) Start(_ context.Context, id string) error {
 	r.programs.Add(1)
 	go r.run(c, c.signals, c.exited)
 	return nil
+}
+
+// listen holds the host ports published, as podman does, so that a port
+// another process holds fails the start.
+func listen(ports []container.Port) ([]io.Closer, error) {
+	var held []io.Closer
+	for _, p := range ports {
+		if p.HostPort == 0 {
+			continue
+		}
+		addr := net.JoinHostPort(p.HostIP, strconv.Itoa(int(p.HostPort)))
+		var c io.Closer
+		var err error
+		if p.Protocol == "udp" {
+			c, err = net.ListenPacket("udp", addr)
+		} else {
+			c, err = net.Listen("tcp", addr)
+		}
+		if err != nil {
+			for _, h := range held {
+				h.Close()
+			}
+			if errors.Is(err, syscall.EADDRINUSE) {
+				return nil, fmt.Errorf("port %s: %w: %v", addr, container.ErrPortInUse, err)
+			}
+			return nil, fmt.Errorf("port %s: %w", addr, err)
+		}
+		held = append(held, c)
+	}
+	return held, nil
 }
 
 // run plays the program until it exits.
@@ -240,6 +281,10 @@ func (r *Runtime) exit(c *ctr, exited chan struct{}, code int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	c.info.State, c.info.ExitCode, c.info.FinishedAt = container.Exited, code, time.Now()
+	for _, p := range c.ports {
+		p.Close()
+	}
+	c.ports = nil
 	close(exited)
 	r.emit(c, "died", code)
 }

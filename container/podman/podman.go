@@ -83,6 +83,8 @@ func mapErr(what string, err error) error {
 		sentinel = container.ErrImageNotFound
 	case code == 404, strings.Contains(lower, "no such container"):
 		sentinel = container.ErrNotFound
+	case strings.Contains(lower, "address already in use"):
+		sentinel = container.ErrPortInUse
 	case strings.Contains(lower, "already in use"):
 		sentinel = container.ErrNameInUse
 	case code == 401, strings.Contains(lower, "unauthorized"), strings.Contains(lower, "authentication required"):

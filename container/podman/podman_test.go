@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -213,6 +215,36 @@ func TestBadInput(t *testing.T) {
 	}
 	if err := rt.PullImage(ctx, "127.0.0.1:1/edgekit/none:1", nil); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1/edgekit/none:1") {
 		t.Errorf("pull from an unreachable registry: %v", err)
+	}
+}
+
+// TestPortTakenOnPodman: an app whose host port another process holds is
+// failed naming the port, and runs once the port is free, with no new
+// Apply.
+func TestPortTakenOnPodman(t *testing.T) {
+	_, rt := setup(t)
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 50 * time.Millisecond, Max: 200 * time.Millisecond}})
+	defer m.Close(ctx)
+	app := container.App{Name: "web", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, StopGrace: time.Second,
+		Ports: []container.Port{{HostIP: "127.0.0.1", HostPort: uint16(port), ContainerPort: 8080}}}}
+	if err := m.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the failure", func() bool { return m.Status()[0].State == container.AppFailed })
+	if s := m.Status()[0]; !strings.Contains(s.LastError, "127.0.0.1:"+strconv.Itoa(port)) || !strings.Contains(s.LastError, container.ErrPortInUse.Error()) {
+		t.Errorf("the error does not name the port: %+v", s)
+	}
+	l.Close()
+	testenv.Eventually(t, "running once the port is free", func() bool { return m.Status()[0].State == container.AppRunning })
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 
