@@ -49,6 +49,11 @@ type App struct {
 	Spec    Spec // Name and the Manager's labels are set by the Manager
 	Restart RestartPolicy
 	Health  *Probe
+	// After names the apps (in the same Apply) that must be running, and
+	// healthy when they have a probe, before this one's container is
+	// created or started: the start order. Once started it does not wait
+	// again, as its dependencies restart or upgrade.
+	After []string
 	// Probation bounds how long a new version has to become healthy
 	// (running, without a probe) before an upgrade is rolled back;
 	// default 30 s.
@@ -67,6 +72,7 @@ type AppState string
 
 // Application states.
 const (
+	AppWaiting   AppState = "waiting" // for the apps in its After to run
 	AppStarting  AppState = "starting"
 	AppRunning   AppState = "running" // and healthy, when it has a probe
 	AppUnhealthy AppState = "unhealthy"
@@ -121,8 +127,9 @@ type Manager struct {
 	stop context.CancelFunc
 	wg   sync.WaitGroup
 
-	mu   sync.Mutex
-	apps map[string]*supervisor
+	mu      sync.Mutex
+	apps    map[string]*supervisor
+	changed chan struct{} // closed (and replaced) when an app's state changes
 }
 
 // NewManager returns a manager of containers on rt.
@@ -149,7 +156,7 @@ func NewManager(rt Runtime, opts *ManagerOptions) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}}
+	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}, changed: make(chan struct{})}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	return m
 }
@@ -186,6 +193,9 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 			return fmt.Errorf("container: app %s: restart %q, want always, on-failure or never", a.Name, a.Restart)
 		}
 	}
+	if err := checkOrder(apps); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, a := range apps {
@@ -211,6 +221,71 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 		}
 	}
 	return nil
+}
+
+// checkOrder refuses an After naming an app not in apps, or a cycle.
+func checkOrder(apps []App) error {
+	after := map[string][]string{}
+	for _, a := range apps {
+		after[a.Name] = a.After
+	}
+	for _, a := range apps {
+		for _, d := range a.After {
+			if _, ok := after[d]; !ok {
+				return fmt.Errorf("container: app %s starts after %q, which is not among the apps", a.Name, d)
+			}
+		}
+	}
+	const (
+		visiting = 1
+		done     = 2
+	)
+	mark := map[string]int{}
+	var visit func(name string, path []string) error
+	visit = func(name string, path []string) error {
+		switch mark[name] {
+		case visiting:
+			return fmt.Errorf("container: apps start after each other in a cycle: %s", strings.Join(append(path, name), " -> "))
+		case done:
+			return nil
+		}
+		mark[name] = visiting
+		for _, d := range after[name] {
+			if err := visit(d, append(path, name)); err != nil {
+				return err
+			}
+		}
+		mark[name] = done
+		return nil
+	}
+	for _, a := range apps {
+		if err := visit(a.Name, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitingFor returns the apps among names not running (and healthy), and
+// a channel closed at the next change of any app's state.
+func (m *Manager) waitingFor(names []string) ([]string, <-chan struct{}) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, n := range names {
+		if s, ok := m.apps[n]; !ok || s.snapshot().State != AppRunning {
+			out = append(out, n)
+		}
+	}
+	return out, m.changed
+}
+
+// stateChanged wakes those waiting in waitingFor.
+func (m *Manager) stateChanged() {
+	m.mu.Lock()
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
 }
 
 // Status returns every application's state, by name.
@@ -303,6 +378,9 @@ func (s *supervisor) set(f func(*AppStatus)) {
 	f(&s.status)
 	now := s.status
 	s.mu.Unlock()
+	if now.State != before.State {
+		s.m.stateChanged()
+	}
 	changed := now.State != before.State || now.Version != before.Version || now.RolledBack != before.RolledBack
 	if changed && s.m.opts.OnChange != nil {
 		s.m.opts.OnChange(now)
@@ -381,6 +459,12 @@ func (s *supervisor) run() {
 // returned pending: the keep-alive retries the start.
 func (s *supervisor) ensure(ctx context.Context, a App) (id string, _ App, pending, gone bool) {
 	for attempt := 0; ; attempt++ {
+		if next, gone := s.awaitOrder(ctx, a); gone || (next != nil && next.Spec.Image == "") {
+			return "", a, false, true
+		} else if next != nil {
+			a, attempt = *next, -1
+			continue
+		}
 		id, err := s.adoptOrCreate(ctx, a)
 		if err == nil {
 			return id, a, false, false
@@ -398,6 +482,37 @@ func (s *supervisor) ensure(ctx context.Context, a App) (id string, _ App, pendi
 			}
 			a, attempt = next, -1
 		case <-time.After(s.m.opts.Backoff.Delay(attempt)):
+		}
+	}
+}
+
+// awaitOrder waits until the apps in a.After run, unless a's container is
+// already running as desired (adopted after a gateway restart), or until a
+// new desired state comes (returned) or the manager closes (gone).
+func (s *supervisor) awaitOrder(ctx context.Context, a App) (next *App, gone bool) {
+	if len(a.After) == 0 {
+		return nil, false
+	}
+	if list, err := s.m.rt.List(ctx, map[string]string{LabelApp: a.Name, LabelSpec: specHash(a)}); err == nil {
+		for _, c := range list {
+			if c.State == Running && c.Name == s.containerName() {
+				return nil, false
+			}
+		}
+	}
+	for {
+		waiting, changed := s.m.waitingFor(a.After)
+		if len(waiting) == 0 {
+			return nil, false
+		}
+		s.set(func(st *AppStatus) { st.State = AppWaiting })
+		s.m.opts.Logger.Debug("container: waiting to start", "app", a.Name, "for", waiting)
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, true
+		case n := <-s.desired:
+			return &n, false
 		}
 	}
 }

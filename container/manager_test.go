@@ -327,3 +327,67 @@ func TestRetriesUntilThePortIsFree(t *testing.T) {
 		t.Errorf("failed starts counted as restarts: %+v", s)
 	}
 }
+
+// TestStartOrder: an app waits for the apps it starts after, created only
+// once they run; a new manager adopts both without waiting; an unknown name
+// or a cycle in the order is refused.
+func TestStartOrder(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	db := app("1", nil)
+	db.Name, db.Spec.Image = "db", "localhost/edgekit-late:1"
+	web := app("1", nil)
+	web.After = []string{"db"}
+	if err := m.Apply(ctx, []container.App{web, db}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "web waiting for db", func() bool {
+		return status(m, "web").State == container.AppWaiting && status(m, "db").State == container.AppFailed
+	})
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 0 {
+		t.Errorf("web created before db runs: %+v", list)
+	}
+	if err := rt.ImportImage(ctx, "localhost/edgekit-late:1", strings.NewReader("rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "both running", func() bool {
+		return status(m, "web").State == container.AppRunning && status(m, "db").State == container.AppRunning
+	})
+	dbC, _ := rt.Inspect(ctx, status(m, "db").ContainerID)
+	webC, _ := rt.Inspect(ctx, status(m, "web").ContainerID)
+	if !webC.StartedAt.After(dbC.StartedAt) {
+		t.Errorf("web started at %v, db at %v", webC.StartedAt, dbC.StartedAt)
+	}
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := manager(t, rt)
+	if err := m2.Apply(ctx, []container.App{web, db}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "both adopted", func() bool {
+		return status(m2, "web").ContainerID == webC.ID && status(m2, "db").ContainerID == dbC.ID
+	})
+
+	for _, tc := range []struct {
+		apps []container.App
+		says string
+	}{
+		{[]container.App{{Name: "a", Spec: container.Spec{Image: image}, After: []string{"ghost"}}}, `"ghost", which is not among the apps`},
+		{[]container.App{
+			{Name: "a", Spec: container.Spec{Image: image}, After: []string{"b"}},
+			{Name: "b", Spec: container.Spec{Image: image}, After: []string{"c"}},
+			{Name: "c", Spec: container.Spec{Image: image}, After: []string{"a"}},
+		}, "cycle: a -> b -> c -> a"},
+		{[]container.App{{Name: "a", Spec: container.Spec{Image: image}, After: []string{"a"}}}, "cycle: a -> a"},
+	} {
+		if err := m2.Apply(ctx, tc.apps); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("Apply %+v: %v, want an error naming %s", tc.apps, err, tc.says)
+		}
+	}
+	if s := m2.Status(); len(s) != 2 {
+		t.Errorf("a refused Apply changed the apps: %+v", s)
+	}
+}
