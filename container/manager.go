@@ -47,6 +47,9 @@ type App struct {
 	Name    string
 	Version string
 	Spec    Spec // Name and the Manager's labels are set by the Manager
+	// Pull has the credentials (and progress) for pulling Spec.Image when
+	// it is missing; nil pulls anonymously.
+	Pull *PullOptions
 	Restart RestartPolicy
 	Health  *Probe
 	// After names the apps (in the same Apply) that must be running, and
@@ -205,6 +208,11 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 		if a.Probation <= 0 {
 			a.Probation = 30 * time.Second
 		}
+		if a.Pull != nil {
+			pull := *a.Pull
+			a.Pull = &pull
+		}
+		a.After = slices.Clone(a.After)
 		s, ok := m.apps[a.Name]
 		if !ok {
 			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
@@ -580,7 +588,7 @@ func (s *supervisor) create(ctx context.Context, a App, name string) (string, er
 		return "", err
 	}
 	if !ok {
-		if err := rt.PullImage(ctx, a.Spec.Image, nil); err != nil {
+		if err := rt.PullImage(ctx, a.Spec.Image, a.Pull); err != nil {
 			return "", fmt.Errorf("pulling %s: %w", a.Spec.Image, err)
 		}
 	}
@@ -596,7 +604,7 @@ func (s *supervisor) create(ctx context.Context, a App, name string) (string, er
 func (s *supervisor) upgrade(ctx context.Context, old, next App, oldID string) (string, error) {
 	rt := s.m.rt
 	if ok, err := rt.ImageExists(ctx, next.Spec.Image); err != nil || !ok {
-		if err := rt.PullImage(ctx, next.Spec.Image, nil); err != nil {
+		if err := rt.PullImage(ctx, next.Spec.Image, next.Pull); err != nil {
 			return oldID, fmt.Errorf("upgrade to %s: pulling %s: %w (the old version keeps running)", next.Version, next.Spec.Image, err)
 		}
 	}

@@ -391,3 +391,28 @@ func TestStartOrder(t *testing.T) {
 		t.Errorf("a refused Apply changed the apps: %+v", s)
 	}
 }
+
+// TestPullCredentials: the Manager pulls a missing image with the app's
+// credentials; wrong ones leave the app failed, saying so, until an Apply
+// brings the right ones.
+func TestPullCredentials(t *testing.T) {
+	rt := memruntime.New(map[string]memruntime.Credentials{"registry.example/app:1": {Username: "edge", Password: "s3cret"}})
+	t.Cleanup(func() { _ = rt.Close() })
+	ctx := context.Background()
+	m := manager(t, rt)
+	web := app("1", nil)
+	web.Spec.Image = "registry.example/app:1"
+	web.Pull = &container.PullOptions{Username: "edge", Password: "wrong"}
+	if err := m.Apply(ctx, []container.App{web}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the failure", func() bool { return status(m, "web").State == container.AppFailed })
+	if s := status(m, "web"); !strings.Contains(s.LastError, container.ErrUnauthorized.Error()) {
+		t.Errorf("the error does not say unauthorized: %+v", s)
+	}
+	web.Pull.Password = "s3cret" // Apply copied the first credentials
+	if err := m.Apply(ctx, []container.App{web}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+}

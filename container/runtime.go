@@ -114,6 +114,9 @@ type Info struct {
 // PullOptions are a pull's credentials and progress.
 type PullOptions struct {
 	Username, Password string
+	// SkipTLSVerify accepts a registry's unverified certificate, or plain
+	// HTTP: a registry on the local network.
+	SkipTLSVerify bool
 	// Progress receives the runtime's progress lines; nil ignores them.
 	Progress func(line string)
 }

@@ -121,6 +121,9 @@ func (r *Runtime) PullImage(ctx context.Context, ref string, opts *container.Pul
 		if opts.Username != "" {
 			o = o.WithUsername(opts.Username).WithPassword(opts.Password)
 		}
+		if opts.SkipTLSVerify {
+			o = o.WithSkipTLSVerify(true)
+		}
 		if opts.Progress != nil {
 			o = o.WithProgressWriter(lineWriter(opts.Progress))
 		} else {

@@ -16,6 +16,7 @@ import (
 	"github.com/edgekit/edgekit/container/podman"
 	"github.com/edgekit/edgekit/internal/backoff"
 	"github.com/edgekit/edgekit/internal/podmantest"
+	"github.com/edgekit/edgekit/internal/registrytest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -243,6 +244,47 @@ func TestPortTakenOnPodman(t *testing.T) {
 	}
 	l.Close()
 	testenv.Eventually(t, "running once the port is free", func() bool { return m.Status()[0].State == container.AppRunning })
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPullCredentials: pulls from a registry on loopback that asks for
+// credentials: wrong ones (and none) are refused as ErrUnauthorized naming
+// the image; the Manager keeps retrying an app whose credentials are
+// wrong, and runs it once they are right.
+func TestPullCredentials(t *testing.T) {
+	_, rt := setup(t)
+	ctx := context.Background()
+	reg := registrytest.Start(t, "edge", "s3cret")
+	image := reg.Add("edgekit/app", "1", podmantest.TestProgramTar(t), []string{"/testprog"})
+	for _, opts := range []*container.PullOptions{{SkipTLSVerify: true}, {Username: "edge", Password: "wrong", SkipTLSVerify: true}} {
+		if err := rt.PullImage(ctx, image, opts); !errors.Is(err, container.ErrUnauthorized) || !strings.Contains(err.Error(), image) {
+			t.Errorf("pull as %q: %v, want ErrUnauthorized naming %s", opts.Username, err, image)
+		}
+	}
+
+	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: 400 * time.Millisecond}})
+	defer m.Close(ctx)
+	app := container.App{Name: "pulled", Version: "1", Spec: container.Spec{Image: image, NetworkMode: "none", StopGrace: time.Second},
+		Pull: &container.PullOptions{Username: "edge", Password: "wrong", SkipTLSVerify: true}}
+	if err := m.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the failure", func() bool { return m.Status()[0].State == container.AppFailed })
+	if s := m.Status()[0]; !strings.Contains(s.LastError, container.ErrUnauthorized.Error()) || !strings.Contains(s.LastError, image) {
+		t.Errorf("the error does not say unauthorized for the image: %+v", s)
+	}
+	denied := reg.Denied()
+	testenv.Eventually(t, "a retry", func() bool { return reg.Denied() > denied })
+	app.Pull.Password = "s3cret"
+	if err := m.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running once the credentials are right", func() bool { return m.Status()[0].State == container.AppRunning })
+	if ok, err := rt.ImageExists(ctx, image); !ok || err != nil {
+		t.Errorf("the pulled image: %v %v", ok, err)
+	}
 	if err := m.Apply(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
