@@ -49,7 +49,7 @@ type App struct {
 	Spec    Spec // Name and the Manager's labels are set by the Manager
 	// Pull has the credentials (and progress) for pulling Spec.Image when
 	// it is missing; nil pulls anonymously.
-	Pull *PullOptions
+	Pull    *PullOptions
 	Restart RestartPolicy
 	Health  *Probe
 	// After names the apps (in the same Apply) that must be running, and
@@ -94,9 +94,13 @@ type AppStatus struct {
 	Restarts     int
 	LastExitCode int
 	LastExitAt   time.Time
-	OOMKilled    bool
-	LastError    string
-	RolledBack   string // why the last upgrade was rolled back
+	OOMKilled    bool // the last exit was the OOM killer's
+	// OOMKills counts the processes in the app's containers the OOM
+	// killer has killed, as the runtime reads them from the cgroup (see
+	// Container.OOMKills), also those the container outlived.
+	OOMKills   int
+	LastError  string
+	RolledBack string // why the last upgrade was rolled back
 }
 
 // ManagerOptions configure a Manager. The zero value is usable.
@@ -113,8 +117,8 @@ type ManagerOptions struct {
 	// events, and as a backstop when it has; default 5 s.
 	Poll time.Duration
 	// OnChange, when set, receives each application's status when its
-	// state, version or rollback changes (for the gateway to publish); it
-	// must not block.
+	// state, version, rollback or OOM kills change (for the gateway to
+	// publish); it must not block.
 	OnChange func(AppStatus)
 	// Logger receives the manager's records; nil discards.
 	Logger *slog.Logger
@@ -389,7 +393,7 @@ func (s *supervisor) set(f func(*AppStatus)) {
 	if now.State != before.State {
 		s.m.stateChanged()
 	}
-	changed := now.State != before.State || now.Version != before.Version || now.RolledBack != before.RolledBack
+	changed := now.State != before.State || now.Version != before.Version || now.RolledBack != before.RolledBack || now.OOMKills != before.OOMKills
 	if changed && s.m.opts.OnChange != nil {
 		s.m.opts.OnChange(now)
 	}
@@ -770,6 +774,7 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 		var waiter sync.WaitGroup
 		stopWaiting := func() { cancelWait(); waiter.Wait() }
 		startedAt := time.Now()
+		var oomSeen uint64 // the container's cgroup counter, new with each start
 		// The exit comes from Wait; when its stream breaks (the service
 		// restarting, say), the inspect poll below still sees it.
 		waiter.Add(1)
@@ -801,16 +806,23 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 				stopWaiting()
 				return &n, false
 			case <-poll.C:
-				if c, err := rt.Inspect(ctx, *id); err == nil && (c.State == Exited || c.State == Created) {
+				c, err := rt.Inspect(ctx, *id)
+				switch {
+				case err == nil && (c.State == Exited || c.State == Created):
 					select {
 					case exited <- c.ExitCode:
 					default:
 					}
-				} else if errors.Is(err, ErrNotFound) {
+				case errors.Is(err, ErrNotFound):
 					select {
 					case exited <- -1: // removed from outside
 					default:
 					}
+				case err == nil && c.OOMKills > oomSeen:
+					kills := int(c.OOMKills - oomSeen)
+					oomSeen = c.OOMKills
+					s.set(func(st *AppStatus) { st.OOMKills += kills })
+					s.m.opts.Logger.Warn("container: OOM kill in the app's container", "app", a.Name, "kills", kills)
 				}
 			case <-probeC:
 				if err := s.probe(ctx, a, *id); err != nil {
@@ -830,7 +842,7 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 				poll.Stop()
 				stopWaiting()
 				c, _ := rt.Inspect(ctx, *id)
-				oom := c.OOMKilled || (code == 137 && a.Spec.Resources.MemoryBytes > 0)
+				oom := c.OOMKilled || (code == 137 && (a.Spec.Resources.MemoryBytes > 0 || oomSeen > 0))
 				s.set(func(st *AppStatus) {
 					st.State, st.LastExitCode, st.LastExitAt, st.OOMKilled = AppExited, code, time.Now(), oom
 				})

@@ -78,13 +78,18 @@ const (
 
 // Container is what a runtime knows of one container.
 type Container struct {
-	ID         string
-	Name       string
-	Image      string
-	Labels     map[string]string
-	State      State
-	ExitCode   int
-	OOMKilled  bool // as the runtime says; see the Manager for what it adds
+	ID        string
+	Name      string
+	Image     string
+	Labels    map[string]string
+	State     State
+	ExitCode  int
+	OOMKilled bool // as the runtime says; see the Manager for what it adds
+	// OOMKills counts the processes the kernel's OOM killer has killed in
+	// the running container's cgroup, when the runtime can read it (podman
+	// on the same host); 0 otherwise. A container can live on after its
+	// children were killed: this is how that is seen.
+	OOMKills   uint64
 	StartedAt  time.Time
 	FinishedAt time.Time
 }

@@ -340,6 +340,9 @@ func (r *Runtime) Inspect(ctx context.Context, id string) (container.Container, 
 		c.ExitCode = int(st.ExitCode)
 		c.OOMKilled = st.OOMKilled
 		c.StartedAt, c.FinishedAt = st.StartedAt, st.FinishedAt
+		if c.State == container.Running {
+			c.OOMKills, _ = oomKills(cgroupRoot, st.CgroupPath)
+		}
 	}
 	return c, nil
 }

@@ -156,6 +156,41 @@ func TestManagerFaultsOnPodman(t *testing.T) {
 	})
 }
 
+// TestOOMKillCounted: a process in an app's container killed by the OOM
+// killer, while the container lives on, is counted from the cgroup.
+func TestOOMKillCounted(t *testing.T) {
+	_, rt := setup(t)
+	ctx := context.Background()
+	changes := make(chan container.AppStatus, 64)
+	m := container.NewManager(rt, &container.ManagerOptions{Poll: 100 * time.Millisecond, OnChange: func(s container.AppStatus) {
+		select {
+		case changes <- s:
+		default:
+		}
+	}})
+	defer m.Close(ctx)
+	app := container.App{Name: "parent", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none", StopGrace: time.Second,
+		Env:       map[string]string{"EDGEKIT_TEST_MODE": "alloc-child", "EDGEKIT_TEST_MB": "256"},
+		Resources: container.Resources{MemoryBytes: 32 << 20}}}
+	if err := m.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "an OOM kill counted", func() bool { return m.Status()[0].OOMKills > 0 })
+	if s := m.Status()[0]; s.State != container.AppRunning || s.Restarts != 0 || s.OOMKilled {
+		t.Errorf("the container should live on: %+v", s)
+	}
+	var told bool
+	for len(changes) > 0 {
+		told = told || (<-changes).OOMKills > 0
+	}
+	if !told {
+		t.Error("the OOM kill was not told through OnChange")
+	}
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestServiceRestart: the podman service stops and comes back while an app
 // runs: the container keeps running, the manager picks up where it was,
 // and nothing is duplicated or restarted.

@@ -7,6 +7,8 @@
 //	EDGEKIT_TEST_MODE=exit         exit with EDGEKIT_TEST_CODE after EDGEKIT_TEST_AFTER
 //	EDGEKIT_TEST_MODE=ignore-term  SIGTERM does nothing
 //	EDGEKIT_TEST_MODE=alloc        allocate EDGEKIT_TEST_MB megabytes, then serve
+//	EDGEKIT_TEST_MODE=alloc-child  run a child in mode alloc (which a memory
+//	                               limit gets killed), then serve on
 //
 // It prints "started" first, and "echo ARGS" run as a command prints ARGS
 // (for exec).
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -63,6 +66,11 @@ func main() {
 			hog = append(hog, chunk)
 		}
 		fmt.Println("allocated", len(hog), "MB")
+	case "alloc-child":
+		child := exec.Command(os.Args[0])
+		child.Env = append(os.Environ(), "EDGEKIT_TEST_MODE=alloc")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		fmt.Println("child:", child.Run())
 	}
 	<-term
 	fmt.Println("stopping")

@@ -1,0 +1,31 @@
+package podman
+
+import "testing"
+
+func TestParseOOMKill(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    uint64
+		okay bool
+	}{
+		{"low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\n", 2, true},    // v2 memory.events
+		{"oom_kill_disable 0\nunder_oom 0\noom_kill 7\n", 7, true}, // v1 memory.oom_control
+		{"oom_kill_disable 0\nunder_oom 0\n", 0, false},            // a kernel without the counter
+		{"oom_kill x\n", 0, false},
+		{"", 0, false},
+	} {
+		if n, ok := parseOOMKill([]byte(tc.in)); n != tc.n || ok != tc.okay {
+			t.Errorf("parseOOMKill(%q) = %d, %v; want %d, %v", tc.in, n, ok, tc.n, tc.okay)
+		}
+	}
+}
+
+func FuzzParseOOMKill(f *testing.F) {
+	f.Add([]byte("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n"))
+	f.Add([]byte("oom 1\noom_kill 18446744073709551615\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if n, ok := parseOOMKill(data); !ok && n != 0 {
+			t.Errorf("not found, yet %d", n)
+		}
+	})
+}
