@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -78,7 +79,10 @@ func mapErr(what string, err error) error {
 	}
 	lower := strings.ToLower(msg)
 	var sentinel error
+	var netErr *net.OpError
 	switch {
+	case errors.As(err, &netErr) && netErr.Op == "dial":
+		sentinel = container.ErrUnavailable // the service's socket is gone or refuses
 	case strings.Contains(lower, "image not known"), strings.Contains(lower, "no such image"), strings.Contains(lower, "manifest unknown"):
 		sentinel = container.ErrImageNotFound
 	case code == 404, strings.Contains(lower, "no such container"):

@@ -44,7 +44,8 @@ func TestConformance(t *testing.T) {
 }
 
 // TestManagerOnPodman: the Manager runs an app on podman, restarts it
-// after a kill from outside, and a new Manager adopts it.
+// after a kill from outside; a new Manager adopts it, and after a reboot
+// (the container stopped) a new Manager starts the same container again.
 func TestManagerOnPodman(t *testing.T) {
 	_, rt := setup(t)
 	ctx := context.Background()
@@ -65,13 +66,32 @@ func TestManagerOnPodman(t *testing.T) {
 		t.Fatal(err)
 	}
 	m2 := container.NewManager(rt, opts)
-	defer m2.Close(ctx)
 	if err := m2.Apply(ctx, []container.App{app}); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "adopted", func() bool { return status(m2).State == container.AppRunning })
 	if status(m2).ContainerID != id {
 		t.Errorf("adopted %s, want %s", status(m2).ContainerID, id)
+	}
+	if err := m2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A gateway reboot: nothing restarts the container but the manager.
+	if err := rt.Stop(ctx, id, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m3 := container.NewManager(rt, opts)
+	defer m3.Close(ctx)
+	if err := m3.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the stopped container started", func() bool {
+		c, err := rt.Inspect(ctx, id)
+		return err == nil && c.State == container.Running && status(m3).State == container.AppRunning
+	})
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 1 || status(m3).ContainerID != id {
+		t.Errorf("after the reboot: %d containers, status %+v", len(list), status(m3))
 	}
 }
 
@@ -193,7 +213,8 @@ func TestOOMKillCounted(t *testing.T) {
 
 // TestServiceRestart: the podman service stops and comes back while an app
 // runs: the container keeps running, the manager picks up where it was,
-// and nothing is duplicated or restarted.
+// and nothing is duplicated or restarted. An app applied while the service
+// is down fails saying so, and runs once it is back, with no new Apply.
 func TestServiceRestart(t *testing.T) {
 	svc, rt := setup(t)
 	ctx := context.Background()
@@ -208,8 +229,17 @@ func TestServiceRestart(t *testing.T) {
 	before, _ := rt.Inspect(ctx, id)
 
 	svc.Stop()
+	worker := container.App{Name: "worker", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none"}}
+	if err := m.Apply(ctx, []container.App{app, worker}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the worker failing", func() bool { return m.Status()[1].State == container.AppFailed })
+	if s := m.Status()[1]; !strings.Contains(s.LastError, container.ErrUnavailable.Error()) {
+		t.Errorf("the worker's error does not say the runtime is unavailable: %+v", s)
+	}
 	time.Sleep(time.Second) // the manager's Wait breaks; its polls fail
 	svc.Restart(t)
+	testenv.Eventually(t, "the worker running once the service is back", func() bool { return m.Status()[1].State == container.AppRunning })
 
 	time.Sleep(time.Second)
 	after, err := rt.Inspect(ctx, id)
