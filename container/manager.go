@@ -93,8 +93,8 @@ type AppStatus struct {
 	ContainerID  string
 	Restarts     int
 	LastExitCode int
-	LastExitAt   time.Time
-	OOMKilled    bool // the last exit was the OOM killer's
+	LastExitAt   time.Time // as the runtime reports it, else when seen
+	OOMKilled    bool      // the last exit was the OOM killer's
 	// OOMKills counts the processes in the app's containers the OOM
 	// killer has killed, as the runtime reads them from the cgroup (see
 	// Container.OOMKills), also those the container outlived.
@@ -113,8 +113,9 @@ type ManagerOptions struct {
 	// CrashLoop is how many restarts in a row (none stable) mark an app
 	// crash-looping; default 5. It keeps being restarted.
 	CrashLoop int
-	// Poll is how often containers are inspected when the runtime has no
-	// events, and as a backstop when it has; default 5 s.
+	// Poll is how often containers are inspected, as a backstop to the
+	// runtime's events (or its Wait, when it has none or their stream is
+	// down); default 5 s.
 	Poll time.Duration
 	// OnChange, when set, receives each application's status when its
 	// state, version, rollback or OOM kills change (for the gateway to
@@ -165,7 +166,73 @@ func NewManager(rt Runtime, opts *ManagerOptions) *Manager {
 	}
 	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}, changed: make(chan struct{})}
 	m.ctx, m.stop = context.WithCancel(context.Background())
+	m.wg.Add(1)
+	go m.watchEvents()
 	return m
+}
+
+// watchEvents follows the runtime's container events, when it has them,
+// and has an app's supervisor look at its container when one of its
+// containers dies, stops, is killed or removed: a kill or a removal from
+// outside is noticed even when the supervisor's Wait is broken. A broken
+// stream is opened again with backoff, and every supervisor then looks at
+// its container, for what happened meanwhile.
+func (m *Manager) watchEvents() {
+	defer m.wg.Done()
+	ctx := m.ctx
+	for failures := 0; ; {
+		if failures > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(m.opts.Backoff.Delay(failures - 1)):
+			}
+		}
+		info, err := m.rt.Info(ctx)
+		if err == nil && !info.Capabilities.Events {
+			return // the supervisors wait on the runtime and poll
+		}
+		var events <-chan Event
+		if err == nil {
+			events, err = m.rt.Events(ctx, nil)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			continue
+		}
+		failures = 0
+		m.nudge("")
+		for ev := range events {
+			switch ev.Action {
+			case "die", "stop", "kill", "oom", "remove":
+				if app := ev.Labels[LabelApp]; app != "" {
+					m.nudge(app)
+				}
+			}
+		}
+		m.opts.Logger.Info("container: the runtime's event stream ended; opening it again")
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+	}
+}
+
+// nudge has the app's supervisor (every one, for "") look at its container.
+func (m *Manager) nudge(app string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, s := range m.apps {
+		if app == "" || app == name {
+			select {
+			case s.nudged <- struct{}{}:
+			default: // one pending look is enough
+			}
+		}
+	}
 }
 
 // specHash identifies an app's desired container.
@@ -219,7 +286,7 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 		a.After = slices.Clone(a.After)
 		s, ok := m.apps[a.Name]
 		if !ok {
-			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
+			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), nudged: make(chan struct{}, 1), status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
 			m.apps[a.Name] = s
 			m.wg.Add(1)
 			go s.run()
@@ -364,7 +431,8 @@ func (m *Manager) Close(ctx context.Context) error {
 type supervisor struct {
 	m       *Manager
 	name    string
-	desired chan App // capacity 1: the newest desired state
+	desired chan App      // capacity 1: the newest desired state
+	nudged  chan struct{} // an event for its containers: look
 
 	mu     sync.Mutex
 	status AppStatus
@@ -584,20 +652,19 @@ func grace(a App) time.Duration {
 	return 10 * time.Second
 }
 
-// create pulls the image if it is missing, then creates the container.
+// create creates the container, pulling its image first when it is
+// missing.
 func (s *supervisor) create(ctx context.Context, a App, name string) (string, error) {
 	rt := s.m.rt
-	ok, err := rt.ImageExists(ctx, a.Spec.Image)
-	if err != nil {
-		return "", err
-	}
-	if !ok {
-		if err := rt.PullImage(ctx, a.Spec.Image, a.Pull); err != nil {
-			return "", fmt.Errorf("pulling %s: %w", a.Spec.Image, err)
-		}
-	}
 	spec := a.Spec
 	spec.Name, spec.Labels = name, s.labels(a)
+	id, err := rt.Create(ctx, spec)
+	if !errors.Is(err, ErrImageNotFound) {
+		return id, err
+	}
+	if err := rt.PullImage(ctx, a.Spec.Image, a.Pull); err != nil {
+		return "", fmt.Errorf("pulling %s: %w", a.Spec.Image, err)
+	}
 	return rt.Create(ctx, spec)
 }
 
@@ -770,21 +837,45 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 			}
 		}
 		exited := make(chan int, 2)
-		wctx, cancelWait := context.WithCancel(ctx)
-		var waiter sync.WaitGroup
-		stopWaiting := func() { cancelWait(); waiter.Wait() }
+		// A cancelled Wait can take podman more than half a second to
+		// end: it ends in the background, owned by the manager (Close
+		// waits for it).
+		wctx, stopWaiting := context.WithCancel(ctx)
 		startedAt := time.Now()
 		var oomSeen uint64 // the container's cgroup counter, new with each start
-		// The exit comes from Wait; when its stream breaks (the service
-		// restarting, say), the inspect poll below still sees it.
-		waiter.Add(1)
+		// The exit comes from Wait or from the events the manager
+		// follows, whichever is first (on podman each lags by up to a
+		// quarter second), and from the inspect poll when both streams
+		// are broken (the service restarting, say).
+		s.m.wg.Add(1)
 		go func(id string) {
-			defer waiter.Done()
+			defer s.m.wg.Done()
 			code, err := rt.Wait(wctx, id, WaitExited)
 			if err == nil {
 				exited <- code
 			}
 		}(*id)
+		// look inspects the container: an exit, a removal, OOM kills.
+		look := func() {
+			c, err := rt.Inspect(ctx, *id)
+			switch {
+			case err == nil && (c.State == Exited || c.State == Created):
+				select {
+				case exited <- c.ExitCode:
+				default:
+				}
+			case errors.Is(err, ErrNotFound):
+				select {
+				case exited <- -1: // removed from outside
+				default:
+				}
+			case err == nil && c.OOMKills > oomSeen:
+				kills := int(c.OOMKills - oomSeen)
+				oomSeen = c.OOMKills
+				s.set(func(st *AppStatus) { st.OOMKills += kills })
+				s.m.opts.Logger.Warn("container: OOM kill in the app's container", "app", a.Name, "kills", kills)
+			}
+		}
 		poll := time.NewTicker(s.m.opts.Poll)
 		s.set(func(st *AppStatus) {
 			st.ContainerID = *id
@@ -806,24 +897,9 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 				stopWaiting()
 				return &n, false
 			case <-poll.C:
-				c, err := rt.Inspect(ctx, *id)
-				switch {
-				case err == nil && (c.State == Exited || c.State == Created):
-					select {
-					case exited <- c.ExitCode:
-					default:
-					}
-				case errors.Is(err, ErrNotFound):
-					select {
-					case exited <- -1: // removed from outside
-					default:
-					}
-				case err == nil && c.OOMKills > oomSeen:
-					kills := int(c.OOMKills - oomSeen)
-					oomSeen = c.OOMKills
-					s.set(func(st *AppStatus) { st.OOMKills += kills })
-					s.m.opts.Logger.Warn("container: OOM kill in the app's container", "app", a.Name, "kills", kills)
-				}
+				look()
+			case <-s.nudged:
+				look()
 			case <-probeC:
 				if err := s.probe(ctx, a, *id); err != nil {
 					healthFails++
@@ -843,8 +919,12 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 				stopWaiting()
 				c, _ := rt.Inspect(ctx, *id)
 				oom := c.OOMKilled || (code == 137 && (a.Spec.Resources.MemoryBytes > 0 || oomSeen > 0))
+				exitAt := c.FinishedAt // the runtime's, when it has it for this run
+				if exitAt.Before(startedAt.Add(-time.Second)) || exitAt.After(time.Now()) {
+					exitAt = time.Now()
+				}
 				s.set(func(st *AppStatus) {
-					st.State, st.LastExitCode, st.LastExitAt, st.OOMKilled = AppExited, code, time.Now(), oom
+					st.State, st.LastExitCode, st.LastExitAt, st.OOMKilled = AppExited, code, exitAt, oom
 				})
 				s.m.opts.Logger.Info("container: exited", "app", a.Name, "code", code, "oom", oom)
 				if a.Restart == Never || (a.Restart == OnFailure && code == 0) {

@@ -210,12 +210,21 @@ func (brokenWait) Wait(context.Context, string, container.WaitCondition) (int, e
 	return 0, container.ErrUnavailable
 }
 
-// TestPollBackstop: with no working Wait, an exit is still seen (by the
-// inspect poll) and the app restarted.
+// eventless is a runtime without events and with a broken Wait.
+type eventless struct{ brokenWait }
+
+func (e eventless) Info(ctx context.Context) (container.Info, error) {
+	info, err := e.Runtime.Info(ctx)
+	info.Capabilities.Events = false
+	return info, err
+}
+
+// TestPollBackstop: with no events and no working Wait, an exit is still
+// seen (by the inspect poll) and the app restarted.
 func TestPollBackstop(t *testing.T) {
 	rt := newRuntime(t)
 	ctx := context.Background()
-	m := container.NewManager(brokenWait{rt}, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond}, Poll: 20 * time.Millisecond})
+	m := container.NewManager(eventless{brokenWait{rt}}, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond}, Poll: 20 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
 		t.Fatal(err)
@@ -225,6 +234,60 @@ func TestPollBackstop(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "restarted", func() bool { s := status(m, "web"); return s.Restarts == 1 && s.LastExitCode == 137 })
+}
+
+// flakyEvents is a runtime with a broken Wait whose event streams end
+// after a few events, as podman's do when its service restarts.
+type flakyEvents struct {
+	brokenWait
+	opened atomic.Int64
+}
+
+func (f *flakyEvents) Events(ctx context.Context, labels map[string]string) (<-chan container.Event, error) {
+	f.opened.Add(1)
+	in, err := f.Runtime.Events(ctx, labels)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan container.Event)
+	go func() {
+		defer close(out)
+		for range 3 {
+			select {
+			case ev, ok := <-in:
+				if !ok {
+					return
+				}
+				out <- ev
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// TestEventsNoticeExits: with no working Wait and a poll too slow to
+// matter, kills from outside are noticed through the runtime's events,
+// also after the event stream broke and was opened again.
+func TestEventsNoticeExits(t *testing.T) {
+	rt := &flakyEvents{brokenWait: brokenWait{newRuntime(t)}}
+	ctx := context.Background()
+	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: 20 * time.Millisecond}, Poll: time.Hour})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		testenv.Eventually(t, "running", func() bool { s := status(m, "web"); return s.State == container.AppRunning && s.Restarts == i-1 })
+		if err := rt.Kill(ctx, status(m, "web").ContainerID, "SIGKILL"); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, "restarted", func() bool { return status(m, "web").Restarts == i })
+	}
+	if n := rt.opened.Load(); n < 2 {
+		t.Errorf("the event stream was opened %d times; it ends every 3 events", n)
+	}
 }
 
 // TestLogsStatsAndChanges: an app's logs and stats through the manager, and

@@ -258,15 +258,30 @@ func Run(t *testing.T, h Harness) {
 		}
 		seen := map[string]bool{}
 		timeout := time.After(20 * time.Second)
-		for !seen["start"] || !(seen["died"] || seen["die"]) {
+		for !seen["start"] || !seen["die"] {
 			select {
 			case ev, ok := <-events:
 				if !ok {
 					t.Fatal("the event stream ended")
 				}
 				seen[ev.Action] = true
+				if ev.Action == "die" && ev.ExitCode != 137 {
+					t.Errorf("die event with exit code %d, want 137", ev.ExitCode)
+				}
 			case <-timeout:
-				t.Fatalf("events seen: %v; want start and died", seen)
+				t.Fatalf("events seen: %v; want start and die", seen)
+			}
+		}
+		// The stream ends with its context, even unread.
+		cancel()
+		for {
+			select {
+			case _, ok := <-events:
+				if !ok {
+					return
+				}
+			case <-timeout:
+				t.Fatal("the event stream did not end with its context")
 			}
 		}
 	})

@@ -286,7 +286,7 @@ func (r *Runtime) exit(c *ctr, exited chan struct{}, code int) {
 	}
 	c.ports = nil
 	close(exited)
-	r.emit(c, "died", code)
+	r.emit(c, "die", code)
 }
 
 // Stop signals the container and kills it after grace.

@@ -478,39 +478,65 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 	for k, v := range labels {
 		filters["label"] = append(filters["label"], k+"="+v)
 	}
+	// system.Events returns once the stream is open and streams into raw
+	// (closed at the stream's end) until cancel closes the response body;
+	// when the request fails it returns the error and never closes raw.
 	raw := make(chan types.Event, 64)
 	cancel := make(chan bool, 1)
-	started := make(chan error, 1)
+	failed := make(chan struct{})
+	var failure error
+	done := make(chan struct{}) // the stream is over for us
 	out := make(chan container.Event, 64)
 	go func() {
-		<-ctx.Done()
-		cancel <- true
+		if err := system.Events(r.ctx(context.WithoutCancel(ctx)), raw, cancel, new(system.EventsOptions).WithFilters(filters).WithStream(true)); err != nil {
+			failure = err
+			close(failed)
+		}
 	}()
 	go func() {
-		err := system.Events(r.ctx(context.WithoutCancel(ctx)), raw, cancel, new(system.EventsOptions).WithFilters(filters).WithStream(true))
-		started <- err
+		select {
+		case <-ctx.Done():
+		case <-done:
+		}
+		cancel <- true // closes the response body (capacity 1: never blocks)
 	}()
 	go func() {
+		defer close(done)
 		defer close(out)
-		for ev := range raw {
-			code, _ := strconv.Atoi(ev.Actor.Attributes["containerExitCode"])
-			e := container.Event{ID: ev.Actor.ID, Name: ev.Actor.Attributes["name"], Action: string(ev.Action),
-				Labels: ev.Actor.Attributes, ExitCode: code, Time: time.Unix(0, ev.TimeNano)}
+		for {
+			var ev types.Event
+			ok := false
 			select {
-			case out <- e:
+			case ev, ok = <-raw:
+			case <-failed:
+			}
+			if !ok {
+				return
+			}
+			select {
+			case out <- event(ev):
 			case <-ctx.Done():
-				for range raw {
+				for range raw { // until the body is closed: never stuck sending
 				}
 				return
 			}
 		}
 	}()
 	select {
-	case err := <-started:
-		if err != nil {
-			return nil, mapErr("events", err)
-		}
+	case <-failed:
+		return nil, mapErr("events", failure)
 	case <-time.After(50 * time.Millisecond): // streaming
 	}
 	return out, nil
+}
+
+// event is podman's event as the container package names it.
+func event(ev types.Event) container.Event {
+	code, _ := strconv.Atoi(ev.Actor.Attributes["containerExitCode"])
+	action := string(ev.Action)
+	if action == "died" {
+		action = "die"
+	}
+	return container.Event{ID: ev.Actor.ID, Name: ev.Actor.Attributes["name"], Action: action,
+		Labels: ev.Actor.Attributes, ExitCode: code, Time: time.Unix(0, ev.TimeNano)}
 }
