@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"runtime"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/internal/benchutil"
 	"github.com/edgekit/edgekit/internal/brokertest"
 )
 
@@ -158,7 +158,7 @@ func (c *countingRegisters) HandleInputRegisters(req *mb.InputRegistersRequest) 
 // BenchmarkModbusPoll: one poll of one Modbus register through the Manager
 // and the Modbus driver (read, check against the model, record, report),
 // against the library's own client reading the same register of the same
-// server (the baseline; target ≤ 1.2×). Reports p50-µs.
+// server (the baseline; target ≤ 1.2×). Reports p50-µs and p99-µs.
 func BenchmarkModbusPoll(b *testing.B) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -175,25 +175,6 @@ func BenchmarkModbusPoll(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer srv.Stop()
-	p50 := func(b *testing.B, call func() error) {
-		for range 50 {
-			if err := call(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		n := max(b.N, 500)
-		samples := make([]time.Duration, 0, n)
-		b.ResetTimer()
-		for range n {
-			start := time.Now()
-			if err := call(); err != nil {
-				b.Fatal(err)
-			}
-			samples = append(samples, time.Since(start))
-		}
-		slices.Sort(samples)
-		b.ReportMetric(float64(samples[n/2].Nanoseconds())/1e3, "p50-µs")
-	}
 	b.Run("raw", func(b *testing.B) {
 		c, err := mb.NewClient(&mb.ClientConfiguration{URL: "tcp://" + addr, Timeout: time.Second, Logger: log.New(io.Discard, "", 0)})
 		if err != nil {
@@ -204,7 +185,7 @@ func BenchmarkModbusPoll(b *testing.B) {
 		}
 		defer c.Close()
 		_ = c.SetUnitId(1)
-		p50(b, func() error { _, err := c.ReadRegisters(0, 1, mb.INPUT_REGISTER); return err })
+		benchutil.ReportLatency(b, 500, func() error { _, err := c.ReadRegisters(0, 1, mb.INPUT_REGISTER); return err })
 	})
 	b.Run("poll", func(b *testing.B) {
 		var reports atomic.Int64
@@ -223,7 +204,7 @@ func BenchmarkModbusPoll(b *testing.B) {
 		if err := m.Attach(ctx, "modbus", device.Device{Name: "c", Model: model, Config: json.RawMessage(cfg)}, nil); err != nil {
 			b.Fatal(err)
 		}
-		p50(b, func() error { return device.Poll(m, "c", []string{"count"}) })
+		benchutil.ReportLatency(b, 500, func() error { return device.Poll(m, "c", []string{"count"}) })
 		if reports.Load() < int64(b.N) {
 			b.Fatalf("%d reports for %d polls: the value did not change each time", reports.Load(), b.N)
 		}

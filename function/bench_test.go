@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/native"
+	"github.com/edgekit/edgekit/internal/benchutil"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -108,7 +108,7 @@ func BenchmarkWarmInvokeLambda(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-		reportLatency(b, func() error {
+		benchutil.ReportLatency(b, 200, func() error {
 			api.events <- payload
 			<-api.results
 			return nil
@@ -126,35 +126,11 @@ func BenchmarkWarmInvokeLambda(b *testing.B) {
 			b.Fatal(err)
 		}
 		ctx := context.Background()
-		reportLatency(b, func() error {
+		benchutil.ReportLatency(b, 200, func() error {
 			_, err := h.Invoke(ctx, "bench", invoke.Request{Payload: payload})
 			return err
 		})
 	})
-}
-
-// reportLatency runs call b.N times (at least 200, after 50 warm-up calls)
-// and reports the p50 and p99 of its duration.
-func reportLatency(b *testing.B, call func() error) {
-	for range 50 {
-		if err := call(); err != nil {
-			b.Fatal(err)
-		}
-	}
-	n := max(b.N, 200)
-	samples := make([]time.Duration, 0, n)
-	b.ResetTimer()
-	for range n {
-		start := time.Now()
-		if err := call(); err != nil {
-			b.Fatal(err)
-		}
-		samples = append(samples, time.Since(start))
-	}
-	b.StopTimer()
-	slices.Sort(samples)
-	b.ReportMetric(float64(samples[n/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(samples[n*99/100].Microseconds()), "p99-µs")
 }
 
 // BenchmarkColdStart: "fork-exec" starts the aws-lambda-go binary against
@@ -309,7 +285,7 @@ func BenchmarkWarmInvokeNative(b *testing.B) {
 			// An invoke frame carries about this much besides the payload.
 			frame := append(make([]byte, 4+1+20+90), payload...)
 			back := make([]byte, len(frame))
-			reportLatency(b, func() error {
+			benchutil.ReportLatency(b, 200, func() error {
 				if _, err := in.Write(frame); err != nil {
 					return err
 				}
@@ -348,7 +324,7 @@ while True:
 		}
 		meta := []byte(`{"requestId":"0-1","function":"b","version":"1"}`)
 		seq := uint64(0)
-		reportLatency(b, func() error {
+		benchutil.ReportLatency(b, 200, func() error {
 			seq++
 			wbuf = native.AppendFrame(wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: time.Now().Add(time.Minute).UnixMilli(), Meta: meta, Payload: payload})
 			if _, err := hostW.Write(wbuf); err != nil {
@@ -375,7 +351,7 @@ while True:
 			if err := h.Deploy(context.Background(), s); err != nil {
 				b.Fatal(err)
 			}
-			reportLatency(b, func() error {
+			benchutil.ReportLatency(b, 200, func() error {
 				_, err := h.Invoke(context.Background(), "b", invoke.Request{Payload: payload})
 				return err
 			})

@@ -2,13 +2,13 @@ package podman_test
 
 import (
 	"context"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/internal/backoff"
+	"github.com/edgekit/edgekit/internal/benchutil"
 )
 
 // BenchmarkManager: on real podman, create→running through the Manager
@@ -23,7 +23,7 @@ func BenchmarkManager(b *testing.B) {
 		return container.Spec{Image: ref, Command: []string{"/testprog"}, NetworkMode: "none", Env: env, StopGrace: time.Second}
 	}
 	report := func(b *testing.B, d []time.Duration) {
-		b.ReportMetric(float64(median(d).Microseconds())/1e3, "ms")
+		b.ReportMetric(float64(benchutil.Median(d).Microseconds())/1e3, "ms")
 	}
 	b.Run("create", func(b *testing.B) {
 		// Alternating, so that both see the same machine: the runtime's
@@ -66,7 +66,7 @@ func BenchmarkManager(b *testing.B) {
 			}
 			waitGone(ctx, rt, app.Name)
 		}
-		r, mm := median(raw), median(managed)
+		r, mm := benchutil.Median(raw), benchutil.Median(managed)
 		b.ReportMetric(float64(r.Microseconds())/1e3, "raw-ms")
 		b.ReportMetric(float64(mm.Microseconds())/1e3, "manager-ms")
 		b.ReportMetric(float64(mm)/float64(r), "ratio")
@@ -124,12 +124,6 @@ func BenchmarkManager(b *testing.B) {
 		_ = m.Apply(ctx, nil)
 		waitGone(ctx, rt, app.Name)
 	})
-}
-
-func median(d []time.Duration) time.Duration {
-	d = slices.Clone(d)
-	slices.Sort(d)
-	return d[len(d)/2]
 }
 
 func waitGone(ctx context.Context, rt container.Runtime, app string) {

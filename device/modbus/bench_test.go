@@ -5,7 +5,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/edgekit/edgekit/device"
 	"github.com/edgekit/edgekit/device/modbus"
+	"github.com/edgekit/edgekit/internal/benchutil"
 )
 
 // BenchmarkPoll: reading one input register through the driver
@@ -20,29 +20,10 @@ import (
 // runs on a goroutine of its own so that a driver that blocks cannot hold
 // the caller), against the library's own client reading the same register
 // of the same server ("raw", the baseline). The poll round trip (target
-// ≤ 1.2×) is BenchmarkModbusPoll in package device. Reports p50-µs.
+// ≤ 1.2×) is BenchmarkModbusPoll in package device. Reports p50-µs and p99-µs.
 func BenchmarkPoll(b *testing.B) {
 	srv := startServer(b, freeAddr(b), newRegisters())
 	srv.regs.set(srv.regs.input, 0, 215)
-	report := func(b *testing.B, call func() error) {
-		for range 50 {
-			if err := call(); err != nil {
-				b.Fatal(err)
-			}
-		}
-		n := max(b.N, 500)
-		samples := make([]time.Duration, 0, n)
-		b.ResetTimer()
-		for range n {
-			start := time.Now()
-			if err := call(); err != nil {
-				b.Fatal(err)
-			}
-			samples = append(samples, time.Since(start))
-		}
-		slices.Sort(samples)
-		b.ReportMetric(float64(samples[n/2].Nanoseconds())/1e3, "p50-µs")
-	}
 	b.Run("raw", func(b *testing.B) {
 		c, err := mb.NewClient(&mb.ClientConfiguration{URL: srv.url, Timeout: time.Second, Logger: log.New(io.Discard, "", 0)})
 		if err != nil {
@@ -53,7 +34,7 @@ func BenchmarkPoll(b *testing.B) {
 		}
 		defer c.Close()
 		_ = c.SetUnitId(1)
-		report(b, func() error { _, err := c.ReadRegisters(0, 1, mb.INPUT_REGISTER); return err })
+		benchutil.ReportLatency(b, 500, func() error { _, err := c.ReadRegisters(0, 1, mb.INPUT_REGISTER); return err })
 	})
 	ctx := context.Background()
 	b.Run("driver", func(b *testing.B) {
@@ -63,7 +44,7 @@ func BenchmarkPoll(b *testing.B) {
 		if err := d.Attach(ctx, deviceOn(b, "m", srv.url, 1)); err != nil {
 			b.Fatal(err)
 		}
-		report(b, func() error { _, err := d.ReadProperties(ctx, "m", []string{"temperature"}); return err })
+		benchutil.ReportLatency(b, 500, func() error { _, err := d.ReadProperties(ctx, "m", []string{"temperature"}); return err })
 	})
 	b.Run("manager", func(b *testing.B) {
 		m := device.NewManager(nil)
@@ -74,7 +55,7 @@ func BenchmarkPoll(b *testing.B) {
 		if err := m.Attach(ctx, "modbus", deviceOn(b, "m", srv.url, 1), nil); err != nil {
 			b.Fatal(err)
 		}
-		report(b, func() error { _, err := m.Get(ctx, "m", []string{"temperature"}); return err })
+		benchutil.ReportLatency(b, 500, func() error { _, err := m.Get(ctx, "m", []string{"temperature"}); return err })
 	})
 }
 
