@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/edgekit/edgekit/internal/cgroupmem"
 )
 
 // MemoryLimiter names how out-of-process instances are held to
@@ -281,20 +283,8 @@ func (l *limit) oomKilled() bool {
 	if l == nil || l.dir == "" {
 		return false
 	}
-	file := "memory.oom_control" // v1
-	if l.kind == MemoryCgroup2 {
-		file = "memory.events"
-	}
-	b, err := os.ReadFile(filepath.Join(l.dir, file))
-	if err != nil {
-		return false
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok && v != "0" {
-			return true
-		}
-	}
-	return false
+	n, _ := cgroupmem.OOMKills(l.dir)
+	return n > 0
 }
 
 // String says which limit is in force, for Status.

@@ -1,6 +1,10 @@
-package podman
+package cgroupmem
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
 
 func TestParseOOMKill(t *testing.T) {
 	for _, tc := range []struct {
@@ -28,4 +32,22 @@ func FuzzParseOOMKill(f *testing.F) {
 			t.Errorf("not found, yet %d", n)
 		}
 	})
+}
+
+func TestOOMKills(t *testing.T) {
+	v1, v2, none := t.TempDir(), t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(v1, "memory.oom_control"), []byte("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(v2, "memory.events"), []byte("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]uint64{v1: 3, v2: 1} {
+		if n, ok := OOMKills(dir); !ok || n != want {
+			t.Errorf("OOMKills(%s) = %d, %v; want %d", dir, n, ok, want)
+		}
+	}
+	if _, ok := OOMKills(none); ok {
+		t.Error("a directory without the files read as a cgroup")
+	}
 }
