@@ -24,6 +24,9 @@ var (
 	ErrOffline = errors.New("device offline")
 	// ErrClosed: the driver (or the host) is closed.
 	ErrClosed = errors.New("closed")
+	// ErrNotSupported: the driver does not implement the optional
+	// interface a call needs (Discoverer).
+	ErrNotSupported = errors.New("not supported by the driver")
 )
 
 // Device is one device a driver serves: a name unique in the gateway, its
@@ -82,7 +85,10 @@ type ConcurrentDriver interface {
 }
 
 // Discoverer is implemented by a driver that can find devices: Discover
-// calls found for each until ctx ends or it has looked everywhere.
+// calls found for each until ctx ends or it has looked everywhere, then
+// returns. A device found carries what the driver knows: a name and its
+// config, and its model when the driver can tell. Manager.Discover calls
+// it.
 type Discoverer interface {
 	Driver
 	Discover(ctx context.Context, found func(Device)) error

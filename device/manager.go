@@ -167,6 +167,62 @@ func (m *Manager) AddDriver(ctx context.Context, name string, d Driver, config j
 	return nil
 }
 
+// Discover has the named driver look for devices (it must implement
+// Discoverer, else ErrNotSupported), calling found, one device at a time,
+// for each one not attached, once per name, until ctx ends or the driver has looked
+// everywhere. Devices found are not attached: whoever called decides (an
+// operator, a provisioning rule), with Attach. A device without a name, or
+// with a model that does not check, is logged and left out. The end of ctx
+// is the usual end of a discovery and returns nil.
+func (m *Manager) Discover(ctx context.Context, driver string, found func(Device)) error {
+	m.mu.Lock()
+	e, ok := m.drivers[driver]
+	closed := m.closed
+	m.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("device: discover on driver %s: %w", driver, ErrClosed)
+	case !ok:
+		return fmt.Errorf("device: discover: no driver %q", driver)
+	}
+	disc, ok := e.drv.(Discoverer)
+	if !ok {
+		return fmt.Errorf("device: discover on driver %s: %w", driver, ErrNotSupported)
+	}
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	err := safely(func() error {
+		return disc.Discover(ctx, func(d Device) {
+			if d.Name == "" {
+				e.host.log.Warn("device: discovered a device without a name; left out")
+				return
+			}
+			if d.Model != nil {
+				if err := d.Model.Check(); err != nil {
+					e.host.log.Warn("device: discovered a device whose model does not check; left out", "device", d.Name, "err", err)
+					return
+				}
+			}
+			mu.Lock() // found is called one device at a time
+			defer mu.Unlock()
+			m.mu.Lock()
+			_, attached := m.devices[d.Name]
+			m.mu.Unlock()
+			if !seen[d.Name] && !attached {
+				seen[d.Name] = true
+				found(d)
+			}
+		})
+	})
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("device: discover on driver %s: %w", driver, err)
+	}
+	return nil
+}
+
 // safely runs f, turning a panic into an error.
 func safely(f func() error) (err error) {
 	defer func() {

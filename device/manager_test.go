@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -284,5 +285,66 @@ func TestBadAttach(t *testing.T) {
 	}
 	if len(m.Devices()) != 0 {
 		t.Errorf("refused devices were kept: %v", m.Devices())
+	}
+}
+
+// plain is a driver without the optional interfaces.
+type plain struct{ device.Driver }
+
+// panicky is the simulated driver with a discovery that panics.
+type panicky struct{ *sim.Driver }
+
+func (panicky) Discover(context.Context, func(device.Device)) error { panic("driver bug") }
+
+// TestDiscover: a driver's discovery through the manager: each device found
+// once, attached ones left out, a found one attachable as it is; a driver
+// without discovery, an unknown driver and a panicking discovery are
+// errors, and the manager carries on.
+func TestDiscover(t *testing.T) {
+	tsl, err := os.ReadFile("testdata/boiler.tsl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	m, _ := newManager(t, nil, sim.New())
+	config := `{"discoverable": [{"name": "b1", "model": ` + string(tsl) + `},
+		{"name": "b2", "model": ` + string(tsl) + `, "config": {"values": {"temperature": 40}}}, {"name": "b2"}]}`
+	if err := m.AddDriver(ctx, "scanner", sim.New(), json.RawMessage(config)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Attach(ctx, "scanner", device.Device{Name: "b1", Model: boiler(t)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var found []device.Device
+	if err := m.Discover(ctx, "scanner", func(d device.Device) { found = append(found, d) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0].Name != "b2" || found[0].Model == nil {
+		t.Fatalf("found %+v, want b2 once, with its model", found)
+	}
+	if err := m.Attach(ctx, "scanner", found[0], nil); err != nil {
+		t.Fatalf("attaching what was found: %v", err)
+	}
+	if got, err := m.Get(ctx, "b2", []string{"temperature"}); err != nil || got["temperature"].Value != 40.0 {
+		t.Errorf("the found device's reading: %+v, %v", got, err)
+	}
+
+	if err := m.AddDriver(ctx, "plain", plain{sim.New()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Discover(ctx, "plain", func(device.Device) {}); !errors.Is(err, device.ErrNotSupported) {
+		t.Errorf("discovery on a driver without it: %v, want ErrNotSupported", err)
+	}
+	if err := m.Discover(ctx, "nope", func(device.Device) {}); err == nil || !strings.Contains(err.Error(), `"nope"`) {
+		t.Errorf("discovery on an unknown driver: %v", err)
+	}
+	if err := m.AddDriver(ctx, "panicky", panicky{sim.New()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Discover(ctx, "panicky", func(device.Device) {}); err == nil || !strings.Contains(err.Error(), "panicked") {
+		t.Errorf("a panicking discovery: %v", err)
+	}
+	if _, err := m.Get(ctx, "b2", []string{"temperature"}); err != nil {
+		t.Errorf("the manager after a panicking discovery: %v", err)
 	}
 }

@@ -1,7 +1,7 @@
 // Package devicetest is the conformance suite every device driver runs:
 // lifecycle, Close twice, per-property results, unknown devices and
-// properties, concurrent calls, context cancellation, and no reports after
-// Close. A driver's test calls Run with a Harness that makes the driver and
+// properties, concurrent calls, context cancellation, no reports after
+// Close, and discovery (for drivers that implement device.Discoverer). A driver's test calls Run with a Harness that makes the driver and
 // a device it can serve.
 package devicetest
 
@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,6 +37,9 @@ type Harness struct {
 	// Slow, when set, makes the device's calls take at least a second
 	// (for the cancellation check); nil skips that check.
 	Slow func(t *testing.T, name string) device.Device
+	// Discovers names devices a driver implementing device.Discoverer
+	// finds with Config (its scan's targets running).
+	Discovers []string
 }
 
 // Host records what a driver reports; Run uses it, and driver tests may too.
@@ -144,6 +148,53 @@ func Run(t *testing.T, h Harness) {
 		return ids
 	}
 	ctx := context.Background()
+
+	t.Run("Discovery", func(t *testing.T) {
+		d, _ := open(t)
+		disc, ok := d.(device.Discoverer)
+		if !ok {
+			t.Log("the driver does not implement device.Discoverer")
+			return
+		}
+		var mu sync.Mutex
+		var found []string
+		discover := func(ctx context.Context) error {
+			done := make(chan error, 1)
+			go func() {
+				done <- disc.Discover(ctx, func(dev device.Device) {
+					mu.Lock()
+					defer mu.Unlock()
+					found = append(found, dev.Name)
+					if dev.Name == "" {
+						t.Error("a device found without a name")
+					}
+				})
+			}()
+			select {
+			case err := <-done:
+				return err
+			case <-time.After(10 * time.Second):
+				t.Fatal("Discover did not return within 8 s of its context's end")
+				return nil
+			}
+		}
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := discover(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Discover: %v", err)
+		}
+		mu.Lock()
+		for _, name := range h.Discovers {
+			if !slices.Contains(found, name) {
+				t.Errorf("Discover found %v, not %s", found, name)
+			}
+		}
+		mu.Unlock()
+		_ = d.Close(ctx)
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		_ = discover(cctx) // after Close: an error or nothing, but it returns
+	})
 
 	t.Run("Lifecycle", func(t *testing.T) {
 		d, host := open(t)

@@ -12,6 +12,11 @@
 //	  "values": {"temperature": 21.5},  // initial values; others start at their type's zero (or min)
 //	  "failing": ["humidity"]           // reads of these properties fail
 //	}
+//
+// Driver config (Open), optional: the devices Discover finds, as a scan of
+// a simulated network would, each with a TSL model and a device config:
+//
+//	{"discoverable": [{"name": "boiler-2", "model": {…TSL…}, "config": {"interval": "1s"}}]}
 package sim
 
 import (
@@ -36,14 +41,30 @@ type Config struct {
 	Failing  []string       `json:"failing,omitempty"`
 }
 
+// DriverConfig is the simulated driver's configuration (see the package
+// doc).
+type DriverConfig struct {
+	Discoverable []Discoverable `json:"discoverable,omitempty"`
+}
+
+// Discoverable is a device Discover finds.
+type Discoverable struct {
+	Name   string          `json:"name"`
+	Model  json.RawMessage `json:"model,omitempty"` // TSL; none: the finder does not know it
+	Config json.RawMessage `json:"config,omitempty"`
+}
+
 // Driver is the simulated driver. The zero value is not usable: use New.
 type Driver struct {
-	mu      sync.Mutex
-	host    device.Host
-	devices map[string]*simDevice
-	closed  bool
-	wg      sync.WaitGroup
+	mu           sync.Mutex
+	host         device.Host
+	devices      map[string]*simDevice
+	discoverable []device.Device
+	closed       bool
+	wg           sync.WaitGroup
 }
+
+var _ device.Discoverer = (*Driver)(nil)
 
 type simDevice struct {
 	dev      device.Device
@@ -60,10 +81,57 @@ type simDevice struct {
 func New() *Driver { return &Driver{devices: make(map[string]*simDevice)} }
 
 // Open records the host.
-func (d *Driver) Open(_ context.Context, _ json.RawMessage, host device.Host) error {
+func (d *Driver) Open(_ context.Context, config json.RawMessage, host device.Host) error {
+	var c DriverConfig
+	if len(bytes.TrimSpace(config)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(config))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&c); err != nil {
+			return fmt.Errorf("sim: driver config: %w", err)
+		}
+	}
+	var found []device.Device
+	for i, f := range c.Discoverable {
+		if f.Name == "" {
+			return fmt.Errorf("sim: driver config: discoverable[%d].name is empty", i)
+		}
+		dev := device.Device{Name: f.Name, Config: f.Config}
+		if len(f.Model) > 0 {
+			m, err := device.ParseTSL(f.Model)
+			if err != nil {
+				return fmt.Errorf("sim: driver config: discoverable[%d].model: %w", i, err)
+			}
+			dev.Model = m
+		}
+		found = append(found, dev)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.host = host
+	d.host, d.discoverable = host, found
+	return nil
+}
+
+// Discover finds the devices of the driver config's discoverable list,
+// except those attached.
+func (d *Driver) Discover(ctx context.Context, found func(device.Device)) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return fmt.Errorf("sim: discover: %w", device.ErrClosed)
+	}
+	var out []device.Device
+	for _, dev := range d.discoverable {
+		if _, attached := d.devices[dev.Name]; !attached {
+			out = append(out, dev)
+		}
+	}
+	d.mu.Unlock()
+	for _, dev := range out {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		found(dev)
+	}
 	return nil
 }
 

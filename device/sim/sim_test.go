@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,8 +31,14 @@ func boiler(t testing.TB) *device.Model {
 }
 
 func TestConformance(t *testing.T) {
+	tsl, err := os.ReadFile("../testdata/boiler.tsl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	devicetest.Run(t, devicetest.Harness{
-		New: func(*testing.T) device.Driver { return sim.New() },
+		New:       func(*testing.T) device.Driver { return sim.New() },
+		Config:    json.RawMessage(`{"discoverable": [{"name": "boiler-2", "model": ` + string(tsl) + `}, {"name": "unknown-thing"}]}`),
+		Discovers: []string{"boiler-2", "unknown-thing"},
 		Device: func(t *testing.T, name string) device.Device {
 			return device.Device{Name: name, Model: boiler(t), Config: json.RawMessage(`{"interval": "10ms", "values": {"temperature": 60}}`)}
 		},
@@ -74,6 +81,21 @@ func TestBadConfig(t *testing.T) {
 	for _, cfg := range []string{`{"interval": "soon"}`, `{"values": {"temperature": 500}}`, `{"colour": "red"}`} {
 		if err := d.Attach(context.Background(), device.Device{Name: "b", Model: boiler(t), Config: json.RawMessage(cfg)}); err == nil {
 			t.Errorf("config %s accepted", cfg)
+		}
+	}
+}
+
+// TestBadDriverConfig: the driver config's mistakes are refused naming
+// them.
+func TestBadDriverConfig(t *testing.T) {
+	for config, says := range map[string]string{
+		`{"discoverable": [{"name": ""}]}`: "discoverable[0].name is empty",
+		`{"discoverable": [{"name": "a"}, {"name": "b", "model": {"properties": [{"identifier": "t", "dataType": {"type": "nope"}}]}}]}`: "discoverable[1].model",
+		`{"discover": []}`: `unknown field "discover"`,
+	} {
+		err := sim.New().Open(context.Background(), json.RawMessage(config), devicetest.NewHost())
+		if err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("Open(%s): %v, want an error naming %s", config, err, says)
 		}
 	}
 }
