@@ -370,14 +370,12 @@ func (m *Manager) poll(d *managed, ids []string) {
 		m.opts.Logger.Warn("device: poll failed", "device", d.dev.Name, "err", err)
 		return
 	}
+	_, good := m.checkReadings(d, ids, got)
 	changed := map[string]any{}
 	d.mu.Lock()
-	for id, r := range got {
-		if r.Err != nil {
-			continue
-		}
-		if old, ok := d.shadow[id]; !ok || !reflect.DeepEqual(old.Reported, r.Value) {
-			changed[id] = r.Value
+	for id, v := range good {
+		if old, ok := d.shadow[id]; !ok || !reflect.DeepEqual(old.Reported, v) {
+			changed[id] = v
 		}
 	}
 	d.mu.Unlock()
@@ -602,29 +600,40 @@ func (m *Manager) Get(ctx context.Context, device string, ids []string) (map[str
 	if err != nil {
 		return nil, err
 	}
-	fresh := map[string]any{}
-	for _, id := range ask {
+	checked, fresh := m.checkReadings(d, ask, got)
+	maps.Copy(out, checked)
+	if len(fresh) > 0 {
+		_ = m.report(ctx, d, fresh, time.Now(), true)
+	}
+	return out, nil
+}
+
+// checkReadings checks what the driver read for ids against the model: a
+// reading per id, its value in the model's type, or an error for a value
+// outside the model (logged) or none given; and the good values.
+func (m *Manager) checkReadings(d *managed, ids []string, got map[string]Reading) (map[string]Reading, map[string]any) {
+	out := make(map[string]Reading, len(ids))
+	good := make(map[string]any, len(ids))
+	for _, id := range ids {
 		r, ok := got[id]
 		if !ok {
-			r = Reading{Err: fmt.Errorf("device %s: properties.%s: the driver gave no result", device, id)}
+			r = Reading{Err: fmt.Errorf("device %s: properties.%s: the driver gave no result", d.dev.Name, id)}
 		} else if r.Err == nil {
 			v, err := d.dev.Model.PropertyValue(id, r.Value)
 			if err != nil {
-				r = Reading{Err: fmt.Errorf("device %s: the driver read a value outside the model: %w", device, err)}
+				r = Reading{Err: fmt.Errorf("device %s: the driver read a value outside the model: %w", d.dev.Name, err)}
+				m.opts.Logger.Warn("device: reading refused", "device", d.dev.Name, "err", err)
 			} else {
 				r.Value = v
 				if r.Time.IsZero() {
 					r.Time = time.Now()
 				}
-				fresh[id] = v
+				good[id] = v
 			}
 		}
 		out[id] = r
 	}
-	if len(fresh) > 0 {
-		_ = m.report(ctx, d, fresh, time.Now(), true)
-	}
-	return out, nil
+	return out, good
 }
 
 // Set checks values against the model (writable, in range), records them

@@ -348,3 +348,34 @@ func TestDiscover(t *testing.T) {
 		t.Errorf("the manager after a panicking discovery: %v", err)
 	}
 }
+
+// outOfModel is the simulated driver reading a temperature far outside
+// the model's range.
+type outOfModel struct{ *sim.Driver }
+
+func (o outOfModel) ReadProperties(ctx context.Context, dev string, ids []string) (map[string]device.Reading, error) {
+	got, err := o.Driver.ReadProperties(ctx, dev, ids)
+	if r, ok := got["temperature"]; ok && r.Err == nil {
+		got["temperature"] = device.Reading{Value: 999.0, Time: r.Time}
+	}
+	return got, err
+}
+
+// TestPollChecksValues: a polled value outside the model is dropped, as a
+// read one is; the rest of the poll is reported.
+func TestPollChecksValues(t *testing.T) {
+	m, n := newManager(t, nil, outOfModel{sim.New()})
+	attach(t, m, "b1", `{"values": {"setpoint": 50}}`, device.PollGroup{Properties: []string{"temperature", "setpoint"}, Every: 10 * time.Millisecond})
+	testenv.Eventually(t, "the first poll", func() bool { return len(n.of(device.PropertiesNotice, "b1")) >= 1 })
+	for _, x := range n.of(device.PropertiesNotice, "b1") {
+		if v, ok := x.Values["temperature"]; ok {
+			t.Errorf("an out-of-model temperature was reported: %v", v)
+		}
+		if x.Values["setpoint"] != int64(50) {
+			t.Errorf("the setpoint was not reported: %+v", x.Values)
+		}
+	}
+	if s, _ := m.Shadow("b1"); s.Properties["temperature"].Reported != nil {
+		t.Errorf("the shadow took an out-of-model temperature: %+v", s.Properties["temperature"])
+	}
+}
