@@ -95,7 +95,11 @@ type Discoverer interface {
 }
 
 // BatchReader is implemented by a driver that reads several devices in one
-// exchange (devices behind one endpoint, say).
+// exchange (devices behind one endpoint, say); Manager.GetMany calls it,
+// holding each device's turn. ReadBatch answers one map of readings per
+// device asked, as ReadProperties does; a device it could not read has
+// the reason in each of its readings (ErrUnknownDevice, ErrOffline). An
+// error is returned when nothing could be read.
 type BatchReader interface {
 	Driver
 	ReadBatch(ctx context.Context, reads map[string][]string) (map[string]map[string]Reading, error)

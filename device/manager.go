@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -389,31 +390,63 @@ func (m *Manager) poll(d *managed, ids []string) {
 // that does not return in time keeps the device's turn until it does, but
 // the caller gets the timeout.
 func (m *Manager) call(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
+	return m.callAll(ctx, []*managed{d}, f)
+}
+
+// callAll is call holding the turns of every device in ds (a batch), taken
+// in the order given: callers sort ds by name, so that two batches cannot
+// wait on each other.
+func (m *Manager) callAll(ctx context.Context, ds []*managed, f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
 	defer cancel()
-	if err := d.take(ctx); err != nil {
-		return err
+	for i, d := range ds {
+		if err := d.take(ctx); err != nil {
+			release(ds[:i])
+			return err
+		}
 	}
 	result := make(chan error, 1)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		d.release()
-		return fmt.Errorf("device %s: %w", d.dev.Name, ErrClosed)
+		release(ds)
+		return fmt.Errorf("device %s: %w", names(ds), ErrClosed)
 	}
 	m.calls.Add(1)
 	m.mu.Unlock()
 	go func() {
 		defer m.calls.Done()
-		defer d.release()
-		result <- m.run(ctx, d, f)
+		defer release(ds)
+		result <- m.run(ctx, ds, f)
 	}()
 	select {
 	case err := <-result:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("device %s: the driver did not answer: %w", d.dev.Name, ctx.Err())
+		return fmt.Errorf("device %s: the driver did not answer: %w", names(ds), ctx.Err())
 	}
+}
+
+// release gives the devices' turns back.
+func release(ds []*managed) {
+	for _, d := range ds {
+		d.release()
+	}
+}
+
+// names lists the devices for an error.
+func names(ds []*managed) string {
+	if len(ds) == 1 {
+		return ds[0].dev.Name
+	}
+	var b strings.Builder
+	for i, d := range ds {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(d.dev.Name)
+	}
+	return b.String()
 }
 
 // callInline is call for the manager's own work (polls, re-applying
@@ -426,7 +459,7 @@ func (m *Manager) callInline(d *managed, f func(ctx context.Context) error) erro
 		return err
 	}
 	defer d.release()
-	return m.run(ctx, d, f)
+	return m.run(ctx, []*managed{d}, f)
 }
 
 // take waits for the device's turn.
@@ -451,13 +484,16 @@ func (d *managed) release() {
 	}
 }
 
-// run calls the driver (recovering a panic) and tracks failures.
-func (m *Manager) run(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
+// run calls the driver (recovering a panic) and tracks failures of the
+// devices the call was for.
+func (m *Manager) run(ctx context.Context, ds []*managed, f func(ctx context.Context) error) error {
 	err := safely(func() error { return f(ctx) })
 	if ctx.Err() != nil && err == nil {
 		err = ctx.Err()
 	}
-	m.track(d, err)
+	for _, d := range ds {
+		m.track(d, err)
+	}
 	return err
 }
 
@@ -575,20 +611,7 @@ func (m *Manager) Get(ctx context.Context, device string, ids []string) (map[str
 	if err != nil {
 		return nil, err
 	}
-	if len(ids) == 0 {
-		for _, p := range d.dev.Model.Properties {
-			ids = append(ids, p.Identifier)
-		}
-	}
-	out := make(map[string]Reading, len(ids))
-	var ask []string
-	for _, id := range ids {
-		if _, ok := d.dev.Model.Property(id); !ok {
-			out[id] = Reading{Err: fmt.Errorf("device %s: properties.%s: %w", device, id, ErrUnknownProperty)}
-			continue
-		}
-		ask = append(ask, id)
-	}
+	out, ask := askable(d, ids)
 	if len(ask) == 0 {
 		return out, nil
 	}
@@ -600,10 +623,109 @@ func (m *Manager) Get(ctx context.Context, device string, ids []string) (map[str
 	if err != nil {
 		return nil, err
 	}
+	maps.Copy(out, m.accept(ctx, d, ask, got))
+	return out, nil
+}
+
+// askable splits the properties ids of a request (all of them when it
+// names none) into those to ask the driver for and readings refusing
+// those the model lacks.
+func askable(d *managed, ids []string) (refused map[string]Reading, ask []string) {
+	if len(ids) == 0 {
+		for _, p := range d.dev.Model.Properties {
+			ids = append(ids, p.Identifier)
+		}
+	}
+	refused = make(map[string]Reading, len(ids))
+	for _, id := range ids {
+		if _, ok := d.dev.Model.Property(id); !ok {
+			refused[id] = Reading{Err: fmt.Errorf("device %s: properties.%s: %w", d.dev.Name, id, ErrUnknownProperty)}
+			continue
+		}
+		ask = append(ask, id)
+	}
+	return refused, ask
+}
+
+// accept checks what the driver read and records the good values.
+func (m *Manager) accept(ctx context.Context, d *managed, ask []string, got map[string]Reading) map[string]Reading {
 	checked, fresh := m.checkReadings(d, ask, got)
-	maps.Copy(out, checked)
 	if len(fresh) > 0 {
 		_ = m.report(ctx, d, fresh, time.Now(), true)
+	}
+	return checked
+}
+
+// GetMany reads properties from several devices, as Get does for each (a
+// device given no ids: all its properties): the devices of a driver that
+// implements BatchReader in one ReadBatch, holding all their turns, the
+// others device by device, concurrently. A device that could not be read
+// has the reason in each of its readings. An unknown device is refused
+// before anything is read.
+func (m *Manager) GetMany(ctx context.Context, reads map[string][]string) (map[string]map[string]Reading, error) {
+	type request struct {
+		d   *managed
+		ask []string
+		out map[string]Reading
+	}
+	byDriver := map[*driverEntry][]*request{}
+	var all []*request
+	for _, name := range slices.Sorted(maps.Keys(reads)) {
+		d, err := m.device(name)
+		if err != nil {
+			return nil, err
+		}
+		r := &request{d: d}
+		r.out, r.ask = askable(d, reads[name])
+		all = append(all, r)
+		if len(r.ask) > 0 {
+			byDriver[d.driver] = append(byDriver[d.driver], r)
+		}
+	}
+	fail := func(r *request, err error) {
+		for _, id := range r.ask {
+			r.out[id] = Reading{Err: err}
+		}
+	}
+	var wg sync.WaitGroup
+	for e, rs := range byDriver {
+		if br, ok := e.drv.(BatchReader); ok && len(rs) > 1 {
+			wg.Go(func() {
+				ds := make([]*managed, len(rs))
+				batch := make(map[string][]string, len(rs))
+				for i, r := range rs {
+					ds[i], batch[r.d.dev.Name] = r.d, r.ask
+				}
+				var got map[string]map[string]Reading
+				err := m.callAll(ctx, ds, func(ctx context.Context) (err error) {
+					got, err = br.ReadBatch(ctx, batch)
+					return err
+				})
+				for _, r := range rs {
+					if err != nil {
+						fail(r, err)
+					} else {
+						maps.Copy(r.out, m.accept(ctx, r.d, r.ask, got[r.d.dev.Name]))
+					}
+				}
+			})
+			continue
+		}
+		for _, r := range rs {
+			wg.Go(func() {
+				got, err := m.Get(ctx, r.d.dev.Name, r.ask)
+				if err != nil {
+					fail(r, err)
+					return
+				}
+				maps.Copy(r.out, got)
+			})
+		}
+	}
+	wg.Wait()
+	out := make(map[string]map[string]Reading, len(all))
+	for _, r := range all {
+		out[r.d.dev.Name] = r.out
 	}
 	return out, nil
 }

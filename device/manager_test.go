@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -378,4 +379,102 @@ func TestPollChecksValues(t *testing.T) {
 	if s, _ := m.Shadow("b1"); s.Properties["temperature"].Reported != nil {
 		t.Errorf("the shadow took an out-of-model temperature: %+v", s.Properties["temperature"])
 	}
+}
+
+// batching counts the simulated driver's batch reads, and can make one
+// panic.
+type batching struct {
+	*sim.Driver
+	batches atomic.Int32
+	panics  atomic.Bool
+}
+
+func (b *batching) ReadBatch(ctx context.Context, reads map[string][]string) (map[string]map[string]device.Reading, error) {
+	b.batches.Add(1)
+	if b.panics.Load() {
+		panic("driver bug")
+	}
+	return b.Driver.ReadBatch(ctx, reads)
+}
+
+// TestGetMany: devices of a batch-reading driver are read in one batch,
+// others one by one; every reading is checked against the model and
+// recorded; unknown properties and failures come per reading, an unknown
+// device refuses the request, and a batch that panics fails its devices'
+// readings only.
+func TestGetMany(t *testing.T) {
+	ctx := context.Background()
+	drv := &batching{Driver: sim.New()}
+	m, n := newManager(t, nil, drv)
+	attach(t, m, "b1", `{"values": {"temperature": 61}}`)
+	attach(t, m, "b2", `{"values": {"temperature": 62}, "failing": ["setpoint"]}`)
+	if err := m.AddDriver(ctx, "plain", plain{sim.New()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Attach(ctx, "plain", device.Device{Name: "p1", Model: boiler(t), Config: json.RawMessage(`{"values": {"temperature": 63}}`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	got, err := m.GetMany(ctx, map[string][]string{"b1": {"temperature", "nope"}, "b2": {"temperature", "setpoint"}, "p1": {"temperature"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := drv.batches.Load(); n != 1 {
+		t.Errorf("%d batch reads for b1 and b2, want 1", n)
+	}
+	for dev, want := range map[string]float64{"b1": 61, "b2": 62, "p1": 63} {
+		if r := got[dev]["temperature"]; r.Err != nil || r.Value != want {
+			t.Errorf("%s temperature: %+v, want %v", dev, r, want)
+		}
+	}
+	if !errors.Is(got["b1"]["nope"].Err, device.ErrUnknownProperty) || got["b2"]["setpoint"].Err == nil {
+		t.Errorf("per-reading failures: %+v, %+v", got["b1"]["nope"], got["b2"]["setpoint"])
+	}
+	if s, _ := m.Shadow("b2"); s.Properties["temperature"].Reported != 62.0 || len(n.of(device.PropertiesNotice, "b2")) != 1 {
+		t.Errorf("the batch read was not recorded: %+v", s.Properties["temperature"])
+	}
+
+	if _, err := m.GetMany(ctx, map[string][]string{"b1": nil, "ghost": nil}); !errors.Is(err, device.ErrUnknownDevice) {
+		t.Errorf("an unknown device: %v, want ErrUnknownDevice", err)
+	}
+	if k := drv.batches.Load(); k != 1 {
+		t.Errorf("a refused request read: %d batches", k)
+	}
+
+	drv.panics.Store(true)
+	got, err = m.GetMany(ctx, map[string][]string{"b1": nil, "b2": nil, "p1": nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := got["b1"]["temperature"]; r.Err == nil || !strings.Contains(r.Err.Error(), "panicked") {
+		t.Errorf("a panicking batch: %+v", r)
+	}
+	if r := got["p1"]["temperature"]; r.Err != nil {
+		t.Errorf("another driver's device after a panicking batch: %+v", r)
+	}
+	drv.panics.Store(false)
+	if r, err := m.Get(ctx, "b1", []string{"temperature"}); err != nil || r["temperature"].Value != 61.0 {
+		t.Errorf("b1 after the panic: %+v %v", r, err)
+	}
+
+	// Batches and single reads taking the same devices' turns at once
+	// finish: turns are taken in name order.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for range 50 {
+				var err error
+				if i%2 == 0 {
+					_, err = m.GetMany(ctx, map[string][]string{"b2": {"temperature"}, "b1": {"temperature"}})
+				} else {
+					_, err = m.Get(ctx, "b2", []string{"temperature"})
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -1,7 +1,8 @@
 // Package devicetest is the conformance suite every device driver runs:
 // lifecycle, Close twice, per-property results, unknown devices and
 // properties, concurrent calls, context cancellation, no reports after
-// Close, and discovery (for drivers that implement device.Discoverer). A driver's test calls Run with a Harness that makes the driver and
+// Close, and discovery and batch reads (for drivers that implement
+// device.Discoverer and device.BatchReader). A driver's test calls Run with a Harness that makes the driver and
 // a device it can serve.
 package devicetest
 
@@ -194,6 +195,42 @@ func Run(t *testing.T, h Harness) {
 		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
 		defer ccancel()
 		_ = discover(cctx) // after Close: an error or nothing, but it returns
+	})
+
+	t.Run("BatchReads", func(t *testing.T) {
+		d, _ := open(t)
+		br, ok := d.(device.BatchReader)
+		if !ok {
+			t.Log("the driver does not implement device.BatchReader")
+			return
+		}
+		reads := map[string][]string{"no-such-device": {"x"}}
+		for _, name := range []string{"batch-1", "batch-2"} {
+			dev := h.Device(t, name)
+			if err := d.Attach(ctx, dev); err != nil {
+				t.Fatal(err)
+			}
+			reads[name] = append(readable(dev.Model), "noSuchProperty")
+		}
+		got, err := br.ReadBatch(ctx, reads)
+		if err != nil {
+			t.Fatalf("ReadBatch: %v", err)
+		}
+		for name, ids := range reads {
+			if len(got[name]) != len(ids) {
+				t.Errorf("%s: %d readings for %d properties", name, len(got[name]), len(ids))
+			}
+		}
+		if !errors.Is(got["batch-1"]["noSuchProperty"].Err, device.ErrUnknownProperty) {
+			t.Errorf("unknown property in a batch: %v, want ErrUnknownProperty", got["batch-1"]["noSuchProperty"].Err)
+		}
+		if !errors.Is(got["no-such-device"]["x"].Err, device.ErrUnknownDevice) {
+			t.Errorf("unknown device in a batch: %v, want ErrUnknownDevice in its readings", got["no-such-device"]["x"].Err)
+		}
+		_ = d.Close(ctx)
+		if _, err := br.ReadBatch(ctx, reads); err == nil {
+			t.Error("ReadBatch after Close succeeded")
+		}
 	})
 
 	t.Run("Lifecycle", func(t *testing.T) {

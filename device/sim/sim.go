@@ -64,7 +64,10 @@ type Driver struct {
 	wg           sync.WaitGroup
 }
 
-var _ device.Discoverer = (*Driver)(nil)
+var (
+	_ device.Discoverer  = (*Driver)(nil)
+	_ device.BatchReader = (*Driver)(nil)
+)
 
 type simDevice struct {
 	dev      device.Device
@@ -365,6 +368,32 @@ func (d *Driver) ReadProperties(ctx context.Context, name string, ids []string) 
 		default:
 			out[id] = device.Reading{Value: v, Time: now}
 		}
+	}
+	return out, nil
+}
+
+// ReadBatch reads several devices, one after the other (each with its
+// latency).
+func (d *Driver) ReadBatch(ctx context.Context, reads map[string][]string) (map[string]map[string]device.Reading, error) {
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("sim: read batch: %w", device.ErrClosed)
+	}
+	out := make(map[string]map[string]device.Reading, len(reads))
+	for name, ids := range reads {
+		got, err := d.ReadProperties(ctx, name, ids)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			got = make(map[string]device.Reading, len(ids))
+			for _, id := range ids {
+				got[id] = device.Reading{Err: err}
+			}
+		}
+		out[name] = got
 	}
 	return out, nil
 }
