@@ -55,7 +55,8 @@ type App struct {
 	// After names the apps (in the same Apply) that must be running, and
 	// healthy when they have a probe, before this one's container is
 	// created or started: the start order. Once started it does not wait
-	// again, as its dependencies restart or upgrade.
+	// again, as its dependencies restart or upgrade. Apps an Apply leaves
+	// out are removed in the reverse order.
 	After []string
 	// Probation bounds how long a new version has to become healthy
 	// (running, without a probe) before an upgrade is rolled back;
@@ -286,18 +287,35 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 		a.After = slices.Clone(a.After)
 		s, ok := m.apps[a.Name]
 		if !ok {
-			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), nudged: make(chan struct{}, 1), status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
+			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), nudged: make(chan struct{}, 1), done: make(chan struct{}),
+				status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
 			m.apps[a.Name] = s
 			m.wg.Add(1)
 			go s.run()
 		}
+		s.after = a.After
 		s.want(a)
 	}
+	// Apps left out are removed, each after those of them that start
+	// after it: the reverse of the start order.
+	removed := map[string]*supervisor{}
 	for name, s := range m.apps {
 		if !seen[name] {
-			s.want(App{Name: name}) // no image: remove
-			delete(m.apps, name)
+			removed[name] = s
 		}
+	}
+	for name, s := range removed {
+		var dependents []<-chan struct{}
+		for _, other := range removed {
+			if slices.Contains(other.after, name) {
+				dependents = append(dependents, other.done)
+			}
+		}
+		s.mu.Lock()
+		s.removeAfter = dependents
+		s.mu.Unlock()
+		s.want(App{Name: name}) // no image: remove
+		delete(m.apps, name)
 	}
 	return nil
 }
@@ -433,9 +451,12 @@ type supervisor struct {
 	name    string
 	desired chan App      // capacity 1: the newest desired state
 	nudged  chan struct{} // an event for its containers: look
+	done    chan struct{} // closed when run returns
+	after   []string      // the last desired After; Manager.mu guards it
 
-	mu     sync.Mutex
-	status AppStatus
+	mu          sync.Mutex
+	status      AppStatus
+	removeAfter []<-chan struct{} // removal waits for these supervisors to end
 }
 
 func (s *supervisor) want(a App) {
@@ -476,6 +497,7 @@ func (s *supervisor) fail(err error) {
 // it so until the next one.
 func (s *supervisor) run() {
 	defer s.m.wg.Done()
+	defer close(s.done)
 	ctx := s.m.ctx
 	var app App
 	var id string       // the current container
@@ -487,7 +509,17 @@ func (s *supervisor) run() {
 			return
 		case next := <-s.desired:
 			if next.Spec.Image == "" {
-				s.remove(ctx, id)
+				s.mu.Lock()
+				dependents := s.removeAfter
+				s.mu.Unlock()
+				for _, d := range dependents {
+					select {
+					case <-d:
+					case <-ctx.Done():
+						return
+					}
+				}
+				s.remove(ctx, app, id)
 				return
 			}
 			switch {
@@ -966,11 +998,11 @@ func (s *supervisor) startAgain(ctx context.Context, a App, id *string) error {
 }
 
 // remove stops and removes the app's container.
-func (s *supervisor) remove(ctx context.Context, id string) {
+func (s *supervisor) remove(ctx context.Context, a App, id string) {
 	if id == "" {
 		return
 	}
-	_ = s.m.rt.Stop(ctx, id, 10*time.Second)
+	_ = s.m.rt.Stop(ctx, id, grace(a))
 	if err := s.m.rt.Remove(ctx, id, true); err != nil {
 		s.m.opts.Logger.Warn("container: removing", "app", s.name, "err", err)
 	}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -478,4 +480,48 @@ func TestPullCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+}
+
+// stopOrder records the order of Stop calls, by container name.
+type stopOrder struct {
+	*memruntime.Runtime
+	mu    sync.Mutex
+	names []string
+}
+
+func (s *stopOrder) Stop(ctx context.Context, id string, grace time.Duration) error {
+	c, _ := s.Inspect(ctx, id)
+	s.mu.Lock()
+	s.names = append(s.names, c.Name)
+	s.mu.Unlock()
+	return s.Runtime.Stop(ctx, id, grace)
+}
+
+// TestRemovalOrder: apps an Apply leaves out are stopped in the reverse of
+// their start order.
+func TestRemovalOrder(t *testing.T) {
+	rt := &stopOrder{Runtime: newRuntime(t)}
+	ctx := context.Background()
+	m := manager(t, rt)
+	db, web, cache := app("1", nil), app("1", nil), app("1", nil)
+	db.Name, cache.Name = "db", "cache"
+	web.After, cache.After = []string{"db"}, []string{"web", "db"}
+	if err := m.Apply(ctx, []container.App{cache, db, web}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "all running", func() bool {
+		return status(m, "cache").State == container.AppRunning && status(m, "web").State == container.AppRunning && status(m, "db").State == container.AppRunning
+	})
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "all removed", func() bool {
+		list, err := rt.List(ctx, map[string]string{})
+		return err == nil && len(list) == 0
+	})
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if want := []string{"edgekit-cache", "edgekit-web", "edgekit-db"}; !slices.Equal(rt.names, want) {
+		t.Errorf("stopped %v, want %v", rt.names, want)
+	}
 }
