@@ -86,11 +86,22 @@ const (
 	AppFailed    AppState = "failed"     // cannot be created or started (see LastError)
 )
 
+// Health is what an app's probe found last.
+type Health string
+
+// Health states; an app without a probe has none ("").
+const (
+	HealthStarting  Health = "starting" // not passed since the container started
+	HealthHealthy   Health = "healthy"
+	HealthUnhealthy Health = "unhealthy" // Retries probes failed in a row
+)
+
 // AppStatus is an application's state now.
 type AppStatus struct {
 	Name         string
 	Version      string
 	State        AppState
+	Health       Health
 	ContainerID  string
 	Restarts     int
 	LastExitCode int
@@ -119,8 +130,8 @@ type ManagerOptions struct {
 	// down); default 5 s.
 	Poll time.Duration
 	// OnChange, when set, receives each application's status when its
-	// state, version, rollback or OOM kills change (for the gateway to
-	// publish); it must not block.
+	// state, health, version, rollback or OOM kills change (for the
+	// gateway to publish); it must not block.
 	OnChange func(AppStatus)
 	// Logger receives the manager's records; nil discards.
 	Logger *slog.Logger
@@ -135,6 +146,8 @@ type Manager struct {
 	ctx  context.Context
 	stop context.CancelFunc
 	wg   sync.WaitGroup
+
+	probes *http.Client // the HTTP probes'; its idle connections close with the Manager
 
 	mu      sync.Mutex
 	apps    map[string]*supervisor
@@ -165,7 +178,8 @@ func NewManager(rt Runtime, opts *ManagerOptions) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}, changed: make(chan struct{})}
+	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}, changed: make(chan struct{}),
+		probes: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	m.wg.Add(1)
 	go m.watchEvents()
@@ -439,6 +453,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	go func() { m.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		m.probes.CloseIdleConnections()
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("container: close: %w", ctx.Err())
@@ -482,7 +497,8 @@ func (s *supervisor) set(f func(*AppStatus)) {
 	if now.State != before.State {
 		s.m.stateChanged()
 	}
-	changed := now.State != before.State || now.Version != before.Version || now.RolledBack != before.RolledBack || now.OOMKills != before.OOMKills
+	changed := now.State != before.State || now.Health != before.Health || now.Version != before.Version ||
+		now.RolledBack != before.RolledBack || now.OOMKills != before.OOMKills
 	if changed && s.m.opts.OnChange != nil {
 		s.m.opts.OnChange(now)
 	}
@@ -806,7 +822,7 @@ func (s *supervisor) probe(ctx context.Context, a App, id string) error {
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := s.m.probes.Do(req)
 		if err != nil {
 			return err
 		}
@@ -909,12 +925,20 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 			}
 		}
 		poll := time.NewTicker(s.m.opts.Poll)
+		// With a probe, one at once: a container already serving (adopted,
+		// or just proven in an upgrade's probation) is running now; a
+		// failure here is not counted, the app may still be starting.
+		healthFails = 0
+		healthy := a.Health == nil || s.probe(ctx, a, *id) == nil
 		s.set(func(st *AppStatus) {
 			st.ContainerID = *id
-			if a.Health == nil {
-				st.State = AppRunning
-			} else {
-				st.State = AppStarting
+			switch {
+			case a.Health == nil:
+				st.State, st.Health = AppRunning, ""
+			case healthy:
+				st.State, st.Health = AppRunning, HealthHealthy
+			default:
+				st.State, st.Health = AppStarting, HealthStarting
 			}
 		})
 	watch:
@@ -940,11 +964,11 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 						retries = 3
 					}
 					if healthFails >= retries {
-						s.set(func(st *AppStatus) { st.State, st.LastError = AppUnhealthy, err.Error() })
+						s.set(func(st *AppStatus) { st.State, st.Health, st.LastError = AppUnhealthy, HealthUnhealthy, err.Error() })
 					}
 				} else {
 					healthFails = 0
-					s.set(func(st *AppStatus) { st.State = AppRunning })
+					s.set(func(st *AppStatus) { st.State, st.Health = AppRunning, HealthHealthy })
 				}
 			case code := <-exited:
 				poll.Stop()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -524,4 +526,80 @@ func TestRemovalOrder(t *testing.T) {
 	if want := []string{"edgekit-cache", "edgekit-web", "edgekit-db"}; !slices.Equal(rt.names, want) {
 		t.Errorf("stopped %v, want %v", rt.names, want)
 	}
+}
+
+// TestProbes: HTTP, TCP and exec probes run on the manager's schedule; an
+// app is running only while healthy, unhealthy after Retries failures in a
+// row, running again when its probe passes; an upgrade whose probe never
+// passes is rolled back.
+func TestProbes(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	var status500 atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if status500.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	defer srv.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	probed := func(name string, p container.Probe) container.App {
+		a := app("1", nil)
+		a.Name, a.Probation = name, 500*time.Millisecond
+		p.Interval, p.Retries = 20*time.Millisecond, 2
+		a.Health = &p
+		return a
+	}
+	web := probed("web", container.Probe{HTTP: srv.URL + "/health"})
+	tcp := probed("tcp", container.Probe{TCP: l.Addr().String()})
+	exec := probed("exec", container.Probe{Exec: []string{"exit", "0"}})
+	broken := probed("broken", container.Probe{Exec: []string{"exit", "1"}})
+	if err := m.Apply(ctx, []container.App{web, tcp, exec, broken}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web", "tcp", "exec"} {
+		testenv.Eventually(t, name+" healthy", func() bool {
+			s := status(m, name)
+			return s.State == container.AppRunning && s.Health == container.HealthHealthy
+		})
+	}
+	testenv.Eventually(t, "broken unhealthy", func() bool {
+		s := status(m, "broken")
+		return s.State == container.AppUnhealthy && s.Health == container.HealthUnhealthy && strings.Contains(s.LastError, "exited 1")
+	})
+
+	status500.Store(true)
+	testenv.Eventually(t, "web unhealthy", func() bool { return status(m, "web").State == container.AppUnhealthy })
+	if s := status(m, "web"); !strings.Contains(s.LastError, "status 500") {
+		t.Errorf("web's error: %q", s.LastError)
+	}
+	status500.Store(false)
+	testenv.Eventually(t, "web healthy again", func() bool { return status(m, "web").State == container.AppRunning })
+	l.Close()
+	testenv.Eventually(t, "tcp unhealthy", func() bool { return status(m, "tcp").Health == container.HealthUnhealthy })
+
+	bad := exec
+	bad.Version, bad.Health = "2", &container.Probe{Exec: []string{"exit", "3"}, Interval: 20 * time.Millisecond}
+	if err := m.Apply(ctx, []container.App{web, bad}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the rollback", func() bool { return status(m, "exec").RolledBack != "" })
+	if s := status(m, "exec"); s.Version != "1" || !strings.Contains(s.RolledBack, "not healthy within") {
+		t.Errorf("after the rollback: %+v", s)
+	}
+	testenv.Eventually(t, "exec healthy on version 1", func() bool { return status(m, "exec").Health == container.HealthHealthy })
 }

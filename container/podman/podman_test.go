@@ -365,6 +365,51 @@ func TestPullCredentials(t *testing.T) {
 	}
 }
 
+// TestHTTPProbeOnPodman: an app's HTTP probe reaches the program in its
+// container through a published port: healthy while it serves, unhealthy
+// once its server is gone (SIGSTOP from outside), healthy again after.
+func TestHTTPProbeOnPodman(t *testing.T) {
+	_, rt := setup(t)
+	ctx := context.Background()
+	port := freePort(t)
+	m := container.NewManager(rt, nil)
+	defer m.Close(ctx)
+	app := container.App{Name: "web", Version: "1", Spec: container.Spec{Image: ref, Command: []string{"/testprog"}, StopGrace: time.Second,
+		Env:   map[string]string{"EDGEKIT_TEST_HTTP": ":8080"},
+		Ports: []container.Port{{HostIP: "127.0.0.1", HostPort: uint16(port), ContainerPort: 8080}}},
+		Health: &container.Probe{HTTP: "http://127.0.0.1:" + strconv.Itoa(port) + "/health", Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond, Retries: 2}}
+	if err := m.Apply(ctx, []container.App{app}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "healthy", func() bool {
+		s := m.Status()[0]
+		return s.State == container.AppRunning && s.Health == container.HealthHealthy
+	})
+	id := m.Status()[0].ContainerID
+	if err := rt.Kill(ctx, id, "SIGSTOP"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "unhealthy while stopped", func() bool { return m.Status()[0].Health == container.HealthUnhealthy })
+	if err := rt.Kill(ctx, id, "SIGCONT"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "healthy again", func() bool { return m.Status()[0].State == container.AppRunning })
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freePort returns a loopback TCP port nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // ref is the test program's image, which setup imports.
 const ref = "localhost/edgekit-testprog:1"
 
