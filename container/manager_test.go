@@ -603,3 +603,36 @@ func TestProbes(t *testing.T) {
 	}
 	testenv.Eventually(t, "exec healthy on version 1", func() bool { return status(m, "exec").Health == container.HealthHealthy })
 }
+
+// TestStableRunResetsBackoff: an app that runs longer than Stable before
+// each exit is restarted at the first backoff step every time and never
+// marked crash-looping; one that exits at once is.
+func TestStableRunResetsBackoff(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	crashLooped := map[string]bool{}
+	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: time.Second},
+		Stable: 50 * time.Millisecond, CrashLoop: 3,
+		OnChange: func(s container.AppStatus) {
+			if s.State == container.AppCrashLoop {
+				mu.Lock()
+				crashLooped[s.Name] = true
+				mu.Unlock()
+			}
+		}})
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	steady := app("1", map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "1", "EDGEKIT_TEST_AFTER": "80ms"})
+	flaky := app("1", map[string]string{"EDGEKIT_TEST_MODE": "exit", "EDGEKIT_TEST_CODE": "1", "EDGEKIT_TEST_AFTER": "1ms"})
+	steady.Name, flaky.Name = "steady", "flaky"
+	if err := m.Apply(ctx, []container.App{steady, flaky}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "five restarts of the steady app", func() bool { return status(m, "steady").Restarts >= 5 })
+	testenv.Eventually(t, "the flaky app crash-looping", func() bool { mu.Lock(); defer mu.Unlock(); return crashLooped["flaky"] })
+	mu.Lock()
+	defer mu.Unlock()
+	if crashLooped["steady"] {
+		t.Error("an app running longer than Stable before each exit was marked crash-looping")
+	}
+}
