@@ -31,7 +31,10 @@ func parseOOMKill(data []byte) (uint64, bool) {
 		key, value, found := bytes.Cut(sc.Bytes(), []byte{' '})
 		if found && string(key) == "oom_kill" {
 			n, err := strconv.ParseUint(string(bytes.TrimSpace(value)), 10, 64)
-			return n, err == nil
+			if err != nil { // ParseUint gives the maximum on overflow
+				return 0, false
+			}
+			return n, true
 		}
 	}
 	return 0, false
