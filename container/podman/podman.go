@@ -280,6 +280,15 @@ func parseSignal(name string) (syscall.Signal, error) {
 	return 0, fmt.Errorf("%q is not a signal", name)
 }
 
+// short is a container id as podman prints it (12 characters), for
+// errors; a name is left as it is.
+func short(id string) string {
+	if len(id) == 64 && strings.Trim(id, "0123456789abcdef") == "" {
+		return id[:12]
+	}
+	return id
+}
+
 func cmpOr(s, def string) string {
 	if s == "" {
 		return def
@@ -289,22 +298,22 @@ func cmpOr(s, def string) string {
 
 // Start starts a container.
 func (r *Runtime) Start(ctx context.Context, id string) error {
-	return mapErr("start "+id, containers.Start(r.ctx(ctx), id, nil))
+	return mapErr("start "+short(id), containers.Start(r.ctx(ctx), id, nil))
 }
 
 // Stop sends the stop signal and kills after grace.
 func (r *Runtime) Stop(ctx context.Context, id string, grace time.Duration) error {
 	secs := uint(max(0, (grace+time.Second-1)/time.Second))
-	return mapErr("stop "+id, containers.Stop(r.ctx(ctx), id, new(containers.StopOptions).WithTimeout(secs)))
+	return mapErr("stop "+short(id), containers.Stop(r.ctx(ctx), id, new(containers.StopOptions).WithTimeout(secs)))
 }
 
 // Kill sends a signal.
 func (r *Runtime) Kill(ctx context.Context, id, signal string) error {
 	err := containers.Kill(r.ctx(ctx), id, new(containers.KillOptions).WithSignal(cmpOr(signal, "SIGKILL")))
 	if err != nil && strings.Contains(strings.ToLower(err.Error()), "can only kill running containers") {
-		return fmt.Errorf("podman: kill %s: %w", id, container.ErrNotRunning)
+		return fmt.Errorf("podman: kill %s: %w", short(id), container.ErrNotRunning)
 	}
-	return mapErr("kill "+id, err)
+	return mapErr("kill "+short(id), err)
 }
 
 // Remove removes a container; force removes a running one.
@@ -321,19 +330,19 @@ func (r *Runtime) Remove(ctx context.Context, id string, force bool) error {
 			}
 		}
 	}
-	return mapErr("remove "+id, err)
+	return mapErr("remove "+short(id), err)
 }
 
 // Rename renames a container.
 func (r *Runtime) Rename(ctx context.Context, id, name string) error {
-	return mapErr("rename "+id, containers.Rename(r.ctx(ctx), id, new(containers.RenameOptions).WithName(name)))
+	return mapErr("rename "+short(id), containers.Rename(r.ctx(ctx), id, new(containers.RenameOptions).WithName(name)))
 }
 
 // Inspect returns a container's state.
 func (r *Runtime) Inspect(ctx context.Context, id string) (container.Container, error) {
 	data, err := containers.Inspect(r.ctx(ctx), id, nil)
 	if err != nil {
-		return container.Container{}, mapErr("inspect "+id, err)
+		return container.Container{}, mapErr("inspect "+short(id), err)
 	}
 	c := container.Container{ID: data.ID, Name: data.Name, Image: data.ImageName}
 	if data.Config != nil {
@@ -398,7 +407,7 @@ func (r *Runtime) Wait(ctx context.Context, id string, cond container.WaitCondit
 	}
 	code, err := containers.Wait(r.ctx(ctx), id, new(containers.WaitOptions).WithCondition(conds))
 	if err != nil {
-		return 0, mapErr("wait "+id, err)
+		return 0, mapErr("wait "+short(id), err)
 	}
 	if cond == container.WaitRunning {
 		return 0, nil
@@ -411,16 +420,16 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string) (container.
 	c := r.ctx(ctx)
 	session, err := containers.ExecCreate(c, id, &handlers.ExecCreateConfig{ExecOptions: dockercontainer.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true}})
 	if err != nil {
-		return container.ExecResult{}, mapErr("exec in "+id, err)
+		return container.ExecResult{}, mapErr("exec in "+short(id), err)
 	}
 	var stdout, stderr bytes.Buffer
 	opts := new(containers.ExecStartAndAttachOptions).WithOutputStream(&stdout).WithErrorStream(&stderr).WithAttachOutput(true).WithAttachError(true)
 	if err := containers.ExecStartAndAttach(c, session, opts); err != nil {
-		return container.ExecResult{}, mapErr("exec in "+id, err)
+		return container.ExecResult{}, mapErr("exec in "+short(id), err)
 	}
 	info, err := containers.ExecInspect(c, session, nil)
 	if err != nil {
-		return container.ExecResult{}, mapErr("exec in "+id, err)
+		return container.ExecResult{}, mapErr("exec in "+short(id), err)
 	}
 	_ = containers.ExecRemove(c, session, nil)
 	return container.ExecResult{ExitCode: info.ExitCode, Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, nil
@@ -451,24 +460,24 @@ func (r *Runtime) Logs(ctx context.Context, id string, opts container.LogOptions
 	if opts.Follow && ctx.Err() != nil {
 		return nil
 	}
-	return mapErr("logs of "+id, err)
+	return mapErr("logs of "+short(id), err)
 }
 
 // Stats reads a container's resource use once.
 func (r *Runtime) Stats(ctx context.Context, id string) (container.Stats, error) {
 	ch, err := containers.Stats(r.ctx(ctx), []string{id}, new(containers.StatsOptions).WithStream(false))
 	if err != nil {
-		return container.Stats{}, mapErr("stats of "+id, err)
+		return container.Stats{}, mapErr("stats of "+short(id), err)
 	}
 	for report := range ch {
 		if report.Error != nil {
-			return container.Stats{}, mapErr("stats of "+id, report.Error)
+			return container.Stats{}, mapErr("stats of "+short(id), report.Error)
 		}
 		for _, s := range report.Stats {
 			return container.Stats{CPU: time.Duration(s.CPUNano), MemoryBytes: s.MemUsage, MemoryLimit: s.MemLimit, PIDs: s.PIDs}, nil
 		}
 	}
-	return container.Stats{}, fmt.Errorf("podman: stats of %s: %w", id, container.ErrNotRunning)
+	return container.Stats{}, fmt.Errorf("podman: stats of %s: %w", short(id), container.ErrNotRunning)
 }
 
 // Events streams container events carrying the labels, until ctx ends or
