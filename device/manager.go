@@ -464,6 +464,11 @@ func (m *Manager) callInline(d *managed, f func(ctx context.Context) error) erro
 
 // take waits for the device's turn.
 func (d *managed) take(ctx context.Context) error {
+	select {
+	case <-d.stop: // detached: no call reaches the driver, even a free turn
+		return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+	default:
+	}
 	if d.turn == nil {
 		return nil
 	}

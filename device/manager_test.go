@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -477,4 +478,50 @@ func TestGetMany(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// readCounting counts the simulated driver's reads.
+type readCounting struct {
+	*sim.Driver
+	reads atomic.Int32
+}
+
+func (r *readCounting) ReadProperties(ctx context.Context, dev string, ids []string) (map[string]device.Reading, error) {
+	r.reads.Add(1)
+	return r.Driver.ReadProperties(ctx, dev, ids)
+}
+
+// TestDetach: a detached device is gone from the manager and its driver,
+// its polls stop, a second Detach says so, and the name can be attached
+// again.
+func TestDetach(t *testing.T) {
+	ctx := context.Background()
+	drv := &readCounting{Driver: sim.New()}
+	m, _ := newManager(t, nil, drv)
+	attach(t, m, "b1", `{"values": {"setpoint": 50}}`, device.PollGroup{Properties: []string{"setpoint"}, Every: 5 * time.Millisecond})
+	testenv.Eventually(t, "polls", func() bool { return drv.reads.Load() >= 2 })
+	if err := m.Detach(ctx, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get(ctx, "b1", nil); !errors.Is(err, device.ErrUnknownDevice) {
+		t.Errorf("Get after Detach: %v, want ErrUnknownDevice", err)
+	}
+	if _, err := drv.Driver.ReadProperties(ctx, "b1", []string{"setpoint"}); !errors.Is(err, device.ErrUnknownDevice) {
+		t.Errorf("the driver still serves b1: %v", err)
+	}
+	if slices.Contains(m.Devices(), "b1") {
+		t.Errorf("devices after Detach: %v", m.Devices())
+	}
+	reads := drv.reads.Load()
+	time.Sleep(50 * time.Millisecond) // ten poll intervals
+	if k := drv.reads.Load() - reads; k != 0 {
+		t.Errorf("%d polls after Detach", k)
+	}
+	if err := m.Detach(ctx, "b1"); !errors.Is(err, device.ErrUnknownDevice) {
+		t.Errorf("a second Detach: %v, want ErrUnknownDevice", err)
+	}
+	attach(t, m, "b1", `{"values": {"setpoint": 70}}`)
+	if got, err := m.Get(ctx, "b1", []string{"setpoint"}); err != nil || got["setpoint"].Value != int64(70) {
+		t.Errorf("b1 attached again: %+v %v", got, err)
+	}
 }

@@ -1,8 +1,8 @@
 // Package containertest is the conformance suite for container.Runtime
-// implementations: image presence, the container lifecycle, stop with a
-// grace period, exit codes, a host port already taken, listing by label,
-// renaming, the sentinel errors, and (as the runtime declares them) exec,
-// stats and events. A backend's test calls Run with a Harness.
+// implementations: images (presence, import, list, remove), the container
+// lifecycle, stop with a grace period, exit codes, a host port already
+// taken, listing by label, renaming, the sentinel errors, and (as the
+// runtime declares them) exec, stats and events. A backend's test calls Run with a Harness.
 //
 // The containers run the test program (the image the harness provides),
 // whose mode comes from its environment: EDGEKIT_TEST_MODE "serve" (the
@@ -11,6 +11,7 @@
 package containertest
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -67,6 +68,43 @@ func Run(t *testing.T, h Harness) {
 		}
 		if _, err := rt.Create(ctx, container.Spec{Name: name("noimage"), Image: "localhost/edgekit-no-such-image:0"}); !errors.Is(err, container.ErrImageNotFound) {
 			t.Errorf("Create from a missing image: %v, want ErrImageNotFound", err)
+		}
+		if err := rt.RemoveImage(ctx, "localhost/edgekit-no-such-image:0"); !errors.Is(err, container.ErrImageNotFound) {
+			t.Errorf("RemoveImage of a missing image: %v, want ErrImageNotFound", err)
+		}
+
+		// An image imported, listed and removed; one in use stays.
+		var scratch bytes.Buffer
+		tw := tar.NewWriter(&scratch)
+		_ = tw.WriteHeader(&tar.Header{Name: "hello", Mode: 0o644, Size: 3, ModTime: time.Now()})
+		_, _ = tw.Write([]byte("hi\n"))
+		_ = tw.Close()
+		ref := "localhost/edgekit-ct-scratch:" + strings.ReplaceAll(suffix, ".", "")
+		if err := rt.ImportImage(ctx, ref, &scratch); err != nil {
+			t.Fatalf("ImportImage: %v", err)
+		}
+		listed := func(ref string) bool {
+			list, err := rt.ListImages(ctx)
+			if err != nil {
+				t.Fatalf("ListImages: %v", err)
+			}
+			return slices.ContainsFunc(list, func(i container.Image) bool { return slices.Contains(i.Names, ref) })
+		}
+		if !listed(ref) || !listed(img) {
+			t.Errorf("ListImages lacks %s or %s", ref, img)
+		}
+		if err := rt.RemoveImage(ctx, ref); err != nil {
+			t.Fatalf("RemoveImage: %v", err)
+		}
+		if ok, err := rt.ImageExists(ctx, ref); err != nil || ok || listed(ref) {
+			t.Errorf("after RemoveImage: exists %v (%v), listed %v", ok, err, listed(ref))
+		}
+		create(t, "user", nil)
+		if err := rt.RemoveImage(ctx, img); err == nil {
+			t.Error("RemoveImage of an image a container uses succeeded")
+		}
+		if ok, _ := rt.ImageExists(ctx, img); !ok {
+			t.Error("the image in use was removed")
 		}
 	})
 
