@@ -525,3 +525,39 @@ func TestDetach(t *testing.T) {
 		t.Errorf("b1 attached again: %+v %v", got, err)
 	}
 }
+
+// TestEvents: an event a driver raises is checked against the model and
+// published with its output in the model's types; one outside the model,
+// or for a device not attached, is refused and nothing is published.
+func TestEvents(t *testing.T) {
+	ctx := context.Background()
+	drv := sim.New()
+	m, n := newManager(t, nil, drv)
+	attach(t, m, "b1", `{}`)
+	if err := drv.Raise(ctx, "b1", "overheat", map[string]any{"temperature": json.Number("131.5")}); err != nil {
+		t.Fatal(err)
+	}
+	events := n.of(device.EventNotice, "b1")
+	if len(events) != 1 || events[0].Event != "overheat" || events[0].Values["temperature"] != 131.5 || events[0].Time.IsZero() {
+		t.Fatalf("event notices %+v", events)
+	}
+	for _, bad := range []struct {
+		event string
+		out   map[string]any
+		says  string
+	}{
+		{"overheat", map[string]any{"temperature": 500.0}, "events.overheat.outputData.temperature: 500 above max 200"},
+		{"overheat", map[string]any{"temperature": "hot"}, "events.overheat.outputData.temperature"},
+		{"meltdown", nil, "events.meltdown: not in the model"},
+	} {
+		if err := drv.Raise(ctx, "b1", bad.event, bad.out); !errors.Is(err, device.ErrInvalidValue) || !strings.Contains(err.Error(), bad.says) {
+			t.Errorf("Raise %s %v: %v, want an error naming %s", bad.event, bad.out, err, bad.says)
+		}
+	}
+	if k := len(n.of(device.EventNotice, "b1")); k != 1 {
+		t.Errorf("%d event notices after refused events", k)
+	}
+	if err := drv.Raise(ctx, "ghost", "overheat", nil); !errors.Is(err, device.ErrUnknownDevice) {
+		t.Errorf("an event of an unknown device: %v", err)
+	}
+}

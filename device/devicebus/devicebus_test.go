@@ -42,7 +42,8 @@ func TestDeviceTopics(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = srv.Close(context.Background()) })
-		if err := m.AddDriver(ctx, "sim", sim.New(), nil); err != nil {
+		drv := sim.New()
+		if err := m.AddDriver(ctx, "sim", drv, nil); err != nil {
 			t.Fatal(err)
 		}
 		tsl, _ := os.ReadFile("../testdata/boiler.tsl.json")
@@ -122,6 +123,31 @@ func TestDeviceTopics(t *testing.T) {
 		}
 		if got, typ := request("gw/devices/boiler-1/set", `{"properties": {"temperature": 20}}`); typ != "ReadOnly" {
 			t.Errorf("read-only set: %s (%s)", got, typ)
+		}
+
+		// An event the device raises, checked, on its topic.
+		events := make(chan *bus.Message, 10)
+		if _, err := b.Subscribe(ctx, "gw/devices/+/events/+", func(_ context.Context, m *bus.Message) { events <- m }, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := drv.Raise(ctx, "boiler-1", "overheat", map[string]any{"temperature": 131.5}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-events:
+			var body struct {
+				Device, Event string
+				Time          time.Time
+				Output        map[string]float64
+			}
+			if err := json.Unmarshal(e.Payload, &body); err != nil || body.Device != "boiler-1" || body.Event != "overheat" || body.Output["temperature"] != 131.5 || body.Time.IsZero() {
+				t.Errorf("event %s (%v)", e.Payload, err)
+			}
+			if d, _ := e.Property("edgekit-device"); d != "boiler-1" || e.Topic != "gw/devices/boiler-1/events/overheat" {
+				t.Errorf("event on %s, device property %q", e.Topic, d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
 		}
 	})
 }

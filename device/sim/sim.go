@@ -1,7 +1,8 @@
 // Package sim is a simulated device driver: its devices keep their property
 // values in memory, drift their numeric read-only properties and report
 // them on an interval, answer services by echoing input parameters into
-// output parameters of the same name, and can be made slow or failing.
+// output parameters of the same name, raise events when told (Raise), and
+// can be made slow or failing.
 // Examples and tests use it; it passes device/devicetest like any driver.
 //
 // Device config (device.Device.Config), every field optional:
@@ -396,6 +397,18 @@ func (d *Driver) ReadBatch(ctx context.Context, reads map[string][]string) (map[
 		out[name] = got
 	}
 	return out, nil
+}
+
+// Raise has a simulated device raise an event, as a real one pushes it:
+// the driver hands it to its Host (which checks it against the model).
+func (d *Driver) Raise(ctx context.Context, name, event string, out map[string]any) error {
+	if _, err := d.device(ctx, name); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	host := d.host
+	d.mu.Unlock()
+	return host.Emit(ctx, name, event, out, time.Now())
 }
 
 // WriteProperties stores values.
