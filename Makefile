@@ -9,7 +9,7 @@ export GOFLAGS := -tags=remote,containers_image_openpgp,exclude_graphdriver_btrf
 # Every Go module in the repository (the main module and nested ones).
 MODULES := $(shell find . -name go.mod -not -path './.cache/*' -exec dirname {} \; | sort)
 
-.PHONY: deps test vet lint gateway bench fuzz
+.PHONY: deps test vet cross lint gateway bench fuzz
 
 deps:
 	@scripts/install-deps.sh
@@ -17,10 +17,22 @@ deps:
 vet: deps
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt: not formatted: $$unformatted"; exit 1; fi
-	@set -e; for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && $(GO) vet ./...); done
+	@failed=(); for m in $(MODULES); do echo "== go vet $$m"; (cd $$m && $(GO) vet ./...) || failed+=("$$m"); done; \
+	  if [ $${#failed[@]} -gt 0 ]; then echo "== FAILED: go vet in $${failed[*]}"; exit 1; fi
 
-test: vet
-	@set -e; for m in $(MODULES); do echo "== go test -race $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...); done
+# Every module is tested even when one fails; the failures are listed at
+# the end and then fail the target.
+test: vet cross
+	@failed=(); for m in $(MODULES); do echo "== go test -race $$m"; \
+	  (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || failed+=("$$m"); done; \
+	  if [ $${#failed[@]} -gt 0 ]; then echo "== FAILED: go test in $${failed[*]}"; exit 1; fi
+
+# Gateways run arm64 and 32-bit arm: every package of the main module must
+# build there without cgo.
+cross:
+	@set -e; for t in arm64: arm:7; do arch=$${t%%:*}; arm=$${t#*:}; \
+	  echo "== go build linux/$$arch$${arm:+ GOARM=$$arm} CGO_ENABLED=0"; \
+	  GOOS=linux GOARCH=$$arch GOARM=$$arm CGO_ENABLED=0 $(GO) build ./...; done
 
 # staticcheck, pinned; not part of make test so that CI needs no tool download.
 lint:

@@ -222,18 +222,24 @@ func (b *Broker) supervise(stop <-chan struct{}, done chan<- struct{}, ready cha
 				<-p.exited
 			}
 		}
+		if err == nil {
+			// Running is set before the first start's outcome goes to
+			// ready, so Status right after Start returns says running.
+			b.setState(StateRunning, p.cmd.Process.Pid)
+		}
 		if first {
 			first = false
-			ready <- err
 			if err != nil {
 				b.recordError(err)
 				b.setState(StateStopped, 0)
+			}
+			ready <- err
+			if err != nil {
 				return
 			}
 		}
 		var ranFor time.Duration
 		if err == nil {
-			b.setState(StateRunning, p.cmd.Process.Pid)
 			started := time.Now()
 			select {
 			case <-p.exited:

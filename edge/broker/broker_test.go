@@ -213,3 +213,25 @@ func TestPortInUseFailsStartClearly(t *testing.T) {
 		t.Errorf("state after failed start: %s", st.State)
 	}
 }
+
+// TestStatusRunningOnceStartReturns: Start returns only after the state is
+// running, every time (the state used to be set after Start was woken, so
+// a status read right after Start could still say starting).
+func TestStatusRunningOnceStartReturns(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	ctx := context.Background()
+	for i := range 10 {
+		if st := b.Status(); st.State != broker.StateRunning || st.PID == 0 {
+			t.Fatalf("round %d: status right after Start: %+v", i, st)
+		}
+		if err := b.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := b.Status(); st.State != broker.StateStopped {
+			t.Fatalf("round %d: status right after Stop: %+v", i, st)
+		}
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
