@@ -137,6 +137,10 @@ type QueueStats struct {
 	Messages int   // messages waiting to be sent
 	Bytes    int64 // their size on disk
 	Dropped  uint64
+	// Damaged counts stretches of the queue's files found damaged or
+	// missing (each cost the messages it held; every intact one is kept),
+	// and queued messages that could not be read back.
+	Damaged uint64
 }
 
 // QueueReporter is implemented by buses that hold an outbound queue (such as

@@ -10,11 +10,23 @@
 //
 // Segment files are named %016x.seg (the segment number). Each starts with
 // the 8 bytes "EKQUEUE1", followed by records: a little-endian uint32
-// length, a little-endian uint32 CRC-32C of the data, and the data. The head
-// file holds "EKH1", the window position and the ack position (segment
-// uint64 and offset int64 each, little-endian), and a CRC-32C of those 36
-// bytes. A torn record at the end of the last segment (a crash mid-write) is
-// cut off at open; a damaged head file means the queue resends from its
+// length (at least 1), a little-endian uint32 CRC-32C of the data, and the
+// data. The head file holds "EKH1", the window position and the ack
+// position (segment uint64 and offset int64 each, little-endian), and a
+// CRC-32C of those 36 bytes.
+//
+// # Damage
+//
+// A damaged record costs that record only. Open reads every segment record
+// by record; where a record fails its checks it looks for the next valid
+// one byte by byte (a false match needs a length that fits and a CRC-32C
+// that matches: about one in 2^32 per position) and goes on from there.
+// Only a torn tail, bytes after the last valid record of the last segment
+// (a crash mid-write), is cut off. A segment whose header is damaged keeps
+// the records it holds, but nothing is appended to it: appends go to a new
+// segment. A segment file missing between others, or one the head points
+// into, is reported, as is each damaged stretch ([Queue.Damage],
+// [Stats.Damaged]). A damaged head file means the queue resends from its
 // oldest record.
 //
 // A Queue is safe for concurrent use.
@@ -43,6 +55,9 @@ var (
 	ErrClosed  = errors.New("queue closed")
 	ErrTooBig  = errors.New("record larger than the queue's byte bound")
 	ErrCorrupt = errors.New("queue file corrupt")
+	// ErrEmptyRecord refuses a record of no bytes: the format has none, so
+	// that a stretch of zeros is never read as records.
+	ErrEmptyRecord = errors.New("empty record")
 	// ErrLocked means another open queue (in this or another process)
 	// holds the directory.
 	ErrLocked = errors.New("queue directory in use by another queue")
@@ -113,9 +128,33 @@ type Stats struct {
 	PendingBytes int64 // their data bytes
 	Window       int   // acked records kept for Rewind
 	Segments     int   // segment files
-	// Truncated is how many bytes of torn or damaged records were cut off
-	// when the queue was opened.
+	// Truncated is how many bytes of a torn tail were cut off when the
+	// queue was opened.
 	Truncated int64
+	// Damaged is how many damaged stretches and missing segment files
+	// Open found (each cost the records it held; Damage says where).
+	Damaged int
+	// DamagedBytes is the size of the damaged stretches.
+	DamagedBytes int64
+}
+
+// Damage is one damaged stretch of a segment, or a missing segment file,
+// found when the queue was opened. The records it held are lost; every
+// intact record around it is kept.
+type Damage struct {
+	Segment uint64 // segment number (the first missing one, for Missing)
+	Offset  int64  // where the stretch starts
+	Bytes   int64  // its length
+	// Missing counts segment files that should exist and do not
+	// (Segment, Segment+1, ...); Offset and Bytes are then 0.
+	Missing int
+}
+
+func (d Damage) String() string {
+	if d.Missing > 0 {
+		return fmt.Sprintf("%d segment file(s) missing from %s", d.Missing, segName(d.Segment))
+	}
+	return fmt.Sprintf("%s: %d damaged bytes at offset %d skipped", segName(d.Segment), d.Bytes, d.Offset)
 }
 
 // Queue is a persistent FIFO. See the package doc.
@@ -134,6 +173,7 @@ type Queue struct {
 	head      *os.File
 	lock      *os.File
 	truncated int64
+	damage    []Damage
 	nextID    uint64
 	headAt    time.Time // last head write
 }
@@ -185,34 +225,50 @@ func (q *Queue) load() error {
 	}
 	q.head = head
 	win, ack, headOK := readHead(head)
+	if headOK {
+		q.findMissing(nums, win, ack)
+	}
 
 	var all []record
+	tailHeaderOK := false
 	for i, n := range nums {
 		f, err := os.OpenFile(filepath.Join(q.dir, segName(n)), os.O_RDWR, 0o600)
 		if err != nil {
 			return err
 		}
 		q.segs[n] = f
-		recs, good, size, err := scanSegment(f, n)
+		data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
 		if err != nil {
-			return err
+			return fmt.Errorf("reading %s: %w", segName(n), err)
 		}
-		if good < size {
-			// A torn write at the end (or damage): cut it off so appends
-			// continue from a clean record boundary.
-			q.truncated += size - good
-			if err := f.Truncate(good); err != nil {
+		sc := parseSegment(data, n)
+		q.damage = append(q.damage, sc.damaged...)
+		size := int64(len(data))
+		last := i == len(nums)-1
+		if last && sc.end < size {
+			// A torn write at the end: cut it off so that appends continue
+			// from a clean record boundary. Only here, where appends go.
+			q.truncated += size - sc.end
+			if err := f.Truncate(sc.end); err != nil {
 				return err
 			}
-			size = good
+			size = sc.end
+		} else if sc.end < size {
+			q.damage = append(q.damage, Damage{Segment: n, Offset: sc.end, Bytes: size - sc.end})
 		}
-		all = append(all, recs...)
-		if i == len(nums)-1 {
-			q.tail, q.tailSize = n, size
+		all = append(all, sc.recs...)
+		if last {
+			q.tail, q.tailSize, tailHeaderOK = n, size, sc.headerOK
 		}
 	}
-	if len(nums) == 0 {
-		if err := q.newSegment(0); err != nil {
+	if !tailHeaderOK {
+		// No segment yet, or the last one's header is damaged (a crash or a
+		// full disk while it was made): never append behind a bad header.
+		next := uint64(0)
+		if len(nums) > 0 {
+			next = q.tail + 1
+		}
+		if err := q.newSegment(next); err != nil {
 			return err
 		}
 	}
@@ -233,8 +289,32 @@ func (q *Queue) load() error {
 		}
 	}
 	q.trimWindow()
-	q.dropSegments()
-	return nil
+	return q.dropSegments()
+}
+
+// findMissing records the segment files that should exist and do not: gaps
+// between the segments found, and the segments from the head's window
+// start (which the queue keeps until the window has passed them) up to the
+// first one found.
+func (q *Queue) findMissing(nums []uint64, win, ack pos) {
+	miss := func(from, to uint64) { // [from, to)
+		if to > from {
+			q.damage = append(q.damage, Damage{Segment: from, Missing: int(min(to-from, 1<<30))})
+		}
+	}
+	if len(nums) == 0 {
+		miss(win.seg, ack.seg+1)
+		return
+	}
+	if win.seg < nums[0] {
+		miss(win.seg, nums[0])
+	}
+	for i := 1; i < len(nums); i++ {
+		miss(nums[i-1]+1, nums[i])
+	}
+	if last := nums[len(nums)-1]; ack.seg > last {
+		miss(last+1, ack.seg+1)
+	}
 }
 
 func less(a, b pos) bool { return a.seg < b.seg || (a.seg == b.seg && a.off < b.off) }
@@ -275,41 +355,52 @@ func encodeHead(win, ack pos) []byte {
 	return b
 }
 
-// scanSegment reads a segment's records. good is the offset after the last
-// valid record; size is the file's size.
-func scanSegment(f *os.File, n uint64) (recs []record, good, size int64, err error) {
-	data, err := io.ReadAll(io.NewSectionReader(f, 0, 1<<62))
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	recs, good = parseSegment(data, n)
-	return recs, good, int64(len(data)), nil
+// segmentScan is what parseSegment found in one segment's bytes.
+type segmentScan struct {
+	recs     []record
+	headerOK bool
+	// end is the offset after the last valid record (after the header
+	// when there is none); what follows is a torn tail or damage.
+	end     int64
+	damaged []Damage // stretches skipped between valid records
 }
 
-// parseSegment returns the valid records of a segment's bytes and where the
-// valid part ends. A segment without its magic has no valid part.
-func parseSegment(data []byte, n uint64) ([]record, int64) {
-	if len(data) < len(segMagic) || !bytes.Equal(data[:len(segMagic)], []byte(segMagic)) {
-		return nil, 0
+// parseSegment returns the valid records of a segment's bytes. Where a
+// record fails its checks it resynchronises on the next valid record, so
+// that damage costs only the records it touched.
+func parseSegment(data []byte, n uint64) segmentScan {
+	sc := segmentScan{headerOK: len(data) >= len(segMagic) && bytes.Equal(data[:len(segMagic)], []byte(segMagic))}
+	if len(data) < len(segMagic) {
+		return sc
 	}
-	var recs []record
+	if !sc.headerOK {
+		sc.damaged = append(sc.damaged, Damage{Segment: n, Offset: 0, Bytes: int64(len(segMagic))})
+	}
 	off := int64(len(segMagic))
-	for {
-		rest := data[off:]
-		if len(rest) < recHdrSize {
-			return recs, off
+	sc.end = off
+	for int64(len(data))-off >= recHdrSize {
+		size, ok := recordAt(data[off:])
+		if !ok {
+			off++
+			continue
 		}
-		size := int64(binary.LittleEndian.Uint32(rest))
-		if size > MaxRecordSize || int64(len(rest))-recHdrSize < size {
-			return recs, off
+		if off > sc.end {
+			sc.damaged = append(sc.damaged, Damage{Segment: n, Offset: sc.end, Bytes: off - sc.end})
 		}
-		body := rest[recHdrSize : recHdrSize+size]
-		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
-			return recs, off
-		}
-		recs = append(recs, record{pos: pos{n, off}, size: int(size)})
+		sc.recs = append(sc.recs, record{pos: pos{n, off}, size: int(size)})
 		off += recHdrSize + size
+		sc.end = off
 	}
+	return sc
+}
+
+// recordAt reports whether b starts with a valid record, and its data size.
+func recordAt(b []byte) (int64, bool) {
+	size := int64(binary.LittleEndian.Uint32(b))
+	if size == 0 || size > MaxRecordSize || int64(len(b))-recHdrSize < size {
+		return 0, false
+	}
+	return size, crc32.Checksum(b[recHdrSize:recHdrSize+size], castagnoli) == binary.LittleEndian.Uint32(b[4:])
 }
 
 func (q *Queue) newSegment(n uint64) error {
@@ -318,7 +409,9 @@ func (q *Queue) newSegment(n uint64) error {
 		return err
 	}
 	if _, err := f.Write([]byte(segMagic)); err != nil {
+		// A segment without its header is never left to append to.
 		f.Close()
+		_ = os.Remove(filepath.Join(q.dir, segName(n)))
 		return err
 	}
 	q.segs[n] = f
@@ -337,6 +430,9 @@ func (q *Queue) Append(data []byte) (uint64, error) {
 		return 0, ErrClosed
 	}
 	size := int64(len(data))
+	if size == 0 {
+		return 0, fmt.Errorf("diskqueue: append: %w", ErrEmptyRecord)
+	}
 	if size > q.opts.MaxBytes || size > MaxRecordSize {
 		return 0, fmt.Errorf("diskqueue: %w: %d bytes, bound %d", ErrTooBig, size, min(q.opts.MaxBytes, MaxRecordSize))
 	}
@@ -426,7 +522,9 @@ func (q *Queue) Ack() error {
 	}
 	q.window = append(q.window, r)
 	q.trimWindow()
-	q.dropSegments()
+	if err := q.dropSegments(); err != nil {
+		return err
+	}
 	if time.Since(q.headAt) < headEvery && !q.opts.Sync {
 		return nil // Close and the next Ack after headEvery write it
 	}
@@ -450,7 +548,9 @@ func (q *Queue) Drop() error {
 		return err
 	}
 	q.window = nil // the window must stay contiguous before the ack point
-	q.dropSegments()
+	if err := q.dropSegments(); err != nil {
+		return err
+	}
 	return q.writeHead()
 }
 
@@ -482,7 +582,9 @@ func (q *Queue) ForgetWindow() error {
 		return ErrClosed
 	}
 	q.window = nil
-	q.dropSegments()
+	if err := q.dropSegments(); err != nil {
+		return err
+	}
 	return q.writeHead()
 }
 
@@ -523,24 +625,48 @@ func (q *Queue) writeHead() error {
 	return nil
 }
 
-// dropSegments deletes segments wholly before the window start, and starts
-// the tail segment afresh when the queue is empty and it has grown.
-func (q *Queue) dropSegments() {
+// dropSegments deletes segments wholly before the window start. The head
+// is written first, so that it never points into a segment that is gone
+// (Open reports such a segment as missing).
+func (q *Queue) dropSegments() error {
 	win, _ := q.positions()
-	for n, f := range q.segs {
+	var old []uint64
+	for n := range q.segs {
 		if n < win.seg {
-			f.Close()
-			_ = os.Remove(filepath.Join(q.dir, segName(n)))
-			delete(q.segs, n)
+			old = append(old, n)
 		}
 	}
+	if len(old) == 0 {
+		return nil
+	}
+	if err := q.writeHead(); err != nil {
+		return err
+	}
+	for _, n := range old {
+		q.segs[n].Close()
+		_ = os.Remove(filepath.Join(q.dir, segName(n)))
+		delete(q.segs, n)
+	}
+	return nil
 }
 
 // Stats returns the queue's counters.
 func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return Stats{Pending: len(q.pending), PendingBytes: q.pendBytes, Window: len(q.window), Segments: len(q.segs), Truncated: q.truncated}
+	st := Stats{Pending: len(q.pending), PendingBytes: q.pendBytes, Window: len(q.window), Segments: len(q.segs), Truncated: q.truncated, Damaged: len(q.damage)}
+	for _, d := range q.damage {
+		st.DamagedBytes += d.Bytes
+	}
+	return st
+}
+
+// Damage lists the damaged stretches and missing segment files Open found,
+// in segment order.
+func (q *Queue) Damage() []Damage {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Clone(q.damage)
 }
 
 // Close saves the positions and closes the files. It is safe to call more

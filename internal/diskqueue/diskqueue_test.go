@@ -2,6 +2,7 @@ package diskqueue
 
 import (
 	"errors"
+	"slices"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -177,22 +178,230 @@ func BenchmarkAppendFrontAck(b *testing.B) {
 	}
 }
 
+// positionsOf returns where each pending record starts.
+func positionsOf(q *Queue) []pos {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var ps []pos
+	for _, r := range q.pending {
+		ps = append(ps, r.pos)
+	}
+	return ps
+}
+
+// damageFile changes the file in place.
+func damageFile(t *testing.T, path string, change func([]byte) []byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, change(b), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantPending checks the pending records are want, in order.
+func wantPending(t *testing.T, q *Queue, want []int) {
+	t.Helper()
+	var ws []string
+	for _, w := range want {
+		ws = append(ws, strconv.Itoa(w))
+	}
+	if got := pendingData(t, q); !slices.Equal(got, ws) {
+		t.Fatalf("pending records %q, want %q", got, ws)
+	}
+}
+
+func seq(from, to int, except ...int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		if !slices.Contains(except, i) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// A flipped byte costs the record it is in, not the rest of its segment;
+// the damage is reported.
+func TestFlippedByteCostsOneRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		where func(p pos) int64 // the byte to flip, from record 100's start
+	}{
+		{"in the data", func(p pos) int64 { return p.off + recHdrSize }},
+		{"in the length", func(p pos) int64 { return p.off + 1 }},
+		{"in the checksum", func(p pos) int64 { return p.off + 5 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			q, _ := Open(dir, Options{})
+			appendN(t, q, 0, 200)
+			at := tc.where(positionsOf(q)[100])
+			q.Close()
+			damageFile(t, filepath.Join(dir, segName(0)), func(b []byte) []byte { b[at] ^= 0x40; return b })
+			q = mustOpen(t, dir, Options{})
+			wantPending(t, q, seq(0, 200, 100))
+			st := q.Stats()
+			if st.Damaged != 1 || st.DamagedBytes == 0 || st.Truncated != 0 {
+				t.Fatalf("stats %+v, want one damaged stretch and nothing truncated", st)
+			}
+			if d := q.Damage(); len(d) != 1 || !strings.Contains(d[0].String(), segName(0)) {
+				t.Fatalf("damage %v, want one stretch naming the segment", d)
+			}
+			// Appends after the damage are kept across another reopen.
+			appendN(t, q, 200, 5)
+			q.Close()
+			q = mustOpen(t, dir, Options{})
+			wantPending(t, q, seq(0, 205, 100))
+		})
+	}
+}
+
+// A stretch of zeros (a filesystem that extended the file but lost the
+// data) is not read as records, and costs only what it covers.
+func TestZeroedStretch(t *testing.T) {
+	dir := t.TempDir()
+	q, _ := Open(dir, Options{})
+	appendN(t, q, 0, 50)
+	ps := positionsOf(q)
+	q.Close()
+	damageFile(t, filepath.Join(dir, segName(0)), func(b []byte) []byte {
+		clear(b[ps[10].off:ps[13].off])
+		return b
+	})
+	q = mustOpen(t, dir, Options{})
+	wantPending(t, q, seq(0, 50, 10, 11, 12))
+	if _, err := q.Append(nil); !errors.Is(err, ErrEmptyRecord) {
+		t.Fatalf("empty record: %v, want ErrEmptyRecord", err)
+	}
+}
+
+// A segment whose header is empty, cut short or damaged (a crash or a full
+// disk while it was made) keeps its records, and nothing is appended
+// behind it: every record appended afterwards survives the next open.
+func TestBadSegmentHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(dir string)
+	}{
+		{"empty new segment", func(dir string) { os.WriteFile(filepath.Join(dir, segName(1)), nil, 0o600) }},
+		{"half a header", func(dir string) { os.WriteFile(filepath.Join(dir, segName(1)), []byte("EKQU"), 0o600) }},
+		{"flipped header byte", func(dir string) {
+			damageFile(t, filepath.Join(dir, segName(0)), func(b []byte) []byte { b[3] ^= 1; return b })
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			q, _ := Open(dir, Options{})
+			appendN(t, q, 0, 5)
+			q.Close()
+			tc.damage(dir)
+			q = mustOpen(t, dir, Options{})
+			appendN(t, q, 5, 5)
+			q.Close()
+			q = mustOpen(t, dir, Options{})
+			wantPending(t, q, seq(0, 10))
+			drain(t, q, 0, 10)
+		})
+	}
+}
+
+// A segment file deleted from the middle is reported; the records of the
+// others are kept.
+func TestMissingSegmentReported(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentBytes: 64}
+	q, _ := Open(dir, o)
+	appendN(t, q, 0, 60)
+	ps := positionsOf(q)
+	q.Close()
+	gone := ps[30].seg
+	if err := os.Remove(filepath.Join(dir, segName(gone))); err != nil {
+		t.Fatal(err)
+	}
+	q = mustOpen(t, dir, o)
+	var lost []int
+	for i, p := range ps {
+		if p.seg == gone {
+			lost = append(lost, i)
+		}
+	}
+	wantPending(t, q, seq(0, 60, lost...))
+	d := q.Damage()
+	if len(d) != 1 || d[0].Missing != 1 || d[0].Segment != gone || !strings.Contains(d[0].String(), "missing") {
+		t.Fatalf("damage %v, want segment %d missing", d, gone)
+	}
+
+	// The first segments, which the head points into, deleted too.
+	q.Close()
+	for _, p := range ps[:5] {
+		os.Remove(filepath.Join(dir, segName(p.seg)))
+	}
+	q = mustOpen(t, dir, o)
+	if d := q.Damage(); len(d) != 2 || d[0].Segment != ps[0].seg {
+		t.Fatalf("damage %v, want the first segments and segment %d missing", d, gone)
+	}
+}
+
+// Segments are deleted only after the head has moved past them, so a
+// queue that went through many segments reports nothing missing.
+func TestNoFalseMissing(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentBytes: 64, Window: 2}
+	q, _ := Open(dir, o)
+	appendN(t, q, 0, 100)
+	drain(t, q, 0, 90)
+	// No Close: the head is as a crash leaves it.
+	q.mu.Lock()
+	q.closeFiles()
+	q.closed = true
+	q.mu.Unlock()
+	q = mustOpen(t, dir, o)
+	if d := q.Damage(); len(d) != 0 {
+		t.Fatalf("damage %v after a crash, want none", d)
+	}
+}
+
+// pendingData returns the data of every pending record, in order, without
+// acking them (Rewind puts nothing back: the window is left alone).
+func pendingData(t testing.TB, q *Queue) []string {
+	t.Helper()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []string
+	for _, r := range q.pending {
+		buf := make([]byte, recHdrSize+r.size)
+		if _, err := q.segs[r.seg].ReadAt(buf, r.off); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(buf[recHdrSize:]))
+	}
+	return out
+}
+
 // FuzzSegment feeds arbitrary bytes as a segment file and as a head file:
-// parsing never panics, records found lie inside the data, and a queue
-// opened on them works.
+// parsing never panics, records found lie inside the data and do not
+// overlap, and a queue opened on them takes a record that is still there,
+// after every record it found, when it is opened again.
 func FuzzSegment(f *testing.F) {
 	f.Add([]byte(segMagic), []byte{})
 	f.Add([]byte(segMagic+"\x01\x00\x00\x00\xa0\x6d\xa4\x28a"), encodeHead(pos{0, 8}, pos{0, 8}))
 	f.Add([]byte(segMagic+"\xff\xff\xff\xff"), encodeHead(pos{0, 0}, pos{0, 100}))
+	f.Add([]byte("EKQUEUE"), encodeHead(pos{0, 8}, pos{0, 8}))
+	f.Add([]byte("XKQUEUE1\x01\x00\x00\x00\xa0\x6d\xa4\x28a\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\xa0\x6d\xa4\x28a"), []byte{})
 	f.Fuzz(func(t *testing.T, seg, head []byte) {
-		recs, good := parseSegment(seg, 0)
-		if good > int64(len(seg)) {
-			t.Fatalf("valid part %d beyond data %d", good, len(seg))
+		sc := parseSegment(seg, 0)
+		if sc.end > int64(len(seg)) {
+			t.Fatalf("valid part %d beyond data %d", sc.end, len(seg))
 		}
-		for _, r := range recs {
-			if r.off+recHdrSize+int64(r.size) > good {
-				t.Fatalf("record %+v beyond the valid part %d", r, good)
+		next := int64(len(segMagic))
+		for _, r := range sc.recs {
+			if r.off < next || r.off+recHdrSize+int64(r.size) > sc.end {
+				t.Fatalf("record %+v overlaps the one before (ending at %d) or lies beyond the valid part %d", r, next, sc.end)
 			}
+			next = r.off + recHdrSize + int64(r.size)
 		}
 		decodeHead(head)
 		dir := t.TempDir()
@@ -202,24 +411,21 @@ func FuzzSegment(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer q.Close()
+		before := pendingData(t, q)
 		if _, err := q.Append([]byte("new")); err != nil {
 			t.Fatal(err)
 		}
-		var last []byte
-		for {
-			_, rec, err := q.Front()
-			if errors.Is(err, ErrEmpty) {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			last = rec
-			q.Ack()
+		if err := q.Close(); err != nil {
+			t.Fatal(err)
 		}
-		if string(last) != "new" {
-			t.Fatalf("last record %q, want the appended one", last)
+		q, err = Open(dir, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		after := pendingData(t, q)
+		if want := append(before, "new"); !slices.Equal(after, want) {
+			t.Fatalf("after an append and a reopen the queue holds %q, want %q", after, want)
 		}
 	})
 }

@@ -69,6 +69,9 @@ type DirectionStats struct {
 	// Queued is how many messages wait in the far side's outbound queue
 	// (0 when the far side has none).
 	Queued int
+	// QueueDamaged is the far side's count of damaged or missing queue
+	// stretches and unreadable queued messages (bus.QueueStats.Damaged).
+	QueueDamaged uint64
 }
 
 // Stats counts both directions.
@@ -177,7 +180,8 @@ func (br *Bridge) Stats() Stats {
 func (d *direction) stats() DirectionStats {
 	s := DirectionStats{Forwarded: d.forwarded.Load(), Dropped: d.dropped.Load(), Looped: d.looped.Load()}
 	if q, ok := d.to.(bus.QueueReporter); ok {
-		s.Queued = q.QueueStats().Messages
+		qs := q.QueueStats()
+		s.Queued, s.QueueDamaged = qs.Messages, qs.Damaged
 	}
 	return s
 }

@@ -175,6 +175,7 @@ type Client struct {
 	received atomic.Uint64
 	sent     atomic.Uint64
 	rejected atomic.Uint64
+	damaged  atomic.Uint64 // queued records that could not be read back
 }
 
 type entry struct {
@@ -282,6 +283,9 @@ func New(opts *Options) (*Client, error) {
 		return nil, fmt.Errorf("mqttbus: outbound queue: %w", err)
 	}
 	c.q = q
+	for _, d := range q.Damage() {
+		c.log.Error("outbound queue damaged: the messages it held are lost, the others kept", "queue", dir, "damage", d.String())
+	}
 
 	policy := backoff.Policy{Min: o.ReconnectMin, Max: o.ReconnectMax}
 	if policy.Max <= 0 {
@@ -676,6 +680,9 @@ func (c *Client) sendOne() (wait <-chan struct{}, stop bool) {
 			err = fmt.Errorf("message on %q expired in the outbound queue", m.Topic)
 		}
 		c.log.Error("dropping a queued message", "err", err)
+		if !expired {
+			c.damaged.Add(1)
+		}
 		_ = c.q.Drop()
 		c.notify(id, fmt.Errorf("mqttbus: %w", err))
 		return nil, false

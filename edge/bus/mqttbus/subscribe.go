@@ -268,7 +268,7 @@ func (c *Client) Stats() Stats {
 // QueueStats reports the outbound queue.
 func (c *Client) QueueStats() bus.QueueStats {
 	s := c.q.Stats()
-	return bus.QueueStats{Messages: s.Pending, Bytes: s.PendingBytes, Dropped: c.rejected.Load()}
+	return bus.QueueStats{Messages: s.Pending, Bytes: s.PendingBytes, Dropped: c.rejected.Load(), Damaged: uint64(s.Damaged) + c.damaged.Load()}
 }
 
 // Close stops sending, disconnects from the broker, stops every subscription
