@@ -2,9 +2,9 @@ package diskqueue
 
 import (
 	"errors"
-	"slices"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
