@@ -3,12 +3,14 @@ package function_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/logstore"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -86,5 +88,92 @@ func TestFunctionThatKeepsExiting(t *testing.T) {
 	rs, _ := h.Logs(logstore.Query{Function: "exits", Contains: "giving up"})
 	if len(rs) == 0 {
 		t.Error("the function's last words are not in its logs")
+	}
+}
+
+// TestCallAfterFailureSucceeds: as on Lambda, where a runtime that timed
+// out or crashed is replaced by a fresh one, the call right after a
+// timeout, and right after the runtime exits during an invocation (a panic
+// in aws-lambda-go), succeeds: on Node.js and Python over both APIs and on
+// aws-lambda-go, 100 rounds each, none may fail.
+func TestCallAfterFailureSucceeds(t *testing.T) {
+	const rounds = 100
+	node := codeDir(t, "node")
+	python := codeDir(t, "python")
+	for _, c := range []struct {
+		name        string
+		tool        string
+		spec        function.Spec
+		hang, crash string
+	}{
+		{"aws-lambda-go", "", lambdaSpec("after-go", "event"), "sleep", "panic"},
+		{"node-lambda", "node", function.Spec{Runtime: function.RuntimeNode, API: function.APILambda, Handler: "index.byEvent", CodeDir: node}, "hang", "crash"},
+		{"node-native", "node", function.Spec{Runtime: function.RuntimeNode, API: function.APINative, Handler: "index.byEvent", CodeDir: node}, "hang", "crash"},
+		{"python-lambda", "python3", function.Spec{Runtime: function.RuntimePython, API: function.APILambda, Handler: "main.by_event", CodeDir: python}, "hang", "crash"},
+		{"python-native", "python3", function.Spec{Runtime: function.RuntimePython, API: function.APINative, Handler: "main.by_event", CodeDir: python}, "hang", "crash"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			if c.tool != "" {
+				needs(t, c.tool)
+			}
+			h := newHost(t, nil)
+			s := c.spec
+			s.Name, s.Version = "after-"+c.name, "1"
+			deploy(t, h, s)
+			call := func(ctx context.Context, do string, round int) error {
+				_, err := h.Invoke(ctx, s.Name, invoke.Request{Payload: fmt.Appendf(nil, `{"do":%q,"round":%d}`, do, round)})
+				return err
+			}
+			for i := range rounds {
+				// A caller that gives up at its deadline kills the
+				// instance, as the function's own timeout does.
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				err := call(ctx, c.hang, i)
+				cancel()
+				if err == nil {
+					t.Fatalf("round %d: a call that hangs returned no error", i)
+				}
+				if err := call(context.Background(), "echo", i); err != nil {
+					t.Fatalf("round %d: the call after a timeout: %v", i, err)
+				}
+				if err := call(context.Background(), c.crash, i); err == nil {
+					t.Fatalf("round %d: a call that crashes its runtime returned no error", i)
+				}
+				if err := call(context.Background(), "echo", i); err != nil {
+					t.Fatalf("round %d: the call after a crash: %v", i, err)
+				}
+			}
+			if st, _ := h.Status(s.Name); st.CrashLoop != "" {
+				t.Fatalf("crash loop reported for a function that serves: %s", st.CrashLoop)
+			}
+		})
+	}
+}
+
+// TestPanicWhileIdleIsNoCrashLoop: aws-lambda-go exits after it has
+// reported a panic. An instance that served and then exited while idle is
+// restarted for the next call; it is no crash loop, however often it
+// happens.
+func TestPanicWhileIdleIsNoCrashLoop(t *testing.T) {
+	h := newHost(t, nil)
+	s := lambdaSpec("panics-idle", "event")
+	deploy(t, h, s)
+	for i := range 2 * 3 { // twice the crash-loop limit
+		before, _ := h.Status(s.Name)
+		if _, err := h.Invoke(context.Background(), s.Name, invoke.Request{Payload: []byte(`{"do":"panic"}`)}); err == nil {
+			t.Fatalf("round %d: a panic returned no error", i)
+		}
+		// The exit is seen while the instance is idle: it restarts.
+		testenv.Eventually(t, "the instance restarted after its exit", func() bool {
+			st, _ := h.Status(s.Name)
+			return st.Stats.ColdStarts > before.Stats.ColdStarts || st.CrashLoop != ""
+		})
+		if st, _ := h.Status(s.Name); st.CrashLoop != "" {
+			t.Fatalf("round %d: crash loop reported: %s", i, st.CrashLoop)
+		}
+		if _, err := h.Invoke(context.Background(), s.Name, invoke.Request{Payload: []byte(`{"do":"echo"}`)}); err != nil {
+			t.Fatalf("round %d: the call after the panic: %v", i, err)
+		}
 	}
 }

@@ -218,8 +218,8 @@ func (h *Host) Deploy(ctx context.Context, spec Spec) error {
 	if closed {
 		return fmt.Errorf("function: deploy %s: %w", s.Name, ErrClosed)
 	}
-	if old != nil && reflect.DeepEqual(old.spec, s) {
-		return nil
+	if old != nil && reflect.DeepEqual(old.spec, s) && !old.crashLooping() {
+		return nil // a crash-looping version deployed again starts afresh
 	}
 	var newInst func(id string) (instance, error)
 	var first instance

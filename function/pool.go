@@ -175,9 +175,12 @@ type worker struct {
 	invocations atomic.Uint64
 
 	// Under pool.mu.
-	state    int
-	inst     instance
-	started  time.Time
+	state   int
+	inst    instance
+	started time.Time
+	// served is invocations when the instance started: one that ran an
+	// invocation since has shown it works.
+	served   uint64
 	lastUsed time.Time // for the idle timeout
 }
 
@@ -371,8 +374,13 @@ func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait 
 
 // await runs a borrowed job, or waits for j's result, its deadline, or ctx.
 func (p *pool) await(ctx context.Context, j *job) (invoke.Response, error) {
-	if j.borrowed {
-		return p.runBorrowed(j)
+	for j.borrowed {
+		resp, err, again := p.runBorrowed(j)
+		if !again {
+			return resp, err
+		}
+		// The instance had died before it took j: j went to another
+		// instance, borrowed again or queued.
 	}
 	t := timers.Get().(*time.Timer)
 	// Measured from submission, which was a moment ago: one clock read
@@ -390,19 +398,59 @@ func (p *pool) await(ctx context.Context, j *job) (invoke.Response, error) {
 }
 
 // runBorrowed runs j on the caller's goroutine, on the instance it
-// borrowed, then gives the instance back.
-func (p *pool) runBorrowed(j *job) (invoke.Response, error) {
+// borrowed, then gives the instance back. again reports that the instance
+// never took j and j was placed anew (see replace).
+func (p *pool) runBorrowed(j *job) (resp invoke.Response, err error, again bool) {
 	w := j.w
 	ctx := p.invocation(w, j)
-	resp, err := w.inst.run(ctx, j.req)
+	resp, err = w.inst.run(ctx, j.req)
 	ctx.end()
+	if errors.Is(err, errNotTaken) && p.replace(j, w) {
+		return invoke.Response{}, nil, true
+	}
+	err = notTakenCause(err)
 	if err != nil && j.parent.Err() != nil {
 		err = fmt.Errorf("function %s: %w", p.spec.Name, j.parent.Err())
 	}
 	p.giveBack(w, p.account(j, resp, err))
 	resp, err = j.resp, j.err
 	putJob(j)
-	return resp, err
+	return resp, err, false
+}
+
+// replace gives back w, whose instance died before it took the borrowed
+// job j, and places j anew: on another free instance (borrowed again) or
+// at the head of the queue, where the instance's restart or another takes
+// it. It reports false, leaving j with w, when j cannot run any more: its
+// deadline or caller is done, or the pool has closed.
+func (p *pool) replace(j *job, w *worker) bool {
+	if j.parent.Err() != nil || !time.Now().Before(j.deadline) {
+		return false
+	}
+	p.giveBack(w, time.Now())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j.w, j.borrowed = nil, false
+	if next := p.takeFreeLocked(); next != nil && next.inst.inline() {
+		next.state = workerBorrowed
+		next.busy.Store(true)
+		next.invocations.Add(1)
+		j.w, j.borrowed = next, true
+		return true
+	}
+	p.queue = slices.Insert(p.queue, 0, j)
+	p.growLocked()
+	return true
+}
+
+// notTakenCause strips errNotTaken from an error the caller gets.
+func notTakenCause(err error) error {
+	if errors.Is(err, errNotTaken) {
+		if u, ok := err.(interface{ Unwrap() []error }); ok {
+			return u.Unwrap()[1]
+		}
+	}
+	return err
 }
 
 // giveBack ends a borrow: the instance takes the oldest queued job, or
@@ -666,6 +714,7 @@ func (p *pool) startInstance(w *worker) instance {
 	// A start is not yet proof of health: failures reset only once the
 	// instance has lived past fastExit (see healthyLocked).
 	w.started = time.Now()
+	w.served = w.invocations.Load()
 	w.inst = inst
 	w.pid.Store(int64(inst.pid()))
 	return inst
@@ -693,14 +742,19 @@ func (p *pool) restartInstance(w *worker) instance {
 	return p.startInstance(w)
 }
 
-// fastExit counts an instance that died soon after starting; at the limit
-// the worker gives up (the breaker has tripped). It reports whether the
-// worker is gone.
+// fastExit counts an instance that died soon after starting without
+// serving an invocation; at the limit the worker gives up (the breaker has
+// tripped). It reports whether the worker is gone. A runtime that exits
+// after an invocation (aws-lambda-go after a panic) is restarted, as Lambda
+// gives the next invocation a fresh runtime.
 func (p *pool) fastExit(w *worker) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if time.Since(w.started) >= fastExit {
 		p.failures.Store(0) // it had been stable
+		return false
+	}
+	if w.invocations.Load() > w.served {
 		return false
 	}
 	if n := p.failures.Add(1); n < crashLoopLimit {
@@ -709,6 +763,13 @@ func (p *pool) fastExit(w *worker) bool {
 	p.removeLocked(w)
 	p.failedStartLocked(fmt.Errorf("instance %s exited %d times in a row within %v of starting", w.id, p.failures.Load(), fastExit))
 	return true
+}
+
+// crashLooping reports whether the breaker has tripped.
+func (p *pool) crashLooping() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed != nil
 }
 
 // removeLocked forgets a worker that is exiting; p.mu is held.
@@ -773,6 +834,14 @@ func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 	ctx := p.invocation(w, j)
 	resp, err := inst.run(ctx, j.req)
 	ctx.end()
+	if errors.Is(err, errNotTaken) && j.parent.Err() == nil && time.Now().Before(j.deadline) &&
+		j.state.CompareAndSwap(jobRunning, jobQueued) {
+		// The instance had died before it took j: j goes back to the
+		// head of the queue, for this worker's next instance or another.
+		p.requeue(j)
+		return nil, false
+	}
+	err = notTakenCause(err)
 	if !j.state.CompareAndSwap(jobRunning, jobDone) {
 		// The caller timed out and a replacement worker already runs.
 		putJob(j)

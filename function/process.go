@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,6 +37,10 @@ type processInstance struct {
 
 	limit *limit
 	log   *slog.Logger // carries function, version and instance
+
+	// dead is set when the host kills the process: from then on the
+	// instance is not handed out, though its exit may take a moment.
+	dead atomic.Bool
 
 	rssAt   time.Time // when peakRSS was last read (run's goroutine only)
 	rssKB   int64
@@ -336,10 +341,13 @@ func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request) (invoke.Respo
 		arn:    "arn:aws:lambda:edge:000000000000:function:" + pi.spec.Name + ":" + pi.spec.Version,
 		result: make(chan callResult, 1),
 	}
+	if !pi.alive() {
+		return invoke.Response{}, pi.notTaken()
+	}
 	select {
 	case pi.api.calls <- c:
 	case <-pi.exited:
-		return invoke.Response{}, pi.exitError("exited")
+		return invoke.Response{}, pi.notTaken()
 	case <-ctx.Done():
 		pi.kill()
 		return invoke.Response{}, ctx.Err()
@@ -372,7 +380,7 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Re
 	// From here on an exit interrupts the read (see start), so checking
 	// now leaves no gap.
 	if !pi.alive() {
-		return invoke.Response{}, pi.exitError("exited")
+		return invoke.Response{}, pi.notTaken()
 	}
 	if ctx.parent.Done() != nil {
 		interrupted := make(chan struct{})
@@ -389,7 +397,10 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Re
 			pi.kill()
 			return invoke.Response{}, context.DeadlineExceeded
 		}
-		return invoke.Response{}, pi.broken()
+		// The process closed its end before it had the whole frame: it
+		// never took the invocation.
+		pi.broken()
+		return invoke.Response{}, pi.notTaken()
 	}
 	for {
 		resp, err := c.reply(ctx.inv.seq)
@@ -426,7 +437,17 @@ func (pi *processInstance) broken() error {
 	return pi.exitError("exited during the invocation")
 }
 
+// notTaken is the error for an invocation the process never took: it had
+// died, or died before it took it. The pool gives such an invocation to
+// another instance.
+func (pi *processInstance) notTaken() error {
+	return fmt.Errorf("%w: %w", errNotTaken, pi.exitError("exited before taking the invocation"))
+}
+
 func (pi *processInstance) alive() bool {
+	if pi.dead.Load() {
+		return false
+	}
 	select {
 	case <-pi.exited:
 		return false
@@ -437,6 +458,7 @@ func (pi *processInstance) alive() bool {
 
 // kill ends the whole process group at once.
 func (pi *processInstance) kill() {
+	pi.dead.Store(true)
 	if pi.cmd != nil && pi.cmd.Process != nil {
 		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
 	}

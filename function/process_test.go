@@ -202,6 +202,18 @@ func TestCrashLoopBreaker(t *testing.T) {
 	if !strings.Contains(st.LastError, "not an executable") {
 		t.Errorf("last error %q does not say why", st.LastError)
 	}
+
+	// The cause mended, the same spec deployed again starts it afresh.
+	if err := os.Chmod(filepath.Join(dir, "lambda"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deploy(t, h, s)
+	if st, _ := h.Status("flaky"); st.CrashLoop != "" {
+		t.Fatalf("crash loop still reported after the same spec was deployed again: %s", st.CrashLoop)
+	}
+	if _, err := h.Invoke(context.Background(), "flaky", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Fatalf("invoke after the redeploy: %v", err)
+	}
 }
 
 // instancePID asks the echo function for its pid.

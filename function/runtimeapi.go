@@ -254,3 +254,7 @@ func (a *runtimeAPI) initError(w http.ResponseWriter, r *http.Request) {
 }
 
 var errNotReady = errors.New("runtime did not ask for its first invocation")
+
+// errNotTaken marks an invocation an instance never handed to its process
+// (it had died): the pool runs it on another instance.
+var errNotTaken = errors.New("the instance's process was gone")

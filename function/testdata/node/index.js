@@ -23,3 +23,17 @@ exports.callbackError = (event, context, callback) => {
 };
 
 exports.echo = async (event) => event;
+
+// byEvent does what the event's "do" says: hang (never answers), crash (the
+// process exits during the invocation), throw; anything else echoes.
+exports.byEvent = async (event) => {
+  switch (event.do) {
+    case 'hang':
+      return new Promise(() => {});
+    case 'crash':
+      process.exit(5);
+    case 'throw':
+      throw new Error('asked to throw');
+  }
+  return event;
+};

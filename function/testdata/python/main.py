@@ -1,5 +1,7 @@
 # Test functions for the Python bootstrap.
+import os
 import sys
+import time
 
 
 def handler(event, context):
@@ -31,3 +33,16 @@ def flood(event, context):
     for _ in range(100 * 1024):  # 100 MB of output
         print(line)
     return "done"
+
+
+def by_event(event, context):
+    """Does what the event's "do" says: hang, crash (the process exits
+    during the invocation), raise; anything else echoes."""
+    do = event.get("do")
+    if do == "hang":
+        time.sleep(3600)
+    if do == "crash":
+        os._exit(5)
+    if do == "raise":
+        raise RuntimeError("asked to raise")
+    return event

@@ -1,7 +1,9 @@
 // Command lambda is a function built on aws-lambda-go for the host's
 // tests. TEST_BEHAVIOUR picks what it does: echo (default), error, panic,
 // sleep, exit-at-start, exit-soon (0.3 s after starting), spawn-and-hang,
-// big, leak (512 MB), bench (returns the event, prints nothing).
+// big, leak (512 MB), bench (returns the event, prints nothing), and event:
+// the event's "do" field picks panic, sleep or exit (os.Exit during the
+// invocation), anything else echoes.
 package main
 
 import (
@@ -32,6 +34,20 @@ func main() {
 	}
 	if behaviour == "bench" {
 		lambda.Start(func(ctx context.Context, ev json.RawMessage) (json.RawMessage, error) { return ev, nil })
+		return
+	}
+	if behaviour == "event" {
+		lambda.Start(func(ctx context.Context, ev struct{ Do string }) (any, error) {
+			switch ev.Do {
+			case "panic":
+				panic("asked to panic")
+			case "sleep":
+				time.Sleep(time.Hour)
+			case "exit":
+				os.Exit(5)
+			}
+			return ev, nil
+		})
 		return
 	}
 	lambda.Start(func(ctx context.Context, ev json.RawMessage) (any, error) {
