@@ -1,9 +1,14 @@
 package function_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +179,133 @@ func TestPanicWhileIdleIsNoCrashLoop(t *testing.T) {
 		}
 		if _, err := h.Invoke(context.Background(), s.Name, invoke.Request{Payload: []byte(`{"do":"echo"}`)}); err != nil {
 			t.Fatalf("round %d: the call after the panic: %v", i, err)
+		}
+	}
+}
+
+// processGone reports whether pid no longer runs (a zombie waiting to be
+// reaped counts as gone).
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// needProcessTracking skips (fails under CI) where the host cannot follow
+// an instance's processes past its process group.
+func needProcessTracking(t *testing.T, h *function.Host, name string) {
+	t.Helper()
+	if st, _ := h.Status(name); st.ProcessLimit == "process group" {
+		testenv.Missing(t, errors.New("no pids or memory cgroup here to follow an instance's processes (run as root on a host with cgroups)"))
+	}
+}
+
+func childPID(t *testing.T, file string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("the function wrote no child pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// TestEscapedChildDoesNotWedgeTheHost: a function starts a child in a
+// session of its own (setsid: out of the process group) that holds the
+// instance's stdout and stderr. At a timeout, and when the function exits
+// during an invocation, the child is killed with it, the exit is seen at
+// once (not at the deadline), the next call succeeds, and Remove returns
+// with nothing left behind.
+func TestEscapedChildDoesNotWedgeTheHost(t *testing.T) {
+	h := newHost(t, nil)
+	s := lambdaSpec("escapes", "event")
+	s.Timeout = function.Duration(time.Second)
+	deploy(t, h, s)
+	needProcessTracking(t, h, s.Name)
+	pidFile := filepath.Join(t.TempDir(), "child")
+	call := func(do string) error {
+		_, err := h.Invoke(context.Background(), s.Name, invoke.Request{Payload: fmt.Appendf(nil, `{"do":%q,"pidfile":%q}`, do, pidFile)})
+		return err
+	}
+
+	if err := call("setsid-hang"); !errors.Is(err, invoke.ErrTimeout) {
+		t.Fatalf("a call that hangs: %v, want a timeout", err)
+	}
+	child := childPID(t, pidFile)
+	testenv.Eventually(t, "the escaped child killed with its instance at the timeout", func() bool { return processGone(child) })
+	if err := call("echo"); err != nil {
+		t.Fatalf("the call after the timeout: %v", err)
+	}
+
+	var fe *invoke.Error
+	if err := call("setsid-exit"); !errors.As(err, &fe) || fe.Type != "Runtime.ExitError" {
+		t.Fatalf("a call whose runtime exits while its child holds stdout: %v, want Runtime.ExitError (not a timeout)", err)
+	}
+	child = childPID(t, pidFile)
+	testenv.Eventually(t, "the escaped child killed when its runtime exited", func() bool { return processGone(child) })
+	if err := call("echo"); err != nil {
+		t.Fatalf("the call after the exit: %v", err)
+	}
+
+	if err := call("setsid-hang"); !errors.Is(err, invoke.ErrTimeout) {
+		t.Fatalf("a call that hangs: %v, want a timeout", err)
+	}
+	if err := call("setsid-hang"); !errors.Is(err, invoke.ErrTimeout) {
+		t.Fatalf("a call that hangs: %v, want a timeout", err)
+	}
+	child = childPID(t, pidFile)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Remove(ctx, s.Name); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if !processGone(child) {
+		t.Fatalf("child %d still runs after Remove", child)
+	}
+}
+
+// TestForkBombIsBounded: a function that starts children without end
+// (each in a session of its own) is stopped at its MaxProcesses; the host
+// and another function keep answering, and Remove leaves no process
+// behind.
+func TestForkBombIsBounded(t *testing.T) {
+	h := newHost(t, nil)
+	s := lambdaSpec("bomb", "event")
+	s.MaxProcesses = 32
+	deploy(t, h, s)
+	needProcessTracking(t, h, s.Name)
+	deploy(t, h, nativeSpec("steady", "echo"))
+	resp, err := h.Invoke(context.Background(), s.Name, invoke.Request{Payload: []byte(`{"do":"fork-bomb","max":2000}`)})
+	var got struct {
+		PIDs  []int
+		Error string
+	}
+	if err == nil {
+		if err := json.Unmarshal(resp.Payload, &got); err != nil {
+			t.Fatalf("response %q: %v", resp.Payload, err)
+		}
+		if len(got.PIDs) >= s.MaxProcesses || got.Error == "" {
+			t.Fatalf("the function started %d children (error %q) under a bound of %d", len(got.PIDs), got.Error, s.MaxProcesses)
+		}
+	} // else the runtime died when it could not make a thread: bounded too
+	t.Logf("fork bomb: %d children, error %q, call error %v", len(got.PIDs), got.Error, err)
+	if _, err := h.Invoke(context.Background(), "steady", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Fatalf("another function during the fork bomb: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Remove(ctx, s.Name); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	for _, pid := range got.PIDs {
+		if !processGone(pid) {
+			t.Fatalf("child %d still runs after Remove", pid)
 		}
 	}
 }

@@ -57,6 +57,11 @@ const cgroup1Memory = "/sys/fs/cgroup/memory"
 type memoryLimiter struct {
 	kind MemoryLimiter
 	root string // cgroups: the host's directory, one subdirectory per instance
+	// How processes are bounded and tracked (procs.go): the pids
+	// controller in root's instance cgroups (v2), or the host's directory
+	// in the v1 pids hierarchy.
+	pidsV2   bool
+	pidsRoot string
 }
 
 // newMemoryLimiter resolves want ("" for auto) on this machine. parent is
@@ -64,6 +69,11 @@ type memoryLimiter struct {
 // when asked for by name; auto then tries the next, and notes why in
 // skipped.
 func newMemoryLimiter(want MemoryLimiter, hostID, parent string) (m *memoryLimiter, skipped []error, err error) {
+	defer func() {
+		if err == nil {
+			m.setupPids("edgekit-" + hostID)
+		}
+	}()
 	try := func(kind MemoryLimiter, setup func(string) (string, error)) bool {
 		root, e := setup("edgekit-" + hostID)
 		if e == nil {
@@ -129,7 +139,7 @@ func setupCgroup2(parent, name string) (string, error) {
 	if !slices.Contains(strings.Fields(string(controllers)), "memory") {
 		return "", fmt.Errorf("%w in %s (controllers: %q)", errNoCgroup2Memory, parent, strings.TrimSpace(string(controllers)))
 	}
-	if err := enableMemory(parent); err != nil {
+	if err := enableController(parent, "memory"); err != nil {
 		if errors.Is(err, syscall.EBUSY) {
 			// The no-internal-processes rule: a cgroup that holds
 			// processes (the host's own, unless it is the root) cannot
@@ -142,23 +152,11 @@ func setupCgroup2(parent, name string) (string, error) {
 	if err := os.Mkdir(root, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return "", fmt.Errorf("cannot create %s: %w", root, err)
 	}
-	if err := enableMemory(root); err != nil {
+	if err := enableController(root, "memory"); err != nil {
 		_ = os.Remove(root)
 		return "", err
 	}
 	return root, nil
-}
-
-// enableMemory hands the memory controller to dir's children.
-func enableMemory(dir string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
-	if err == nil && slices.Contains(strings.Fields(string(b)), "memory") {
-		return nil
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory"), 0o644); err != nil {
-		return fmt.Errorf("enabling the memory controller below %s: %w", dir, err)
-	}
-	return nil
 }
 
 // cgroup2Mount finds where the unified hierarchy is mounted.
@@ -197,26 +195,30 @@ func ownCgroup2() (string, error) {
 // limit is one instance's limit: made by prepare before its process
 // starts, completed by enter once it runs.
 type limit struct {
-	kind  MemoryLimiter
-	bytes int64
-	dir   string   // cgroups
-	fd    *os.File // cgroup2: the directory the process starts in, until enter
+	kind     MemoryLimiter
+	bytes    int64
+	dir      string   // cgroups
+	fd       *os.File // cgroup2: the directory the process starts in, until enter
+	pidsDir  string   // the v1 pids cgroup (procs.go)
+	maxProcs int
 }
 
-// prepare makes instance's limit of mb megabytes; under cgroup2 it sets
-// attr so that the process starts in its cgroup.
-func (m *memoryLimiter) prepare(instance string, mb int, attr *syscall.SysProcAttr) (*limit, error) {
+// prepare makes instance's limits of mb megabytes and maxProcs processes;
+// under cgroup2 it sets attr so that the process starts in its cgroup.
+func (m *memoryLimiter) prepare(instance string, mb, maxProcs int, attr *syscall.SysProcAttr) (*limit, error) {
 	l := &limit{kind: m.kind, bytes: int64(mb) << 20}
-	if m.root == "" {
-		return l, nil
-	}
-	l.dir = filepath.Join(m.root, instance)
-	if err := os.Mkdir(l.dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-		return nil, fmt.Errorf("memory cgroup %s: %w", l.dir, err)
-	}
 	fail := func(err error) (*limit, error) {
 		l.release()
 		return nil, err
+	}
+	if m.root != "" {
+		l.dir = filepath.Join(m.root, instance)
+		if err := os.Mkdir(l.dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("memory cgroup %s: %w", l.dir, err)
+		}
+	}
+	if err := m.preparePids(l, instance, maxProcs); err != nil {
+		return fail(err)
 	}
 	switch m.kind {
 	case MemoryCgroup2:
@@ -243,8 +245,11 @@ func (m *memoryLimiter) prepare(instance string, mb int, attr *syscall.SysProcAt
 	return l, nil
 }
 
-// enter applies the limit to the started process pid.
-func (l *limit) enter(pid int) error {
+// enter applies the limits to the started process pid, which runs as uid.
+func (l *limit) enter(pid, uid int) error {
+	if err := l.enterPids(pid, uid); err != nil {
+		return err
+	}
 	switch l.kind {
 	case MemoryCgroup2:
 		l.closeFD() // the process started inside the cgroup
@@ -297,7 +302,11 @@ func (l *limit) String() string {
 
 // release removes the instance's cgroup once its processes are gone.
 func (l *limit) release() {
-	if l == nil || l.dir == "" {
+	if l == nil {
+		return
+	}
+	l.releasePids()
+	if l.dir == "" {
 		return
 	}
 	l.closeFD()
@@ -312,17 +321,23 @@ func (l *limit) release() {
 // close removes the host's cgroup directory, and any instance cgroup
 // whose processes were still leaving when their instance stopped.
 func (m *memoryLimiter) close() {
-	if m.root == "" {
-		return
+	for _, root := range []string{m.root, m.pidsRoot} {
+		if root != "" {
+			removeCgroupTree(root)
+		}
 	}
+}
+
+// removeCgroupTree removes a host cgroup and the instance cgroups in it.
+func removeCgroupTree(root string) {
 	for range 100 {
-		entries, _ := os.ReadDir(m.root)
+		entries, _ := os.ReadDir(root)
 		for _, e := range entries {
 			if e.IsDir() {
-				_ = os.Remove(filepath.Join(m.root, e.Name()))
+				_ = os.Remove(filepath.Join(root, e.Name()))
 			}
 		}
-		if err := os.Remove(m.root); err == nil || errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(root); err == nil || errors.Is(err, os.ErrNotExist) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

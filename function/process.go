@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -102,25 +104,36 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		go func() { _ = pi.srv.Serve(ln) }()
 		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, p, ln.Addr().String())...)
 	}
-	cleanup := func() {
+	// stdout and stderr are pipes of our own, not exec's: the exit is
+	// learnt from the process (waitid), never from the pipes' end, which a
+	// child that outlives the instance could hold open.
+	var outR, outW, errR, errW *os.File
+	if outR, outW, err = os.Pipe(); err == nil {
+		if errR, errW, err = os.Pipe(); err != nil {
+			outR.Close()
+			outW.Close()
+		}
+	}
+	if err != nil {
 		for _, f := range childFiles {
 			f.Close()
 		}
 		pi.closeTransport()
+		return nil, fmt.Errorf("function %s: output pipes: %w", spec.Name, err)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		cleanup()
-		return nil, err
+	cmd.Stdout, cmd.Stderr = outW, errW
+	childFiles = append(childFiles, outW, errW)
+	cleanup := func() {
+		for _, f := range childFiles {
+			f.Close()
+		}
+		outR.Close()
+		errR.Close()
+		pi.closeTransport()
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	if pi.limit, err = l.mem.prepare(spec.Name+"-"+id, spec.MemoryLimitMB, spec.MaxProcesses, cmd.SysProcAttr); err != nil {
 		cleanup()
-		return nil, err
-	}
-	if pi.limit, err = l.mem.prepare(spec.Name+"-"+id, spec.MemoryLimitMB, cmd.SysProcAttr); err != nil {
-		cleanup()
-		return nil, fmt.Errorf("function %s version %s: memory limit: %w", spec.Name, spec.Version, err)
+		return nil, fmt.Errorf("function %s version %s: limits: %w", spec.Name, spec.Version, err)
 	}
 	if err := cmd.Start(); err != nil {
 		cleanup()
@@ -131,12 +144,19 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		f.Close() // the child has its copies
 	}
 	pi.cmd = cmd
-	if err := pi.limit.enter(cmd.Process.Pid); err != nil {
+	uid := os.Getuid()
+	if c := cmd.SysProcAttr.Credential; c != nil {
+		uid = int(c.Uid)
+	}
+	if err := pi.limit.enter(cmd.Process.Pid, uid); err != nil {
 		pi.kill()
 		_ = cmd.Wait()
+		outR.Close()
+		errR.Close()
 		pi.closeTransport()
+		pi.limit.killAll()
 		pi.limit.release()
-		return nil, fmt.Errorf("function %s version %s: memory limit: %w", spec.Name, spec.Version, err)
+		return nil, fmt.Errorf("function %s version %s: limits: %w", spec.Name, spec.Version, err)
 	}
 	if pi.native != nil {
 		pi.native.start()
@@ -145,19 +165,9 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	pi.log = flog
 	var lines sync.WaitGroup
 	lines.Add(2)
-	go pi.logLines(&lines, stdout, flog, slog.LevelInfo)
-	go pi.logLines(&lines, stderr, flog, slog.LevelWarn)
-	go func() {
-		lines.Wait()
-		err := cmd.Wait()
-		pi.mu.Lock()
-		pi.waitErr = err
-		pi.mu.Unlock()
-		close(pi.exited)
-		if pi.native != nil {
-			pi.native.interrupt() // a caller waiting for a reply sees the exit
-		}
-	}()
+	go pi.logLines(&lines, outR, flog, slog.LevelInfo)
+	go pi.logLines(&lines, errR, flog, slog.LevelWarn)
+	go pi.reap(&lines, outR, errR)
 
 	ready, initErr := pi.readiness()
 	t := time.NewTimer(startupTimeout)
@@ -177,6 +187,45 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	case <-ctx.Done():
 		pi.stop()
 		return nil, fmt.Errorf("function %s version %s: starting: %w", spec.Name, spec.Version, ctx.Err())
+	}
+}
+
+// outputDrain is how long output is still read after an instance's
+// process exited: what it wrote before its exit is in the pipes already,
+// and a pipe still open after this is held by a process that escaped the
+// instance's kill, so it is closed.
+const outputDrain = 200 * time.Millisecond
+
+// reap waits for the instance's process to exit, kills what is left of
+// the instance (its process group, and every process in its cgroups: a
+// child that called setsid too), reads the output written before the exit,
+// and then reports the exit (pi.exited).
+func (pi *processInstance) reap(lines *sync.WaitGroup, outR, errR *os.File) {
+	pid := pi.cmd.Process.Pid
+	// WNOWAIT leaves the process a zombie, so that its process group id
+	// cannot be taken by another process while the group is killed.
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	pi.limit.killAll()
+	err := pi.cmd.Wait()
+	drain := time.Now().Add(outputDrain)
+	_ = outR.SetReadDeadline(drain)
+	_ = errR.SetReadDeadline(drain)
+	lines.Wait()
+	outR.Close()
+	errR.Close()
+	pi.mu.Lock()
+	pi.waitErr = err
+	pi.mu.Unlock()
+	close(pi.exited)
+	if pi.native != nil {
+		pi.native.interrupt() // a caller waiting for a reply sees the exit
 	}
 }
 
@@ -461,6 +510,7 @@ func (pi *processInstance) kill() {
 	pi.dead.Store(true)
 	if pi.cmd != nil && pi.cmd.Process != nil {
 		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
+		pi.limit.signalAll() // reap kills what is left once the process is gone
 	}
 }
 
@@ -477,13 +527,11 @@ func (pi *processInstance) stop() {
 	if pi.cmd != nil && pi.cmd.Process != nil {
 		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-pi.exited:
+		case <-pi.exited: // reap killed what was left of the instance
 		case <-time.After(pi.grace):
 			pi.kill()
 			<-pi.exited
 		}
-		// Children that outlived the leader are part of the group too.
-		_ = syscall.Kill(-pi.cmd.Process.Pid, syscall.SIGKILL)
 	}
 	pi.limit.release()
 	pi.closeTransport()

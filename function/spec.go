@@ -46,12 +46,17 @@ const (
 //     worth of latency, and a full queue tells the caller at once.
 //   - MemoryLimitMB 128 for out-of-process instances (Greengrass: 16 MB,
 //     too small for Node.js or Python to start).
+//   - MaxProcesses 256 processes and threads per out-of-process instance
+//     (Lambda: 1,024). Node.js runs about 11 threads, a Go function a few
+//     per core; 256 leaves room for helper processes and stops a fork
+//     bomb long before it hurts the gateway.
 const (
 	DefaultTimeout       = 10 * time.Second
 	DefaultIdleTimeout   = 60 * time.Second
 	DefaultMaxInstances  = 4
 	DefaultQueueSize     = 100
 	DefaultMemoryLimitMB = 128
+	DefaultMaxProcesses  = 256
 )
 
 // Spec is one version of one function: what deployments carry and manifests
@@ -89,6 +94,10 @@ type Spec struct {
 	IdleTimeout Duration `json:"idleTimeout,omitempty"`
 	// MemoryLimitMB limits an out-of-process instance.
 	MemoryLimitMB int `json:"memoryLimitMB,omitempty"`
+	// MaxProcesses bounds the processes and threads of an out-of-process
+	// instance, its children's included (a pids cgroup; see
+	// Status.ProcessLimit for what holds it here).
+	MaxProcesses int `json:"maxProcesses,omitempty"`
 	// User, when set, runs an out-of-process instance as that uid and gid
 	// (the host must be allowed to switch: root or CAP_SETUID/CAP_SETGID),
 	// and the code directory must be readable by it.
@@ -187,7 +196,7 @@ func (s Spec) withDefaults() (Spec, error) {
 	default:
 		return bad("mode", "%q (want on-demand or continuous)", s.Mode)
 	}
-	if s.MaxInstances < 0 || s.MinInstances < 0 || s.QueueSize < 0 || s.Timeout < 0 || s.IdleTimeout < 0 || s.MemoryLimitMB < 0 {
+	if s.MaxInstances < 0 || s.MinInstances < 0 || s.QueueSize < 0 || s.Timeout < 0 || s.IdleTimeout < 0 || s.MemoryLimitMB < 0 || s.MaxProcesses < 0 {
 		return bad("limits", "negative value")
 	}
 	if s.MaxInstances == 0 {
@@ -213,6 +222,9 @@ func (s Spec) withDefaults() (Spec, error) {
 	}
 	if s.MemoryLimitMB == 0 {
 		s.MemoryLimitMB = DefaultMemoryLimitMB
+	}
+	if s.MaxProcesses == 0 {
+		s.MaxProcesses = DefaultMaxProcesses
 	}
 	if s.User != nil && s.Runtime == RuntimeGo {
 		return bad("user", "an in-process function runs as the host; user applies to out-of-process runtimes")

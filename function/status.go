@@ -65,6 +65,11 @@ type Status struct {
 	// MB", "rlimit-as 128 MB", or "none"; in-process functions share the
 	// host's memory).
 	MemoryLimit string
+	// ProcessLimit says how an instance's processes are bounded and
+	// tracked ("cgroup1 256", "cgroup2 256", "rlimit-nproc 256" where the
+	// instance runs as a uid of its own, or "process group": only the
+	// process group is killed, and nothing bounds the count).
+	ProcessLimit string
 	// CrashLoop is set when the version's instances kept failing to start
 	// or exiting right after starting; it serves no invocations
 	// (invoke.ErrUnavailable) until the next deploy.
@@ -126,6 +131,9 @@ func (fn *function) status(p *pool) Status {
 	st.MemoryLimit = "none"
 	if p.spec.Runtime != RuntimeGo && fn.host.launch.mem.kind != MemoryNone {
 		st.MemoryLimit = fmt.Sprintf("%s %d MB", fn.host.launch.mem.kind, p.spec.MemoryLimitMB)
+	}
+	if p.spec.Runtime != RuntimeGo {
+		st.ProcessLimit = fn.host.launch.mem.processLimit(p.spec)
 	}
 	for w := range p.instances {
 		state := InstanceIdle

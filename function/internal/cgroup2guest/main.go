@@ -3,7 +3,9 @@
 // controller, which the machines the tests run on bind to cgroup v1. It
 // runs a function host with the default memory limiter and checks that it
 // picks cgroup2, that a function allocating past its limit is killed and
-// reported as out of memory, and that another function keeps answering.
+// reported as out of memory, that another function keeps answering, and
+// that a child an instance started in a session of its own is killed with
+// it (cgroup.kill).
 // The native test function is /bin/fn.
 package main
 
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +52,26 @@ func main() {
 	if _, err := h.Invoke(ctx, "healthy", invoke.Request{Payload: []byte(`{}`)}); err != nil {
 		guest.Fail("the healthy function after the leak: %v", err)
 	}
+	if err := h.Deploy(ctx, spec("escapes", "setsid")); err != nil {
+		guest.Fail("deploy escapes: %v", err)
+	}
+	if st, _ := h.Status("escapes"); st.ProcessLimit != "cgroup2 256" {
+		guest.Fail("Status.ProcessLimit %q, want cgroup2 256", st.ProcessLimit)
+	}
+	resp, err := h.Invoke(ctx, "escapes", invoke.Request{Payload: []byte(`{}`)})
+	if err != nil {
+		guest.Fail("the function that starts a child: %v", err)
+	}
+	child, _ := strconv.Atoi(string(resp.Payload))
+	if child <= 0 || !running(child) {
+		guest.Fail("no running child: %q", resp.Payload)
+	}
+	if err := h.Remove(ctx, "escapes"); err != nil {
+		guest.Fail("Remove: %v", err)
+	}
+	if running(child) {
+		guest.Fail("the child %d in a session of its own outlived its instance", child)
+	}
 	if err := h.Close(ctx); err != nil {
 		guest.Fail("Close: %v", err)
 	}
@@ -65,4 +88,14 @@ func hasHostCgroup(entries []os.DirEntry) bool {
 		}
 	}
 	return false
+}
+
+// running reports whether pid runs (a zombie does not).
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }

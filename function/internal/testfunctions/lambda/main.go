@@ -2,8 +2,7 @@
 // tests. TEST_BEHAVIOUR picks what it does: echo (default), error, panic,
 // sleep, exit-at-start, exit-soon (0.3 s after starting), spawn-and-hang,
 // big, leak (512 MB), bench (returns the event, prints nothing), and event:
-// the event's "do" field picks panic, sleep or exit (os.Exit during the
-// invocation), anything else echoes.
+// the event's "do" field picks what it does (see byEvent).
 package main
 
 import (
@@ -13,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -37,17 +37,7 @@ func main() {
 		return
 	}
 	if behaviour == "event" {
-		lambda.Start(func(ctx context.Context, ev struct{ Do string }) (any, error) {
-			switch ev.Do {
-			case "panic":
-				panic("asked to panic")
-			case "sleep":
-				time.Sleep(time.Hour)
-			case "exit":
-				os.Exit(5)
-			}
-			return ev, nil
-		})
+		lambda.Start(byEvent)
 		return
 	}
 	lambda.Start(func(ctx context.Context, ev json.RawMessage) (any, error) {
@@ -102,4 +92,55 @@ func main() {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+type event struct {
+	Do      string
+	PIDFile string // where setsid-* write their child's pid
+	Max     int    // fork-bomb: children to try
+}
+
+// byEvent does what the event's "do" says: panic; sleep; exit (os.Exit
+// during the invocation); setsid-hang and setsid-exit (start a child in a
+// session of its own that holds stdout and stderr, write its pid, then
+// hang or exit); fork-bomb (start children, each in a session of its own,
+// until it fails or has Max, and answer with their pids and the error);
+// anything else echoes.
+func byEvent(ctx context.Context, ev event) (any, error) {
+	switch ev.Do {
+	case "panic":
+		panic("asked to panic")
+	case "sleep":
+		time.Sleep(time.Hour)
+	case "exit":
+		os.Exit(5)
+	case "setsid-hang", "setsid-exit":
+		cmd := exec.Command("sleep", "1000")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(ev.PIDFile, []byte(itoa(cmd.Process.Pid)), 0o644); err != nil {
+			return nil, err
+		}
+		if ev.Do == "setsid-exit" {
+			os.Exit(6)
+		}
+		time.Sleep(time.Hour)
+	case "fork-bomb":
+		var pids []int
+		var failure string
+		for range ev.Max {
+			cmd := exec.Command("sleep", "1000")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := cmd.Start(); err != nil {
+				failure = err.Error()
+				break
+			}
+			pids = append(pids, cmd.Process.Pid)
+		}
+		return map[string]any{"pids": pids, "error": failure}, nil
+	}
+	return ev, nil
 }

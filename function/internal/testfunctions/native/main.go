@@ -1,7 +1,8 @@
 // Command native is an edgekit-native Go function for the host's tests
 // (function/native.Start). TEST_BEHAVIOUR: echo (default), error, panic,
 // sleep, exit (during the invocation), bench (echo, nothing else), leak
-// (touches 512 MB).
+// (touches 512 MB), setsid (starts itself again as a child in a session of
+// its own that sleeps, and answers with the child's pid).
 package main
 
 import (
@@ -9,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/edgekit/edgekit/function/native"
@@ -16,6 +19,10 @@ import (
 
 func main() {
 	behaviour := os.Getenv("TEST_BEHAVIOUR")
+	if behaviour == "child-sleep" {
+		time.Sleep(time.Hour)
+		return
+	}
 	native.Start(func(ctx context.Context, event []byte) ([]byte, error) {
 		switch behaviour {
 		case "error":
@@ -29,6 +36,18 @@ func main() {
 			return event, nil
 		case "exit":
 			os.Exit(3)
+		case "setsid":
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			cmd := exec.Command(exe)
+			cmd.Env = append(os.Environ(), "TEST_BEHAVIOUR=child-sleep")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+			if err := cmd.Start(); err != nil {
+				return nil, err
+			}
+			return json.Marshal(cmd.Process.Pid)
 		case "leak":
 			// In steps, each touched: a memory limit, not the
 			// machine's size, is what stops it.
