@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -43,17 +42,14 @@ type Invocation struct {
 	// Source says what caused the invocation (invoke.Request.Source).
 	Source map[string]string
 
-	idPrefix string
-	seq      uint64
-	log      *slog.Logger
+	ids *requestIDs
+	seq uint64
+	log *slog.Logger
 }
 
-// RequestID identifies the invocation in logs and results.
-func (inv *Invocation) RequestID() string { return requestID(inv.idPrefix, inv.seq) }
-
-func requestID(prefix string, seq uint64) string {
-	return prefix + "-" + strconv.FormatUint(seq, 36)
-}
+// RequestID identifies the invocation in logs and results: a UUID that
+// cannot be predicted from other invocations' ids.
+func (inv *Invocation) RequestID() string { return inv.ids.id(inv.seq) }
 
 type invocationKey struct{}
 

@@ -70,7 +70,8 @@ type Options struct {
 type Host struct {
 	opts     Options
 	log      *slog.Logger
-	idPrefix string
+	hostID   string // names the host's cgroups
+	ids      *requestIDs
 	seq      atomic.Uint64
 	lifetime context.Context
 	stop     context.CancelFunc
@@ -151,14 +152,19 @@ func New(opts *Options) (*Host, error) {
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	h := &Host{
-		opts: o, log: o.Logger, idPrefix: hex.EncodeToString(r[:]),
+		opts: o, log: o.Logger, hostID: hex.EncodeToString(r[:]),
 		handlers: make(map[string]Handler), functions: make(map[string]*function),
 		results: make(map[string]AsyncResult),
 	}
+	ids, err := newRequestIDs()
+	if err != nil {
+		return nil, fmt.Errorf("function: request id key: %w", err)
+	}
+	h.ids = ids
 	if err := h.prepareDataDir(); err != nil {
 		return nil, err
 	}
-	mem, skipped, err := newMemoryLimiter(o.MemoryLimiter, h.idPrefix, o.CgroupParent)
+	mem, skipped, err := newMemoryLimiter(o.MemoryLimiter, h.hostID, o.CgroupParent)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +184,10 @@ func New(opts *Options) (*Host, error) {
 	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
 		env = append(env, k+"="+o.Env[k])
 	}
-	h.launch = launcher{log: h.log, env: env, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric}
+	h.launch = launcher{log: h.log, env: env, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable()}
+	if !h.launch.peerCheck {
+		h.log.Warn("function: /proc/net/tcp cannot be read: the runtime API checks its secret, not who connects")
+	}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil
 }
@@ -353,7 +362,7 @@ func (h *Host) InvokeAsync(ctx context.Context, name string, req invoke.Request)
 	if err != nil {
 		return "", err
 	}
-	id := requestID(h.idPrefix, j.seq)
+	id := h.ids.id(j.seq)
 	h.bg.Add(1)
 	go func() {
 		defer h.bg.Done()

@@ -3,6 +3,8 @@ package function
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +42,12 @@ type processInstance struct {
 	limit *limit
 	log   *slog.Logger // carries function, version and instance
 
+	// What the runtime API's peer check needs, set once the process runs
+	// (peerReady closed).
+	peerReady chan struct{}
+	peerUID   int
+	peerDirs  []string
+
 	// dead is set when the host kills the process: from then on the
 	// instance is not handed out, though its exit may take a moment.
 	dead atomic.Bool
@@ -59,6 +67,7 @@ type launcher struct {
 	bootstrapDir string
 	mem          *memoryLimiter
 	metric       func(function, name string, v float64)
+	peerCheck    bool // the runtime API checks who connects (peer.go)
 }
 
 // startupTimeout bounds a start: process launch to its first /next.
@@ -99,10 +108,20 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		if err != nil {
 			return nil, fmt.Errorf("function %s: runtime API listener: %w", spec.Name, err)
 		}
-		pi.api = newRuntimeAPI(p, spec.Name, spec.Version)
-		pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second}
+		var key [16]byte
+		_, _ = rand.Read(key[:])
+		secret := hex.EncodeToString(key[:])
+		var peer func(net.Conn) error
+		if l.peerCheck {
+			peer = pi.checkPeer
+		}
+		pi.peerReady = make(chan struct{})
+		pi.api = newRuntimeAPI(p, spec.Name, spec.Version, secret, peer, l.log)
+		pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second, ConnContext: connContext}
 		go func() { _ = pi.srv.Serve(ln) }()
-		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, p, ln.Addr().String())...)
+		// The secret rides in the address, as a path prefix: every
+		// runtime API client joins "http://" + address + "/2018-06-01/...".
+		cmd.Env = append(append([]string{}, l.env...), instanceEnv(spec, p, ln.Addr().String()+"/"+secret)...)
 	}
 	// stdout and stderr are pipes of our own, not exec's: the exit is
 	// learnt from the process (waitid), never from the pipes' end, which a
@@ -158,6 +177,10 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.limit.release()
 		return nil, fmt.Errorf("function %s version %s: limits: %w", spec.Name, spec.Version, err)
 	}
+	if pi.peerReady != nil {
+		pi.peerUID, pi.peerDirs = uid, pi.limit.procDirs()
+		close(pi.peerReady)
+	}
 	if pi.native != nil {
 		pi.native.start()
 	}
@@ -188,6 +211,26 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.stop()
 		return nil, fmt.Errorf("function %s version %s: starting: %w", spec.Name, spec.Version, ctx.Err())
 	}
+}
+
+// checkPeer reports whether the runtime API connection c comes from the
+// instance's processes: those in its cgroups, else its process group.
+func (pi *processInstance) checkPeer(c net.Conn) error {
+	t := time.NewTimer(startupTimeout)
+	defer t.Stop()
+	select {
+	case <-pi.peerReady: // a connection may come before start has the pid
+	case <-t.C:
+		return fmt.Errorf("%w: the instance did not start", errForeignPeer)
+	}
+	var pids []int
+	for _, dir := range pi.peerDirs {
+		pids = append(pids, cgroupProcs(dir)...)
+	}
+	if len(pids) == 0 {
+		pids = groupMembers(pi.cmd.Process.Pid)
+	}
+	return checkPeer(c, pi.peerUID, pids)
 }
 
 // outputDrain is how long output is still read after an instance's
@@ -342,14 +385,15 @@ func (pi *processInstance) exitError(what string) error {
 // killed: the instance is dead afterwards (alive reports false).
 func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
 	start := time.Now()
+	id := ctx.inv.RequestID()
 	var resp invoke.Response
 	var err error
 	if pi.native != nil {
-		resp, err = pi.runNative(ctx, req)
+		resp, err = pi.runNative(ctx, req, id)
 	} else {
-		resp, err = pi.runAPI(ctx, req)
+		resp, err = pi.runAPI(ctx, req, id)
 	}
-	pi.report(ctx.inv.RequestID(), time.Since(start), err)
+	pi.report(id, time.Since(start), err)
 	return resp, err
 }
 
@@ -384,9 +428,9 @@ func peakRSSKB(pid int) int64 {
 	return 0
 }
 
-func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
+func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
 	c := &call{
-		id: ctx.inv.RequestID(), req: req, deadline: ctx.inv.Deadline,
+		id: id, req: req, deadline: ctx.inv.Deadline,
 		arn:    "arn:aws:lambda:edge:000000000000:function:" + pi.spec.Name + ":" + pi.spec.Version,
 		result: make(chan callResult, 1),
 	}
@@ -421,7 +465,7 @@ func (pi *processInstance) await(ctx *invCtx, result <-chan callResult) (invoke.
 // runNative sends the invocation and reads its reply on the caller's
 // goroutine. The wait ends at the deadline, when the caller's context ends,
 // or when the process exits (both interrupt the read).
-func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
+func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
 	c := pi.native
 	if err := c.setDeadline(ctx.inv.Deadline); err != nil {
 		return invoke.Response{}, pi.exitError(err.Error())
@@ -440,7 +484,7 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request) (invoke.Re
 			}
 		}()
 	}
-	if err := c.send(ctx.inv.seq, ctx.inv.Deadline, ctx.inv.RequestID(), req.Source, req.Payload); err != nil {
+	if err := c.send(ctx.inv.seq, ctx.inv.Deadline, id, req.Source, req.Payload); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && pi.alive() {
 			// The function stopped reading its invocations.
 			pi.kill()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -383,5 +384,94 @@ func TestRunAsUser(t *testing.T) {
 	bad := function.Spec{Name: "x", Version: "1", Runtime: function.RuntimeGo, Handler: "h", User: &function.User{UID: 1}}
 	if err := h.Deploy(context.Background(), bad); !errors.Is(err, function.ErrInvalidSpec) {
 		t.Errorf("user on an in-process function: %v", err)
+	}
+}
+
+// TestNoFunctionTakesAnothersInvocation: a function that learns another
+// instance's runtime API address (from its environment, as the same uid
+// can, or handed the whole address, secret and all, as another uid) and
+// its invocation's request id asks /next and posts a forged response; both
+// are refused, and the invocation in flight gets its own instance's answer.
+func TestNoFunctionTakesAnothersInvocation(t *testing.T) {
+	needs(t, "python3")
+	h := newHost(t, nil)
+	deploy(t, h, function.Spec{Name: "victim", Version: "1", Runtime: function.RuntimePython, API: function.APILambda,
+		Handler: "main.wait_file", CodeDir: codeDir(t, "python")})
+	deploy(t, h, lambdaSpec("thief", "event"))
+	files := t.TempDir()
+	idFile, goFile := filepath.Join(files, "id"), filepath.Join(files, "go")
+	t.Cleanup(func() { os.WriteFile(goFile, nil, 0o644) }) // before the host closes
+	type result struct {
+		resp invoke.Response
+		err  error
+	}
+	victim := make(chan result, 1)
+	go func() {
+		resp, err := h.Invoke(context.Background(), "victim", invoke.Request{Payload: fmt.Appendf(nil, `{"id_file":%q,"go_file":%q}`, idFile, goFile)})
+		victim <- result{resp, err}
+	}()
+	testenv.Eventually(t, "the victim's invocation runs", func() bool { b, _ := os.ReadFile(idFile); return len(b) > 0 })
+	id, _ := os.ReadFile(idFile)
+	st, _ := h.Status("victim")
+	if len(st.Instances) != 1 || st.Instances[0].PID == 0 {
+		t.Fatalf("victim instances %+v", st.Instances)
+	}
+	pid := st.Instances[0].PID
+	steal := func(name string, event string) map[string]any {
+		t.Helper()
+		resp, err := h.Invoke(context.Background(), name, invoke.Request{Payload: []byte(event)})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var got map[string]any
+		if err := json.Unmarshal(resp.Payload, &got); err != nil {
+			t.Fatalf("%s answered %q", name, resp.Payload)
+		}
+		return got
+	}
+
+	got := steal("thief", fmt.Sprintf(`{"do":"steal","pid":%d,"requestID":%q}`, pid, id))
+	if got["environ"] != "read" || got["next"] != float64(403) || got["response"] != float64(403) {
+		t.Errorf("a function of the same uid: %v, want the environment read and /next and the response refused (403)", got)
+	}
+
+	if os.Getuid() == 0 {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var addr string
+		for kv := range strings.SplitSeq(string(env), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "AWS_LAMBDA_RUNTIME_API="); ok {
+				addr = v
+			}
+		}
+		if err := os.Chmod(binDir, 0o755); err != nil { // reachable by nobody
+			t.Fatal(err)
+		}
+		other := lambdaSpec("thief-nobody", "event")
+		other.User = &function.User{UID: 65534, GID: 65534}
+		deploy(t, h, other)
+		got := steal("thief-nobody", fmt.Sprintf(`{"do":"steal","pid":%d,"requestID":%q}`, pid, id))
+		if got["environ"] == "read" {
+			t.Errorf("another uid read the victim's environment: %v", got)
+		}
+		got = steal("thief-nobody", fmt.Sprintf(`{"do":"steal","addr":%q,"requestID":%q}`, addr, id))
+		if got["next"] != float64(403) || got["response"] != float64(403) {
+			t.Errorf("another uid with the whole address: %v, want /next and the response refused (403)", got)
+		}
+		hostPort, _, _ := strings.Cut(addr, "/")
+		got = steal("thief-nobody", fmt.Sprintf(`{"do":"steal","addr":%q,"requestID":%q}`, hostPort, id))
+		if got["next"] != float64(403) || got["response"] != float64(403) {
+			t.Errorf("another uid without the secret: %v, want /next and the response refused (403)", got)
+		}
+	}
+
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := <-victim
+	if r.err != nil || string(r.resp.Payload) != `"mine"` {
+		t.Fatalf("the victim's invocation: %q, %v; want its own answer", r.resp.Payload, r.err)
 	}
 }

@@ -1,10 +1,14 @@
 package function
 
 import (
+	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -76,7 +80,14 @@ type callResult struct {
 type runtimeAPI struct {
 	p       *profile
 	fn, ver string
-	calls   chan *call // run hands invocations to the /next long poll
+	// secret is the first path segment of every request: the instance
+	// has it in its address (AWS_LAMBDA_RUNTIME_API or FC_RUNTIME_API).
+	secret []byte
+	// peer, when set, checks a connection's client once, at its first
+	// request (peer.go).
+	peer  func(net.Conn) error
+	log   *slog.Logger
+	calls chan *call // run hands invocations to the /next long poll
 
 	mu        sync.Mutex
 	current   *call
@@ -85,14 +96,61 @@ type runtimeAPI struct {
 	initErr   chan error // receives an /init/error
 }
 
-func newRuntimeAPI(p *profile, fn, ver string) *runtimeAPI {
-	return &runtimeAPI{p: p, fn: fn, ver: ver, calls: make(chan *call), ready: make(chan struct{}), initErr: make(chan error, 1)}
+func newRuntimeAPI(p *profile, fn, ver string, secret string, peer func(net.Conn) error, log *slog.Logger) *runtimeAPI {
+	return &runtimeAPI{p: p, fn: fn, ver: ver, secret: []byte(secret), peer: peer, log: log,
+		calls: make(chan *call), ready: make(chan struct{}), initErr: make(chan error, 1)}
+}
+
+// connKey finds a connection's check in its requests' contexts.
+type connKey struct{}
+
+// connCheck is the outcome of one connection's peer check, made once.
+type connCheck struct {
+	conn net.Conn
+	once sync.Once
+	err  error
+}
+
+// connContext gives each connection its connCheck (http.Server.ConnContext).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connKey{}, &connCheck{conn: c})
+}
+
+// admit checks a request's secret and its connection's client, and
+// returns the path after the secret, or why it is refused.
+func (a *runtimeAPI) admit(r *http.Request) (string, error) {
+	path := r.URL.Path
+	n := len(a.secret)
+	if len(path) < n+2 || path[0] != '/' || path[n+1] != '/' || subtle.ConstantTimeCompare([]byte(path[1:n+1]), a.secret) != 1 {
+		return "", errors.New("the path does not start with the instance's secret")
+	}
+	if a.peer != nil {
+		cc, _ := r.Context().Value(connKey{}).(*connCheck)
+		if cc == nil {
+			return "", errors.New("no connection to check")
+		}
+		cc.once.Do(func() { cc.err = a.peer(cc.conn) })
+		if cc.err != nil {
+			return "", cc.err
+		}
+	}
+	return path[n+1:], nil
 }
 
 func (a *runtimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	path, ok := strings.CutPrefix(r.URL.Path, a.p.prefix)
+	rest, err := a.admit(r)
+	if err != nil {
+		// Refused before anything is read or changed; the path is not
+		// logged, as it may carry a guess at the secret.
+		a.log.Warn("runtime API request refused", "function", a.fn, "version", a.ver,
+			"remote", r.RemoteAddr, "method", r.Method, "err", err)
+		w.Header().Set("Connection", "close")
+		apiError(w, http.StatusForbidden, "AccessDenied", "this runtime API belongs to another process")
+		return
+	}
+	path, ok := strings.CutPrefix(rest, a.p.prefix)
 	if !ok {
-		apiError(w, http.StatusNotFound, "UnknownPath", "no such runtime API path: "+r.URL.Path)
+		apiError(w, http.StatusNotFound, "UnknownPath", "no such runtime API path: "+rest)
 		return
 	}
 	switch {
@@ -109,10 +167,10 @@ func (a *runtimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case "error":
 			a.fail(w, r, id)
 		default:
-			apiError(w, http.StatusNotFound, "UnknownPath", "no such runtime API path: "+r.URL.Path)
+			apiError(w, http.StatusNotFound, "UnknownPath", "no such runtime API path: "+rest)
 		}
 	default:
-		apiError(w, http.StatusNotFound, "UnknownPath", fmt.Sprintf("no such runtime API endpoint: %s %s", r.Method, r.URL.Path))
+		apiError(w, http.StatusNotFound, "UnknownPath", fmt.Sprintf("no such runtime API endpoint: %s %s", r.Method, rest))
 	}
 }
 

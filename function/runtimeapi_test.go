@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +19,7 @@ import (
 )
 
 func TestRuntimeAPIRefusesWhatIsNotCurrent(t *testing.T) {
-	api := newRuntimeAPI(profiles[APILambda], "f", "1")
+	api := newRuntimeAPI(profiles[APILambda], "f", "1", "s3cret", nil, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(api)
 	defer srv.Close()
 	// The /next long poll left open below ends with this context; closing
@@ -23,7 +27,7 @@ func TestRuntimeAPIRefusesWhatIsNotCurrent(t *testing.T) {
 	// which httptest's Close then waits for.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	base := srv.URL + "/2018-06-01/runtime/invocation/"
+	base := srv.URL + "/s3cret/2018-06-01/runtime/invocation/"
 
 	c := &call{id: "req-1", req: invoke.Request{Payload: []byte(`{"a":1}`)}, deadline: time.Now().Add(time.Minute), result: make(chan callResult, 1)}
 	go func() { api.calls <- c }()
@@ -66,10 +70,79 @@ func TestRuntimeAPIRefusesWhatIsNotCurrent(t *testing.T) {
 	}
 
 	// Wrong paths and methods get 404.
-	resp, _ = http.Get(srv.URL + "/2018-06-01/runtime/invocation/x/response")
+	resp, _ = http.Get(srv.URL + "/s3cret/2018-06-01/runtime/invocation/x/response")
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("GET on a POST endpoint: %d", resp.StatusCode)
+	}
+}
+
+// TestRuntimeAPIRefusesWithoutTheSecretOrFromAnotherPeer: a request
+// without the instance's secret, with a wrong one, or on a connection the
+// peer check refuses gets 403 and changes nothing: the invocation in
+// flight is neither handed out nor completed.
+func TestRuntimeAPIRefusesWithoutTheSecretOrFromAnotherPeer(t *testing.T) {
+	foreign := errors.New("not the instance")
+	var refuse atomic.Bool
+	api := newRuntimeAPI(profiles[APILambda], "f", "1", "0123456789abcdef", func(net.Conn) error {
+		if refuse.Load() {
+			return foreign
+		}
+		return nil
+	}, slog.New(slog.DiscardHandler))
+	srv := httptest.NewUnstartedServer(api)
+	srv.Config.ConnContext = connContext
+	srv.Start()
+	defer srv.Close()
+	c := &call{id: "req-1", req: invoke.Request{Payload: []byte(`{}`)}, deadline: time.Now().Add(time.Minute), result: make(chan callResult, 1)}
+	go func() { api.calls <- c }()
+	ok := srv.URL + "/0123456789abcdef/2018-06-01/runtime/invocation/"
+	resp, err := http.Get(ok + "next")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/next with the secret: %d", resp.StatusCode)
+	}
+	refused := func(what, method, url string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url, strings.NewReader(`"forged"`))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: %d, want 403", what, resp.StatusCode)
+		}
+		select {
+		case r := <-c.result:
+			t.Fatalf("%s completed the invocation in flight: %+v", what, r)
+		default:
+		}
+	}
+	for _, base := range []string{
+		srv.URL + "/2018-06-01/runtime/invocation/",
+		srv.URL + "/0123456789abcdeX/2018-06-01/runtime/invocation/",
+		srv.URL + "/0123456789abcdef0/2018-06-01/runtime/invocation/",
+		srv.URL + "/0123456789abcde/2018-06-01/runtime/invocation/",
+	} {
+		refused("/next at "+base, http.MethodGet, base+"next")
+		refused("a response at "+base, http.MethodPost, base+"req-1/response")
+	}
+	refuse.Store(true)
+	srv.CloseClientConnections() // the check is made once per connection
+	refused("/next from another process", http.MethodGet, ok+"next")
+	refused("a response from another process", http.MethodPost, ok+"req-1/response")
+	refuse.Store(false)
+	resp, err = http.Post(ok+"req-1/response", "application/json", strings.NewReader(`"mine"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if r := <-c.result; r.err != nil || string(r.resp.Payload) != `"mine"` {
+		t.Fatalf("the instance's own response: %+v", r)
 	}
 }
 
@@ -108,4 +181,98 @@ func FuzzSpecJSON(f *testing.F) {
 			t.Fatalf("round trip changed the spec:\n%s\n%s", out, a)
 		}
 	})
+}
+
+// BenchmarkRuntimeAPICheck: what the runtime API's isolation costs.
+// "per-request" is every request's share (the secret's constant-time
+// compare and the connection's cached verdict); "per-connection" the peer
+// check made at a connection's first request (/proc/net/tcp, then the
+// descriptors of the instance's processes, here this process's). Compare
+// with BenchmarkWarmInvokeLambda's p50 (~200 µs; 5% is 10 µs).
+func BenchmarkRuntimeAPICheck(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	server := <-accepted
+	defer server.Close()
+	pids := []int{os.Getpid()}
+	b.Run("per-connection", func(b *testing.B) {
+		for b.Loop() {
+			if err := checkPeer(server, os.Getuid(), pids); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("per-request", func(b *testing.B) {
+		api := newRuntimeAPI(profiles[APILambda], "f", "1", "0123456789abcdef0123456789abcdef",
+			func(c net.Conn) error { return checkPeer(c, os.Getuid(), pids) }, slog.New(slog.DiscardHandler))
+		r := httptest.NewRequest(http.MethodGet, "/0123456789abcdef0123456789abcdef/2018-06-01/runtime/invocation/next", nil)
+		r = r.WithContext(connContext(r.Context(), server))
+		if _, err := api.admit(r); err != nil { // the connection's one check
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			if _, err := api.admit(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// TestPeerLookup: both ways of finding a loopback connection's client
+// socket (sock_diag and /proc/net/tcp) agree, and the check admits only
+// the uid and processes that hold it.
+func TestPeerLookup(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server := <-accepted
+	defer server.Close()
+	from, to := server.RemoteAddr().(*net.TCPAddr), server.LocalAddr().(*net.TCPAddr)
+	u1, i1, err1 := diagSocket(from, to)
+	u2, i2, err2 := tcpSocket(from, to)
+	if err1 != nil || err2 != nil || u1 != u2 || i1 != i2 || u1 != os.Getuid() || i1 == 0 {
+		t.Fatalf("sock_diag: uid %d inode %d %v; /proc/net/tcp: uid %d inode %d %v", u1, i1, err1, u2, i2, err2)
+	}
+	if err := checkPeer(server, os.Getuid(), []int{os.Getpid()}); err != nil {
+		t.Fatalf("this process's own connection: %v", err)
+	}
+	if err := checkPeer(server, os.Getuid(), []int{1}); !errors.Is(err, errForeignPeer) {
+		t.Fatalf("a connection no listed process holds: %v, want errForeignPeer", err)
+	}
+	if err := checkPeer(server, os.Getuid()+1, []int{os.Getpid()}); !errors.Is(err, errForeignPeer) {
+		t.Fatalf("a connection of another uid: %v, want errForeignPeer", err)
+	}
+	gone := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
+	if _, _, err := diagSocket(gone, to); !errors.Is(err, errForeignPeer) {
+		t.Fatalf("sock_diag for no socket: %v, want errForeignPeer", err)
+	}
 }

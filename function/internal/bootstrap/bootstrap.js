@@ -8,9 +8,13 @@ const http = require('http');
 const path = require('path');
 const { loadHandler, call, errorFields } = require(path.join(__dirname, 'edgekit_common.js'));
 
-const [host, port] = process.env.AWS_LAMBDA_RUNTIME_API.split(':');
+// The address is host:port, optionally followed by a path prefix (the
+// instance's secret on edgekit): host:port/prefix.
+const api = process.env.AWS_LAMBDA_RUNTIME_API;
+const slash = api.indexOf('/');
+const [host, port] = (slash < 0 ? api : api.slice(0, slash)).split(':');
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-const base = '/2018-06-01/runtime';
+const base = (slash < 0 ? '' : api.slice(slash)) + '/2018-06-01/runtime';
 
 function request(method, urlPath, body, headers) {
   return new Promise((resolve, reject) => {

@@ -10,8 +10,11 @@ import time
 
 from edgekit_bootstrap_common import error_fields, load_handler
 
-BASE = "/2018-06-01/runtime"
-conn = http.client.HTTPConnection(os.environ["AWS_LAMBDA_RUNTIME_API"])
+# The address is host:port, optionally followed by a path prefix (the
+# instance's secret on edgekit): host:port/prefix.
+HOST_PORT, SLASH, PREFIX = os.environ["AWS_LAMBDA_RUNTIME_API"].partition("/")
+BASE = SLASH + PREFIX + "/2018-06-01/runtime"
+conn = http.client.HTTPConnection(HOST_PORT)
 
 
 def request(method, path, body=None, headers=None):

@@ -46,3 +46,14 @@ def by_event(event, context):
     if do == "raise":
         raise RuntimeError("asked to raise")
     return event
+
+
+def wait_file(event, context):
+    """Writes its request id to event["id_file"], then waits until
+    event["go_file"] exists, and answers "mine"."""
+    with open(event["id_file"], "w") as f:
+        f.write(context.aws_request_id)
+    while not os.path.exists(event["go_file"]):
+        time.sleep(0.01)
+    return "mine"
+

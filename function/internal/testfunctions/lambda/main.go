@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -98,6 +99,11 @@ type event struct {
 	Do      string
 	PIDFile string // where setsid-* write their child's pid
 	Max     int    // fork-bomb: children to try
+	// steal: whose runtime API to try (Addr, or the one in the
+	// environment of process PID) and the invocation to answer.
+	Addr      string
+	PID       int
+	RequestID string
 }
 
 // byEvent does what the event's "do" says: panic; sleep; exit (os.Exit
@@ -105,7 +111,7 @@ type event struct {
 // session of its own that holds stdout and stderr, write its pid, then
 // hang or exit); fork-bomb (start children, each in a session of its own,
 // until it fails or has Max, and answer with their pids and the error);
-// anything else echoes.
+// steal (see steal); anything else echoes.
 func byEvent(ctx context.Context, ev event) (any, error) {
 	switch ev.Do {
 	case "panic":
@@ -128,6 +134,8 @@ func byEvent(ctx context.Context, ev event) (any, error) {
 			os.Exit(6)
 		}
 		time.Sleep(time.Hour)
+	case "steal":
+		return steal(ev), nil
 	case "fork-bomb":
 		var pids []int
 		var failure string
@@ -143,4 +151,43 @@ func byEvent(ctx context.Context, ev event) (any, error) {
 		return map[string]any{"pids": pids, "error": failure}, nil
 	}
 	return ev, nil
+}
+
+// steal tries to take another instance's invocation: it takes the runtime
+// API address from ev.Addr, or from the environment of process ev.PID;
+// then asks /next, and posts a response for ev.RequestID. It answers what
+// each step got: "read" or the error for the environment, and the status
+// code or the error of each request.
+func steal(ev event) map[string]any {
+	out := map[string]any{}
+	addr := ev.Addr
+	if addr == "" {
+		env, err := os.ReadFile("/proc/" + itoa(ev.PID) + "/environ")
+		if err != nil {
+			out["environ"] = err.Error()
+			return out
+		}
+		out["environ"] = "read"
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "AWS_LAMBDA_RUNTIME_API="); ok {
+				addr = v
+			}
+		}
+	}
+	client := &http.Client{Timeout: 3 * time.Second}
+	base := "http://" + addr + "/2018-06-01/runtime/invocation/"
+	ask := func(req *http.Request, err error) any {
+		if err != nil {
+			return err.Error()
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err.Error() // a timeout: /next handed nothing out
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	out["next"] = ask(http.NewRequest(http.MethodGet, base+"next", nil))
+	out["response"] = ask(http.NewRequest(http.MethodPost, base+ev.RequestID+"/response", strings.NewReader(`"forged"`)))
+	return out
 }
