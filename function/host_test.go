@@ -485,6 +485,10 @@ func TestBadSpecs(t *testing.T) {
 		{func(s *function.Spec) { s.Mode, s.MinInstances, s.MaxInstances = function.Continuous, 5, 2 }, "above maxInstances"},
 		{func(s *function.Spec) { s.Timeout = -1 }, "negative"},
 		{func(s *function.Spec) { s.Config = json.RawMessage("{bad") }, "config"},
+		{func(s *function.Spec) { s.MaxProcesses = -1 }, "negative"},
+		{func(s *function.Spec) { s.Env = map[string]string{"AWS_LAMBDA_RUNTIME_API": "127.0.0.1:1"} }, "env.AWS_LAMBDA_RUNTIME_API: set by the host"},
+		{func(s *function.Spec) { s.Env = map[string]string{"EDGEKIT_API_TOKEN": "x"} }, "env.EDGEKIT_API_TOKEN"},
+		{func(s *function.Spec) { s.Env = map[string]string{"A=B": "x"} }, "not a variable name"},
 	} {
 		s := ok
 		tc.mutate(&s)

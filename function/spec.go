@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -102,7 +103,9 @@ type Spec struct {
 	// (the host must be allowed to switch: root or CAP_SETUID/CAP_SETGID),
 	// and the code directory must be readable by it.
 	User *User `json:"user,omitempty"`
-	// Env is added to an out-of-process instance's environment.
+	// Env is added to an out-of-process instance's environment. It may
+	// not set what the host sets (the runtime API address, the function's
+	// name, handler and code directory, EDGEKIT_*).
 	Env map[string]string `json:"env,omitempty"`
 	// Config is a document the function reads (Invocation.Config in
 	// process; a file and variable out of process).
@@ -229,8 +232,28 @@ func (s Spec) withDefaults() (Spec, error) {
 	if s.User != nil && s.Runtime == RuntimeGo {
 		return bad("user", "an in-process function runs as the host; user applies to out-of-process runtimes")
 	}
+	for k := range s.Env {
+		if hostEnv(k) {
+			return bad("env."+k, "set by the host")
+		}
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(s.Env[k], 0) {
+			return bad("env", "%q is not a variable name, or its value holds NUL", k)
+		}
+	}
 	if len(s.Config) > 0 && !json.Valid(s.Config) {
 		return bad("config", "not valid JSON")
 	}
 	return s, nil
+}
+
+// hostEnv reports whether the host sets the variable k for every
+// out-of-process instance (instanceEnv), so a spec may not.
+func hostEnv(k string) bool {
+	switch k {
+	case "AWS_LAMBDA_RUNTIME_API", "FC_RUNTIME_API", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER", "LAMBDA_TASK_ROOT", "FC_FUNCTION_NAME", "FC_QUALIFIER",
+		"FC_FUNCTION_MEMORY_SIZE":
+		return true
+	}
+	return strings.HasPrefix(k, "EDGEKIT_")
 }

@@ -8,17 +8,28 @@
 // match the one the deployment names, and when the store has a public key the
 // package must carry a valid ed25519 signature over that SHA-256 digest.
 //
-// Unpacking refuses, naming the entry: absolute paths, paths that climb out
-// of the package ("../"), symbolic links whose target is absolute or points
-// outside, entries written through a link, hard links, devices, FIFOs and
-// sockets, duplicate names, and archives over the size or file-count bounds
-// (compression bombs). File modes keep only "executable or not".
+// Unpacking goes through an os.Root, so the kernel keeps every write inside
+// the package directory, and refuses, naming the entry: absolute paths,
+// paths that climb out of the package ("../"), symbolic links whose target
+// is absolute or leads outside (followed through the archive's other links,
+// those made after it too), entries written through a link, hard links,
+// devices, FIFOs and sockets, duplicate names, names the store keeps for
+// itself (.sha256), and archives over the size or entry bounds (compression
+// bombs; the directories entries imply count as entries). File modes keep
+// only "executable or not".
+//
+// The manifest must be a regular file, not a link. Its spec is checked
+// against what a package may ask of the host: a handler inside the code
+// directory (relative, no ".."), no user or group 0, and no environment
+// variable that makes the loader or an interpreter run other code (LD_*,
+// NODE_OPTIONS, PYTHONPATH, ...) unless Options.AllowEnv names it.
 //
 // Packages are stored as <dir>/<name>/<version>/. An install unpacks into a
 // temporary directory and renames it into place, so a version directory is
-// either complete or absent. Versions are immutable: installing a
-// name/version again with the same content is a no-op, with different
-// content an error. A Store is safe for concurrent use.
+// either complete or absent; Open removes what an install killed midway
+// left. Versions are immutable: installing a name/version again with the
+// same content is a no-op, with different content an error. A Store is
+// safe for concurrent use; one Store at a time may use a directory.
 package codepkg
 
 import (
@@ -29,10 +40,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/edgekit/edgekit/function"
 )
@@ -59,7 +74,17 @@ type Options struct {
 	MaxFiles int
 	// PublicKey, when set, makes signatures mandatory.
 	PublicKey ed25519.PublicKey
+	// AllowEnv names environment variables a manifest may set although
+	// they change how programs load (see injectionEnv).
+	AllowEnv []string
 }
+
+// digestName is the file beside a version's code that holds its archive's
+// SHA-256.
+const digestName = ".sha256"
+
+// tempPrefix starts the name of an install's temporary directory.
+const tempPrefix = ".unpack-"
 
 // Store holds installed packages under a directory.
 type Store struct {
@@ -85,6 +110,13 @@ func Open(dir string, opts *Options) (*Store, error) {
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("codepkg: %w", err)
+	}
+	// An install killed midway leaves its temporary directory.
+	stale, _ := filepath.Glob(filepath.Join(dir, tempPrefix+"*"))
+	for _, d := range stale {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, fmt.Errorf("codepkg: removing %s, left by an install that did not finish: %w", d, err)
+		}
 	}
 	return &Store{dir: dir, opts: o}, nil
 }
@@ -126,16 +158,24 @@ func (s *Store) Install(p Package) (function.Spec, error) {
 		}
 	}
 
-	tmp, err := os.MkdirTemp(s.dir, ".unpack-")
+	tmp, err := os.MkdirTemp(s.dir, tempPrefix)
 	if err != nil {
 		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := unpack(p.Archive, tmp, limits{maxBytes: s.opts.MaxBytes, maxFiles: s.opts.MaxFiles}); err != nil {
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes it 0700
 		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
 	}
-	spec, err := readManifest(tmp)
+	u, err := unpack(p.Archive, tmp, limits{maxBytes: s.opts.MaxBytes, maxFiles: s.opts.MaxFiles})
 	if err != nil {
+		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
+	}
+	defer u.close()
+	spec, err := readManifest(u)
+	if err != nil {
+		return function.Spec{}, err
+	}
+	if err := s.checkManifest(spec); err != nil {
 		return function.Spec{}, err
 	}
 	final := filepath.Join(s.dir, spec.Name, spec.Version)
@@ -144,13 +184,13 @@ func (s *Store) Install(p Package) (function.Spec, error) {
 		return function.Spec{}, fmt.Errorf("codepkg: %w: %w", ErrManifest, err)
 	}
 	digest := hex.EncodeToString(sum[:])
-	if err := os.WriteFile(filepath.Join(tmp, ".sha256"), []byte(digest), 0o644); err != nil {
+	if err := writeNew(u.root, digestName, digest); err != nil {
 		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, err := os.ReadFile(filepath.Join(final, ".sha256")); err == nil {
+	if old, err := installedDigest(final); err == nil {
 		if string(old) == digest {
 			return spec, nil
 		}
@@ -165,10 +205,44 @@ func (s *Store) Install(p Package) (function.Spec, error) {
 	return spec, nil
 }
 
-func readManifest(root string) (function.Spec, error) {
-	b, err := os.ReadFile(filepath.Join(root, ManifestName))
+// writeNew writes a file that must not exist yet, through no link.
+func writeNew(root *os.Root, name, content string) error {
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// installedDigest reads an installed version's digest file.
+func installedDigest(dir string) ([]byte, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	f, err := root.OpenFile(digestName, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, 128))
+}
+
+// maxManifest bounds function.json.
+const maxManifest = 1 << 20
+
+func readManifest(u *unpacker) (function.Spec, error) {
+	if _, err := u.root.Lstat(ManifestName); err != nil {
 		return function.Spec{}, fmt.Errorf("codepkg: %w: %s not found at the package root", ErrManifest, ManifestName)
+	}
+	b, err := u.regular(ManifestName, maxManifest)
+	if err != nil {
+		return function.Spec{}, fmt.Errorf("codepkg: %w: %v", ErrManifest, err)
 	}
 	var spec function.Spec
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -177,6 +251,48 @@ func readManifest(root string) (function.Spec, error) {
 		return function.Spec{}, fmt.Errorf("codepkg: %w: %s: %v", ErrManifest, ManifestName, err)
 	}
 	return spec, nil
+}
+
+// injectionEnv reports whether an environment variable makes the dynamic
+// loader or an interpreter load code other than the package's own.
+func injectionEnv(k string) bool {
+	if strings.HasPrefix(k, "LD_") || strings.HasPrefix(k, "DYLD_") {
+		return true
+	}
+	switch k {
+	case "NODE_OPTIONS", "NODE_PATH", "NODE_REPL_EXTERNAL_MODULE",
+		"PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONEXECUTABLE", "PYTHONWARNINGS",
+		"PERL5OPT", "PERL5LIB", "RUBYOPT", "BASH_ENV", "ENV", "SHELLOPTS", "GCONV_PATH", "LOCPATH", "HOSTALIASES",
+		"GODEBUG", "GOTRACEBACK":
+		return true
+	}
+	return false
+}
+
+// checkManifest refuses what a package may not ask of the host.
+func (s *Store) checkManifest(spec function.Spec) error {
+	bad := func(field, format string, a ...any) error {
+		return fmt.Errorf("codepkg: %w: %s: %s", ErrManifest, field, fmt.Sprintf(format, a...))
+	}
+	h := strings.ReplaceAll(spec.Handler, `\`, "/")
+	if strings.HasPrefix(h, "/") || (len(h) > 1 && h[1] == ':') {
+		return bad("handler", "%q is absolute; a package's handler is inside its code directory", spec.Handler)
+	}
+	if slices.Contains(strings.Split(h, "/"), "..") {
+		return bad("handler", "%q climbs out of the code directory", spec.Handler)
+	}
+	if spec.CodeDir != "" {
+		return bad("codeDir", "set by the store, not by the package")
+	}
+	if u := spec.User; u != nil && (u.UID == 0 || u.GID == 0) {
+		return bad("user", "uid %d gid %d: a package may not run as root", u.UID, u.GID)
+	}
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		if injectionEnv(k) && !slices.Contains(s.opts.AllowEnv, k) {
+			return bad("env."+k, "changes which code programs load; the store allows it only when Options.AllowEnv names it")
+		}
+	}
+	return nil
 }
 
 // Remove deletes an installed version; the running host should not use it

@@ -181,6 +181,22 @@ func TestHostileArchives(t *testing.T) {
 		"bad manifest":       {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python"}`}), codepkg.ErrManifest, "handler"},
 		"unknown field":      {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","timout":"3s"}`}), codepkg.ErrManifest, "timout"},
 		"escaping version":   {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"../../x","runtime":"python","handler":"m.h"}`}), codepkg.ErrManifest, "version"},
+		// A link that stays inside on paper but leaves through another
+		// link: "l/.." is the parent of wherever l leads.
+		"link through a link":       {tarGz(t, manifest("h", "1"), entry{name: "l", link: ".", typ: tar.TypeSymlink}, entry{name: "m", link: "l/../escape", typ: tar.TypeSymlink}), codepkg.ErrUnsafe, `link "m"`},
+		"link through a later link": {tarGz(t, manifest("h", "1"), entry{name: "m", link: "l/../escape", typ: tar.TypeSymlink}, entry{name: "l", link: ".", typ: tar.TypeSymlink}), codepkg.ErrUnsafe, `link "m"`},
+		"zip link through a link":   {zipArchive(t, manifest("h", "1"), entry{name: "l", link: "."}, entry{name: "m", link: "l/../../etc"}), codepkg.ErrUnsafe, `link "m"`},
+		"manifest through a link":   {tarGz(t, entry{name: "real.json", body: manifest("h", "1").body}, entry{name: "function.json", link: "real.json", typ: tar.TypeSymlink}), codepkg.ErrManifest, "not a regular file"},
+		"digest through a link":     {tarGz(t, manifest("h", "1"), entry{name: ".sha256", link: "main.py", typ: tar.TypeSymlink}), codepkg.ErrUnsafe, `".sha256"`},
+		"digest in the archive":     {tarGz(t, manifest("h", "1"), entry{name: ".sha256", body: "0"}), codepkg.ErrUnsafe, `".sha256"`},
+		"implied directories":       {tarGz(t, manifest("h", "1"), entry{name: "a/b/c/d/e/f/g/h/i/j/k/file", body: "x"}), codepkg.ErrTooLarge, "directories they imply"},
+		"handler outside":           {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"executable","handler":"../../../bin/sh"}`}), codepkg.ErrManifest, "handler"},
+		"absolute handler":          {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"executable","handler":"/bin/sh"}`}), codepkg.ErrManifest, "absolute"},
+		"python handler outside":    {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"../x.handler"}`}), codepkg.ErrManifest, "handler"},
+		"root user":                 {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","user":{"uid":0,"gid":0}}`}), codepkg.ErrManifest, "root"},
+		"preloaded library":         {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","env":{"LD_PRELOAD":"/tmp/x.so"}}`}), codepkg.ErrManifest, "env.LD_PRELOAD"},
+		"node options":              {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"nodejs","handler":"m.h","env":{"NODE_OPTIONS":"--require /tmp/x.js"}}`}), codepkg.ErrManifest, "env.NODE_OPTIONS"},
+		"code dir":                  {tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","codeDir":"/etc"}`}), codepkg.ErrManifest, "codeDir"},
 	} {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "store")
@@ -254,4 +270,25 @@ func FuzzInstall(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestAllowedEnvAndLeftovers: a variable the store allows may be set; and
+// what an install killed midway left is removed when the store opens.
+func TestAllowedEnvAndLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	left := filepath.Join(dir, ".unpack-12345")
+	if err := os.MkdirAll(filepath.Join(left, "deep"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := codepkg.Open(dir, &codepkg.Options{AllowEnv: []string{"PYTHONPATH"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Fatalf("an interrupted install's directory is still there: %v", err)
+	}
+	archive := tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","env":{"PYTHONPATH":"lib"}}`})
+	if _, err := s.Install(pkg(archive)); err != nil {
+		t.Fatalf("an allowed variable: %v", err)
+	}
 }

@@ -9,44 +9,63 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
-	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 )
 
 // limits bound what an archive may unpack to.
 type limits struct {
 	maxBytes int64
-	maxFiles int
+	maxFiles int // entries, the directories they imply included
 }
 
-// unpacker writes archive entries under root, refusing anything that would
-// land outside it or that is not a plain file, directory or contained link.
+// unpacker writes archive entries through an os.Root, so that the kernel,
+// not the checks below, keeps every write inside the package directory;
+// the checks name what an archive did wrong. It refuses anything that is
+// not a plain file, a directory or a link that stays inside.
 type unpacker struct {
-	root    string
+	root    *os.Root
 	lim     limits
 	written int64
-	files   int
-	links   map[string]bool // symlinks this archive created (clean relative paths)
+	entries int
+	dirs    map[string]bool   // directories made (clean relative paths)
+	links   map[string]string // symbolic links made: path → target
 }
 
-func newUnpacker(root string, lim limits) *unpacker {
-	return &unpacker{root: root, lim: lim, links: make(map[string]bool)}
-}
+// reserved are names at the package root that the store writes itself.
+var reserved = map[string]bool{digestName: true}
 
-// unpack detects the format (gzip-compressed tar or zip) and unpacks data.
-func unpack(data []byte, root string, lim limits) error {
-	u := newUnpacker(root, lim)
+// unpack detects the format (gzip-compressed tar or zip), unpacks data
+// into dir and checks that every link it made stays inside.
+func unpack(data []byte, dir string, lim limits) (*unpacker, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	u := &unpacker{root: root, lim: lim, dirs: make(map[string]bool), links: make(map[string]string)}
 	switch {
 	case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
-		return u.tarGz(data)
+		err = u.tarGz(data)
 	case bytes.HasPrefix(data, []byte("PK\x03\x04")), bytes.HasPrefix(data, []byte("PK\x05\x06")):
-		return u.zip(data)
+		err = u.zip(data)
 	default:
-		return fmt.Errorf("%w: neither gzip-compressed tar nor zip", ErrFormat)
+		err = fmt.Errorf("%w: neither gzip-compressed tar nor zip", ErrFormat)
 	}
+	if err == nil {
+		err = u.checkLinks()
+	}
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	return u, nil
 }
+
+func (u *unpacker) close() { u.root.Close() }
 
 // entryPath checks an archive path and returns it clean and relative.
 func (u *unpacker) entryPath(name string) (string, error) {
@@ -60,38 +79,73 @@ func (u *unpacker) entryPath(name string) (string, error) {
 	if clean == ".." || strings.HasPrefix(clean, "../") {
 		return "", fmt.Errorf("%w: entry %q: leaves the package directory", ErrUnsafe, name)
 	}
+	if reserved[clean] {
+		return "", fmt.Errorf("%w: entry %q: a name the store keeps for itself", ErrUnsafe, name)
+	}
 	// Writing through a link this archive made could land anywhere it
 	// points; refuse any entry under one.
 	for dir := path.Dir(clean); dir != "." && dir != "/"; dir = path.Dir(dir) {
-		if u.links[dir] {
+		if _, ok := u.links[dir]; ok {
 			return "", fmt.Errorf("%w: entry %q: inside symbolic link %q", ErrUnsafe, name, dir)
 		}
 	}
 	return clean, nil
 }
 
-// entry checks an entry's path and counts it against the entry bound.
+// count counts an entry, or a directory an entry implies, against the
+// entry bound.
+func (u *unpacker) count(name string) error {
+	u.entries++
+	if u.entries > u.lim.maxFiles {
+		return fmt.Errorf("%w: more than %d entries, the directories they imply included (at %q)", ErrTooLarge, u.lim.maxFiles, name)
+	}
+	return nil
+}
+
+// entry checks an entry's path, counts it, and makes the directories it
+// lies in.
 func (u *unpacker) entry(name string) (string, error) {
 	rel, err := u.entryPath(name)
 	if err != nil {
 		return "", err
 	}
-	u.files++
-	if u.files > u.lim.maxFiles {
-		return "", fmt.Errorf("%w: more than %d entries (at %q)", ErrTooLarge, u.lim.maxFiles, name)
+	if err := u.count(name); err != nil {
+		return "", err
+	}
+	if err := u.mkdirs(name, path.Dir(rel)); err != nil {
+		return "", err
 	}
 	return rel, nil
 }
 
-func (u *unpacker) dir(name string) error {
-	rel, err := u.entry(name)
-	if err != nil {
-		return err
-	}
-	if rel == "." {
+// mkdirs makes dir and its parents, each counted as an entry.
+func (u *unpacker) mkdirs(name, dir string) error {
+	if dir == "." || u.dirs[dir] {
 		return nil
 	}
-	return os.MkdirAll(filepath.Join(u.root, filepath.FromSlash(rel)), 0o755)
+	if err := u.mkdirs(name, path.Dir(dir)); err != nil {
+		return err
+	}
+	if err := u.count(name); err != nil {
+		return err
+	}
+	if err := u.root.Mkdir(dir, 0o755); err != nil {
+		return fmt.Errorf("%w: entry %q: directory %q: %v", ErrUnsafe, name, dir, err)
+	}
+	u.dirs[dir] = true
+	return nil
+}
+
+func (u *unpacker) dir(name string) error {
+	rel, err := u.entry(name)
+	if err != nil || rel == "." || u.dirs[rel] {
+		return err
+	}
+	if err := u.root.Mkdir(rel, 0o755); err != nil {
+		return fmt.Errorf("%w: entry %q: %v", ErrUnsafe, name, err)
+	}
+	u.dirs[rel] = true
+	return nil
 }
 
 func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
@@ -102,15 +156,12 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 	if rel == "." {
 		return fmt.Errorf("%w: entry %q: a file named like the root", ErrUnsafe, name)
 	}
-	dst := filepath.Join(u.root, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
 	perm := fs.FileMode(0o644)
 	if mode&0o111 != 0 {
 		perm = 0o755 // keep "executable"; drop setuid, setgid, sticky and odd bits
 	}
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	// O_EXCL also refuses an existing link: nothing is written through one.
+	f, err := u.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return fmt.Errorf("%w: entry %q: %v", ErrUnsafe, name, err)
 	}
@@ -137,19 +188,87 @@ func (u *unpacker) symlink(name, target string) error {
 	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
 		return fmt.Errorf("%w: link %q -> %q: absolute or empty target", ErrUnsafe, name, target)
 	}
-	resolved := path.Clean(path.Join(path.Dir(rel), target))
-	if resolved == ".." || strings.HasPrefix(resolved, "../") {
-		return fmt.Errorf("%w: link %q -> %q: points outside the package", ErrUnsafe, name, target)
+	if rel == "." {
+		return fmt.Errorf("%w: entry %q: a link named like the root", ErrUnsafe, name)
 	}
-	dst := filepath.Join(u.root, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+	if _, err := u.resolve(path.Dir(rel) + "/" + target); err != nil { // not cleaned: "l/.." goes through l
+		return fmt.Errorf("%w: link %q -> %q: points outside the package (%v)", ErrUnsafe, name, target, err)
 	}
-	if err := os.Symlink(target, dst); err != nil {
+	if err := u.root.Symlink(target, rel); err != nil {
 		return fmt.Errorf("%w: link %q: %v", ErrUnsafe, name, err)
 	}
-	u.links[rel] = true
+	u.links[rel] = target
 	return nil
+}
+
+// errEscapes: a path climbs out of the package.
+var errEscapes = errors.New("climbs out of the package")
+
+// resolve follows p (relative to the package root, not yet cleaned of
+// "..") component by component through the links this archive made, as
+// the kernel would, and returns where it lands, or errEscapes. Links made
+// later are judged by checkLinks.
+func (u *unpacker) resolve(p string) (string, error) {
+	parts := strings.Split(p, "/")
+	cur, hops := ".", 0
+	for len(parts) > 0 {
+		part := parts[0]
+		parts = parts[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			if cur == "." {
+				return "", errEscapes
+			}
+			cur = path.Dir(cur)
+			continue
+		}
+		next := path.Join(cur, part)
+		target, ok := u.links[next]
+		if !ok {
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return "", errors.New("too many levels of symbolic links")
+		}
+		parts = append(strings.Split(target, "/"), parts...) // relative to cur
+	}
+	return cur, nil
+}
+
+// checkLinks resolves every link the archive made once all are made: a
+// link whose target passes through a link made after it is judged here.
+func (u *unpacker) checkLinks() error {
+	for _, rel := range slices.Sorted(maps.Keys(u.links)) {
+		if _, err := u.resolve(rel); err != nil {
+			return fmt.Errorf("%w: link %q -> %q: points outside the package through another link (%v)", ErrUnsafe, rel, u.links[rel], err)
+		}
+	}
+	return nil
+}
+
+// regular reports whether rel names a regular file reached through no
+// link, and reads it (at most max bytes).
+func (u *unpacker) regular(rel string, max int64) ([]byte, error) {
+	st, err := u.root.Lstat(rel)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is a %v, not a regular file", rel, st.Mode().Type())
+	}
+	f, err := u.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err == nil && int64(len(b)) > max {
+		err = fmt.Errorf("%s is over %d bytes", rel, max)
+	}
+	return b, err
 }
 
 func (u *unpacker) tarGz(data []byte) error {
