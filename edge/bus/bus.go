@@ -70,6 +70,17 @@ type Subscription interface {
 	Dropped() uint64
 }
 
+// Drainer is implemented by subscriptions that can leave the bus and still
+// hand every message already buffered to their handler, which a consumer
+// replaced by another needs to lose nothing: Drain takes the subscription
+// off the bus, then returns once the handler has returned for the last
+// buffered message (or ctx ends; the handler then goes on with the rest).
+// It must not be called from the handler. membus and mqttbus
+// subscriptions implement it.
+type Drainer interface {
+	Drain(ctx context.Context) error
+}
+
 // DefaultBuffer is the subscription buffer used when none is given.
 const DefaultBuffer = 1024
 

@@ -177,12 +177,18 @@ type msgTrigger struct {
 	cfg  config
 	fire trigger.Fire
 
-	sub    bus.Subscription
-	lanes  []chan *bus.Message // concurrency > 1
-	seed   maphash.Seed
-	ctx    context.Context // ends when the trigger stops
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // lane goroutines
+	sub   bus.Subscription
+	lanes []chan *bus.Message // concurrency > 1
+	// laneMu is held shared by dispatch while it puts into a lane, and
+	// exclusively by Stop to close them (lanesClosed).
+	laneMu      sync.RWMutex
+	lanesClosed bool
+	seed        maphash.Seed
+	ctx         context.Context // ends when the trigger has stopped, or Stop's ctx ended
+	cancel      context.CancelFunc
+	stopping    chan struct{} // closed when Stop begins: no more retries
+	stopOnce    sync.Once
+	wg          sync.WaitGroup // lane goroutines
 	// gate is held shared by each message being handled; Stop takes it
 	// exclusively to wait for them, and handling that starts after Stop
 	// finds the trigger stopped.
@@ -192,6 +198,7 @@ type msgTrigger struct {
 func (t *msgTrigger) Start(ctx context.Context, fire trigger.Fire) error {
 	t.fire = fire
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.stopping = make(chan struct{})
 	h := t.handle
 	if n := t.cfg.concurrency; n > 1 {
 		t.seed = maphash.MakeSeed()
@@ -215,13 +222,18 @@ func (t *msgTrigger) Start(ctx context.Context, fire trigger.Fire) error {
 }
 
 // dispatch hands a message to its topic's lane, waiting for room (the bus
-// holds back QoS ≥ 1 deliveries meanwhile).
+// holds back QoS ≥ 1 deliveries meanwhile; a lane's goroutine always
+// makes room, handling or dead-lettering).
 func (t *msgTrigger) dispatch(ctx context.Context, m *bus.Message) {
+	t.laneMu.RLock()
+	defer t.laneMu.RUnlock()
+	if t.lanesClosed {
+		t.unhandled(m, errStopped)
+		return
+	}
 	lane := t.lanes[maphash.String(t.seed, m.Topic)%uint64(len(t.lanes))]
 	select {
 	case lane <- m:
-	case <-t.ctx.Done():
-		t.handle(ctx, m) // dead-letters it: the trigger has stopped
 	case <-ctx.Done():
 		t.unhandled(m, errors.New("the bus subscription ended before the message was handled"))
 	}
@@ -229,18 +241,22 @@ func (t *msgTrigger) dispatch(ctx context.Context, m *bus.Message) {
 
 func (t *msgTrigger) runLane(lane chan *bus.Message) {
 	defer t.wg.Done()
-	for {
-		select {
-		case m := <-lane:
-			t.handle(t.ctx, m)
-		case <-t.ctx.Done():
-			return
-		}
+	for m := range lane {
+		t.handle(t.ctx, m)
 	}
 }
 
+// closeLanes closes the lanes once nothing can be put into them, and
+// waits until their goroutines have handled what they held.
 func (t *msgTrigger) closeLanes() {
-	t.cancel()
+	t.laneMu.Lock()
+	if !t.lanesClosed {
+		t.lanesClosed = true
+		for _, lane := range t.lanes {
+			close(lane)
+		}
+	}
+	t.laneMu.Unlock()
 	t.wg.Wait()
 }
 
@@ -287,7 +303,7 @@ func (t *msgTrigger) handle(_ context.Context, m *bus.Message) {
 		timer := time.NewTimer(t.cfg.backoff.Delay(attempt))
 		select {
 		case <-timer.C:
-		case <-t.ctx.Done():
+		case <-t.stopping:
 			timer.Stop()
 			t.deadLetter(m, fmt.Errorf("%w; last error: %w", errStopped, err), invoke.ErrorType(err), attempt+1)
 			return
@@ -341,20 +357,34 @@ func (t *msgTrigger) deadLetter(m *bus.Message, why error, typ string, attempts 
 	}
 }
 
-// Stop unsubscribes, waits for the messages being handled (a message
-// waiting for a retry is dead-lettered at once), and dead-letters those
-// still waiting in the trigger's lanes.
+// Stop takes the trigger's subscription off the bus and hands on every
+// message it had taken: each message the subscription or a lane still
+// holds gets its invocation (a trigger replaced by another loses none of
+// them: the new one only sees what comes after it subscribed); a message
+// waiting for a retry is dead-lettered at once. When ctx ends first, what
+// is left is dead-lettered rather than run. Stop returns once no
+// invocation of the trigger runs. A bus whose subscriptions do not
+// implement bus.Drainer discards what they buffered.
 func (t *msgTrigger) Stop(ctx context.Context) error {
-	if t.sub == nil || t.ctx.Err() != nil {
+	if t.sub == nil {
 		return nil
 	}
-	err := t.sub.Unsubscribe(ctx)
-	t.closeLanes()
-	for _, lane := range t.lanes {
-		for len(lane) > 0 {
-			t.unhandled(<-lane, errStopped)
-		}
+	first := false
+	t.stopOnce.Do(func() { first = true; close(t.stopping) })
+	if !first {
+		return nil
 	}
+	// Past ctx's end, handle dead-letters instead of invoking.
+	cut := context.AfterFunc(ctx, t.cancel)
+	defer cut()
+	var err error
+	if d, ok := t.sub.(bus.Drainer); ok {
+		err = d.Drain(context.WithoutCancel(ctx))
+	} else {
+		err = t.sub.Unsubscribe(ctx)
+	}
+	t.closeLanes()
+	t.cancel()
 	done := make(chan struct{})
 	go func() {
 		t.gate.Lock() // every message being handled is done

@@ -228,6 +228,97 @@ func TestOrderPerTopic(t *testing.T) {
 	})
 }
 
+// TestReplacedTriggerLosesNoBufferedMessage: a trigger whose function is
+// busy holds messages in its subscription's buffer when it is replaced
+// (new params: the new trigger subscribes, then the old one stops). Every
+// one of them is still invoked: the new trigger sees only what comes after
+// it subscribed. (Stopping used to discard the buffer.)
+func TestReplacedTriggerLosesNoBufferedMessage(t *testing.T) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
+		release := make(chan struct{})
+		var once sync.Once
+		started := make(chan struct{})
+		var mu sync.Mutex
+		seen := map[string]bool{}
+		record := func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+			once.Do(func() { close(started); <-release })
+			mu.Lock()
+			seen[string(req.Payload)] = true
+			mu.Unlock()
+			return invoke.Response{}, nil
+		}
+		h := host(t, map[string]function.HandlerFunc{"a": record})
+		w := &watchedBus{Bus: b, leaving: make(chan struct{})}
+		set := newSet(t, h, w)
+		put(t, set, "busy", "a", `{"filter": "busy/#"}`)
+		ctx := context.Background()
+		const n = 50
+		for i := range n {
+			if err := b.Publish(ctx, &bus.Message{Topic: "busy/x", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		<-started
+		replaced := make(chan error, 1)
+		go func() {
+			replaced <- set.Put(ctx, trigger.Config{Name: "busy", Type: message.Type, Function: "a", Params: json.RawMessage(`{"filter": "busy/#", "retries": 2}`)})
+		}()
+		<-w.leaving // the old trigger's subscription is leaving the bus
+		close(release)
+		if err := <-replaced; err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, "every message published before the change invoked", func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range n {
+				if !seen[strconv.Itoa(i)] {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
+
+// watchedBus passes everything to a real bus, and closes leaving when the
+// first of its subscriptions starts to leave it: after an Unsubscribe has
+// returned, or as a Drain begins (it returns only once the handler is
+// done).
+type watchedBus struct {
+	bus.Bus
+	leaving chan struct{}
+	once    sync.Once
+}
+
+func (w *watchedBus) Subscribe(ctx context.Context, filter string, h bus.Handler, o *bus.SubscribeOptions) (bus.Subscription, error) {
+	s, err := w.Bus.Subscribe(ctx, filter, h, o)
+	if err != nil {
+		return nil, err
+	}
+	return &watchedSub{Subscription: s, w: w}, nil
+}
+
+type watchedSub struct {
+	bus.Subscription
+	w *watchedBus
+}
+
+func (s *watchedSub) Unsubscribe(ctx context.Context) error {
+	err := s.Subscription.Unsubscribe(ctx)
+	s.w.once.Do(func() { close(s.w.leaving) })
+	return err
+}
+
+func (s *watchedSub) Drain(ctx context.Context) error {
+	d, ok := s.Subscription.(bus.Drainer)
+	if !ok {
+		return s.Unsubscribe(ctx)
+	}
+	s.w.once.Do(func() { close(s.w.leaving) })
+	return d.Drain(ctx)
+}
+
 // TestChangesUnderLoad: while messages flow, a trigger is rebound to
 // another function, then given new parameters, then removed. No message is
 // lost for the trigger while it stays, and none reaches a function after

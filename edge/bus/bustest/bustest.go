@@ -79,6 +79,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("Properties", s.properties)
 	t.Run("RequestResponse", s.requestResponse)
 	t.Run("Unsubscribe", s.unsubscribe)
+	t.Run("Drain", s.drain)
 	t.Run("HandlerPanic", s.handlerPanic)
 	t.Run("Close", s.close)
 	t.Run("PayloadLimit", func(t *testing.T) {
@@ -572,6 +573,50 @@ func (s *suite) unsubscribe(t *testing.T) {
 	close(ready)
 	publish(t, pub, &bus.Message{Topic: p + "/self", QoS: bus.AtLeastOnce})
 	calls.WaitCount(t, 1)
+}
+
+// drain: a subscription that implements bus.Drainer hands every message
+// it had buffered to its handler before Drain returns, and none after.
+func (s *suite) drain(t *testing.T) {
+	p := prefix(t)
+	b, pub := s.client(t), s.client(t)
+	release := make(chan struct{})
+	got := NewCollector()
+	sub, err := b.Subscribe(ctxT(t), p+"/d", func(ctx context.Context, m *bus.Message) {
+		<-release
+		got.Handle(ctx, m)
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, ok := sub.(bus.Drainer)
+	if !ok {
+		t.Log("subscriptions do not implement bus.Drainer: a consumer replaced by another may lose what its subscription had buffered")
+		close(release)
+		return
+	}
+	// A second subscription on the client, subscribed after the first:
+	// once it has every message, so has the first's buffer.
+	sibling := s.subscribe(t, b, p+"/d", nil)
+	const n = 20
+	for i := range n {
+		publish(t, pub, &bus.Message{Topic: p + "/d", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce})
+	}
+	sibling.WaitCount(t, n)
+	drained := make(chan error, 1)
+	go func() { drained <- d.Drain(ctxT(t)) }()
+	close(release)
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if err := CheckSequence(got.Messages(), n); err != nil || len(got.Messages()) != n {
+		t.Fatalf("Drain returned with %d of the %d buffered messages handled: %v", len(got.Messages()), n, err)
+	}
+	publish(t, pub, &bus.Message{Topic: p + "/d", Payload: []byte("after"), QoS: bus.AtLeastOnce})
+	sibling.WaitCount(t, n+1)
+	if len(got.Messages()) != n {
+		t.Errorf("a drained subscription got a message published after Drain")
+	}
 }
 
 func (s *suite) handlerPanic(t *testing.T) {

@@ -13,6 +13,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -40,6 +41,9 @@ type Sub struct {
 	// exclusively by run's final drain, so nothing lands in ch after it.
 	gate         sync.RWMutex
 	unsubscribed atomic.Bool // discarded deliveries get their done
+	// drained is closed by Drain once nothing more can be delivered: the
+	// handler goroutine then empties the buffer and returns.
+	drained chan struct{}
 }
 
 type delivery struct {
@@ -61,9 +65,10 @@ func Start(filter string, h bus.Handler, buffer int, first []*bus.Message, log *
 		ch:     make(chan delivery, buffer),
 		ctx:    ctx,
 		cancel: cancel,
-		done:   make(chan struct{}),
-		log:    log,
-		remove: remove,
+		done:    make(chan struct{}),
+		drained: make(chan struct{}),
+		log:     log,
+		remove:  remove,
 	}
 	go s.run(first)
 	return s
@@ -87,11 +92,24 @@ func (s *Sub) run(first []*bus.Message) {
 				s.discard(d)
 				return
 			}
-			s.call(d.m)
-			if d.done != nil {
-				d.done()
+			s.handle(d)
+		case <-s.drained:
+			for {
+				select {
+				case d := <-s.ch:
+					s.handle(d)
+				default:
+					return
+				}
 			}
 		}
+	}
+}
+
+func (s *Sub) handle(d delivery) {
+	s.call(d.m)
+	if d.done != nil {
+		d.done()
 	}
 }
 
@@ -187,6 +205,31 @@ func (s *Sub) Unsubscribe(ctx context.Context) error {
 		s.cancel()
 	})
 	return s.err
+}
+
+// Drain removes the subscription from the bus, then hands every message
+// already buffered to the handler, and returns once the handler has
+// returned for the last of them (bus.Drainer). When ctx ends first it
+// returns ctx's error and the handler goes on with the rest. It must not
+// be called from the handler.
+func (s *Sub) Drain(ctx context.Context) error {
+	s.once.Do(func() {
+		s.unsubscribed.Store(true)
+		if s.remove != nil {
+			s.err = s.remove(ctx)
+		}
+		// Deliveries under way finish (the handler goroutine makes room
+		// for them); none starts after the subscription left the bus.
+		s.gate.Lock()
+		close(s.drained)
+		s.gate.Unlock()
+	})
+	select {
+	case <-s.done:
+		return s.err
+	case <-ctx.Done():
+		return errors.Join(s.err, ctx.Err())
+	}
 }
 
 // Stop stops delivery without calling remove; the bus uses it on Close.
