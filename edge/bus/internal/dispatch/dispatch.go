@@ -60,11 +60,11 @@ var _ bus.Subscription = (*Sub)(nil)
 func Start(filter string, h bus.Handler, buffer int, first []*bus.Message, log *slog.Logger, remove func(context.Context) error) *Sub {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Sub{
-		filter: filter,
-		h:      h,
-		ch:     make(chan delivery, buffer),
-		ctx:    ctx,
-		cancel: cancel,
+		filter:  filter,
+		h:       h,
+		ch:      make(chan delivery, buffer),
+		ctx:     ctx,
+		cancel:  cancel,
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
 		log:     log,
