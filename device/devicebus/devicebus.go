@@ -33,6 +33,9 @@ type Options struct {
 	Prefix string
 	// Concurrency bounds the requests handled at once; default 64.
 	Concurrency int
+	// ResponsePrefix is where replies may go; a request with a response
+	// topic outside it is refused unhandled. Default "replies/".
+	ResponsePrefix string
 	// Logger receives failed requests; nil discards.
 	Logger *slog.Logger
 }
@@ -100,7 +103,7 @@ func Serve(ctx context.Context, b bus.Bus, m *device.Manager, opts *Options) (*S
 		if err := bus.ValidateFilter(filter); err != nil {
 			return nil, fmt.Errorf("devicebus: prefix %q: %w", o.Prefix, err)
 		}
-		rr, err := busrr.Serve(ctx, b, filter, h.handle, &busrr.Options{Concurrency: o.Concurrency, ErrorType: errorType, Logger: o.Logger})
+		rr, err := busrr.Serve(ctx, b, filter, h.handle, &busrr.Options{Concurrency: o.Concurrency, ResponsePrefix: o.ResponsePrefix, ErrorType: errorType, Logger: o.Logger})
 		if err != nil {
 			_ = s.Close(ctx)
 			return nil, fmt.Errorf("devicebus: %w", err)

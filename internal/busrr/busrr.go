@@ -3,7 +3,11 @@
 // with a response topic must carry correlation data; the reply carries the
 // answer, or an error as JSON {"error", "error_type"} with the user
 // properties edgekit-error and edgekit-error-type. A request without a
-// response topic runs and is not answered.
+// response topic runs and is not answered. Replies go only to response
+// topics under the server's prefix (default "replies/"): a request naming
+// any other response topic (the gateway's own status, say) is refused
+// unhandled and logged, so that no caller makes the gateway publish where
+// it publishes itself.
 package busrr
 
 import (
@@ -12,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/edgekit/edgekit/edge/bus"
@@ -21,6 +26,10 @@ import (
 // ErrBadRequest marks a request refused before it is handled; its type on
 // the wire is "BadRequest".
 var ErrBadRequest = errors.New("bad request")
+
+// DefaultResponsePrefix is where replies go unless a server is told
+// otherwise: mosquitto_rr -e replies/<me>.
+const DefaultResponsePrefix = "replies/"
 
 // Answer is a handler's reply.
 type Answer struct {
@@ -37,6 +46,10 @@ type Options struct {
 	Concurrency int
 	// MaxPayload bounds a request's payload; default 1 MiB.
 	MaxPayload int
+	// ResponsePrefix is where replies may go: a request's response topic
+	// must start with it. Default DefaultResponsePrefix; it must end with
+	// "/" and hold no wildcard.
+	ResponsePrefix string
 	// ErrorType names an error on the wire; ErrBadRequest is named before
 	// it is asked. Default "Error".
 	ErrorType func(error) string
@@ -78,6 +91,12 @@ func Serve(ctx context.Context, b bus.Bus, filter string, handle Handler, opts *
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.ResponsePrefix == "" {
+		o.ResponsePrefix = DefaultResponsePrefix
+	}
+	if !strings.HasSuffix(o.ResponsePrefix, "/") || strings.ContainsAny(o.ResponsePrefix, "+#") || bus.ValidateTopic(o.ResponsePrefix+"x") != nil {
+		return nil, fmt.Errorf("response prefix %q: want a topic prefix ending in \"/\", without wildcards", o.ResponsePrefix)
+	}
 	s := &Server{bus: b, handle: handle, opts: o, slots: make(chan struct{}, o.Concurrency)}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	sub, err := b.Subscribe(ctx, filter, s.receive, &bus.SubscribeOptions{QoS: bus.AtLeastOnce})
@@ -114,6 +133,13 @@ func (s *Server) receive(ctx context.Context, m *bus.Message) {
 }
 
 func (s *Server) serve(m *bus.Message) {
+	if m.ResponseTopic != "" && !strings.HasPrefix(m.ResponseTopic, s.opts.ResponsePrefix) {
+		// Not handled, not answered: a reply there could pass for the
+		// gateway's own messages.
+		s.opts.Logger.Warn("request refused: its response topic is outside the reply prefix", "topic", m.Topic,
+			"response_topic", m.ResponseTopic, "reply_prefix", s.opts.ResponsePrefix)
+		return
+	}
 	var ans Answer
 	var err error
 	switch {

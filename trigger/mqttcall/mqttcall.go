@@ -35,6 +35,9 @@ type Options struct {
 	Concurrency int
 	// MaxPayload bounds a request's payload; default 1 MiB.
 	MaxPayload int
+	// ResponsePrefix is where replies may go; a request with a response
+	// topic outside it is refused unhandled. Default "replies/".
+	ResponsePrefix string
 	// Logger receives the server's records; nil discards.
 	Logger *slog.Logger
 }
@@ -62,7 +65,7 @@ func Serve(ctx context.Context, b bus.Bus, inv invoke.Invoker, opts *Options) (*
 		}
 		return busrr.Answer{Payload: resp.Payload, ContentType: resp.ContentType}, nil
 	}
-	rr, err := busrr.Serve(ctx, b, filter, call, &busrr.Options{Concurrency: o.Concurrency, MaxPayload: o.MaxPayload,
+	rr, err := busrr.Serve(ctx, b, filter, call, &busrr.Options{Concurrency: o.Concurrency, MaxPayload: o.MaxPayload, ResponsePrefix: o.ResponsePrefix,
 		ErrorType: invoke.ErrorType, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("mqttcall: %w", err)

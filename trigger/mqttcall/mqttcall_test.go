@@ -107,3 +107,63 @@ func TestCalls(t *testing.T) {
 		}
 	})
 }
+
+// TestResponseTopicOutsideThePrefix: a request whose response topic is not
+// under the reply prefix (here the gateway's own status topic) is refused:
+// the function does not run and nothing is published there. A bad prefix
+// is refused at Serve.
+func TestResponseTopicOutsideThePrefix(t *testing.T) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
+		var runs atomic.Int32
+		h, err := function.New(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = h.Close(context.Background()) })
+		_ = h.Register("count", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+			runs.Add(1)
+			return invoke.Response{Payload: []byte(`{"forged":true}`)}, nil
+		}))
+		if err := h.Deploy(context.Background(), function.Spec{Name: "count", Version: "1", Runtime: function.RuntimeGo, Handler: "count"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := mqttcall.Serve(context.Background(), b, h, &mqttcall.Options{ResponsePrefix: "replies"}); err == nil {
+			t.Fatal("a response prefix without a trailing slash was accepted")
+		}
+		srv, err := mqttcall.Serve(context.Background(), b, h, &mqttcall.Options{Concurrency: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = srv.Close(context.Background()) })
+		got := make(chan *bus.Message, 10)
+		for _, f := range []string{"gateway/status", "replies/ok"} {
+			if _, err := b.Subscribe(context.Background(), f, func(_ context.Context, m *bus.Message) { got <- m }, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, rt := range []string{"gateway/status", "replies/ok"} {
+			if err := b.Publish(context.Background(), &bus.Message{Topic: "functions/count/invoke", Payload: []byte(`{}`), QoS: bus.AtLeastOnce,
+				ResponseTopic: rt, CorrelationData: []byte("c")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// One request at a time (Concurrency 1), in order of arrival: the
+		// reply to the second comes after the first was done with.
+		select {
+		case m := <-got:
+			if m.Topic != "replies/ok" {
+				t.Fatalf("a reply went to %s", m.Topic)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no reply to the request under the prefix")
+		}
+		if n := runs.Load(); n != 1 {
+			t.Fatalf("the function ran %d times, want once (the refused request must not run)", n)
+		}
+		select {
+		case m := <-got:
+			t.Fatalf("a second message, on %s", m.Topic)
+		default:
+		}
+	})
+}
