@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekit/edgekit/function/internal/bootstrap"
 	"github.com/edgekit/edgekit/function/logstore"
+	"github.com/edgekit/edgekit/internal/safefile"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -477,7 +478,7 @@ func (h *Host) prepareDataDir() error {
 		"native.js": bootstrap.NodeNative, "native.py": bootstrap.PythonNative,
 		"edgekit_common.js": bootstrap.NodeCommon, "edgekit_bootstrap_common.py": bootstrap.PythonCommon,
 	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		if err := safefile.Write(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)
 		}
 	}

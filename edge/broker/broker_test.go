@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgekit/edgekit/edge/broker"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
 )
 
@@ -145,7 +147,7 @@ func TestPasswordsAndACL(t *testing.T) {
 }
 
 func TestAnonymousOnlyOnLoopbackByDefault(t *testing.T) {
-	dir := t.TempDir()
+	dir := brokertest.DataDir(t)
 	b, err := broker.New(&broker.Options{DataDir: dir, Listeners: []broker.Listener{{Address: "127.0.0.1:0"}, {Address: "0.0.0.0:0"}}})
 	if errors.Is(err, broker.ErrNotInstalled) {
 		brokertest.Missing(t, err)
@@ -197,7 +199,7 @@ func TestPortInUseFailsStartClearly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	b, err := broker.New(&broker.Options{DataDir: t.TempDir(), Listeners: []broker.Listener{{Address: l.Addr().String()}}})
+	b, err := broker.New(&broker.Options{DataDir: brokertest.DataDir(t), Listeners: []broker.Listener{{Address: l.Addr().String()}}})
 	if errors.Is(err, broker.ErrNotInstalled) {
 		brokertest.Missing(t, err)
 	}
@@ -233,5 +235,69 @@ func TestStatusRunningOnceStartReturns(t *testing.T) {
 		if err := b.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// procField returns the line of /proc/<pid>/<file> that starts with key.
+func procField(t *testing.T, pid int, file, key string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.HasPrefix(line, key) {
+			return line
+		}
+	}
+	t.Fatalf("no %q in /proc/%d/%s", key, pid, file)
+	return ""
+}
+
+// TestBrokerLimits: started as root, Mosquitto runs as another user and
+// still keeps its database; it takes at most MaxConnections clients per
+// listener, refuses packets over MaxPacketSize, and runs with the open-file
+// limit raised to the hard limit.
+func TestBrokerLimits(t *testing.T) {
+	b := brokertest.Start(t, &broker.Options{MaxConnections: 2, MaxPacketSize: 1024})
+	pid := b.Status().PID
+
+	// First, while no client has come and gone (Mosquitto 2.0's count of
+	// a listener's clients drifts down with each disconnection, issue
+	// eclipse-mosquitto/mosquitto#1460): two clients hold both
+	// connections, and a third is refused.
+	var held []*mqttbus.Client
+	for i := range 2 {
+		held = append(held, brokertest.Connect(t, b, mqttbus.Options{ClientID: "hold-" + strconv.Itoa(i), CleanStart: true, SessionExpiry: -1}))
+	}
+	if out, err := client(t, b, "mosquitto_pub", "-t", "third", "-m", "x"); err == nil {
+		t.Errorf("a third connection was accepted with MaxConnections 2: %s", out)
+	}
+	for _, c := range held {
+		if err := c.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An MQTT 3.1.1 client learns no limit from the broker, so it sends
+	// the packet, and the broker refuses it.
+	if out, err := client(t, b, "mosquitto_pub", "-V", "mqttv311", "-t", "big", "-m", strings.Repeat("x", 2000), "-q", "1"); err == nil {
+		t.Errorf("a packet over MaxPacketSize was accepted: %s", out)
+	}
+	if os.Getuid() == 0 {
+		uid := strings.Fields(procField(t, pid, "status", "Uid:"))[1]
+		if uid == "0" {
+			t.Errorf("mosquitto runs as root")
+		}
+		if out, err := client(t, b, "mosquitto_pub", "-t", "kept", "-m", "x", "-r", "-q", "1"); err != nil {
+			t.Fatalf("retained publish with mosquitto as uid %s: %v: %s", uid, err, out)
+		}
+	}
+	var hard syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &hard); err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(procField(t, pid, "limits", "Max open files")); f[3] != strconv.FormatUint(hard.Max, 10) {
+		t.Errorf("mosquitto's open-file limit: %v, want the soft limit raised to %d", f, hard.Max)
 	}
 }

@@ -13,10 +13,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/internal/safefile"
 )
 
 // Listener is one address the broker accepts MQTT connections on.
@@ -95,9 +97,20 @@ type Options struct {
 	// AutosaveInterval is how often the persistence database is saved while
 	// running (it is always saved on a clean stop); default 10 s.
 	AutosaveInterval time.Duration
-	// MaxPacketSize limits incoming MQTT packets in bytes; 0 is Mosquitto's
-	// default (no limit beyond MQTT's).
+	// MaxPacketSize limits incoming MQTT packets in bytes; default
+	// DefaultMaxPacketSize. A negative value sets no limit beyond MQTT's
+	// 256 MB.
 	MaxPacketSize int
+	// MaxConnections bounds the clients connected at once on each
+	// listener; default 1,000. A negative value sets no bound.
+	MaxConnections int
+	// User is the user Mosquitto runs as when the gateway runs as root
+	// (Mosquitto drops root once its listeners are open); default
+	// "mosquitto" where that user exists (Debian's package makes it),
+	// else "nobody". DataDir's parents must be searchable by it; the
+	// broker's own files are made its. Ignored when the gateway does not
+	// run as root: Mosquitto then runs as the gateway's user.
+	User string
 	// MaxQueuedMessages bounds the QoS 1 and 2 messages kept for each
 	// disconnected persistent session (and beyond the in-flight window of a
 	// connected one); Mosquitto drops what is over it. Default 10,000;
@@ -125,10 +138,37 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// DefaultMaxPacketSize is the largest MQTT packet the broker accepts
+// unless told otherwise: room for the 1 MiB payloads the SDK's callers
+// take by default, and a bound on what each connection can make Mosquitto
+// hold.
+const DefaultMaxPacketSize = 2 << 20
+
 // resolved is the validated configuration with free ports picked.
 type resolved struct {
 	Options
 	listeners []Listener // with concrete ports
+	runAs     *user.User // the user Mosquitto drops root to; nil when not root
+}
+
+// runAsUser finds the user Mosquitto runs as when started as root.
+func runAsUser(name string) (*user.User, error) {
+	if name != "" {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return nil, fmt.Errorf("User %q: %v", name, err)
+		}
+		if u.Uid == "0" {
+			return nil, fmt.Errorf("User %q is root: Mosquitto must drop root", name)
+		}
+		return u, nil
+	}
+	for _, n := range []string{"mosquitto", "nobody"} {
+		if u, err := user.Lookup(n); err == nil && u.Uid != "0" {
+			return u, nil
+		}
+	}
+	return nil, errors.New("no user to run Mosquitto as (neither mosquitto nor nobody exists): set User")
 }
 
 func resolve(o Options) (*resolved, error) {
@@ -142,6 +182,12 @@ func resolve(o Options) (*resolved, error) {
 	o.DataDir = dir
 	if len(o.Listeners) == 0 {
 		o.Listeners = []Listener{{Address: "127.0.0.1:1883"}}
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 1000
 	}
 	if o.MaxQueuedMessages <= 0 {
 		o.MaxQueuedMessages = 10_000
@@ -165,6 +211,13 @@ func resolve(o Options) (*resolved, error) {
 		o.StopTimeout = 5 * time.Second
 	}
 	r := &resolved{Options: o}
+	if os.Geteuid() == 0 {
+		ru, err := runAsUser(o.User)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		r.runAs = ru
+	}
 	for i, l := range o.Listeners {
 		host, port, err := net.SplitHostPort(l.Address)
 		if err != nil {
@@ -258,8 +311,12 @@ func (r *resolved) writeFiles() error {
 	line := func(format string, args ...any) { fmt.Fprintf(&c, format+"\n", args...) }
 	line("# Written by edgekit edge/broker; changes are overwritten at start.")
 	line("per_listener_settings true")
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		// Do not switch user when started as root: the files are ours.
+	if r.runAs != nil {
+		// Started as root, Mosquitto opens its listeners and then runs as
+		// this user, which reads the password and ACL files and writes
+		// the database.
+		line("user %s", r.runAs.Username)
+	} else if u, err := user.Current(); err == nil && u.Username != "" {
 		line("user %s", u.Username)
 	}
 	line("log_dest stderr")
@@ -285,10 +342,15 @@ func (r *resolved) writeFiles() error {
 	if r.MaxPacketSize > 0 {
 		line("max_packet_size %d", r.MaxPacketSize)
 	}
+	maxConns := r.MaxConnections
+	if maxConns < 0 {
+		maxConns = -1
+	}
 	for _, l := range r.listeners {
 		host, port, _ := net.SplitHostPort(l.Address)
 		line("")
 		line("listener %s %s", port, host)
+		line("max_connections %d", maxConns)
 		anon := r.AllowAnonymous || (isLoopback(host) && (len(r.Users) == 0 || r.AnonymousLoopback))
 		line("allow_anonymous %t", anon)
 		if len(r.Users) > 0 {
@@ -298,10 +360,14 @@ func (r *resolved) writeFiles() error {
 			line("acl_file %s", r.aclPath())
 		}
 		if t := l.TLS; t != nil {
-			line("certfile %s", t.CertFile)
-			line("keyfile %s", t.KeyFile)
-			if t.CAFile != "" {
-				line("cafile %s", t.CAFile)
+			files, err := r.tlsFiles(l, port)
+			if err != nil {
+				return err
+			}
+			line("certfile %s", files.CertFile)
+			line("keyfile %s", files.KeyFile)
+			if files.CAFile != "" {
+				line("cafile %s", files.CAFile)
 			}
 			line("require_certificate %t", t.RequireClientCert)
 		}
@@ -333,7 +399,83 @@ func (r *resolved) writeFiles() error {
 			return err
 		}
 	}
+	if r.runAs != nil {
+		return r.handOver()
+	}
 	return nil
+}
+
+func (r *resolved) tlsDir() string { return filepath.Join(r.DataDir, "tls") }
+
+// tlsFiles returns the certificate files a listener's configuration names.
+// Mosquitto reads them after it dropped root, so that the key may stay
+// readable by root alone, a broker started as root reads copies in its
+// own directory (handOver gives them to its user).
+func (r *resolved) tlsFiles(l Listener, port string) (TLS, error) {
+	t := *l.TLS
+	if r.runAs == nil {
+		return t, nil
+	}
+	if err := os.MkdirAll(r.tlsDir(), 0o700); err != nil {
+		return t, err
+	}
+	for _, f := range []struct {
+		path *string
+		name string
+	}{{&t.CertFile, "cert"}, {&t.KeyFile, "key"}, {&t.CAFile, "ca"}} {
+		if *f.path == "" {
+			continue
+		}
+		b, err := os.ReadFile(*f.path)
+		if err != nil {
+			return t, fmt.Errorf("listener %s: %w", l.Address, err)
+		}
+		dst := filepath.Join(r.tlsDir(), port+"-"+f.name+".pem")
+		if err := writeFile(dst, string(b)); err != nil {
+			return t, err
+		}
+		*f.path = dst
+	}
+	return t, nil
+}
+
+// handOver gives the files Mosquitto reads or writes after it dropped root
+// to the user it runs as, and checks that it can reach them.
+func (r *resolved) handOver() error {
+	uid, _ := strconv.Atoi(r.runAs.Uid)
+	gid, _ := strconv.Atoi(r.runAs.Gid)
+	for dir := filepath.Dir(r.DataDir); ; dir = filepath.Dir(dir) {
+		if err := searchable(dir, uid, gid); err != nil {
+			return fmt.Errorf("%w: DataDir %s: %v, and Mosquitto runs as %s (uid %d) once started: make it searchable (chmod o+x) or set User",
+				ErrConfig, r.DataDir, err, r.runAs.Username, uid)
+		}
+		if dir == filepath.Dir(dir) {
+			break
+		}
+	}
+	paths := []string{r.DataDir, r.dbDir()}
+	if len(r.Users) > 0 {
+		paths = append(paths, r.passwdPath())
+	}
+	if r.ACL != nil {
+		paths = append(paths, r.aclPath())
+	}
+	for _, dir := range []string{r.dbDir(), r.tlsDir()} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		paths = append(paths, dir)
+		for _, e := range entries {
+			paths = append(paths, filepath.Join(dir, e.Name()))
+		}
+	}
+	for _, p := range paths {
+		if err := os.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("giving %s to %s: %w", p, r.runAs.Username, err)
+		}
+	}
+	return os.Chmod(r.DataDir, 0o700)
 }
 
 // aclText renders rules in Mosquitto's ACL file format: anonymous rules
@@ -394,14 +536,6 @@ func hashPassword(password string) (string, error) {
 	return fmt.Sprintf("$7$%d$%s$%s", iterations, enc.EncodeToString(salt), enc.EncodeToString(key)), nil
 }
 
-// writeFile replaces path atomically with mode 0600.
-func writeFile(path, content string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return errors.Join(err, os.Remove(tmp))
-	}
-	return nil
-}
+// writeFile replaces path atomically with mode 0600, never through a
+// link planted there.
+func writeFile(path, content string) error { return safefile.Write(path, []byte(content), 0o600) }

@@ -27,6 +27,20 @@
 // self-test reading. The HTTP endpoint (trigger/httpcall) listens on
 // -api; its token is in <data>/api-token.
 //
+// The local broker takes anonymous clients on loopback for what is safe to
+// let anyone do there: read gateway/# and the devices' notices, send
+// readings (devices/+/telemetry) and commands (commands/#). Calling
+// functions, device requests, the echo command and reading replies take
+// the user "app", whose password is in <data>/mqtt-password; the gateway
+// itself connects as "gateway" with a password drawn at each start.
+//
+// The data directory (-data) defaults to /var/lib/edgekit when run as root,
+// else to edgekit in the user's state directory ($XDG_STATE_HOME, or
+// ~/.local/state). It is made 0700 (0711 as root: Mosquitto, which drops
+// root, must pass through it to its own directory), and refused when it is
+// owned by another user or writable by others; the token and password
+// files are adopted only when they are this user's and 0600.
+//
 // With -modbus tcp://host:port the gateway also reads a Modbus boiler
 // (examples/modbus-sim simulates one) through device/modbus, with the
 // thing model in boiler.tsl.json: reports on devices/boiler/properties,
@@ -37,9 +51,10 @@
 //
 //	mosquitto_sub -V 5 -t 'gateway/#' -v
 //	mosquitto_pub -V 5 -t devices/boiler/telemetry -m '{"device":"boiler","temperature":91}'
-//	mosquitto_rr  -V 5 -t functions/temperature-alarm-python/invoke -e replies/me \
+//	mosquitto_rr  -V 5 -u app -P "$(cat <data>/mqtt-password)" \
+//	              -t functions/temperature-alarm-python/invoke -e replies/me \
 //	              -D PUBLISH correlation-data 1 -m '{"device":"boiler","temperature":91}'
-//	curl -H "Authorization: Bearer $(cat /tmp/edgekit-gateway/api-token)" \
+//	curl -H "Authorization: Bearer $(cat <data>/api-token)" \
 //	     -d '{"device":"boiler","temperature":91}' \
 //	     http://127.0.0.1:8780/v1/functions/temperature-alarm-go/invoke
 package main
@@ -53,11 +68,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +88,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/safefile"
 	"github.com/edgekit/edgekit/trigger"
 	"github.com/edgekit/edgekit/trigger/httpcall"
 	"github.com/edgekit/edgekit/trigger/message"
@@ -104,7 +122,7 @@ var defaultTriggers = []trigger.Config{
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.dataDir, "data", filepath.Join(os.TempDir(), "edgekit-gateway"), "data directory (broker config and persistence, uplink queue)")
+	flag.StringVar(&cfg.dataDir, "data", defaultDataDir(), "data directory (broker config and persistence, queues, tokens)")
 	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:1883", "local MQTT listener")
 	flag.StringVar(&cfg.api, "api", "127.0.0.1:8780", "local HTTP endpoint for function calls")
 	flag.StringVar(&cfg.modbus, "modbus", "", "Modbus TCP endpoint of a boiler to read, e.g. tcp://127.0.0.1:5020 (go run ./examples/modbus-sim)")
@@ -140,10 +158,21 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 		}
 	}()
 
+	if err := prepareDataDir(cfg.dataDir); err != nil {
+		return err
+	}
+	appPassword, err := secret(filepath.Join(cfg.dataDir, "mqtt-password"))
+	if err != nil {
+		return err
+	}
+	gatewayPassword := httpcall.NewToken() // the broker's configuration is written anew at each start
 	brk, err := broker.New(&broker.Options{
-		DataDir:   filepath.Join(cfg.dataDir, "broker"),
-		Listeners: []broker.Listener{{Address: cfg.listen}},
-		Logger:    log.With("part", "mosquitto"),
+		DataDir:           filepath.Join(cfg.dataDir, "broker"),
+		Listeners:         []broker.Listener{{Address: cfg.listen}},
+		Users:             []broker.User{{Name: "gateway", Password: gatewayPassword}, {Name: "app", Password: appPassword}},
+		AnonymousLoopback: true,
+		ACL:               lanACL,
+		Logger:            log.With("part", "mosquitto"),
 	})
 	if err != nil {
 		return err
@@ -158,6 +187,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 
 	lan, err := mqttbus.New(&mqttbus.Options{
 		Brokers:  []string{brk.URL().String()},
+		Username: "gateway",
+		Password: gatewayPassword,
 		ClientID: cfg.name + "-lan",
 		QueueDir: filepath.Join(cfg.dataDir, "lan-queue"),
 		Logger:   log,
@@ -213,7 +244,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	if err != nil {
 		return fmt.Errorf("HTTP endpoint: %w", err)
 	}
-	token, err := apiToken(filepath.Join(cfg.dataDir, "api-token"))
+	token, err := secret(filepath.Join(cfg.dataDir, "api-token"))
 	if err != nil {
 		apiLn.Close()
 		return err
@@ -271,7 +302,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 			echo(ctx, local, log, m)
 			return
 		}
-		log.Info("command received", "topic", m.Topic, "payload", string(m.Payload))
+		log.Info("command received", "topic", m.Topic, "bytes", len(m.Payload)) // payloads are not logged: they may carry what a log should not
 	}, nil); err != nil {
 		return err
 	}
@@ -293,7 +324,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	fmt.Fprintf(out, "edgekit gateway %q running; local MQTT broker on %s\n", cfg.name, brk.URL())
 	h, p, _ := net.SplitHostPort(brk.Addrs()[0])
 	fmt.Fprintf(out, "try:  mosquitto_sub -V 5 -h %s -p %s -t 'gateway/#' -v\n", h, p)
-	fmt.Fprintf(out, "      mosquitto_rr  -V 5 -h %s -p %s -t commands/echo -e replies/me -m ping\n", h, p)
+	fmt.Fprintf(out, "      mosquitto_rr  -V 5 -h %s -p %s -u app -P \"$(cat %s)\" -t commands/echo -e replies/me -m ping\n", h, p,
+		filepath.Join(cfg.dataDir, "mqtt-password"))
 	fmt.Fprintf(out, "      curl -H \"Authorization: Bearer $(cat %s)\" -d '{\"device\":\"boiler\",\"temperature\":91}' %s/v1/functions/temperature-alarm-go/invoke\n",
 		filepath.Join(cfg.dataDir, "api-token"), api.URL())
 
@@ -363,18 +395,73 @@ func attachBoiler(ctx context.Context, devices *device.Manager, endpoint string,
 	return devices.Attach(ctx, "modbus", device.Device{Name: "boiler", Model: model, Config: cfg}, poll)
 }
 
-// apiToken reads the HTTP endpoint's token from path, or makes one and
-// keeps it there (readable by the owner only).
-func apiToken(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil && len(bytes.TrimSpace(b)) >= 16 {
+// lanACL is what each client of the local broker may do; anonymous
+// clients (loopback only) may read the gateway's status and the devices'
+// notices and send readings and commands, nothing more.
+var lanACL = []broker.ACLRule{
+	{Access: broker.Read, Topic: "gateway/#"},
+	{Access: broker.Read, Topic: "devices/+/properties"},
+	{Access: broker.Read, Topic: "devices/+/state"},
+	{Access: broker.Read, Topic: "devices/+/events/#"},
+	{Access: broker.Write, Topic: "devices/+/telemetry"},
+	{Access: broker.Write, Topic: "commands/#"},
+	{User: "gateway", Access: broker.ReadWrite, Topic: "#"},
+	{User: "app", Access: broker.Read, Topic: "gateway/#"},
+	{User: "app", Access: broker.ReadWrite, Topic: "functions/#"},
+	{User: "app", Access: broker.ReadWrite, Topic: "devices/#"},
+	{User: "app", Access: broker.ReadWrite, Topic: "commands/#"},
+	{User: "app", Access: broker.ReadWrite, Topic: "replies/#"},
+}
+
+// defaultDataDir is /var/lib/edgekit for root, else edgekit in the user's
+// state directory.
+func defaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/edgekit"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "edgekit")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "edgekit")
+	}
+	return filepath.Join(os.TempDir(), "edgekit-"+strconv.Itoa(os.Getuid()))
+}
+
+// prepareDataDir makes the data directory, or checks the one there: it
+// must be ours and writable by no one else. As root it is 0711: Mosquitto
+// drops root and must pass through it to its own directory (it cannot list
+// it).
+func prepareDataDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if err := safefile.CheckPrivateDir(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	perm := os.FileMode(0o700)
+	if os.Geteuid() == 0 {
+		perm = 0o711
+	}
+	return os.Chmod(dir, perm)
+}
+
+// secret reads a secret kept at path (the HTTP endpoint's token, the app
+// user's MQTT password), or makes one and keeps it there, 0600. One that
+// is not ours and 0600 is refused: whoever could write it knows it.
+func secret(path string) (string, error) {
+	b, err := safefile.ReadOwn(path, 1024)
+	switch {
+	case err == nil && len(bytes.TrimSpace(b)) >= 16:
 		return string(bytes.TrimSpace(b)), nil
+	case err == nil:
+		return "", fmt.Errorf("%s holds no secret of 16 characters or more: remove it to have a new one made", path)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("not adopting %s: %w", path, err)
 	}
 	token := httpcall.NewToken()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := safefile.Write(path, []byte(token+"\n"), 0o600); err != nil {
 		return "", err
-	}
-	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("API token: %w", err)
 	}
 	return token, nil
 }

@@ -22,6 +22,8 @@ import (
 	mb "github.com/simonvetter/modbus"
 	"go.uber.org/goleak"
 
+	"github.com/edgekit/edgekit/edge/bus/bustest"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
@@ -47,46 +49,50 @@ func TestGateway(t *testing.T) {
 			}
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &testenv.Buffer{}
-	dataDir := t.TempDir()
+	dataDir := filepath.Join(brokertest.DataDir(t), "data")
 	boiler := startBoiler(t)
 	// The example's triggers, with a timer fast enough for a test.
 	triggers := slices.Clone(defaultTriggers)
 	triggers[0].Params = json.RawMessage(`{"every": "200ms", "event": {"device": "self-test", "temperature": 20}}`)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, config{dataDir: dataDir, listen: addr, api: "127.0.0.1:0", name: "test-gw", status: 200 * time.Millisecond,
+		done <- run(ctx, config{dataDir: dataDir, listen: "127.0.0.1:0", api: "127.0.0.1:0", name: "test-gw", status: 200 * time.Millisecond,
 			functions: []string{"../function-node", "../function-python", "../function-go"}, triggers: triggers,
 			modbus: boiler.url, poll: 50 * time.Millisecond}, discardLogger(), out)
 	}()
-	deadline := time.Now().Add(15 * time.Second)
-	for !strings.Contains(out.String(), "running") {
+	var startErr error
+	testenv.Eventually(t, "the gateway running", func() bool {
 		select {
-		case err := <-done:
-			t.Fatalf("gateway stopped: %v", err)
+		case startErr = <-done:
+			return true
 		default:
+			return strings.Contains(out.String(), "running")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not start; output: %s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	})
+	if startErr != nil {
+		t.Fatalf("gateway stopped: %v", startErr)
 	}
+	port := regexp.MustCompile(`local MQTT broker on mqtt://127\.0\.0\.1:(\d+)`).FindStringSubmatch(out.String())
+	if port == nil {
+		t.Fatalf("no broker address in the output: %s", out.String())
+	}
+	if st, err := os.Stat(dataDir); err != nil || st.Mode().Perm()&0o077&^0o011 != 0 {
+		t.Errorf("data directory %v (%v): want 0700, or 0711 as root", st.Mode().Perm(), err)
+	}
+	password, err := os.ReadFile(filepath.Join(dataDir, "mqtt-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := []string{"-u", "app", "-P", strings.TrimSpace(string(password))}
 
 	cli := func(tool string, args ...string) string {
 		t.Helper()
-		cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
 		defer ccancel()
-		b, err := exec.CommandContext(cctx, tool, append([]string{"-V", "5", "-h", "127.0.0.1", "-p", port}, args...)...).CombinedOutput()
+		b, err := exec.CommandContext(cctx, tool, append([]string{"-V", "5", "-h", "127.0.0.1", "-p", port[1]}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("%s %v: %v: %s", tool, args, err, b)
 		}
@@ -97,8 +103,15 @@ func TestGateway(t *testing.T) {
 	if err := json.Unmarshal([]byte(status), &st); err != nil || st["gateway"] != "test-gw" {
 		t.Errorf("retained status %q (%v)", status, err)
 	}
-	if got := cli("mosquitto_rr", "-t", "commands/echo", "-e", "replies/test", "-m", "ping", "-W", "8"); got != "ping" {
+	if got := cli("mosquitto_rr", append(app, "-t", "commands/echo", "-e", "replies/test", "-m", "ping", "-W", "8")...); got != "ping" {
 		t.Errorf("echo answered %q, want ping", got)
+	}
+	// Anonymous clients may not call functions, ask devices, or make the
+	// gateway publish: the broker refuses each publish.
+	for _, topic := range []string{"functions/temperature-alarm-go/invoke", "devices/boiler/set", "gateway/status", "replies/x"} {
+		if got := cli("mosquitto_pub", "-q", "1", "-t", topic, "-m", `{}`); !strings.Contains(got, "Not authorized") {
+			t.Errorf("anonymous publish on %s: %q, want it refused", topic, got)
+		}
 	}
 	// The example functions answer MQTT v5 requests through the bridge,
 	// and HTTP calls with the token the gateway keeps in its data
@@ -109,8 +122,8 @@ func TestGateway(t *testing.T) {
 	}
 	apiURL := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(out.String())
 	for _, name := range []string{"temperature-alarm-node", "temperature-alarm-python", "temperature-alarm-go"} {
-		got := cli("mosquitto_rr", "-t", "functions/"+name+"/invoke", "-e", "replies/"+name, "-D", "PUBLISH", "correlation-data", "42",
-			"-m", `{"device":"boiler","temperature":91}`, "-W", "15")
+		got := cli("mosquitto_rr", append(app, "-t", "functions/"+name+"/invoke", "-e", "replies/"+name, "-D", "PUBLISH", "correlation-data", "42",
+			"-m", `{"device":"boiler","temperature":91}`, "-W", "15")...)
 		var v map[string]any
 		if err := json.Unmarshal([]byte(got), &v); err != nil || v["alarm"] != true || v["device"] != "boiler" {
 			t.Errorf("%s answered %q over MQTT (%v)", name, got, err)
@@ -129,34 +142,38 @@ func TestGateway(t *testing.T) {
 		}
 	}
 	// A request without correlation data is answered with an error naming it.
-	if got := cli("mosquitto_rr", "-t", "functions/temperature-alarm-go/invoke", "-e", "replies/bad", "-m", `{}`, "-W", "15"); !strings.Contains(got, "correlation data") {
+	if got := cli("mosquitto_rr", append(app, "-t", "functions/temperature-alarm-go/invoke", "-e", "replies/bad", "-m", `{}`, "-W", "15")...); !strings.Contains(got, "correlation data") {
 		t.Errorf("request without correlation data answered %q", got)
 	}
 
-	// The telemetry rule: a reading in, an alarm out.
-	alarms := make(chan string, 1)
-	go func() {
-		alarms <- cli("mosquitto_sub", "-t", "gateway/alarms", "-C", "1", "-W", "15")
-	}()
-	time.Sleep(300 * time.Millisecond) // the subscriber is up
+	// The telemetry rule: a reading in, an alarm out. The subscriber is an
+	// mqttbus client: it is subscribed once Subscribe returns.
+	b, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://127.0.0.1:" + port[1]}, ClientID: "test-alarms",
+		CleanStart: true, SessionExpiry: -1, QueueDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+	defer acancel()
+	if err := b.AwaitConnection(actx); err != nil {
+		t.Fatal(err)
+	}
+	alarms := bustest.NewCollector()
+	if _, err := b.Subscribe(ctx, "gateway/alarms", alarms.Handle, nil); err != nil {
+		t.Fatal(err)
+	}
 	cli("mosquitto_pub", "-t", "devices/boiler/telemetry", "-q", "1", "-m", `{"device":"boiler","temperature":95}`)
-	if got := <-alarms; !strings.Contains(got, `"alarm":true`) || !strings.Contains(got, "boiler") {
+	if got := string(alarms.WaitCount(t, 1)[0].Payload); !strings.Contains(got, `"alarm":true`) || !strings.Contains(got, "boiler") {
 		t.Errorf("alarm %q", got)
 	}
 
 	// The timer trigger has run the Python function: the status counts it.
-	deadline = time.Now().Add(15 * time.Second)
-	for {
+	testenv.Eventually(t, "the timer trigger running the Python function", func() bool {
 		var st struct{ Invocations map[string]int }
 		_ = json.Unmarshal([]byte(cli("mosquitto_sub", "-t", "gateway/status", "-C", "1", "-W", "8")), &st)
-		if st.Invocations["temperature-alarm-python"] >= 3 { // 2 calls above, then the timer
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the timer trigger did not run: %v", st.Invocations)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return st.Invocations["temperature-alarm-python"] >= 3 // 2 calls above, then the timer
+	})
 
 	// The Modbus boiler: its registers appear as checked reports, and a
 	// set request over MQTT writes its set point.
@@ -164,12 +181,12 @@ func TestGateway(t *testing.T) {
 	if !strings.Contains(report, `"temperature":2`) || !strings.Contains(report, `"device":"boiler"`) {
 		t.Errorf("boiler report %q", report)
 	}
-	if got := cli("mosquitto_rr", "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "7",
-		"-m", `{"properties":{"setpoint":70}}`, "-W", "8"); got != `{"results":{"setpoint":null}}` || boiler.setpoint() != 70 {
+	if got := cli("mosquitto_rr", append(app, "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "7",
+		"-m", `{"properties":{"setpoint":70}}`, "-W", "8")...); got != `{"results":{"setpoint":null}}` || boiler.setpoint() != 70 {
 		t.Errorf("set answered %q, register %d", got, boiler.setpoint())
 	}
-	if got := cli("mosquitto_rr", "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "8",
-		"-m", `{"properties":{"setpoint":99}}`, "-W", "8"); !strings.Contains(got, "properties.setpoint: 99 above max 90") {
+	if got := cli("mosquitto_rr", append(app, "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "8",
+		"-m", `{"properties":{"setpoint":99}}`, "-W", "8")...); !strings.Contains(got, "properties.setpoint: 99 above max 90") {
 		t.Errorf("out-of-range set answered %q", got)
 	}
 
@@ -182,9 +199,46 @@ func TestGateway(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("gateway did not shut down")
 	}
-	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port[1], time.Second); err == nil {
 		c.Close()
 		t.Error("broker still listening after shutdown")
+	}
+}
+
+// TestDataDirRefused: a data directory someone else made, or one others
+// may write, is refused; so is a token file that is not ours and 0600.
+func TestDataDirRefused(t *testing.T) {
+	parent := t.TempDir()
+	open := filepath.Join(parent, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	if err := prepareDataDir(open); err == nil || !strings.Contains(err.Error(), "others may change") {
+		t.Errorf("a world-writable data directory: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		squat := filepath.Join(parent, "squat")
+		os.Mkdir(squat, 0o700)
+		os.Chown(squat, 65534, 65534)
+		if err := prepareDataDir(squat); err == nil || !strings.Contains(err.Error(), "someone else made it") {
+			t.Errorf("a squatted data directory: %v", err)
+		}
+	}
+	ours := filepath.Join(parent, "ours")
+	if err := prepareDataDir(ours); err != nil {
+		t.Fatal(err)
+	}
+	planted := filepath.Join(ours, "api-token")
+	os.WriteFile(planted, []byte("0123456789abcdef0123\n"), 0o644)
+	if _, err := secret(planted); err == nil || !strings.Contains(err.Error(), "not adopting") {
+		t.Errorf("a token file others may read: %v", err)
+	}
+	fresh := filepath.Join(ours, "mqtt-password")
+	a, err := secret(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := secret(fresh); err != nil || b != a {
+		t.Errorf("the secret kept: %q then %q (%v)", a, b, err)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -91,7 +92,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if o.FlushDelay <= 0 {
 		o.FlushDelay = 50 * time.Millisecond
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
 	return &Store{dir: dir, opts: o, logs: make(map[string]*fnLog)}, nil
@@ -189,14 +190,14 @@ func (s *Store) open(function string) (*fnLog, error) {
 		return l, nil
 	}
 	dir := filepath.Join(s.dir, function)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
 	l := &fnLog{dir: dir}
 	if segs := segments(dir); len(segs) > 0 {
 		l.seq = segs[len(segs)-1]
 	}
-	f, err := os.OpenFile(segPath(dir, l.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := openSegment(segPath(dir, l.seq))
 	if err != nil {
 		return nil, fmt.Errorf("logstore: %w", err)
 	}
@@ -206,6 +207,13 @@ func (s *Store) open(function string) (*fnLog, error) {
 	return l, nil
 }
 
+// openSegment opens a segment for appending: readable by the owner only
+// (functions log what they handle), and never through a link planted in
+// its place.
+func openSegment(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+}
+
 // rotate starts a new segment and drops the oldest ones over the bound.
 func (s *Store) rotate(l *fnLog) error {
 	if err := l.flush(); err != nil {
@@ -213,7 +221,7 @@ func (s *Store) rotate(l *fnLog) error {
 	}
 	l.f.Close()
 	l.seq++
-	f, err := os.OpenFile(segPath(l.dir, l.seq), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := openSegment(segPath(l.dir, l.seq))
 	if err != nil {
 		return fmt.Errorf("logstore: %w", err)
 	}

@@ -159,3 +159,38 @@ func TestAppendsReachTheFile(t *testing.T) {
 		t.Error("an append after Close was accepted")
 	}
 }
+
+// TestSegmentFiles: log files are readable by their owner only, and a link
+// planted where a segment goes is not written through.
+func TestSegmentFiles(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	os.WriteFile(victim, []byte("keep"), 0o644)
+	if err := os.MkdirAll(filepath.Join(dir, "f"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "f", "0000000000000000.log")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := logstore.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Append(logstore.Record{Function: "f", Message: "m", Time: time.Now()}); err == nil {
+		t.Error("an append through a planted link was accepted")
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Fatalf("the link's target was written: %q", b)
+	}
+	if err := s.Append(logstore.Record{Function: "g", Message: "m", Time: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "g", "*.log"))
+	if len(files) != 1 {
+		t.Fatalf("segments of g: %v", files)
+	}
+	if st, _ := os.Stat(files[0]); st.Mode().Perm() != 0o600 {
+		t.Errorf("segment mode %v, want 0600", st.Mode().Perm())
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func Start(t testing.TB, opts *broker.Options) *broker.Broker {
 		o = *opts
 	}
 	if o.DataDir == "" {
-		o.DataDir = t.TempDir()
+		o.DataDir = DataDir(t)
 	}
 	if len(o.Listeners) == 0 {
 		o.Listeners = []broker.Listener{{Address: "127.0.0.1:0"}}
@@ -92,6 +93,18 @@ func Connect(t testing.TB, b *broker.Broker, o mqttbus.Options) *mqttbus.Client 
 // startRetrying starts a broker. A port picked free by edge/broker can be
 // taken by another process before Mosquitto binds it; then it tries again
 // with a new port (twice at most).
+// DataDir returns a temporary directory for a broker's DataDir. Started
+// as root, Mosquitto runs as another user, which must pass through the
+// test's temporary directory (t.TempDir makes it 0700).
+func DataDir(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(filepath.Dir(dir), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func startRetrying(o broker.Options) (*broker.Broker, error) {
 	for attempt := 0; ; attempt++ {
 		b, err := broker.New(&o)

@@ -38,6 +38,7 @@ import (
 	"github.com/go-co-op/gocron/v2"
 
 	"github.com/edgekit/edgekit/internal/drain"
+	"github.com/edgekit/edgekit/internal/safefile"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
 )
@@ -370,18 +371,7 @@ func (t *timerTrigger) saveLastRun(at time.Time) {
 		return
 	}
 	b, _ := json.Marshal(state{LastRun: at})
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err == nil {
-		_, err = f.Write(b)
-		err = errors.Join(err, f.Close())
-		if err == nil {
-			err = os.Rename(f.Name(), path)
-		}
-		if err != nil {
-			_ = os.Remove(f.Name())
-		}
-	}
-	if err != nil {
+	if err := safefile.Write(path, b, 0o600); err != nil {
 		t.s.opts.Logger.Warn("timer: saving the last run", "trigger", t.name, "err", err)
 	}
 }

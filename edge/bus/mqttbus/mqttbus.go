@@ -123,6 +123,10 @@ type Options struct {
 	// ResendWindow is how many acknowledged messages are sent again after a
 	// reconnection; default 1,000; negative for none.
 	ResendWindow int
+	// MaxPacketSize is the largest packet the client takes from the
+	// broker, sent in CONNECT (MQTT v5 3.1.2.11.4): the broker does not
+	// send larger ones. Default DefaultMaxPacketSize.
+	MaxPacketSize int
 	// MaxPayload is the largest payload Publish accepts; default MQTT's
 	// 268,435,455 bytes.
 	MaxPayload int
@@ -131,6 +135,10 @@ type Options struct {
 }
 
 const mqttMaxPayload = 268435455
+
+// DefaultMaxPacketSize bounds what a client takes from its broker unless
+// told otherwise: a 6 MiB function response (Lambda's bound) fits.
+const DefaultMaxPacketSize = 8 << 20
 
 // Client is a bus.Bus on one MQTT connection.
 type Client struct {
@@ -244,6 +252,9 @@ func New(opts *Options) (*Client, error) {
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 10 * time.Second
 	}
+	if o.MaxPacketSize <= 0 || o.MaxPacketSize > mqttMaxPayload {
+		o.MaxPacketSize = DefaultMaxPacketSize
+	}
 	if o.MaxPayload <= 0 || o.MaxPayload > mqttMaxPayload {
 		o.MaxPayload = mqttMaxPayload
 	}
@@ -309,6 +320,14 @@ func New(opts *Options) (*Client, error) {
 		OnConnectionUp:                c.onUp,
 		OnConnectionDown:              c.onDown,
 		OnConnectError:                c.onConnectError,
+		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if cp.Properties == nil {
+				cp.Properties = &paho.ConnectProperties{}
+			}
+			size := uint32(o.MaxPacketSize)
+			cp.Properties.MaximumPacketSize = &size
+			return cp, nil
+		},
 		ClientConfig: paho.ClientConfig{
 			ClientID:          o.ClientID,
 			OnPublishReceived: []func(paho.PublishReceived) (bool, error){c.onPublish},

@@ -305,3 +305,30 @@ func TestAckAfterHandler(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// TestMaxPacketSize: a client takes no packet over its MaxPacketSize; the
+// broker, told so in CONNECT, does not send it, and what comes after
+// still arrives.
+func TestMaxPacketSize(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	small := brokertest.Connect(t, b, mqttbus.Options{MaxPacketSize: 1024})
+	got := bustest.NewCollector()
+	if _, err := small.Subscribe(context.Background(), "size/#", got.Handle, nil); err != nil {
+		t.Fatal(err)
+	}
+	pub := brokertest.Connect(t, b, mqttbus.Options{})
+	for _, m := range []*bus.Message{
+		{Topic: "size/big", Payload: make([]byte, 2000), QoS: bus.AtLeastOnce},
+		{Topic: "size/small", Payload: []byte("fits"), QoS: bus.AtLeastOnce},
+	} {
+		if err := pub.Publish(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := got.WaitTopic(t, "size/small")
+	for _, m := range msgs {
+		if m.Topic == "size/big" {
+			t.Fatalf("a %d-byte message reached a client with MaxPacketSize 1024", len(m.Payload))
+		}
+	}
+}
