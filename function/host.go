@@ -102,10 +102,11 @@ type function struct {
 	current atomic.Pointer[pool]
 	stats   counters
 
-	errMu     sync.Mutex
-	lastErr   string
-	lastErrAt time.Time
-	metrics   map[string]float64 // latest value per name, from native metric frames
+	errMu          sync.Mutex
+	lastErr        string
+	lastErrAt      time.Time
+	metrics        map[string]float64 // latest value per name, from native metric frames
+	metricsRefused bool               // a refusal was logged
 }
 
 type counters struct {
@@ -114,6 +115,14 @@ type counters struct {
 }
 
 // setMetric records a function's latest value for a metric name.
+// Bounds on the metrics a function may report: what it sends is kept in
+// the host's memory and shown in Status, so its names are bounded in
+// number and length.
+const (
+	maxMetricNames   = 64
+	maxMetricNameLen = 128
+)
+
 func (h *Host) setMetric(function, name string, v float64) {
 	h.mu.RLock()
 	fn := h.functions[function]
@@ -122,11 +131,19 @@ func (h *Host) setMetric(function, name string, v float64) {
 		return
 	}
 	fn.errMu.Lock()
+	defer fn.errMu.Unlock()
 	if fn.metrics == nil {
 		fn.metrics = make(map[string]float64)
 	}
+	if _, ok := fn.metrics[name]; !ok && (len(fn.metrics) >= maxMetricNames || len(name) > maxMetricNameLen || name == "") {
+		if !fn.metricsRefused {
+			fn.metricsRefused = true
+			h.log.Warn("function: metric refused: a function reports at most 64 metrics, with names of 1 to 128 bytes; further refusals are not logged",
+				"function", function, "metrics", len(fn.metrics), "name_bytes", len(name))
+		}
+		return
+	}
 	fn.metrics[name] = v
-	fn.errMu.Unlock()
 }
 
 func (f *function) setLastError(err error) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -111,5 +113,20 @@ func TestNativeCallEndsEarly(t *testing.T) {
 	st, _ := h.Status("nat-exit")
 	if st.Stats.Invocations != 1 || st.Stats.Errors != 1 {
 		t.Errorf("nat-exit stats %+v", st.Stats)
+	}
+}
+
+// TestMetricNamesBounded: a function that reports thousands of metric
+// names keeps at most 64 of them in the host; the refusal is logged.
+func TestMetricNamesBounded(t *testing.T) {
+	var logs testenv.Buffer
+	h := newHost(t, &function.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	deploy(t, h, nativeSpec("metrics", "many-metrics"))
+	if _, err := h.Invoke(context.Background(), "metrics", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the refusal of the 65th metric logged", func() bool { return strings.Contains(logs.String(), "metric refused") })
+	if st, _ := h.Status("metrics"); len(st.Metrics) != 64 {
+		t.Fatalf("%d metrics kept, want 64", len(st.Metrics))
 	}
 }

@@ -117,7 +117,13 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		}
 		pi.peerReady = make(chan struct{})
 		pi.api = newRuntimeAPI(p, spec.Name, spec.Version, secret, peer, l.log)
-		pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second, ConnContext: connContext}
+		// A request is read within a minute (a 6 MiB response included);
+		// a connection that sends nothing is closed after 10 s, one that
+		// is refused at its first request at once; the instance's own may
+		// idle as long as the instance does between invocations (the
+		// Python bootstrap does not reconnect).
+		pi.srv = &http.Server{Handler: pi.api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute,
+			IdleTimeout: 24 * time.Hour, ConnContext: connContext}
 		go func() { _ = pi.srv.Serve(ln) }()
 		// The secret rides in the address, as a path prefix: every
 		// runtime API client joins "http://" + address + "/2018-06-01/...".

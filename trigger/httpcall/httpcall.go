@@ -56,6 +56,14 @@ type Options struct {
 	// AsyncResults is how many asynchronous results are kept; default
 	// 1,000 (the oldest go first).
 	AsyncResults int
+	// IdleTimeout closes a connection idle this long between requests;
+	// default 30 s. A client has as long to send a request, headers and
+	// body.
+	IdleTimeout time.Duration
+	// AsyncResultBytes bounds the bytes of the asynchronous results kept;
+	// default 64 MiB (the oldest go first). A result larger than it alone
+	// is not kept: its state says so.
+	AsyncResultBytes int64
 	// Logger receives the server's records; nil discards.
 	Logger *slog.Logger
 }
@@ -78,11 +86,12 @@ type Server struct {
 	wg   sync.WaitGroup
 	seq  atomic.Uint64
 
-	mu      sync.Mutex
-	closed  bool
-	results map[string]*result
-	order   []string
-	once    sync.Once
+	mu          sync.Mutex
+	closed      bool
+	results     map[string]*result
+	order       []string
+	resultBytes int64 // of the results kept
+	once        sync.Once
 }
 
 // result is an asynchronous call's state.
@@ -113,6 +122,12 @@ func Serve(ln net.Listener, inv invoke.Invoker, opts *Options) (*Server, error) 
 	if o.AsyncResults <= 0 {
 		o.AsyncResults = 1000
 	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.AsyncResultBytes <= 0 {
+		o.AsyncResultBytes = 64 << 20
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -121,7 +136,11 @@ func Serve(ln net.Listener, inv invoke.Invoker, opts *Options) (*Server, error) 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
 	mux.HandleFunc("GET /v1/invocations/{id}", s.invocation)
-	s.srv = &http.Server{Handler: s.authorized(mux), ReadHeaderTimeout: 10 * time.Second}
+	// A client has IdleTimeout to send a request (headers and body), and an
+	// idle connection is closed after it: connections cost the gateway
+	// memory, and whoever opens them need not hold a token.
+	s.srv = &http.Server{Handler: s.authorized(mux), ReadHeaderTimeout: min(10*time.Second, o.IdleTimeout),
+		ReadTimeout: o.IdleTimeout, IdleTimeout: o.IdleTimeout}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			o.Logger.Error("httpcall: serving", "err", err)
@@ -137,6 +156,10 @@ func (s *Server) authorized(next http.Handler) http.Handler {
 	want := []byte("Bearer " + s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			// The body is never read, and the connection ends with the
+			// answer (the server would otherwise read the body to reuse
+			// it).
+			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("a bearer token is required in the Authorization header"))
 			return
 		}
@@ -217,12 +240,7 @@ func (s *Server) startAsync(name string, req invoke.Request) (*result, bool) {
 	}
 	s.results[res.ID] = res
 	s.order = append(s.order, res.ID)
-	if over := len(s.order) - s.opts.AsyncResults; over > 0 {
-		for _, id := range s.order[:over] {
-			delete(s.results, id)
-		}
-		s.order = append([]string(nil), s.order[over:]...)
-	}
+	s.evictLocked()
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
@@ -243,8 +261,32 @@ func (s *Server) startAsync(name string, req invoke.Request) (*result, bool) {
 		} else {
 			res.Result, _ = json.Marshal(string(resp.Payload))
 		}
+		if n := int64(len(res.Result)); n > s.opts.AsyncResultBytes {
+			res.Result = nil
+			res.Error = fmt.Sprintf("the result of %d bytes is over the endpoint's bound of %d bytes for kept results; it was not kept", n, s.opts.AsyncResultBytes)
+			res.Type = "ResultNotKept"
+			return
+		}
+		if _, kept := s.results[res.ID]; kept {
+			s.resultBytes += int64(len(res.Result))
+			s.evictLocked()
+		}
 	}()
 	return res, true
+}
+
+// evictLocked forgets the oldest results while more are kept than
+// AsyncResults, or their bytes are over AsyncResultBytes; s.mu is held.
+func (s *Server) evictLocked() {
+	drop := 0
+	for n := len(s.order); drop < n && (n-drop > s.opts.AsyncResults || s.resultBytes > s.opts.AsyncResultBytes); drop++ {
+		id := s.order[drop]
+		s.resultBytes -= int64(len(s.results[id].Result))
+		delete(s.results, id)
+	}
+	if drop > 0 {
+		s.order = append([]string(nil), s.order[drop:]...)
+	}
 }
 
 func (s *Server) invocation(w http.ResponseWriter, r *http.Request) {

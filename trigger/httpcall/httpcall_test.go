@@ -176,3 +176,98 @@ func TestTokenRequired(t *testing.T) {
 		t.Errorf("a short token: %v", err)
 	}
 }
+
+// TestBounds: asynchronous results are bounded by bytes (the oldest go
+// first; one larger than the bound alone is not kept, and says so); an
+// unauthenticated request's connection is closed with the answer, its body
+// unread; an idle connection is closed after IdleTimeout.
+func TestBounds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := function.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := httpcall.NewToken()
+	srv, err := httpcall.Serve(ln, h, &httpcall.Options{Token: token, AsyncResultBytes: 1 << 20, IdleTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Close(context.Background())
+		_ = h.Close(context.Background())
+	})
+	_ = h.Register("big", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+		n := 300 << 10
+		if string(req.Payload) == `"huge"` {
+			n = 2 << 20
+		}
+		return invoke.Response{Payload: []byte(`"` + strings.Repeat("x", n) + `"`)}, nil
+	}))
+	if err := h.Deploy(context.Background(), function.Spec{Name: "big", Version: "1", Runtime: function.RuntimeGo, Handler: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	start := func(body string) string {
+		t.Helper()
+		a := do(t, "POST", srv.URL()+"/v1/functions/big/invoke?async=1", token, body)
+		var v struct{ ID string }
+		if err := json.Unmarshal([]byte(a.body), &v); err != nil || a.status != http.StatusAccepted {
+			t.Fatalf("async call: %d %s", a.status, a.body)
+		}
+		return v.ID
+	}
+	state := func(id string) (int, map[string]any) {
+		a := do(t, "GET", srv.URL()+"/v1/invocations/"+id, token, "")
+		var v map[string]any
+		_ = json.Unmarshal([]byte(a.body), &v)
+		return a.status, v
+	}
+	var ids []string
+	for range 8 {
+		id := start(`"big"`)
+		ids = append(ids, id)
+		testenv.Eventually(t, "the asynchronous call finished", func() bool { _, v := state(id); return v["status"] != "running" })
+	}
+	kept := 0
+	for _, id := range ids {
+		if status, _ := state(id); status == http.StatusOK {
+			kept++
+		}
+	}
+	if kept != 3 { // 3 × 300 KiB fit in 1 MiB, 4 do not
+		t.Errorf("%d results of 300 KiB kept under a bound of 1 MiB, want 3", kept)
+	}
+	if status, _ := state(ids[len(ids)-1]); status != http.StatusOK {
+		t.Errorf("the newest result was not kept")
+	}
+	huge := start(`"huge"`)
+	testenv.Eventually(t, "the huge call finished", func() bool { _, v := state(huge); return v["status"] != "running" })
+	if _, v := state(huge); v["error_type"] != "ResultNotKept" || v["result"] != nil {
+		t.Errorf("a result over the bound: %v", v)
+	}
+
+	// Unauthenticated: the answer ends the connection.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "POST /v1/functions/big/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := io.ReadAll(c) // returns once the server has closed the connection
+	if err != nil || !strings.HasPrefix(string(resp), "HTTP/1.1 401") {
+		t.Errorf("unauthenticated request: %q %v", resp, err)
+	}
+	// Idle: closed after IdleTimeout, before any request.
+	idle, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if n, err := idle.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Errorf("an idle connection: read %d bytes, %v; want it closed", n, err)
+	}
+}

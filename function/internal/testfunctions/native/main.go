@@ -2,7 +2,8 @@
 // (function/native.Start). TEST_BEHAVIOUR: echo (default), error, panic,
 // sleep, exit (during the invocation), bench (echo, nothing else), leak
 // (touches 512 MB), setsid (starts itself again as a child in a session of
-// its own that sleeps, and answers with the child's pid).
+// its own that sleeps, and answers with the child's pid), many-metrics
+// (reports 10,000 metrics of distinct names, then "last").
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -34,6 +36,12 @@ func main() {
 			time.Sleep(time.Hour)
 		case "bench":
 			return event, nil
+		case "many-metrics":
+			for i := range 10_000 {
+				native.Metric(ctx, "metric-"+strconv.Itoa(i), float64(i))
+			}
+			native.Metric(ctx, "last", 1)
+			return []byte(`"sent"`), nil
 		case "exit":
 			os.Exit(3)
 		case "setsid":
