@@ -59,6 +59,6 @@ func BenchmarkSupervisedAppMemory(b *testing.B) {
 		after := measure()
 		b.ReportMetric((float64(after-before)-float64(runtimeCost))/100, "bytes/app")
 		_ = m.Close(ctx)
-		_ = rt.Close()
+		_ = rt.Close(context.Background())
 	}
 }

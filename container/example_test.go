@@ -15,7 +15,7 @@ import (
 func ExampleManager() {
 	ctx := context.Background()
 	rt := memruntime.New(nil)
-	defer rt.Close()
+	defer rt.Close(context.Background())
 	if err := rt.ImportImage(ctx, "localhost/hello:1", strings.NewReader("rootfs")); err != nil {
 		panic(err)
 	}

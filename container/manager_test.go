@@ -29,7 +29,7 @@ const image = "localhost/edgekit-test:1"
 func newRuntime(t *testing.T) *memruntime.Runtime {
 	t.Helper()
 	rt := memruntimeFor(t)
-	t.Cleanup(func() { _ = rt.Close() })
+	t.Cleanup(func() { _ = rt.Close(context.Background()) })
 	return rt
 }
 
@@ -464,7 +464,7 @@ func TestStartOrder(t *testing.T) {
 // brings the right ones.
 func TestPullCredentials(t *testing.T) {
 	rt := memruntime.New(map[string]memruntime.Credentials{"registry.example/app:1": {Username: "edge", Password: "s3cret"}})
-	t.Cleanup(func() { _ = rt.Close() })
+	t.Cleanup(func() { _ = rt.Close(context.Background()) })
 	ctx := context.Background()
 	m := manager(t, rt)
 	web := app("1", nil)

@@ -561,3 +561,30 @@ func TestEvents(t *testing.T) {
 		t.Errorf("an event of an unknown device: %v", err)
 	}
 }
+
+// TestCloseReturnsByItsDeadline: a driver call that ignores its context
+// does not hold Close past Close's own; the error says what was left.
+func TestCloseReturnsByItsDeadline(t *testing.T) {
+	drv := &faulty{Driver: sim.New(), bad: "stuck", mode: "block", release: make(chan struct{})}
+	defer close(drv.release) // the stuck call ends with the test
+	m := device.NewManager(&device.ManagerOptions{CallTimeout: 50 * time.Millisecond, Publish: (&notices{}).publish})
+	if err := m.AddDriver(context.Background(), "sim", drv, nil); err != nil {
+		t.Fatal(err)
+	}
+	attach(t, m, "stuck", `{}`)
+	if _, err := m.Get(context.Background(), "stuck", nil); err == nil {
+		t.Fatal("a call to the stuck device succeeded")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- m.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "left") {
+			t.Fatalf("Close: %v, want its deadline's error saying a call was left", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still blocked 10 s after its 200 ms deadline")
+	}
+}

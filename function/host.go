@@ -455,7 +455,7 @@ func (h *Host) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
 	}
 	h.launch.mem.close()
-	errs = append(errs, h.logs.Close())
+	errs = append(errs, h.logs.Close(ctx))
 	if h.tempDir {
 		errs = append(errs, os.RemoveAll(h.dataDir))
 	}

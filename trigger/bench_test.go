@@ -76,7 +76,7 @@ func BenchmarkTimerLateness(b *testing.B) {
 		b.Fatal(err)
 	}
 	set := trigger.NewSet(h, map[string]trigger.Factory{timer.Type: sched.Factory()}, nil)
-	defer func() { _ = set.Close(context.Background()); _ = sched.Close() }()
+	defer func() { _ = set.Close(context.Background()); _ = sched.Close(context.Background()) }()
 	for i := range 1000 {
 		if err := set.Put(context.Background(), trigger.Config{Name: "idle-" + strconv.Itoa(i), Type: timer.Type, Function: "f", Params: json.RawMessage(`{"every": "1h"}`)}); err != nil {
 			b.Fatal(err)

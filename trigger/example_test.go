@@ -31,7 +31,7 @@ func ExampleSet() {
 	_ = host.Deploy(ctx, function.Spec{Name: "alarm", Version: "1", Runtime: function.RuntimeGo, Handler: "alarm"})
 
 	sched, _ := timer.NewScheduler(nil)
-	defer sched.Close()
+	defer sched.Close(context.Background())
 	set := trigger.NewSet(host, map[string]trigger.Factory{
 		timer.Type:   sched.Factory(),
 		message.Type: message.Factory(b, nil),

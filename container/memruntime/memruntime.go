@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/container"
+	"github.com/edgekit/edgekit/internal/drain"
 )
 
 // Runtime is the in-memory runtime; the zero value is not usable: use New.
@@ -535,15 +536,21 @@ func (r *Runtime) Events(ctx context.Context, labels map[string]string) (<-chan 
 	return out, nil
 }
 
-// Close kills every container and waits for the programs.
-func (r *Runtime) Close() error {
+// Close kills every container and waits for the programs, or for ctx
+// (then it says what it left). It is safe to call twice.
+func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Lock()
 	for _, c := range r.containers {
 		if c.info.State == container.Running {
-			c.signals <- "SIGKILL"
+			select {
+			case c.signals <- "SIGKILL":
+			default: // already told
+			}
 		}
 	}
 	r.mu.Unlock()
-	r.programs.Wait()
+	if err := drain.Wait(ctx, &r.programs, func() {}); err != nil {
+		return fmt.Errorf("memruntime: close: the containers' programs: %w", err)
+	}
 	return nil
 }

@@ -19,7 +19,7 @@ func TestConformance(t *testing.T) {
 	containertest.Run(t, containertest.Harness{
 		Runtime: func(t *testing.T) container.Runtime {
 			rt := memruntime.New(nil)
-			t.Cleanup(func() { _ = rt.Close() })
+			t.Cleanup(func() { _ = rt.Close(context.Background()) })
 			return rt
 		},
 		Image: func(t *testing.T, rt container.Runtime) string {
@@ -34,7 +34,7 @@ func TestConformance(t *testing.T) {
 // TestPull: the simulated registry asks for its credentials.
 func TestPull(t *testing.T) {
 	rt := memruntime.New(map[string]memruntime.Credentials{"registry.local/app:2": {Username: "u", Password: "p"}})
-	defer rt.Close()
+	defer rt.Close(context.Background())
 	ctx := context.Background()
 	if err := rt.PullImage(ctx, "registry.local/app:2", nil); !errors.Is(err, container.ErrUnauthorized) {
 		t.Errorf("pull without credentials: %v", err)

@@ -282,7 +282,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	if err != nil {
 		return err
 	}
-	closers = append(closers, func(context.Context) error { return sched.Close() })
+	closers = append(closers, sched.Close)
 	triggers := trigger.NewSet(host, map[string]trigger.Factory{
 		timer.Type:   sched.Factory(),
 		message.Type: message.Factory(local, &message.Options{Logger: log}),

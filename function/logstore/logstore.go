@@ -306,8 +306,21 @@ func (q *Query) matches(r *Record) bool {
 	return false
 }
 
-// Close closes the open segment files.
-func (s *Store) Close() error {
+// Close writes what is buffered and closes the open segment files. It
+// returns by ctx's end, saying what it left: a store whose disk hangs
+// does not hold up the host's Close. It is safe to call twice.
+func (s *Store) Close(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("logstore: close: writing the buffered records: %w", ctx.Err())
+	}
+}
+
+func (s *Store) close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	errs := []error{s.flushAllLocked()}

@@ -1,6 +1,7 @@
 package logstore_test
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -17,7 +18,7 @@ func TestQueryFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer s.Close(context.Background())
 	base := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	for i, r := range []logstore.Record{
 		{Message: "starting", Level: slog.LevelInfo},
@@ -69,7 +70,7 @@ func TestQueryFilters(t *testing.T) {
 func TestRotationBound(t *testing.T) {
 	dir := t.TempDir()
 	s, _ := logstore.Open(dir, &logstore.Options{MaxBytes: 64 << 10, Segments: 4})
-	defer s.Close()
+	defer s.Close(context.Background())
 	line := strings.Repeat("x", 1000)
 	for i := range 2000 { // ~2 MB through a 64 KB bound
 		if err := s.Append(logstore.Record{Function: "chatty", Message: line, Attrs: map[string]string{"n": strconv.Itoa(i)}, Time: time.Now()}); err != nil {
@@ -95,7 +96,7 @@ func TestRotationBound(t *testing.T) {
 // everything on.
 func TestHandler(t *testing.T) {
 	s, _ := logstore.Open(t.TempDir(), nil)
-	defer s.Close()
+	defer s.Close(context.Background())
 	var passed strings.Builder
 	log := slog.New(s.Handler(slog.NewTextHandler(&passed, nil)))
 	log.Info("host starting")
@@ -149,7 +150,7 @@ func TestAppendsReachTheFile(t *testing.T) {
 	if err := s.Append(logstore.Record{Function: "f", Message: "last", Time: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Close(); err != nil {
+	if err := s.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(onDisk(), "last") {
@@ -176,7 +177,7 @@ func TestSegmentFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	defer s.Close(context.Background())
 	if err := s.Append(logstore.Record{Function: "f", Message: "m", Time: time.Now()}); err == nil {
 		t.Error("an append through a planted link was accepted")
 	}

@@ -1,6 +1,7 @@
 package timer_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -21,7 +22,7 @@ func FuzzParams(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer sched.Close()
+	defer sched.Close(context.Background())
 	factory := sched.Factory()
 	f.Fuzz(func(t *testing.T, params string) {
 		_, err := factory(trigger.Config{Name: "t", Type: timer.Type, Function: "f", Params: json.RawMessage(params)})

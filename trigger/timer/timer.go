@@ -97,10 +97,19 @@ func NewScheduler(opts *Options) (*Scheduler, error) {
 }
 
 // Close stops the scheduler; stop the triggers first (trigger.Set.Close).
-// It is safe to call twice.
-func (s *Scheduler) Close() error {
+// It waits for the runs in flight until ctx ends, then returns, saying so
+// (the runs go on to their end). It is safe to call twice.
+func (s *Scheduler) Close(ctx context.Context) error {
 	var err error
-	s.once.Do(func() { err = s.s.Shutdown() })
+	s.once.Do(func() {
+		done := make(chan error, 1)
+		go func() { done <- s.s.Shutdown() }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("timer: close: waiting for the scheduler to stop: %w", ctx.Err())
+		}
+	})
 	return err
 }
 

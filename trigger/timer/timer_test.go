@@ -97,7 +97,7 @@ func setup(t *testing.T, rec *recorder, stateDir string) (*function.Host, *timer
 	t.Cleanup(func() {
 		ctx := context.Background()
 		_ = set.Close(ctx)
-		_ = sched.Close()
+		_ = sched.Close(context.Background())
 		_ = h.Close(ctx)
 	})
 	return h, sched, set
@@ -200,7 +200,7 @@ func TestMissedRunOnce(t *testing.T) {
 		put(t, set, "regular", `{"every": "200ms", "missed": "run-once"}`)
 		rec.waitFor(t, 1, 5*time.Second)
 		_ = set.Close(context.Background())
-		_ = sched.Close()
+		_ = sched.Close(context.Background())
 	}
 	time.Sleep(300 * time.Millisecond) // a tick passes while "down"
 	for _, tc := range []struct {
@@ -283,7 +283,7 @@ func TestEventParam(t *testing.T) {
 		t.Fatal(err)
 	}
 	set := trigger.NewSet(h, map[string]trigger.Factory{timer.Type: sched.Factory()}, nil)
-	t.Cleanup(func() { _ = set.Close(context.Background()); _ = sched.Close() })
+	t.Cleanup(func() { _ = set.Close(context.Background()); _ = sched.Close(context.Background()) })
 	put(t, set, "probe", `{"every": "20ms", "event": {"device": "self-test", "temperature": 20}}`)
 	select {
 	case req := <-got:
