@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -524,8 +525,9 @@ func TestClose(t *testing.T) {
 	}
 	release := make(chan struct{})
 	started := make(chan struct{})
+	var once sync.Once
 	register(t, h, "wait", func(ctx context.Context, req invoke.Request) (invoke.Response, error) {
-		close(started)
+		once.Do(func() { close(started) })
 		<-release
 		return invoke.Response{Payload: []byte("finished")}, nil
 	})
@@ -538,10 +540,14 @@ func TestClose(t *testing.T) {
 	<-started
 	closed := make(chan error, 1)
 	go func() { closed <- h.Close(context.Background()) }()
-	time.Sleep(20 * time.Millisecond)
-	if _, err := h.Invoke(context.Background(), "w", invoke.Request{}); !errors.Is(err, function.ErrClosed) {
-		t.Errorf("invoke while closing: %v", err)
-	}
+	// Calls made before Close takes effect run (and wait for release);
+	// once it has, new ones are refused.
+	testenv.Eventually(t, "invocations refused while closing", func() bool {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // a call that is accepted does not wait
+		_, err := h.Invoke(ctx, "w", invoke.Request{})
+		return errors.Is(err, function.ErrClosed)
+	})
 	close(release)
 	if err := <-closed; err != nil {
 		t.Fatal(err)

@@ -342,33 +342,32 @@ func TestChangesUnderLoad(t *testing.T) {
 		set := newSet(t, h, b)
 		put(t, set, "live", "a", `{"filter": "load/#"}`)
 		ctx := context.Background()
-		var sent atomic.Int32
-		stop := make(chan struct{})
+		const n = 3000
 		published := make(chan struct{})
 		go func() {
 			defer close(published)
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for i := range n {
 				if err := b.Publish(ctx, &bus.Message{Topic: "load/x", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
 					t.Error(err)
 					return
 				}
-				sent.Add(1)
-				time.Sleep(200 * time.Microsecond)
 			}
 		}()
-		time.Sleep(150 * time.Millisecond)
+		seenAtLeast := func(what string, k int) {
+			t.Helper()
+			testenv.Eventually(t, what, func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(seen) >= k
+			})
+		}
+		// Each change is made while messages flow: after some have been
+		// handled, before all are sent.
+		seenAtLeast("messages handled before the rebind", 300)
 		put(t, set, "live", "b", `{"filter": "load/#"}`) // rebind
-		time.Sleep(150 * time.Millisecond)
+		seenAtLeast("messages handled before the new params", 1000)
 		put(t, set, "live", "b", `{"filter": "load/#", "concurrency": 2}`) // restart with new params
-		time.Sleep(150 * time.Millisecond)
-		close(stop)
 		<-published
-		n := int(sent.Load())
 		testenv.Eventually(t, "every message sent while the trigger stayed", func() bool {
 			mu.Lock()
 			defer mu.Unlock()
@@ -383,15 +382,23 @@ func TestChangesUnderLoad(t *testing.T) {
 			t.Fatal(err)
 		}
 		afterRemove.Store(true)
+		// A subscription of the test's own sees the messages after the
+		// removal; once it has the last, the removed trigger had its
+		// chance to (wrongly) run them.
+		marker := make(chan struct{})
+		if _, err := b.Subscribe(ctx, "load/#", func(_ context.Context, m *bus.Message) {
+			if string(m.Payload) == "after-49" {
+				close(marker)
+			}
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
 		for i := range 50 {
 			_ = b.Publish(ctx, &bus.Message{Topic: "load/x", Payload: []byte("after-" + strconv.Itoa(i)), QoS: bus.AtLeastOnce})
 		}
-		time.Sleep(200 * time.Millisecond)
+		<-marker
 		if late.Load() != 0 {
 			t.Errorf("%d invocations after the trigger was removed", late.Load())
-		}
-		if n < 100 {
-			t.Errorf("only %d messages sent under load", n)
 		}
 	})
 }
