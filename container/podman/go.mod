@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	github.com/docker/docker v28.5.1+incompatible
-	github.com/edgekit/edgekit v0.0.0
+	github.com/edgekit/edgekit v0.0.0-20261201222529-a13250a2cb35
 	github.com/opencontainers/runtime-spec v1.2.1
 	go.podman.io/common v0.66.0
 )
@@ -123,4 +123,3 @@ require (
 	tags.cncf.io/container-device-interface v1.0.1 // indirect
 )
 
-replace github.com/edgekit/edgekit => ../..
