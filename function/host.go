@@ -44,8 +44,13 @@ type Options struct {
 	// says which.
 	MemoryLimiter MemoryLimiter
 	// Env is added to every out-of-process instance's environment (a
-	// Spec's Env wins): the gateway's local API address and token, say.
+	// Spec's Env wins): the gateway's local API address, say.
 	Env map[string]string
+	// EnvFor, when set, is asked at each start of an out-of-process
+	// instance for variables of that function's own, added after Env (a
+	// Spec's Env wins, but may not set EDGEKIT_*): a local API token of
+	// the function's own, say (httpcall.Tokens).
+	EnvFor func(Spec) map[string]string
 	// CgroupParent is the cgroup v2 directory the host makes its own
 	// cgroup in, e.g. one delegated to the gateway by its systemd unit
 	// (Delegate=yes) that holds no processes itself. Default: the host's
@@ -202,7 +207,7 @@ func New(opts *Options) (*Host, error) {
 	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
 		env = append(env, k+"="+o.Env[k])
 	}
-	h.launch = launcher{log: h.log, env: env, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable()}
+	h.launch = launcher{log: h.log, env: env, envFor: o.EnvFor, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable()}
 	if !h.launch.peerCheck {
 		h.log.Warn("function: /proc/net/tcp cannot be read: the runtime API checks its secret, not who connects")
 	}

@@ -249,14 +249,18 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 		apiLn.Close()
 		return err
 	}
+	// Each function calls the endpoint with a token of its own, never the
+	// operator's.
+	callers := httpcall.NewTokens()
 	host, err := function.New(&function.Options{DataDir: filepath.Join(cfg.dataDir, "functions"), Logger: log,
-		Env: map[string]string{httpcall.EnvAddr: "http://" + apiLn.Addr().String(), httpcall.EnvToken: token}})
+		Env:    map[string]string{httpcall.EnvAddr: "http://" + apiLn.Addr().String()},
+		EnvFor: func(s function.Spec) map[string]string { return map[string]string{httpcall.EnvToken: callers.Issue(s.Name)} }})
 	if err != nil {
 		apiLn.Close()
 		return err
 	}
 	closers = append(closers, host.Close)
-	api, err := httpcall.Serve(apiLn, host, &httpcall.Options{Token: token, Logger: log})
+	api, err := httpcall.Serve(apiLn, host, &httpcall.Options{Token: token, Callers: callers, Logger: log})
 	if err != nil {
 		apiLn.Close()
 		return err

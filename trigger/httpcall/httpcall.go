@@ -14,9 +14,11 @@
 // unavailable 503. A missing or wrong token is 401, a body over the limit
 // 413.
 //
-// Out-of-process functions reach the endpoint through the address and
-// token the gateway puts in their environment (function.Options.Env), so
-// functions can call functions.
+// Out-of-process functions reach the endpoint through the address and the
+// token the gateway puts in their environment (function.Options.Env and
+// EnvFor), so functions can call functions. Each function gets a token of
+// its own from Options.Callers (Tokens.Issue), revoked when it goes; the
+// operator's token (Options.Token) is never handed to functions.
 package httpcall
 
 import (
@@ -32,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,9 +51,12 @@ const (
 
 // Options configure a Server.
 type Options struct {
-	// Token is the bearer token every request must carry; required, at
-	// least 16 characters. NewToken makes one.
+	// Token is the operator's bearer token; required, at least 16
+	// characters. NewToken makes one.
 	Token string
+	// Callers, when set, holds the tokens of the other callers (one per
+	// function); a request may carry one of them instead.
+	Callers *Tokens
 	// MaxBody bounds a request body; default 6 MiB (the Lambda limit).
 	MaxBody int64
 	// AsyncResults is how many asynchronous results are kept; default
@@ -152,18 +158,28 @@ func Serve(ln net.Listener, inv invoke.Invoker, opts *Options) (*Server, error) 
 // URL is the endpoint's base URL.
 func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
 
+// callerKey carries who made a request: "operator", or the name its
+// token was issued to.
+type callerKey struct{}
+
 func (s *Server) authorized(next http.Handler) http.Handler {
 	want := []byte("Bearer " + s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			// The body is never read, and the connection ends with the
-			// answer (the server would otherwise read the body to reuse
-			// it).
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("a bearer token is required in the Authorization header"))
+		auth := r.Header.Get("Authorization")
+		caller := ""
+		if subtle.ConstantTimeCompare([]byte(auth), want) == 1 {
+			caller = "operator"
+		} else if tok, ok := strings.CutPrefix(auth, "Bearer "); ok {
+			caller, _ = s.opts.Callers.caller(tok)
+		}
+		if caller != "" {
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
 			return
 		}
-		next.ServeHTTP(w, r)
+		// The body is never read, and the connection ends with the answer
+		// (the server would otherwise read the body to reuse it).
+		w.Header().Set("Connection", "close")
+		writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("a bearer token is required in the Authorization header"))
 	})
 }
 
@@ -185,7 +201,8 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("body: %w", err))
 		return
 	}
-	req := invoke.Request{Payload: body, ContentType: r.Header.Get("Content-Type"), Source: map[string]string{"type": "http", "path": r.URL.Path}}
+	caller, _ := r.Context().Value(callerKey{}).(string)
+	req := invoke.Request{Payload: body, ContentType: r.Header.Get("Content-Type"), Source: map[string]string{"type": "http", "path": r.URL.Path, "caller": caller}}
 	if async := r.URL.Query().Get("async"); async == "1" || async == "true" {
 		res, ok := s.startAsync(name, req)
 		if !ok {

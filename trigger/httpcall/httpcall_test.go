@@ -26,19 +26,27 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // gateway is a host with the endpoint in front, wired as a gateway does:
 // out-of-process functions get the endpoint's address and token.
 func gateway(t *testing.T) (*function.Host, *httpcall.Server, string) {
+	h, srv, token, _ := gatewayWithCallers(t)
+	return h, srv, token
+}
+
+// gatewayWithCallers is gateway, and the tokens its functions call with.
+func gatewayWithCallers(t *testing.T) (*function.Host, *httpcall.Server, string, *httpcall.Tokens) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	token := httpcall.NewToken()
-	h, err := function.New(&function.Options{Env: map[string]string{
-		httpcall.EnvAddr: "http://" + ln.Addr().String(), httpcall.EnvToken: token,
-	}})
+	callers := httpcall.NewTokens()
+	h, err := function.New(&function.Options{
+		Env:    map[string]string{httpcall.EnvAddr: "http://" + ln.Addr().String()},
+		EnvFor: func(s function.Spec) map[string]string { return map[string]string{httpcall.EnvToken: callers.Issue(s.Name)} },
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := httpcall.Serve(ln, h, &httpcall.Options{Token: token, MaxBody: 1000})
+	srv, err := httpcall.Serve(ln, h, &httpcall.Options{Token: token, Callers: callers, MaxBody: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,12 +58,15 @@ func gateway(t *testing.T) (*function.Host, *httpcall.Server, string) {
 		if string(req.Payload) == `"fail"` {
 			return invoke.Response{}, errors.New("cannot greet")
 		}
+		if string(req.Payload) == `"who"` {
+			return invoke.Response{Payload: []byte(`"` + req.Source["caller"] + `"`), ContentType: "application/json"}, nil
+		}
 		return invoke.Response{Payload: []byte(`"hello ` + strings.Trim(string(req.Payload), `"`) + `"`), ContentType: "application/json"}, nil
 	}))
 	if err := h.Deploy(context.Background(), function.Spec{Name: "greet", Version: "1", Runtime: function.RuntimeGo, Handler: "greet"}); err != nil {
 		t.Fatal(err)
 	}
-	return h, srv, token
+	return h, srv, token, callers
 }
 
 type answer struct {
@@ -138,18 +149,25 @@ func TestAsync(t *testing.T) {
 // TestFunctionCallsFunction: an out-of-process function calls another
 // function through the endpoint, with the address and token it finds in
 // its environment.
+// TestFunctionCallsFunction: an out-of-process function calls another
+// through the endpoint with a token of its own (not the operator's), the
+// callee sees who called, and once the token is revoked the call is
+// refused.
 func TestFunctionCallsFunction(t *testing.T) {
 	testenv.Tool(t, "python3")
-	h, _, _ := gateway(t)
+	h, _, operator, callers := gatewayWithCallers(t)
 	dir := t.TempDir()
-	code := `import json, os, urllib.request
+	code := `import json, os, urllib.error, urllib.request
 
 def handler(event, context):
     req = urllib.request.Request(os.environ["EDGEKIT_API"] + "/v1/functions/greet/invoke",
                                  data=json.dumps(event["name"]).encode(), method="POST",
                                  headers={"Authorization": "Bearer " + os.environ["EDGEKIT_API_TOKEN"]})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return {"relayed": json.load(resp)}
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return {"relayed": json.load(resp), "token": os.environ["EDGEKIT_API_TOKEN"]}
+    except urllib.error.HTTPError as e:
+        return {"status": e.code}
 `
 	if err := os.WriteFile(filepath.Join(dir, "relay.py"), []byte(code), 0o644); err != nil {
 		t.Fatal(err)
@@ -157,12 +175,31 @@ def handler(event, context):
 	if err := h.Deploy(context.Background(), function.Spec{Name: "relay", Version: "1", Runtime: function.RuntimePython, Handler: "relay.handler", CodeDir: dir}); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := h.Invoke(context.Background(), "relay", invoke.Request{Payload: []byte(`{"name": "pump"}`)})
-	if err != nil {
-		t.Fatal(err)
+	call := func(name string) map[string]any {
+		t.Helper()
+		resp, err := h.Invoke(context.Background(), "relay", invoke.Request{Payload: []byte(`{"name": "` + name + `"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v map[string]any
+		if err := json.Unmarshal(resp.Payload, &v); err != nil {
+			t.Fatalf("relay answered %q", resp.Payload)
+		}
+		return v
 	}
-	if string(resp.Payload) != `{"relayed": "hello pump"}` {
-		t.Errorf("relay answered %s", resp.Payload)
+	v := call("pump")
+	if v["relayed"] != "hello pump" {
+		t.Errorf("relay answered %v", v)
+	}
+	if v["token"] == operator || v["token"] != callers.Issue("relay") {
+		t.Errorf("the function called with %v: want its own token, not the operator's", v["token"])
+	}
+	if v := call("who"); v["relayed"] != "relay" {
+		t.Errorf("the callee saw the caller as %v, want relay", v["relayed"])
+	}
+	callers.Revoke("relay")
+	if v := call("pump"); v["status"] != float64(401) {
+		t.Errorf("a call with a revoked token: %v, want 401", v)
 	}
 }
 
