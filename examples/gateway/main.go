@@ -253,8 +253,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) (err 
 	// operator's.
 	callers := httpcall.NewTokens()
 	host, err := function.New(&function.Options{DataDir: filepath.Join(cfg.dataDir, "functions"), Logger: log,
-		Env:    map[string]string{httpcall.EnvAddr: "http://" + apiLn.Addr().String()},
-		EnvFor: func(s function.Spec) map[string]string { return map[string]string{httpcall.EnvToken: callers.Issue(s.Name)} }})
+		Env: map[string]string{httpcall.EnvAddr: "http://" + apiLn.Addr().String()},
+		EnvFor: func(s function.Spec) map[string]string {
+			return map[string]string{httpcall.EnvToken: callers.Issue(s.Name)}
+		}})
 	if err != nil {
 		apiLn.Close()
 		return err

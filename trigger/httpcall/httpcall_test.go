@@ -40,8 +40,10 @@ func gatewayWithCallers(t *testing.T) (*function.Host, *httpcall.Server, string,
 	token := httpcall.NewToken()
 	callers := httpcall.NewTokens()
 	h, err := function.New(&function.Options{
-		Env:    map[string]string{httpcall.EnvAddr: "http://" + ln.Addr().String()},
-		EnvFor: func(s function.Spec) map[string]string { return map[string]string{httpcall.EnvToken: callers.Issue(s.Name)} },
+		Env: map[string]string{httpcall.EnvAddr: "http://" + ln.Addr().String()},
+		EnvFor: func(s function.Spec) map[string]string {
+			return map[string]string{httpcall.EnvToken: callers.Issue(s.Name)}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

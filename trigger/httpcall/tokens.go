@@ -13,7 +13,7 @@ import (
 type Tokens struct {
 	mu     sync.RWMutex
 	byHash map[[sha256.Size]byte]string // token's hash → caller
-	byName map[string]string           // caller → token
+	byName map[string]string            // caller → token
 }
 
 // NewTokens returns an empty set.
