@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
+	"github.com/jonboulle/clockwork"
 
 	"github.com/edgekit/edgekit/internal/drain"
 	"github.com/edgekit/edgekit/internal/safefile"
@@ -65,6 +66,9 @@ type Options struct {
 	StateDir string
 	// Logger receives the scheduler's records; nil discards.
 	Logger *slog.Logger
+	// Clock is the time the schedules follow; nil is the real clock. Tests
+	// pass a fake one (clockwork.NewFakeClock) and move it on.
+	Clock clockwork.Clock
 }
 
 // Scheduler runs timer triggers.
@@ -83,12 +87,15 @@ func NewScheduler(opts *Options) (*Scheduler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.Clock == nil {
+		o.Clock = clockwork.NewRealClock()
+	}
 	if o.StateDir != "" {
 		if err := os.MkdirAll(o.StateDir, 0o755); err != nil {
 			return nil, fmt.Errorf("timer: state directory: %w", err)
 		}
 	}
-	s, err := gocron.NewScheduler()
+	s, err := gocron.NewScheduler(gocron.WithClock(o.Clock))
 	if err != nil {
 		return nil, fmt.Errorf("timer: %w", err)
 	}
@@ -232,7 +239,7 @@ func (s *Scheduler) newTrigger(c trigger.Config) (trigger.Trigger, error) {
 func (t *timerTrigger) Start(ctx context.Context, fire trigger.Fire) error {
 	t.fire = fire
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	now := time.Now()
+	now := t.s.opts.Clock.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.sc.runMissed {
@@ -264,8 +271,8 @@ func (t *timerTrigger) tick() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	scheduled := t.next
-	if scheduled.IsZero() || scheduled.After(time.Now().Add(time.Second)) {
-		scheduled = time.Now() // the schedule moved under us
+	if now := t.s.opts.Clock.Now(); scheduled.IsZero() || scheduled.After(now.Add(time.Second)) {
+		scheduled = now // the schedule moved under us
 	}
 	t.next = t.sc.next(scheduled)
 	switch {
@@ -308,7 +315,7 @@ type event struct {
 }
 
 func (t *timerTrigger) run(scheduled time.Time, missed bool) {
-	fired := time.Now()
+	fired := t.s.opts.Clock.Now()
 	payload := []byte(t.p.Event)
 	if payload == nil {
 		payload, _ = json.Marshal(event{Trigger: t.name, Scheduled: scheduled, Fired: fired, Missed: missed, Data: t.p.Data})

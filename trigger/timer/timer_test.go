@@ -4,15 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"go.uber.org/goleak"
 
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
 	"github.com/edgekit/edgekit/trigger/timer"
@@ -29,10 +33,12 @@ type event struct {
 }
 
 // recorder is an in-process function that records the events it gets.
+// With hold set, its first run waits until hold is closed.
 type recorder struct {
 	mu      sync.Mutex
 	events  []event
-	sleep   time.Duration
+	hold    chan struct{}
+	once    sync.Once
 	running atomic.Int32
 	overlap atomic.Bool
 }
@@ -49,7 +55,9 @@ func (r *recorder) handle(ctx context.Context, req invoke.Request) (invoke.Respo
 	r.mu.Lock()
 	r.events = append(r.events, ev)
 	r.mu.Unlock()
-	time.Sleep(r.sleep)
+	if r.hold != nil {
+		r.once.Do(func() { <-r.hold })
+	}
 	return invoke.Response{}, nil
 }
 
@@ -60,23 +68,25 @@ func (r *recorder) snapshot() []event {
 }
 
 // waitFor waits until the recorder has n events.
-func (r *recorder) waitFor(t *testing.T, n int, within time.Duration) []event {
+func (r *recorder) waitFor(t *testing.T, n int) []event {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if evs := r.snapshot(); len(evs) >= n {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events within %v, want %d", len(r.snapshot()), within, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, strconv.Itoa(n)+" events", func() bool { return len(r.snapshot()) >= n })
+	return r.snapshot()
 }
 
-// setup gives a host with function "f" recording into rec, a scheduler and
-// a Set; all are closed when the test ends.
-func setup(t *testing.T, rec *recorder, stateDir string) (*function.Host, *timer.Scheduler, *trigger.Set) {
+// t0 is where the tests' fake clocks start.
+var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+// env is a host with function "f" recording into rec, a scheduler on a
+// fake clock and a Set; all are closed when the test ends.
+type env struct {
+	clock *clockwork.FakeClock
+	sched *timer.Scheduler
+	set   *trigger.Set
+	logs  *testenv.Buffer
+}
+
+func setup(t *testing.T, rec *recorder, stateDir string, clock *clockwork.FakeClock) *env {
 	t.Helper()
 	h, err := function.New(nil)
 	if err != nil {
@@ -87,7 +97,11 @@ func setup(t *testing.T, rec *recorder, stateDir string) (*function.Host, *timer
 	if err := h.Deploy(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
-	sched, err := timer.NewScheduler(&timer.Options{StateDir: stateDir})
+	if clock == nil {
+		clock = clockwork.NewFakeClockAt(t0)
+	}
+	logs := &testenv.Buffer{}
+	sched, err := timer.NewScheduler(&timer.Options{StateDir: stateDir, Clock: clock, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,10 +111,27 @@ func setup(t *testing.T, rec *recorder, stateDir string) (*function.Host, *timer
 	t.Cleanup(func() {
 		ctx := context.Background()
 		_ = set.Close(ctx)
-		_ = sched.Close(context.Background())
+		_ = sched.Close(ctx)
 		_ = h.Close(ctx)
 	})
-	return h, sched, set
+	return &env{clock: clock, sched: sched, set: set, logs: logs}
+}
+
+// advance moves the clock on by d once the scheduler has armed its timer.
+func (e *env) advance(t *testing.T, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.clock.BlockUntilContext(ctx, 1); err != nil {
+		t.Fatalf("the scheduler armed no timer: %v", err)
+	}
+	e.clock.Advance(d)
+}
+
+// skipped waits until n ticks were logged as skipped.
+func (e *env) skipped(t *testing.T, n int) {
+	t.Helper()
+	testenv.Eventually(t, strconv.Itoa(n)+" ticks skipped", func() bool { return strings.Count(e.logs.String(), "tick skipped") >= n })
 }
 
 func put(t *testing.T, set *trigger.Set, name, params string) {
@@ -114,20 +145,17 @@ func put(t *testing.T, set *trigger.Set, name, params string) {
 // the trigger, its scheduled time, the time it fired, and the data.
 func TestInterval(t *testing.T) {
 	rec := &recorder{}
-	_, _, set := setup(t, rec, "")
-	put(t, set, "tick", `{"every": "50ms", "data": {"sensor": "boiler"}}`)
-	evs := rec.waitFor(t, 4, 5*time.Second)
-	for i, ev := range evs[:4] {
+	e := setup(t, rec, "", nil)
+	put(t, e.set, "tick", `{"every": "50ms", "data": {"sensor": "boiler"}}`)
+	for i := 1; i <= 4; i++ {
+		e.advance(t, 50*time.Millisecond)
+		evs := rec.waitFor(t, i)
+		ev := evs[i-1]
+		if want := t0.Add(time.Duration(i) * 50 * time.Millisecond); !ev.Scheduled.Equal(want) || !ev.Fired.Equal(want) {
+			t.Errorf("event %d scheduled %v, fired %v; want both %v", i, ev.Scheduled, ev.Fired, want)
+		}
 		if ev.Trigger != "tick" || string(ev.Data) != `{"sensor":"boiler"}` {
 			t.Errorf("event %d: %+v", i, ev)
-		}
-		if late := ev.Fired.Sub(ev.Scheduled); late < -5*time.Millisecond || late > time.Second {
-			t.Errorf("event %d fired %v after its scheduled time", i, late)
-		}
-		if i > 0 {
-			if step := ev.Scheduled.Sub(evs[i-1].Scheduled); step != 50*time.Millisecond {
-				t.Errorf("scheduled times %v apart, want 50ms", step)
-			}
 		}
 	}
 }
@@ -135,40 +163,58 @@ func TestInterval(t *testing.T) {
 // TestOverlap: with "skip" a tick that comes while the previous run still
 // runs is dropped; with "queue" one waits and runs right after.
 func TestOverlap(t *testing.T) {
-	for _, policy := range []string{"skip", "queue"} {
-		t.Run(policy, func(t *testing.T) {
-			rec := &recorder{sleep: 130 * time.Millisecond}
-			_, _, set := setup(t, rec, "")
-			put(t, set, "slow", `{"every": "50ms", "overlap": "`+policy+`"}`)
-			evs := rec.waitFor(t, 3, 5*time.Second)
-			if rec.overlap.Load() {
-				t.Fatal("runs overlapped")
-			}
-			gap := evs[2].Fired.Sub(evs[1].Fired)
-			switch policy {
-			case "skip":
-				// The next run starts on the first tick after the run
-				// ends: skipped ticks leave gaps of whole intervals.
-				if missedTicks := evs[2].Scheduled.Sub(evs[1].Scheduled) / (50 * time.Millisecond); missedTicks < 3 {
-					t.Errorf("consecutive runs scheduled %d ticks apart, want ≥ 3 (ticks skipped)", missedTicks)
-				}
-			case "queue":
-				// The queued tick runs as soon as the run before ends.
-				if gap > 130*time.Millisecond+40*time.Millisecond {
-					t.Errorf("queued run started %v after the previous one started, want right after it ended", gap)
-				}
-			}
-		})
-	}
+	t.Run("skip", func(t *testing.T) {
+		rec := &recorder{hold: make(chan struct{})}
+		e := setup(t, rec, "", nil)
+		put(t, e.set, "slow", `{"every": "50ms", "overlap": "skip"}`)
+		e.advance(t, 50*time.Millisecond) // the first run starts and holds
+		rec.waitFor(t, 1)
+		for range 3 {
+			e.advance(t, 50*time.Millisecond)
+		}
+		e.skipped(t, 3)
+		close(rec.hold)
+		testenv.Eventually(t, "the first run ended", func() bool { return rec.running.Load() == 0 })
+		e.advance(t, 50*time.Millisecond)
+		evs := rec.waitFor(t, 2)
+		if got := evs[1].Scheduled.Sub(evs[0].Scheduled); got != 200*time.Millisecond {
+			t.Errorf("the run after the held one was scheduled %v after it, want 200ms (3 ticks skipped)", got)
+		}
+		if rec.overlap.Load() {
+			t.Error("runs overlapped")
+		}
+	})
+	t.Run("queue", func(t *testing.T) {
+		rec := &recorder{hold: make(chan struct{})}
+		e := setup(t, rec, "", nil)
+		put(t, e.set, "slow", `{"every": "50ms", "overlap": "queue"}`)
+		e.advance(t, 50*time.Millisecond) // the first run starts and holds
+		rec.waitFor(t, 1)
+		e.advance(t, 50*time.Millisecond) // queued
+		e.advance(t, 50*time.Millisecond) // one is queued already: skipped
+		e.skipped(t, 1)
+		close(rec.hold)
+		// The queued tick runs once the held run ends, with no tick more.
+		evs := rec.waitFor(t, 2)
+		if !evs[1].Scheduled.Equal(t0.Add(100*time.Millisecond)) || !evs[1].Fired.Equal(t0.Add(150*time.Millisecond)) {
+			t.Errorf("queued run scheduled %v, fired %v; want the second tick, run when the first run ended", evs[1].Scheduled, evs[1].Fired)
+		}
+		if rec.overlap.Load() {
+			t.Error("runs overlapped")
+		}
+	})
 }
 
 // TestCron: a cron schedule with seconds and a time zone fires each second.
 func TestCron(t *testing.T) {
 	rec := &recorder{}
-	_, _, set := setup(t, rec, "")
-	put(t, set, "each-second", `{"cron": "* * * * * *", "timezone": "Europe/Berlin"}`)
-	evs := rec.waitFor(t, 2, 5*time.Second)
-	if evs[0].Scheduled.Nanosecond() != 0 || evs[1].Scheduled.Sub(evs[0].Scheduled) != time.Second {
+	e := setup(t, rec, "", nil)
+	put(t, e.set, "each-second", `{"cron": "* * * * * *", "timezone": "Europe/Berlin"}`)
+	e.advance(t, time.Second)
+	rec.waitFor(t, 1)
+	e.advance(t, time.Second)
+	evs := rec.waitFor(t, 2)
+	if !evs[0].Scheduled.Equal(t0.Add(time.Second)) || evs[1].Scheduled.Sub(evs[0].Scheduled) != time.Second {
 		t.Errorf("cron ticks scheduled at %v and %v", evs[0].Scheduled, evs[1].Scheduled)
 	}
 }
@@ -176,15 +222,16 @@ func TestCron(t *testing.T) {
 // TestAt: a time point fires once; one in the past does not fire.
 func TestAt(t *testing.T) {
 	rec := &recorder{}
-	_, _, set := setup(t, rec, "")
-	at := time.Now().Add(300 * time.Millisecond).UTC().Truncate(time.Second).Add(time.Second)
-	put(t, set, "once", `{"at": "`+at.Format(time.RFC3339)+`"}`)
-	put(t, set, "past", `{"at": "2020-01-01T00:00:00Z"}`)
-	evs := rec.waitFor(t, 1, 5*time.Second)
+	e := setup(t, rec, "", nil)
+	at := t0.Add(time.Second)
+	put(t, e.set, "once", `{"at": "`+at.Format(time.RFC3339)+`"}`)
+	put(t, e.set, "past", `{"at": "2020-01-01T00:00:00Z"}`)
+	e.advance(t, time.Second)
+	evs := rec.waitFor(t, 1)
 	if !evs[0].Scheduled.Equal(at) || evs[0].Trigger != "once" {
 		t.Errorf("event %+v, want trigger once scheduled at %v", evs[0], at)
 	}
-	time.Sleep(300 * time.Millisecond)
+	e.clock.Advance(time.Hour) // nothing is armed any more
 	if n := len(rec.snapshot()); n != 1 {
 		t.Errorf("%d events, want 1", n)
 	}
@@ -194,27 +241,39 @@ func TestAt(t *testing.T) {
 // start with "missed": "run-once", and not with the default.
 func TestMissedRunOnce(t *testing.T) {
 	dir := t.TempDir()
+	clock := clockwork.NewFakeClockAt(t0)
 	{
 		rec := &recorder{}
-		_, sched, set := setup(t, rec, dir)
-		put(t, set, "regular", `{"every": "200ms", "missed": "run-once"}`)
-		rec.waitFor(t, 1, 5*time.Second)
-		_ = set.Close(context.Background())
-		_ = sched.Close(context.Background())
+		e := setup(t, rec, dir, clock)
+		put(t, e.set, "regular", `{"every": "200ms", "missed": "run-once"}`)
+		e.advance(t, 200*time.Millisecond) // runs at t0+200ms, which is kept
+		rec.waitFor(t, 1)
+		_ = e.set.Close(context.Background())
+		_ = e.sched.Close(context.Background())
 	}
-	time.Sleep(300 * time.Millisecond) // a tick passes while "down"
+	clock.Advance(300 * time.Millisecond) // the tick at t0+400ms passes while "down"
 	for _, tc := range []struct {
 		missed string
 		want   bool
 	}{{"run-once", true}, {"skip", false}} {
-		rec := &recorder{}
-		_, _, set := setup(t, rec, dir)
-		put(t, set, "regular", `{"every": "200ms", "missed": "`+tc.missed+`"}`)
-		time.Sleep(120 * time.Millisecond) // before the first regular tick
-		evs := rec.snapshot()
-		if got := len(evs) == 1 && evs[0].Missed; got != tc.want || len(evs) > 1 {
-			t.Errorf("missed %q: events %+v, want a missed run at start: %v", tc.missed, evs, tc.want)
-		}
+		t.Run(tc.missed, func(t *testing.T) {
+			rec := &recorder{}
+			e := setup(t, rec, dir, clock)
+			put(t, e.set, "regular", `{"every": "200ms", "missed": "`+tc.missed+`"}`)
+			n := 1
+			if tc.want {
+				// The missed run starts with the trigger.
+				if evs := rec.waitFor(t, 1); !evs[0].Missed {
+					t.Errorf("first event %+v, want the missed run", evs[0])
+				}
+				n = 2
+			}
+			e.advance(t, 200*time.Millisecond) // the first regular tick
+			evs := rec.waitFor(t, n)
+			if len(evs) != n || evs[n-1].Missed {
+				t.Errorf("events %+v: want %d, the last a regular tick", evs, n)
+			}
+		})
 	}
 }
 
@@ -222,7 +281,8 @@ func TestMissedRunOnce(t *testing.T) {
 // field, and what ran before keeps running.
 func TestBadParams(t *testing.T) {
 	rec := &recorder{}
-	_, _, set := setup(t, rec, "")
+	e := setup(t, rec, "", nil)
+	set := e.set
 	put(t, set, "good", `{"every": "50ms"}`)
 	for params, field := range map[string]string{
 		``:                                       "params.every",
@@ -252,8 +312,10 @@ func TestBadParams(t *testing.T) {
 	if err := set.Put(context.Background(), trigger.Config{Name: "a/b", Type: timer.Type, Function: "f"}); !errors.Is(err, trigger.ErrInvalidConfig) {
 		t.Errorf("bad name: %v", err)
 	}
-	n := len(rec.snapshot())
-	rec.waitFor(t, n+2, 5*time.Second) // the good trigger still fires
+	for i := 1; i <= 2; i++ { // the good trigger still fires
+		e.advance(t, 50*time.Millisecond)
+		rec.waitFor(t, i)
+	}
 	if cfgs := set.List(); len(cfgs) != 1 || string(cfgs[0].Params) != `{"every": "50ms"}` {
 		t.Errorf("triggers after the refused changes: %+v", cfgs)
 	}
@@ -278,13 +340,15 @@ func TestEventParam(t *testing.T) {
 	if err := h.Deploy(context.Background(), function.Spec{Name: "f", Version: "1", Runtime: function.RuntimeGo, Handler: "f"}); err != nil {
 		t.Fatal(err)
 	}
-	sched, err := timer.NewScheduler(nil)
+	clock := clockwork.NewFakeClockAt(t0)
+	sched, err := timer.NewScheduler(&timer.Options{Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	set := trigger.NewSet(h, map[string]trigger.Factory{timer.Type: sched.Factory()}, nil)
 	t.Cleanup(func() { _ = set.Close(context.Background()); _ = sched.Close(context.Background()) })
 	put(t, set, "probe", `{"every": "20ms", "event": {"device": "self-test", "temperature": 20}}`)
+	(&env{clock: clock}).advance(t, 20*time.Millisecond)
 	select {
 	case req := <-got:
 		if string(req.Payload) != `{"device": "self-test", "temperature": 20}` || req.Source["trigger"] != "probe" || req.Source["scheduled"] == "" {
