@@ -51,6 +51,18 @@ type Options struct {
 	// Spec's Env wins, but may not set EDGEKIT_*): a local API token of
 	// the function's own, say (httpcall.Tokens).
 	EnvFor func(Spec) map[string]string
+	// FunctionUIDs is where an out-of-process function whose Spec names no
+	// User gets a uid (and gid) of its own, one per function name, when the
+	// host runs as root: so that no function reads another's environment
+	// or files, nor reaches its runtime API from its own uid. Default
+	// DefaultFunctionUIDFirst, DefaultFunctionUIDCount (90000–90999). A
+	// function whose code, handler, interpreter or bootstrap that uid
+	// cannot reach runs as the host's user instead, and Deploy logs why;
+	// Status.User says which uid runs it.
+	FunctionUIDs UIDRange
+	// SharedUID runs out-of-process functions whose Spec names no User as
+	// the host's user, as when the host is not root.
+	SharedUID bool
 	// CgroupParent is the cgroup v2 directory the host makes its own
 	// cgroup in, e.g. one delegated to the gateway by its systemd unit
 	// (Delegate=yes) that holds no processes itself. Default: the host's
@@ -78,6 +90,7 @@ type Host struct {
 	log      *slog.Logger
 	hostID   string // names the host's cgroups
 	ids      *requestIDs
+	uids     *uidPool // nil: functions run as the host's user
 	seq      atomic.Uint64
 	lifetime context.Context
 	stop     context.CancelFunc
@@ -184,6 +197,13 @@ func New(opts *Options) (*Host, error) {
 		return nil, fmt.Errorf("function: request id key: %w", err)
 	}
 	h.ids = ids
+	if os.Geteuid() == 0 && !o.SharedUID {
+		r := o.FunctionUIDs
+		if r.Count == 0 {
+			r = UIDRange{First: DefaultFunctionUIDFirst, Count: DefaultFunctionUIDCount}
+		}
+		h.uids = newUIDPool(r)
+	}
 	if err := h.prepareDataDir(); err != nil {
 		return nil, err
 	}
@@ -239,6 +259,13 @@ func (h *Host) Deploy(ctx context.Context, spec Spec) error {
 	s, err := spec.withDefaults()
 	if err != nil {
 		return err
+	}
+	if s.Runtime != RuntimeGo && s.User == nil && h.uids != nil {
+		u, err := ownUser(h.uids, s, h.bootstrapDir())
+		if err != nil {
+			h.log.Warn("function: runs as the host's user, not a uid of its own", "function", s.Name, "version", s.Version, "err", err)
+		}
+		s.User = u
 	}
 	h.mu.RLock()
 	closed, handler := h.closed, h.handlers[s.Handler]
@@ -490,6 +517,10 @@ func (h *Host) prepareDataDir() error {
 			return fmt.Errorf("function: data directory: %w", err)
 		}
 		h.dataDir, h.tempDir = d, true
+		// Functions of their own uid pass through it to the bootstraps.
+		if err := os.Chmod(d, 0o711); err != nil {
+			return fmt.Errorf("function: data directory: %w", err)
+		}
 	}
 	dir := h.bootstrapDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -362,14 +362,34 @@ func TestMemoryLimit(t *testing.T) {
 }
 
 // TestRunAsUser: an instance runs as the uid and gid its spec names.
-func TestRunAsUser(t *testing.T) {
-	testenv.Root(t, "switching users")
-	// The test functions' directory must be reachable by nobody.
-	if err := os.Chmod(binDir, 0o755); err != nil {
+// reachableBin copies the test function name into a directory any uid may
+// reach, and returns the directory. (binDir stays the host's: functions
+// there run as the host's user.)
+func reachableBin(t *testing.T, name string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "edgekit-reachable-")
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b, err := os.ReadFile(filepath.Join(binDir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestRunAsUser(t *testing.T) {
+	testenv.Root(t, "switching users")
 	h := newHost(t, &function.Options{MemoryLimiter: function.MemoryNone})
 	s := lambdaSpec("as-nobody", "echo")
+	s.CodeDir = reachableBin(t, "lambda")
 	s.User = &function.User{UID: 65534, GID: 65534}
 	deploy(t, h, s)
 	resp, err := h.Invoke(context.Background(), "as-nobody", invoke.Request{Payload: []byte(`{}`)})
@@ -387,6 +407,44 @@ func TestRunAsUser(t *testing.T) {
 	}
 }
 
+// TestFunctionsRunAsTheirOwnUID: as root, each out-of-process function
+// whose spec names no user runs as a uid of its own from the function
+// range; one whose code that uid cannot reach runs as the host's user,
+// and Deploy says why.
+func TestFunctionsRunAsTheirOwnUID(t *testing.T) {
+	testenv.Root(t, "switching users")
+	var logs testenv.Buffer
+	h := newHost(t, &function.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	dir := reachableBin(t, "lambda")
+	uids := map[float64]bool{}
+	for _, name := range []string{"own-a", "own-b"} {
+		s := lambdaSpec(name, "echo")
+		s.CodeDir = dir
+		deploy(t, h, s)
+		resp, err := h.Invoke(context.Background(), name, invoke.Request{Payload: []byte(`{}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got map[string]any
+		_ = json.Unmarshal(resp.Payload, &got)
+		uid, _ := got["uid"].(float64)
+		if uid < function.DefaultFunctionUIDFirst || uid >= function.DefaultFunctionUIDFirst+function.DefaultFunctionUIDCount || got["gid"] != uid {
+			t.Errorf("%s ran as uid %v gid %v, want one of the function range", name, got["uid"], got["gid"])
+		}
+		uids[uid] = true
+		if st, _ := h.Status(name); st.User != fmt.Sprintf("%d:%d", int(uid), int(uid)) {
+			t.Errorf("%s: Status.User %q", name, st.User)
+		}
+	}
+	if len(uids) != 2 {
+		t.Errorf("two functions share a uid: %v", uids)
+	}
+	deploy(t, h, lambdaSpec("unreachable", "echo")) // binDir is the host's alone (0700)
+	if st, _ := h.Status("unreachable"); st.User != "host" || !strings.Contains(logs.String(), "runs as the host's user") {
+		t.Errorf("a function its uid cannot reach: Status.User %q; logs %s", st.User, logs.String())
+	}
+}
+
 // TestNoFunctionTakesAnothersInvocation: a function that learns another
 // instance's runtime API address (from its environment, as the same uid
 // can, or handed the whole address, secret and all, as another uid) and
@@ -397,7 +455,17 @@ func TestNoFunctionTakesAnothersInvocation(t *testing.T) {
 	h := newHost(t, nil)
 	deploy(t, h, function.Spec{Name: "victim", Version: "1", Runtime: function.RuntimePython, API: function.APILambda,
 		Handler: "main.wait_file", CodeDir: codeDir(t, "python")})
-	deploy(t, h, lambdaSpec("thief", "event"))
+	thief := lambdaSpec("thief", "event")
+	if os.Getuid() == 0 {
+		// The same uid as the victim, which runs as the host's user (its
+		// interpreter may be out of a function uid's reach).
+		thief.User = &function.User{UID: 0, GID: 0}
+		if st, _ := h.Status("victim"); st.User != "host" {
+			thief.User = nil
+			t.Logf("the victim runs as %s", st.User)
+		}
+	}
+	deploy(t, h, thief)
 	files := t.TempDir()
 	idFile, goFile := filepath.Join(files, "id"), filepath.Join(files, "go")
 	t.Cleanup(func() { os.WriteFile(goFile, nil, 0o644) }) // before the host closes
@@ -446,10 +514,8 @@ func TestNoFunctionTakesAnothersInvocation(t *testing.T) {
 				addr = v
 			}
 		}
-		if err := os.Chmod(binDir, 0o755); err != nil { // reachable by nobody
-			t.Fatal(err)
-		}
 		other := lambdaSpec("thief-nobody", "event")
+		other.CodeDir = reachableBin(t, "lambda")
 		other.User = &function.User{UID: 65534, GID: 65534}
 		deploy(t, h, other)
 		got := steal("thief-nobody", fmt.Sprintf(`{"do":"steal","pid":%d,"requestID":%q}`, pid, id))

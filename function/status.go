@@ -70,6 +70,9 @@ type Status struct {
 	// instance runs as a uid of its own, or "process group": only the
 	// process group is killed, and nothing bounds the count).
 	ProcessLimit string
+	// User is the uid:gid an out-of-process function's instances run as
+	// ("host" when as the host's own user; empty in process).
+	User string
 	// CrashLoop is set when the version's instances kept failing to start
 	// or exiting right after starting; it serves no invocations
 	// (invoke.ErrUnavailable) until the next deploy.
@@ -134,6 +137,10 @@ func (fn *function) status(p *pool) Status {
 	}
 	if p.spec.Runtime != RuntimeGo {
 		st.ProcessLimit = fn.host.launch.mem.processLimit(p.spec)
+		st.User = "host"
+		if u := p.spec.User; u != nil {
+			st.User = fmt.Sprintf("%d:%d", u.UID, u.GID)
+		}
 	}
 	for w := range p.instances {
 		state := InstanceIdle
