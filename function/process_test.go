@@ -541,3 +541,40 @@ func TestNoFunctionTakesAnothersInvocation(t *testing.T) {
 		t.Fatalf("the victim's invocation: %q, %v; want its own answer", r.resp.Payload, r.err)
 	}
 }
+
+// TestNativePipesOutOfReach: a function of another uid cannot open the
+// native protocol's pipes through /proc, neither the instance's ends nor
+// the host's.
+func TestNativePipesOutOfReach(t *testing.T) {
+	testenv.Root(t, "switching users")
+	h := newHost(t, nil)
+	victim := nativeSpec("pipes", "echo")
+	victim.CodeDir = reachableBin(t, "native")
+	deploy(t, h, victim)
+	if st, _ := h.Status("pipes"); st.User == "host" {
+		t.Fatalf("the native function runs as the host's user")
+	}
+	thief := lambdaSpec("pipe-thief", "event")
+	thief.CodeDir = reachableBin(t, "lambda")
+	deploy(t, h, thief)
+	if _, err := h.Invoke(context.Background(), "pipes", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := h.Status("pipes")
+	if len(st.Instances) == 0 || st.Instances[0].PID == 0 {
+		t.Fatalf("no instance: %+v", st.Instances)
+	}
+	for what, pid := range map[string]int{"the instance": st.Instances[0].PID, "the host": os.Getpid()} {
+		resp, err := h.Invoke(context.Background(), "pipe-thief", invoke.Request{Payload: fmt.Appendf(nil, `{"do":"open-fds","pid":%d}`, pid)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got struct{ Opened []int }
+		if err := json.Unmarshal(resp.Payload, &got); err != nil {
+			t.Fatalf("%q: %v", resp.Payload, err)
+		}
+		if len(got.Opened) != 0 {
+			t.Errorf("a function of another uid opened descriptors %v of %s through /proc", got.Opened, what)
+		}
+	}
+}

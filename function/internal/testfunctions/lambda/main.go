@@ -111,7 +111,8 @@ type event struct {
 // session of its own that holds stdout and stderr, write its pid, then
 // hang or exit); fork-bomb (start children, each in a session of its own,
 // until it fails or has Max, and answer with their pids and the error);
-// steal (see steal); anything else echoes.
+// steal (see steal); open-fds (which of process PID's descriptors it can
+// open through /proc); anything else echoes.
 func byEvent(ctx context.Context, ev event) (any, error) {
 	switch ev.Do {
 	case "panic":
@@ -136,6 +137,17 @@ func byEvent(ctx context.Context, ev event) (any, error) {
 		time.Sleep(time.Hour)
 	case "steal":
 		return steal(ev), nil
+	case "open-fds":
+		// Which of process PID's descriptors 0-31 this process can open
+		// through /proc.
+		var opened []int
+		for fd := range 32 {
+			if f, err := os.Open("/proc/" + itoa(ev.PID) + "/fd/" + itoa(fd)); err == nil {
+				f.Close()
+				opened = append(opened, fd)
+			}
+		}
+		return map[string]any{"opened": opened}, nil
 	case "fork-bomb":
 		var pids []int
 		var failure string
