@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/internal/backoff"
+	"github.com/edgekit/edgekit/internal/drain"
 )
 
 // RestartPolicy says when the Manager restarts an application's container.
@@ -449,15 +450,11 @@ func (m *Manager) containerOf(app string) (string, error) {
 // adopts them). It is safe to call twice.
 func (m *Manager) Close(ctx context.Context) error {
 	m.stop()
-	done := make(chan struct{})
-	go func() { m.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		m.probes.CloseIdleConnections()
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("container: close: %w", ctx.Err())
+	if err := drain.Wait(ctx, &m.wg, m.stop); err != nil {
+		return fmt.Errorf("container: close: the supervisors: %w", err)
 	}
+	m.probes.CloseIdleConnections()
+	return nil
 }
 
 // supervisor keeps one application as desired.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekit/edgekit/function/internal/bootstrap"
 	"github.com/edgekit/edgekit/function/logstore"
+	"github.com/edgekit/edgekit/internal/drain"
 	"github.com/edgekit/edgekit/internal/safefile"
 	"github.com/edgekit/edgekit/invoke"
 )
@@ -479,12 +480,8 @@ func (h *Host) Close(ctx context.Context) error {
 		}
 	}
 	h.stop()
-	done := make(chan struct{})
-	go func() { h.bg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("function: close: waiting for async invocations: %w", ctx.Err()))
+	if err := drain.Wait(ctx, &h.bg, h.stop); err != nil {
+		errs = append(errs, fmt.Errorf("function: close: async invocations and draining versions: %w", err))
 	}
 	h.launch.mem.close()
 	errs = append(errs, h.logs.Close(ctx))

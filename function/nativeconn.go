@@ -31,6 +31,7 @@ type nativeConn struct {
 
 	ready   chan struct{} // closed by the first reply: the handler loaded
 	initErr chan error    // or it failed to
+	started chan struct{} // closed when the first reply was read, or could not be
 
 	// Used by one invocation at a time.
 	wbuf, rbuf []byte
@@ -80,7 +81,7 @@ func newNativeConn(fn, ver string, ps *nativePipes, log *slog.Logger, metric fun
 	head = append(head[:len(head)-1], `,"requestId":"`...)
 	return &nativeConn{
 		fn: fn, ver: ver, w: ps.hostW, r: ps.hostR, br: bufio.NewReaderSize(ps.hostR, 64<<10), tel: ps.hostTel,
-		log: log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), metaHead: head,
+		log: log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), started: make(chan struct{}), metaHead: head,
 	}
 }
 
@@ -88,6 +89,7 @@ func newNativeConn(fn, ver string, ps *nativePipes, log *slog.Logger, metric fun
 // its log and metric frames until it closes them.
 func (c *nativeConn) start() {
 	go func() {
+		defer close(c.started)
 		for {
 			f, err := native.ReadFrame(c.br, &c.rbuf)
 			if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/internal/backoff"
+	"github.com/edgekit/edgekit/internal/drain"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -911,13 +912,10 @@ func (p *pool) close() {
 	close(p.quit)
 }
 
+// wait waits for the pool's workers to stop their instances, or for ctx.
 func (p *pool) wait(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { p.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("function %s version %s: waiting for instances to stop: %w", p.spec.Name, p.spec.Version, ctx.Err())
+	if err := drain.Wait(ctx, &p.wg, func() {}); err != nil {
+		return fmt.Errorf("function %s version %s: waiting for instances to stop: %w", p.spec.Name, p.spec.Version, err)
 	}
+	return nil
 }

@@ -215,7 +215,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	go pi.logLines(&lines, errR, flog, slog.LevelWarn)
 	go pi.reap(&lines, outR, errR)
 
-	ready, initErr := pi.readiness()
+	ready, initErr, started := pi.readiness()
 	t := time.NewTimer(startupTimeout)
 	defer t.Stop()
 	select {
@@ -225,6 +225,21 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.stop()
 		return nil, fmt.Errorf("function %s version %s: init error: %w", spec.Name, spec.Version, err)
 	case <-pi.exited:
+		// An init error the function reported before it exited may still
+		// be on its way (the native protocol's reply pipe is read by a
+		// goroutine of its own): it says more than the exit.
+		drained := time.NewTimer(outputDrain)
+		defer drained.Stop()
+		select {
+		case <-started:
+		case <-drained.C:
+		}
+		select {
+		case err := <-initErr:
+			pi.stop()
+			return nil, fmt.Errorf("function %s version %s: init error: %w", spec.Name, spec.Version, err)
+		default:
+		}
 		pi.stop()
 		return nil, fmt.Errorf("function %s version %s: %w", spec.Name, spec.Version, pi.exitError("exited before asking for its first invocation"))
 	case <-t.C:
@@ -295,12 +310,16 @@ func (pi *processInstance) reap(lines *sync.WaitGroup, outR, errR *os.File) {
 	}
 }
 
-// readiness returns the transport's "ready" and "init failed" signals.
-func (pi *processInstance) readiness() (<-chan struct{}, <-chan error) {
+// readiness returns the transport's "ready" and "init failed" signals, and
+// one closed once the first of them can no longer be on its way.
+func (pi *processInstance) readiness() (ready <-chan struct{}, initErr <-chan error, started <-chan struct{}) {
 	if pi.native != nil {
-		return pi.native.ready, pi.native.initErr
+		return pi.native.ready, pi.native.initErr, pi.native.started
 	}
-	return pi.api.ready, pi.api.initErr
+	// /init/error is answered before the runtime exits.
+	done := make(chan struct{})
+	close(done)
+	return pi.api.ready, pi.api.initErr, done
 }
 
 // command returns what to execute for spec's runtime.
