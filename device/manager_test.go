@@ -194,14 +194,12 @@ func TestMisbehavingDrivers(t *testing.T) {
 			if _, err := m.Get(ctx, "broken", nil); err == nil {
 				t.Error("a call to the broken device succeeded")
 			}
-			start := time.Now()
+			// Were they queued behind the stuck call, they would fail at
+			// the call timeout.
 			for range 10 {
 				if _, err := m.Get(ctx, "fine", nil); err != nil {
 					t.Fatalf("the other device: %v", err)
 				}
-			}
-			if d := time.Since(start); d > 150*time.Millisecond {
-				t.Errorf("10 calls to the fine device took %v while the other misbehaved", d)
 			}
 		})
 	}
