@@ -190,25 +190,7 @@ func FuzzSpecJSON(f *testing.F) {
 // descriptors of the instance's processes, here this process's). Compare
 // with BenchmarkWarmInvokeLambda's p50 (~200 µs; 5% is 10 µs).
 func BenchmarkRuntimeAPICheck(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer client.Close()
-	server := <-accepted
-	defer server.Close()
+	server := loopbackPair(b)
 	pids := []int{os.Getpid()}
 	b.Run("per-connection", func(b *testing.B) {
 		for b.Loop() {
@@ -237,25 +219,7 @@ func BenchmarkRuntimeAPICheck(b *testing.B) {
 // socket (sock_diag and /proc/net/tcp) agree, and the check admits only
 // the uid and processes that hold it.
 func TestPeerLookup(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err == nil {
-			accepted <- c
-		}
-	}()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server := <-accepted
-	defer server.Close()
+	server := loopbackPair(t)
 	from, to := server.RemoteAddr().(*net.TCPAddr), server.LocalAddr().(*net.TCPAddr)
 	u1, i1, err1 := diagSocket(from, to)
 	u2, i2, err2 := tcpSocket(from, to)
@@ -275,4 +239,29 @@ func TestPeerLookup(t *testing.T) {
 	if _, _, err := diagSocket(gone, to); !errors.Is(err, errForeignPeer) {
 		t.Fatalf("sock_diag for no socket: %v, want errForeignPeer", err)
 	}
+}
+
+// loopbackPair connects to a loopback listener of this process and
+// returns the server's end; both ends close when the test ends.
+func loopbackPair(tb testing.TB) net.Conn {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	server := <-accepted
+	tb.Cleanup(func() { client.Close(); server.Close() })
+	return server
 }

@@ -3,11 +3,11 @@ package function
 import (
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
+
+	"github.com/edgekit/edgekit/internal/safefile"
 )
 
 // UIDRange is a range of user ids (each used as the group id too).
@@ -86,60 +86,9 @@ func ownUser(pool *uidPool, s Spec, bootstrapDir string) (*User, error) {
 		need = append(need, bin, bootstrapDir)
 	}
 	for _, p := range need {
-		if err := reachable(p, uid, uid); err != nil {
+		if err := safefile.Readable(p, uid, uid); err != nil {
 			return nil, fmt.Errorf("uid %d cannot use %s: %w", uid, p, err)
 		}
 	}
 	return &User{UID: uid, GID: uid}, nil
-}
-
-// reachable reports whether a process of uid and gid (and no other
-// groups) may pass through every parent of path and read it (and run or
-// list it, when it is executable or a directory).
-func reachable(path string, uid, gid uint32) error {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return err
-	}
-	may := func(p string, want os.FileMode) error {
-		st, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		perm := st.Mode().Perm()
-		var bits os.FileMode
-		switch {
-		case sys.Uid == uid:
-			bits = perm >> 6
-		case sys.Gid == gid:
-			bits = perm >> 3
-		default:
-			bits = perm
-		}
-		if bits&want != want {
-			return fmt.Errorf("%s (mode %v, owner %d:%d) is out of its reach", p, perm, sys.Uid, sys.Gid)
-		}
-		return nil
-	}
-	for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
-		if err := may(dir, 0o1); err != nil {
-			return err
-		}
-		if dir == filepath.Dir(dir) {
-			break
-		}
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return err
-	}
-	want := os.FileMode(0o4)
-	if st.IsDir() || st.Mode().Perm()&0o111 != 0 {
-		want |= 0o1
-	}
-	return may(abs, want)
 }

@@ -444,14 +444,9 @@ func (r *resolved) tlsFiles(l Listener, port string) (TLS, error) {
 func (r *resolved) handOver() error {
 	uid, _ := strconv.Atoi(r.runAs.Uid)
 	gid, _ := strconv.Atoi(r.runAs.Gid)
-	for dir := filepath.Dir(r.DataDir); ; dir = filepath.Dir(dir) {
-		if err := searchable(dir, uid, gid); err != nil {
-			return fmt.Errorf("%w: DataDir %s: %v, and Mosquitto runs as %s (uid %d) once started: make it searchable (chmod o+x) or set User",
-				ErrConfig, r.DataDir, err, r.runAs.Username, uid)
-		}
-		if dir == filepath.Dir(dir) {
-			break
-		}
+	if err := safefile.Searchable(filepath.Dir(r.DataDir), uint32(uid), uint32(gid)); err != nil {
+		return fmt.Errorf("%w: DataDir %s: %v, and Mosquitto runs as %s (uid %d) once started: make it searchable (chmod o+x) or set User",
+			ErrConfig, r.DataDir, err, r.runAs.Username, uid)
 	}
 	paths := []string{r.DataDir, r.dbDir()}
 	if len(r.Users) > 0 {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -26,32 +25,6 @@ func raiseFileLimit(pid int) error {
 	lim := unix.Rlimit{Cur: own.Max, Max: own.Max}
 	if err := unix.Prlimit(pid, unix.RLIMIT_NOFILE, &lim, nil); err != nil {
 		return fmt.Errorf("raising the open-file limit of pid %d to %d: %w", pid, own.Max, err)
-	}
-	return nil
-}
-
-// searchable reports whether a process of uid and gid may pass through
-// dir.
-func searchable(dir string, uid, gid int) error {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return err
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	m := st.Mode().Perm()
-	switch {
-	case int(sys.Uid) == uid:
-		m &= 0o100
-	case int(sys.Gid) == gid:
-		m &= 0o010
-	default:
-		m &= 0o001
-	}
-	if m == 0 {
-		return fmt.Errorf("%s (mode %v, owner uid %d gid %d) cannot be passed through", dir, st.Mode().Perm(), sys.Uid, sys.Gid)
 	}
 	return nil
 }

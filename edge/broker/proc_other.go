@@ -8,6 +8,3 @@ func sysProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: t
 
 // raiseFileLimit leaves the limit as it is where prlimit is missing.
 func raiseFileLimit(int) error { return nil }
-
-// searchable is checked on Linux only.
-func searchable(string, int, int) error { return nil }

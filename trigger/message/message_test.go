@@ -268,17 +268,20 @@ func TestReplacedTriggerLosesNoBufferedMessage(t *testing.T) {
 		if err := <-replaced; err != nil {
 			t.Fatal(err)
 		}
-		testenv.Eventually(t, "every message published before the change invoked", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			for i := range n {
-				if !seen[strconv.Itoa(i)] {
-					return false
-				}
-			}
-			return true
-		})
+		testenv.Eventually(t, "every message published before the change invoked", func() bool { return allSeen(&mu, seen, n) })
 	})
+}
+
+// allSeen reports whether seen holds the payloads 0 to n-1.
+func allSeen(mu *sync.Mutex, seen map[string]bool, n int) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range n {
+		if !seen[strconv.Itoa(i)] {
+			return false
+		}
+	}
+	return true
 }
 
 // watchedBus passes everything to a real bus, and closes leaving when the
@@ -368,16 +371,7 @@ func TestChangesUnderLoad(t *testing.T) {
 		seenAtLeast("messages handled before the new params", 1000)
 		put(t, set, "live", "b", `{"filter": "load/#", "concurrency": 2}`) // restart with new params
 		<-published
-		testenv.Eventually(t, "every message sent while the trigger stayed", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			for i := range n {
-				if !seen[strconv.Itoa(i)] {
-					return false
-				}
-			}
-			return true
-		})
+		testenv.Eventually(t, "every message sent while the trigger stayed", func() bool { return allSeen(&mu, seen, n) })
 		if err := set.Remove(ctx, "live"); err != nil {
 			t.Fatal(err)
 		}
