@@ -3,6 +3,8 @@ package bridge_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -184,5 +186,41 @@ func TestFaultUpstreamDown30s(t *testing.T) {
 	t.Logf("%d queued during the outage; received %d messages for %d numbers; bridge %+v", queued, len(msgs), n, st.Out)
 	if st.Out.Dropped != 0 {
 		t.Errorf("bridge dropped %d messages", st.Out.Dropped)
+	}
+}
+
+// TestStatsCarryQueueDamage: the far side's count of damaged queue
+// stretches shows in the bridge's stats.
+func TestStatsCarryQueueDamage(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	offline := func() *mqttbus.Client {
+		c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://127.0.0.1:1"}, QueueDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	up := offline()
+	for i := range 20 {
+		if err := up.Publish(ctx, &bus.Message{Topic: "q/t", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	up.Close(ctx)
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	seg, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg[len(seg)/2] ^= 0x10
+	os.WriteFile(segs[0], seg, 0o600)
+	up = offline()
+	defer up.Close(ctx)
+	local := membus.New(nil)
+	defer local.Close(ctx)
+	br := newBridge(t, local, up, &bridge.Options{Name: "dmg", Out: []bridge.Route{{Filter: "q/#", QoS: bus.AtLeastOnce}}})
+	if s := br.Stats().Out; s.QueueDamaged != 1 || s.Queued != 19 {
+		t.Fatalf("bridge stats %+v, want 19 queued and 1 damaged", s)
 	}
 }

@@ -160,3 +160,75 @@ func TestDamagedQueueKeepsIntactMessages(t *testing.T) {
 		t.Fatalf("queue stats report %d damaged, want 1", d)
 	}
 }
+
+// TestDeletedSegmentReported: a segment file of a client's queue is
+// deleted while the client is down. The next client reports it (a log
+// record and the queue stats) and delivers every message the other
+// segments hold.
+func TestDeletedSegmentReported(t *testing.T) {
+	b := brokertest.Start(t, nil)
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logs testenv.Buffer
+	c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://127.0.0.1:1"}, QueueDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	for i := range n { // 100 KiB each: three segments of 4 MiB
+		payload := append([]byte(strconv.Itoa(i)+":"), make([]byte, 100<<10)...)
+		if err := c.Publish(ctx, &bus.Message{Topic: "deleted/seq", Payload: payload, QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) < 3 {
+		t.Fatalf("segments %v, want three or more", segs)
+	}
+	if err := os.Remove(segs[1]); err != nil {
+		t.Fatal(err)
+	}
+
+	sub := brokertest.Connect(t, b, mqttbus.Options{ClientID: "deleted-sub"})
+	got := bustest.NewCollector()
+	if _, err := sub.Subscribe(ctx, "deleted/seq", got.Handle, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	pub := brokertest.Connect(t, b, mqttbus.Options{QueueDir: dir, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if d := pub.QueueStats().Damaged; d != 1 {
+		t.Errorf("queue stats report %d damaged, want 1 (the missing segment)", d)
+	}
+	if !strings.Contains(logs.String(), "missing") {
+		t.Errorf("no log record of the missing segment; logs:\n%s", logs.String())
+	}
+	// The last message is in the last segment, which is intact.
+	last := got.WaitFor(t, "the last message", func(ms []*bus.Message) bool {
+		for _, m := range ms {
+			if strings.HasPrefix(string(m.Payload), strconv.Itoa(n-1)+":") {
+				return true
+			}
+		}
+		return false
+	})
+	seen := map[int]bool{}
+	for _, m := range last {
+		i, _ := strconv.Atoi(strings.SplitN(string(m.Payload), ":", 2)[0])
+		seen[i] = true
+	}
+	// What is missing is one run: the deleted segment's records.
+	first, lastMissing := -1, -1
+	for i := range n {
+		if !seen[i] {
+			if first < 0 {
+				first = i
+			}
+			lastMissing = i
+		}
+	}
+	if first < 0 || lastMissing-first+1 != n-len(seen) {
+		t.Errorf("missing %d messages (from %d to %d): want one run, the deleted segment's", n-len(seen), first, lastMissing)
+	}
+}

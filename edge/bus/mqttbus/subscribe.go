@@ -12,6 +12,7 @@ import (
 
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/internal/dispatch"
+	"github.com/edgekit/edgekit/internal/drain"
 )
 
 // Subscribe registers h for filter. While connected it returns after the
@@ -300,7 +301,9 @@ func (c *Client) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mqttbus: close: disconnect: %w", err))
 	}
 	c.stopLife()
-	c.bg.Wait()
+	if err := drain.Wait(ctx, &c.bg, c.stopLife); err != nil {
+		errs = append(errs, fmt.Errorf("mqttbus: close: resubscriptions: %w", err))
+	}
 	c.releaseWaiters(nil)
 	for _, l := range locals {
 		l.sub.Stop()
