@@ -191,6 +191,9 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		uid = int(c.Uid)
 	}
 	if err := pi.limit.enter(cmd.Process.Pid, uid); err != nil {
+		if pi.peerReady != nil {
+			close(pi.peerReady) // a connection waiting for the check is refused: no pids
+		}
 		pi.kill()
 		_ = cmd.Wait()
 		outR.Close()
