@@ -107,7 +107,10 @@ type AppStatus struct {
 	Restarts     int
 	LastExitCode int
 	LastExitAt   time.Time // as the runtime reports it, else when seen
-	OOMKilled    bool      // the last exit was the OOM killer's
+	// RestartDelay is the backoff waited out before the latest restart
+	// (or the one coming, in state backoff or crash-loop).
+	RestartDelay time.Duration
+	OOMKilled    bool // the last exit was the OOM killer's
 	// OOMKills counts the processes in the app's containers the OOM
 	// killer has killed, as the runtime reads them from the cgroup (see
 	// Container.OOMKills), also those the container outlived.
@@ -853,8 +856,9 @@ func (s *supervisor) probe(ctx context.Context, a App, id string) error {
 // to be retried first.
 func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) (next *App, gone bool) {
 	rt := s.m.rt
-	failures := 0      // exits and failed starts in a row, none after a stable run
-	afterExit := false // the pending start is a restart
+	failures := 0          // exits and failed starts in a row, none after a stable run
+	afterExit := false     // the pending start is a restart
+	var wait time.Duration // the backoff chosen when the exit was seen; 0: choose at the start
 	healthFails := 0
 	var probeC <-chan time.Time
 	if a.Health != nil {
@@ -864,8 +868,13 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 	}
 	for {
 		if pending {
+			d := wait
+			if d == 0 {
+				d = s.m.opts.Backoff.Delay(failures)
+			}
+			wait = 0
 			select {
-			case <-time.After(s.m.opts.Backoff.Delay(failures)):
+			case <-time.After(d):
 			case <-ctx.Done():
 				return nil, true
 			case n := <-s.desired:
@@ -996,7 +1005,8 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 				if failures+1 >= s.m.opts.CrashLoop {
 					state = AppCrashLoop
 				}
-				s.set(func(st *AppStatus) { st.State = state })
+				wait = s.m.opts.Backoff.Delay(failures)
+				s.set(func(st *AppStatus) { st.State, st.RestartDelay = state, wait })
 				pending, afterExit = true, true
 				break watch
 			}
