@@ -324,9 +324,11 @@ func (m *Manager) Detach(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	err = m.call(ctx, d, func(ctx context.Context) error { return d.driver.drv.Detach(ctx, name) })
+	// The device leaves the manager first: from here no poll or caller
+	// takes its turn. The driver's Detach then waits for a call still in
+	// flight (it holds the turn) and is the device's last call.
 	m.remove(d)
-	return err
+	return m.callAll(ctx, []*managed{d}, func(ctx context.Context) error { return d.driver.drv.Detach(ctx, name) }, true)
 }
 
 func (m *Manager) remove(d *managed) {
@@ -390,17 +392,18 @@ func (m *Manager) poll(d *managed, ids []string) {
 // that does not return in time keeps the device's turn until it does, but
 // the caller gets the timeout.
 func (m *Manager) call(ctx context.Context, d *managed, f func(ctx context.Context) error) error {
-	return m.callAll(ctx, []*managed{d}, f)
+	return m.callAll(ctx, []*managed{d}, f, false)
 }
 
 // callAll is call holding the turns of every device in ds (a batch), taken
 // in the order given: callers sort ds by name, so that two batches cannot
-// wait on each other.
-func (m *Manager) callAll(ctx context.Context, ds []*managed, f func(ctx context.Context) error) error {
+// wait on each other. detaching takes the turn of a device that has left
+// the manager, for the driver's Detach.
+func (m *Manager) callAll(ctx context.Context, ds []*managed, f func(ctx context.Context) error, detaching bool) error {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.CallTimeout)
 	defer cancel()
 	for i, d := range ds {
-		if err := d.take(ctx); err != nil {
+		if err := d.take(ctx, detaching); err != nil {
 			release(ds[:i])
 			return err
 		}
@@ -455,28 +458,44 @@ func names(ds []*managed) string {
 func (m *Manager) callInline(d *managed, f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.opts.CallTimeout)
 	defer cancel()
-	if err := d.take(ctx); err != nil {
+	if err := d.take(ctx, false); err != nil {
 		return err
 	}
 	defer d.release()
 	return m.run(ctx, []*managed{d}, f)
 }
 
-// take waits for the device's turn.
-func (d *managed) take(ctx context.Context) error {
-	select {
-	case <-d.stop: // detached: no call reaches the driver, even a free turn
-		return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
-	default:
+// take waits for the device's turn. A device that has left the manager
+// gives its turn to no call but the driver's Detach (detaching).
+func (d *managed) take(ctx context.Context, detaching bool) error {
+	gone := fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+	stopped := func() bool {
+		select {
+		case <-d.stop:
+			return !detaching
+		default:
+			return false
+		}
+	}
+	if stopped() { // detached: no call reaches the driver, even a free turn
+		return gone
 	}
 	if d.turn == nil {
 		return nil
 	}
+	stop := d.stop
+	if detaching {
+		stop = nil
+	}
 	select {
 	case d.turn <- struct{}{}:
+		if stopped() { // the turn came free as the device left
+			<-d.turn
+			return gone
+		}
 		return nil
-	case <-d.stop:
-		return fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+	case <-stop:
+		return gone
 	case <-ctx.Done():
 		return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
 	}
@@ -705,7 +724,7 @@ func (m *Manager) GetMany(ctx context.Context, reads map[string][]string) (map[s
 				err := m.callAll(ctx, ds, func(ctx context.Context) (err error) {
 					got, err = br.ReadBatch(ctx, batch)
 					return err
-				})
+				}, false)
 				for _, r := range rs {
 					if err != nil {
 						fail(r, err)
