@@ -44,6 +44,12 @@ type Sub struct {
 	// drained is closed by Drain once nothing more can be delivered: the
 	// handler goroutine then empties the buffer and returns.
 	drained chan struct{}
+	// left is set (under gate) when Drain has taken the subscription off
+	// the bus. A delivery the bus routed here before that and makes only
+	// now is handed to the handler once the handler goroutine has ended,
+	// one at a time (late): never lost.
+	left bool
+	late sync.Mutex
 }
 
 type delivery struct {
@@ -155,8 +161,20 @@ func (s *Sub) Deliver(ctx context.Context, m *bus.Message) error {
 // Unsubscribe; not when the bus stops the subscription or ctx ends.
 func (s *Sub) DeliverThen(ctx context.Context, m *bus.Message, done func()) error {
 	s.gate.RLock()
-	defer s.gate.RUnlock()
 	d := delivery{m: m, done: done}
+	if s.left {
+		s.gate.RUnlock()
+		// On a goroutine of its own: the handler goroutine may be the one
+		// delivering (a handler publishing to its own filter).
+		go func() {
+			<-s.done // the handler goroutine has handled the buffer
+			s.late.Lock()
+			defer s.late.Unlock()
+			s.handle(d)
+		}()
+		return nil
+	}
+	defer s.gate.RUnlock()
 	if s.ctx.Err() != nil {
 		s.discard(d)
 		return nil
@@ -219,8 +237,10 @@ func (s *Sub) Drain(ctx context.Context) error {
 			s.err = s.remove(ctx)
 		}
 		// Deliveries under way finish (the handler goroutine makes room
-		// for them); none starts after the subscription left the bus.
+		// for them); one routed here earlier and made later is handed
+		// over by its own goroutine (left).
 		s.gate.Lock()
+		s.left = true
 		close(s.drained)
 		s.gate.Unlock()
 	})
