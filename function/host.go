@@ -133,7 +133,6 @@ type counters struct {
 	durations                                            histogram
 }
 
-// setMetric records a function's latest value for a metric name.
 // Bounds on the metrics a function may report: what it sends is kept in
 // the host's memory and shown in Status, so its names are bounded in
 // number and length.
@@ -142,6 +141,7 @@ const (
 	maxMetricNameLen = 128
 )
 
+// setMetric records a function's latest value for a metric name.
 func (h *Host) setMetric(function, name string, v float64) {
 	h.mu.RLock()
 	fn := h.functions[function]
@@ -230,7 +230,7 @@ func New(opts *Options) (*Host, error) {
 	}
 	h.launch = launcher{log: h.log, env: env, envFor: o.EnvFor, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable()}
 	if !h.launch.peerCheck {
-		h.log.Warn("function: /proc/net/tcp cannot be read: the runtime API checks its secret, not who connects")
+		h.log.Warn("function: neither sock_diag nor /proc/net/tcp is available: the runtime API checks its secret, not who connects")
 	}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
 	return h, nil

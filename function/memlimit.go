@@ -305,13 +305,16 @@ func (l *limit) release() {
 	if l == nil {
 		return
 	}
-	l.releasePids()
-	if l.dir == "" {
-		return
-	}
 	l.closeFD()
+	for _, dir := range l.procDirs() {
+		removeCgroup(dir)
+	}
+}
+
+// removeCgroup removes an instance's cgroup once its processes are gone.
+func removeCgroup(dir string) {
 	for range 50 {
-		if err := os.Remove(l.dir); err == nil || errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond) // killed processes leave the cgroup asynchronously

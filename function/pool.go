@@ -287,6 +287,15 @@ func (p *pool) dequeueLocked(w *worker) *job {
 	return j
 }
 
+// lendLocked lends w's instance to j's caller, who runs j on it; p.mu is
+// held.
+func (p *pool) lendLocked(w *worker, j *job) {
+	w.state = workerBorrowed
+	w.busy.Store(true)
+	w.invocations.Add(1)
+	j.w, j.borrowed = w, true
+}
+
 // assignLocked marks w as running j on its own goroutine; p.mu is held.
 func (p *pool) assignLocked(w *worker, j *job) {
 	w.state = workerBusy
@@ -328,10 +337,7 @@ func (p *pool) submit(ctx context.Context, req invoke.Request, seq uint64, wait 
 		}
 		if w := p.takeFreeLocked(); w != nil {
 			if w.inst.inline() {
-				w.state = workerBorrowed
-				w.busy.Store(true)
-				w.invocations.Add(1)
-				j.w, j.borrowed = w, true
+				p.lendLocked(w, j)
 			} else {
 				p.assignLocked(w, j)
 				w.jobs <- j // never blocks: a parked worker's channel is empty
@@ -425,7 +431,7 @@ func (p *pool) runBorrowed(j *job) (resp invoke.Response, err error, again bool)
 // it. It reports false, leaving j with w, when j cannot run any more: its
 // deadline or caller is done, or the pool has closed.
 func (p *pool) replace(j *job, w *worker) bool {
-	if j.parent.Err() != nil || !time.Now().Before(j.deadline) {
+	if !j.runnable() {
 		return false
 	}
 	p.giveBack(w, time.Now())
@@ -433,10 +439,7 @@ func (p *pool) replace(j *job, w *worker) bool {
 	defer p.mu.Unlock()
 	j.w, j.borrowed = nil, false
 	if next := p.takeFreeLocked(); next != nil && next.inst.inline() {
-		next.state = workerBorrowed
-		next.busy.Store(true)
-		next.invocations.Add(1)
-		j.w, j.borrowed = next, true
+		p.lendLocked(next, j)
 		return true
 	}
 	p.queue = slices.Insert(p.queue, 0, j)
@@ -446,13 +449,16 @@ func (p *pool) replace(j *job, w *worker) bool {
 
 // notTakenCause strips errNotTaken from an error the caller gets.
 func notTakenCause(err error) error {
-	if errors.Is(err, errNotTaken) {
-		if u, ok := err.(interface{ Unwrap() []error }); ok {
-			return u.Unwrap()[1]
-		}
+	var nt *notTakenError
+	if errors.As(err, &nt) {
+		return nt.cause
 	}
 	return err
 }
+
+// runnable reports whether j may still run: its caller waits and its
+// deadline has not come.
+func (j *job) runnable() bool { return j.parent.Err() == nil && time.Now().Before(j.deadline) }
 
 // giveBack ends a borrow: the instance takes the oldest queued job, or
 // goes back on the free stack, or (dead, or the pool closed) its worker is
@@ -835,8 +841,7 @@ func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 	ctx := p.invocation(w, j)
 	resp, err := inst.run(ctx, j.req)
 	ctx.end()
-	if errors.Is(err, errNotTaken) && j.parent.Err() == nil && time.Now().Before(j.deadline) &&
-		j.state.CompareAndSwap(jobRunning, jobQueued) {
+	if errors.Is(err, errNotTaken) && j.runnable() && j.state.CompareAndSwap(jobRunning, jobQueued) {
 		// The instance had died before it took j: j goes back to the
 		// head of the queue, for this worker's next instance or another.
 		p.requeue(j)

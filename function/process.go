@@ -44,11 +44,9 @@ type processInstance struct {
 	limit *limit
 	log   *slog.Logger // carries function, version and instance
 
-	// What the runtime API's peer check needs, set once the process runs
-	// (peerReady closed).
+	// peerReady is closed once the process runs inside its limits: the
+	// runtime API's peer check may then read cmd and limit.
 	peerReady chan struct{}
-	peerUID   int
-	peerDirs  []string
 
 	// dead is set when the host kills the process: from then on the
 	// instance is not handed out, though its exit may take a moment.
@@ -186,11 +184,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		f.Close() // the child has its copies
 	}
 	pi.cmd = cmd
-	uid := os.Getuid()
-	if c := cmd.SysProcAttr.Credential; c != nil {
-		uid = int(c.Uid)
-	}
-	if err := pi.limit.enter(cmd.Process.Pid, uid); err != nil {
+	if err := pi.limit.enter(cmd.Process.Pid, pi.uid()); err != nil {
 		if pi.peerReady != nil {
 			close(pi.peerReady) // a connection waiting for the check is refused: no pids
 		}
@@ -204,7 +198,6 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		return nil, fmt.Errorf("function %s version %s: limits: %w", spec.Name, spec.Version, err)
 	}
 	if pi.peerReady != nil {
-		pi.peerUID, pi.peerDirs = uid, pi.limit.procDirs()
 		close(pi.peerReady)
 	}
 	if pi.native != nil {
@@ -265,13 +258,21 @@ func (pi *processInstance) checkPeer(c net.Conn) error {
 		return fmt.Errorf("%w: the instance did not start", errForeignPeer)
 	}
 	var pids []int
-	for _, dir := range pi.peerDirs {
+	for _, dir := range pi.limit.procDirs() {
 		pids = append(pids, cgroupProcs(dir)...)
 	}
 	if len(pids) == 0 {
 		pids = groupMembers(pi.cmd.Process.Pid)
 	}
-	return checkPeer(c, pi.peerUID, pids)
+	return checkPeer(c, pi.uid(), pids)
+}
+
+// uid is the user the instance's process runs as.
+func (pi *processInstance) uid() int {
+	if c := pi.cmd.SysProcAttr.Credential; c != nil {
+		return int(c.Uid)
+	}
+	return os.Getuid()
 }
 
 // outputDrain is how long output is still read after an instance's
@@ -579,8 +580,16 @@ func (pi *processInstance) broken() error {
 // died, or died before it took it. The pool gives such an invocation to
 // another instance.
 func (pi *processInstance) notTaken() error {
-	return fmt.Errorf("%w: %w", errNotTaken, pi.exitError("exited before taking the invocation"))
+	return &notTakenError{cause: pi.exitError("exited before taking the invocation")}
 }
+
+// notTakenError is errNotTaken with the exit that caused it, which is what
+// the caller gets when the invocation cannot go elsewhere.
+type notTakenError struct{ cause error }
+
+func (e *notTakenError) Error() string        { return errNotTaken.Error() + ": " + e.cause.Error() }
+func (e *notTakenError) Unwrap() error        { return e.cause }
+func (e *notTakenError) Is(target error) bool { return target == errNotTaken }
 
 func (pi *processInstance) alive() bool {
 	if pi.dead.Load() {

@@ -63,7 +63,7 @@ func (m *memoryLimiter) processLimit(spec Spec) string {
 		return fmt.Sprintf("cgroup2 %d", spec.MaxProcesses)
 	case m.pidsRoot != "":
 		return fmt.Sprintf("cgroup1 %d", spec.MaxProcesses)
-	case spec.User != nil && int(spec.User.UID) != os.Getuid() && spec.User.UID != 0:
+	case spec.User != nil && ownUID(int(spec.User.UID)):
 		return fmt.Sprintf("rlimit-nproc %d", spec.MaxProcesses)
 	default:
 		return "process group"
@@ -95,12 +95,12 @@ func (m *memoryLimiter) preparePids(l *limit, instance string, maxProcs int) err
 	case m.pidsV2:
 		return writeCgroup(l.dir, "pids.max", int64(maxProcs))
 	case m.pidsRoot != "":
-		l.pidsDir = filepath.Join(m.pidsRoot, instance)
-		if err := os.Mkdir(l.pidsDir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			l.pidsDir = ""
-			return fmt.Errorf("pids cgroup %s: %w", l.pidsDir, err)
+		dir := filepath.Join(m.pidsRoot, instance)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("pids cgroup %s: %w", dir, err)
 		}
-		return writeCgroup(l.pidsDir, "pids.max", int64(maxProcs))
+		l.pidsDir = dir
+		return writeCgroup(dir, "pids.max", int64(maxProcs))
 	}
 	return nil
 }
@@ -113,7 +113,7 @@ func (l *limit) enterPids(pid int, uid int) error {
 		return writeCgroup(l.pidsDir, "cgroup.procs", int64(pid))
 	case l.kind == MemoryCgroup2 && l.dir != "":
 		return nil // started inside its cgroup
-	case uid != os.Getuid() && uid != 0 && l.maxProcs > 0:
+	case ownUID(uid) && l.maxProcs > 0:
 		lim := &unix.Rlimit{Cur: uint64(l.maxProcs), Max: uint64(l.maxProcs)}
 		if err := unix.Prlimit(pid, unix.RLIMIT_NPROC, lim, nil); err != nil {
 			return fmt.Errorf("RLIMIT_NPROC on pid %d: %w", pid, err)
@@ -121,6 +121,11 @@ func (l *limit) enterPids(pid int, uid int) error {
 	}
 	return nil
 }
+
+// ownUID reports whether uid is one RLIMIT_NPROC can bound an instance by:
+// neither the host's (it counts the host's processes too) nor root's (the
+// limit does not hold it).
+func ownUID(uid int) bool { return uid != os.Getuid() && uid != 0 }
 
 // procDirs are the cgroups that list the instance's processes.
 func (l *limit) procDirs() []string {
@@ -186,17 +191,4 @@ func cgroupPopulated(dir string) bool {
 		return len(cgroupProcs(dir)) > 0
 	}
 	return strings.Contains(string(b), "populated 1")
-}
-
-// releasePids removes the instance's v1 pids cgroup once it is empty.
-func (l *limit) releasePids() {
-	if l.pidsDir == "" {
-		return
-	}
-	for range 50 {
-		if err := os.Remove(l.pidsDir); err == nil || errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

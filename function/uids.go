@@ -3,7 +3,6 @@ package function
 import (
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"sync"
 
@@ -30,8 +29,7 @@ const (
 type uidPool struct {
 	r      UIDRange
 	mu     sync.Mutex
-	byName map[string]uint32
-	next   uint32
+	byName map[string]uint32 // the i-th name taken has First+i
 }
 
 func newUIDPool(r UIDRange) *uidPool {
@@ -47,11 +45,11 @@ func (p *uidPool) of(name string) (uint32, error) {
 	if uid, ok := p.byName[name]; ok {
 		return uid, nil
 	}
-	if p.next >= p.r.Count {
+	n := uint32(len(p.byName))
+	if n >= p.r.Count {
 		return 0, fmt.Errorf("%w (%d from %d)", errNoUID, p.r.Count, p.r.First)
 	}
-	uid := p.r.First + p.next
-	p.next++
+	uid := p.r.First + n
 	p.byName[name] = uid
 	return uid, nil
 }
@@ -66,24 +64,18 @@ func ownUser(pool *uidPool, s Spec, bootstrapDir string) (*User, error) {
 	if err != nil {
 		return nil, err
 	}
-	need := []string{s.CodeDir}
-	switch s.Runtime {
-	case RuntimeExecutable:
-		exe := s.Handler
-		if !filepath.IsAbs(exe) {
-			exe = filepath.Join(s.CodeDir, exe)
-		}
-		need = append(need, exe)
-	case RuntimeNode, RuntimePython:
-		it := interpreterFor(s.Runtime)
-		bin, err := exec.LookPath(it.bin)
-		if err != nil {
-			return nil, err
-		}
-		if real, err := filepath.EvalSymlinks(bin); err == nil {
-			bin = real
-		}
-		need = append(need, bin, bootstrapDir)
+	// What the instance starts: the handler, or the interpreter and its
+	// bootstrap script (the last argument).
+	exe, args, err := command(s, bootstrapDir)
+	if err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	need := []string{s.CodeDir, exe}
+	if len(args) > 0 {
+		need = append(need, args[len(args)-1])
 	}
 	for _, p := range need {
 		if err := safefile.Readable(p, uid, uid); err != nil {

@@ -40,7 +40,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -225,22 +225,17 @@ func installedDigest(dir string) ([]byte, error) {
 		return nil, err
 	}
 	defer root.Close()
-	f, err := root.OpenFile(digestName, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, 128))
+	return readRegular(root, digestName, 128)
 }
 
 // maxManifest bounds function.json.
 const maxManifest = 1 << 20
 
 func readManifest(u *unpacker) (function.Spec, error) {
-	if _, err := u.root.Lstat(ManifestName); err != nil {
+	b, err := readRegular(u.root, ManifestName, maxManifest)
+	if errors.Is(err, fs.ErrNotExist) {
 		return function.Spec{}, fmt.Errorf("codepkg: %w: %s not found at the package root", ErrManifest, ManifestName)
 	}
-	b, err := u.regular(ManifestName, maxManifest)
 	if err != nil {
 		return function.Spec{}, fmt.Errorf("codepkg: %w: %v", ErrManifest, err)
 	}

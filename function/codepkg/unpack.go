@@ -249,17 +249,17 @@ func (u *unpacker) checkLinks() error {
 	return nil
 }
 
-// regular reports whether rel names a regular file reached through no
-// link, and reads it (at most max bytes).
-func (u *unpacker) regular(rel string, max int64) ([]byte, error) {
-	st, err := u.root.Lstat(rel)
+// readRegular reads rel under root, at most max bytes, when it is a
+// regular file reached through no link.
+func readRegular(root *os.Root, rel string, max int64) ([]byte, error) {
+	st, err := root.Lstat(rel)
 	if err != nil {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is a %v, not a regular file", rel, st.Mode().Type())
 	}
-	f, err := u.root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, err
 	}

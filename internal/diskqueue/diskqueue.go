@@ -504,11 +504,10 @@ func (q *Queue) Front() (uint64, []byte, error) {
 	if _, err := q.segs[r.seg].ReadAt(buf, r.off); err != nil {
 		return 0, nil, fmt.Errorf("diskqueue: reading segment %d at %d: %w", r.seg, r.off, err)
 	}
-	data := buf[recHdrSize:]
-	if crc32.Checksum(data, castagnoli) != binary.LittleEndian.Uint32(buf[4:]) {
+	if _, ok := recordAt(buf); !ok {
 		return 0, nil, fmt.Errorf("diskqueue: %w: segment %d offset %d fails its checksum", ErrCorrupt, r.seg, r.off)
 	}
-	return r.id, data, nil
+	return r.id, buf[recHdrSize:], nil
 }
 
 // Ack marks the first pending record as sent. It moves into the resend

@@ -100,14 +100,20 @@ func (s *Sub) run(first []*bus.Message) {
 			}
 			s.handle(d)
 		case <-s.drained:
-			for {
-				select {
-				case d := <-s.ch:
-					s.handle(d)
-				default:
-					return
-				}
-			}
+			s.empty(s.handle)
+			return
+		}
+	}
+}
+
+// empty passes every delivery left in the buffer to f.
+func (s *Sub) empty(f func(delivery)) {
+	for {
+		select {
+		case d := <-s.ch:
+			f(d)
+		default:
+			return
 		}
 	}
 }
@@ -123,14 +129,7 @@ func (s *Sub) handle(d delivery) {
 func (s *Sub) drain() {
 	s.gate.Lock()
 	defer s.gate.Unlock()
-	for {
-		select {
-		case d := <-s.ch:
-			s.discard(d)
-		default:
-			return
-		}
-	}
+	s.empty(s.discard)
 }
 
 func (s *Sub) discard(d delivery) {
