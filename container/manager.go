@@ -121,8 +121,10 @@ type AppStatus struct {
 
 // ManagerOptions configure a Manager. The zero value is usable.
 type ManagerOptions struct {
-	// Backoff between restarts; default 1 s doubling to 1 min.
-	Backoff backoff.Policy
+	// RestartMin and RestartMax bound the backoff between restarts: the
+	// first waits RestartMin (default 1 s), each next one twice the last
+	// (±20%), up to RestartMax (default 1 min).
+	RestartMin, RestartMax time.Duration
 	// Stable is how long a container must run before its restart count
 	// resets; default 1 min.
 	Stable time.Duration
@@ -145,17 +147,20 @@ type ManagerOptions struct {
 // created, started, restarted with backoff, probed, upgraded with rollback,
 // and adopted after a gateway restart.
 type Manager struct {
-	rt   Runtime
-	opts ManagerOptions
-	ctx  context.Context
-	stop context.CancelFunc
-	wg   sync.WaitGroup
+	rt      Runtime
+	opts    ManagerOptions
+	backoff backoff.Policy
+	ctx     context.Context
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
 
 	probes *http.Client // the HTTP probes'; its idle connections close with the Manager
 
 	mu      sync.Mutex
+	closed  bool
 	apps    map[string]*supervisor
-	changed chan struct{} // closed (and replaced) when an app's state changes
+	leaving map[string]*supervisor // removed, their containers maybe not yet gone
+	changed chan struct{}          // closed (and replaced) when an app's state changes
 }
 
 // NewManager returns a manager of containers on rt.
@@ -164,11 +169,11 @@ func NewManager(rt Runtime, opts *ManagerOptions) *Manager {
 	if opts != nil {
 		o = *opts
 	}
-	if o.Backoff.Min <= 0 {
-		o.Backoff.Min = time.Second
+	if o.RestartMin <= 0 {
+		o.RestartMin = time.Second
 	}
-	if o.Backoff.Max <= 0 {
-		o.Backoff.Max = time.Minute
+	if o.RestartMax <= 0 {
+		o.RestartMax = time.Minute
 	}
 	if o.Stable <= 0 {
 		o.Stable = time.Minute
@@ -182,7 +187,7 @@ func NewManager(rt Runtime, opts *ManagerOptions) *Manager {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Manager{rt: rt, opts: o, apps: map[string]*supervisor{}, changed: make(chan struct{}),
+	m := &Manager{rt: rt, opts: o, backoff: backoff.Policy{Min: o.RestartMin, Max: o.RestartMax}, apps: map[string]*supervisor{}, leaving: map[string]*supervisor{}, changed: make(chan struct{}),
 		probes: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	m.wg.Add(1)
@@ -204,7 +209,7 @@ func (m *Manager) watchEvents() {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(m.opts.Backoff.Delay(failures - 1)):
+			case <-time.After(m.backoff.Delay(failures - 1)):
 			}
 		}
 		info, err := m.rt.Info(ctx)
@@ -266,7 +271,9 @@ func specHash(a App) string {
 
 // Apply makes apps the desired state: new ones start, changed ones are
 // upgraded, missing ones are stopped and removed. It returns once each
-// change has been handed to its application's supervisor.
+// change has been handed to its application's supervisor. An app added
+// while its earlier removal is under way starts once that container is
+// gone. After Close it returns ErrClosed.
 func (m *Manager) Apply(ctx context.Context, apps []App) error {
 	seen := map[string]bool{}
 	for _, a := range apps {
@@ -291,6 +298,16 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for name, s := range m.leaving {
+		select {
+		case <-s.done:
+			delete(m.leaving, name)
+		default:
+		}
+	}
 	for _, a := range apps {
 		if a.Restart == "" {
 			a.Restart = Always
@@ -307,6 +324,9 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 		if !ok {
 			s = &supervisor{m: m, name: a.Name, desired: make(chan App, 1), nudged: make(chan struct{}, 1), done: make(chan struct{}),
 				status: AppStatus{Name: a.Name, Version: a.Version, State: AppStarting}}
+			if prev, ok := m.leaving[a.Name]; ok {
+				s.prev = prev.done
+			}
 			m.apps[a.Name] = s
 			m.wg.Add(1)
 			go s.run()
@@ -334,6 +354,7 @@ func (m *Manager) Apply(ctx context.Context, apps []App) error {
 		s.mu.Unlock()
 		s.want(App{Name: name}) // no image: remove
 		delete(m.apps, name)
+		m.leaving[name] = s
 	}
 	return nil
 }
@@ -452,6 +473,9 @@ func (m *Manager) containerOf(app string) (string, error) {
 // Close stops supervising; the containers keep running (a new Manager
 // adopts them). It is safe to call twice.
 func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
 	m.stop()
 	if err := drain.Wait(ctx, &m.wg, m.stop); err != nil {
 		return fmt.Errorf("container: close: the supervisors: %w", err)
@@ -464,10 +488,11 @@ func (m *Manager) Close(ctx context.Context) error {
 type supervisor struct {
 	m       *Manager
 	name    string
-	desired chan App      // capacity 1: the newest desired state
-	nudged  chan struct{} // an event for its containers: look
-	done    chan struct{} // closed when run returns
-	after   []string      // the last desired After; Manager.mu guards it
+	desired chan App        // capacity 1: the newest desired state
+	nudged  chan struct{}   // an event for its containers: look
+	done    chan struct{}   // closed when run returns
+	prev    <-chan struct{} // the done of the app's removal under way, if any
+	after   []string        // the last desired After; Manager.mu guards it
 
 	mu          sync.Mutex
 	status      AppStatus
@@ -519,6 +544,13 @@ func (s *supervisor) run() {
 	var id string       // the current container
 	var pending bool    // its start failed: the keep-alive retries it
 	var rejected string // the spec hash of a version rolled back: not tried again
+	if s.prev != nil {  // the container being removed is not to be adopted
+		select {
+		case <-s.prev:
+		case <-ctx.Done():
+			return
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -609,7 +641,7 @@ func (s *supervisor) ensure(ctx context.Context, a App) (id string, _ App, pendi
 				return "", a, false, true
 			}
 			a, attempt = next, -1
-		case <-time.After(s.m.opts.Backoff.Delay(attempt)):
+		case <-time.After(s.m.backoff.Delay(attempt)):
 		}
 	}
 }
@@ -870,7 +902,7 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 		if pending {
 			d := wait
 			if d == 0 {
-				d = s.m.opts.Backoff.Delay(failures)
+				d = s.m.backoff.Delay(failures)
 			}
 			wait = 0
 			select {
@@ -1005,7 +1037,7 @@ func (s *supervisor) keep(ctx context.Context, a App, id *string, pending bool) 
 				if failures+1 >= s.m.opts.CrashLoop {
 					state = AppCrashLoop
 				}
-				wait = s.m.opts.Backoff.Delay(failures)
+				wait = s.m.backoff.Delay(failures)
 				s.set(func(st *AppStatus) { st.State, st.RestartDelay = state, wait })
 				pending, afterExit = true, true
 				break watch

@@ -18,7 +18,6 @@ import (
 
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/container/memruntime"
-	"github.com/edgekit/edgekit/internal/backoff"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -45,7 +44,7 @@ func memruntimeFor(t testing.TB) *memruntime.Runtime {
 
 func manager(t *testing.T, rt container.Runtime) *container.Manager {
 	t.Helper()
-	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: 80 * time.Millisecond},
+	m := container.NewManager(rt, &container.ManagerOptions{RestartMin: 10 * time.Millisecond, RestartMax: 80 * time.Millisecond,
 		Stable: time.Second, CrashLoop: 3})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	return m
@@ -228,7 +227,7 @@ func (e eventless) Info(ctx context.Context) (container.Info, error) {
 func TestPollBackstop(t *testing.T) {
 	rt := newRuntime(t)
 	ctx := context.Background()
-	m := container.NewManager(eventless{brokenWait{rt}}, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond}, Poll: 20 * time.Millisecond})
+	m := container.NewManager(eventless{brokenWait{rt}}, &container.ManagerOptions{RestartMin: 10 * time.Millisecond, Poll: 20 * time.Millisecond})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
 		t.Fatal(err)
@@ -277,7 +276,7 @@ func (f *flakyEvents) Events(ctx context.Context, labels map[string]string) (<-c
 func TestEventsNoticeExits(t *testing.T) {
 	rt := &flakyEvents{brokenWait: brokenWait{newRuntime(t)}}
 	ctx := context.Background()
-	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: 20 * time.Millisecond}, Poll: time.Hour})
+	m := container.NewManager(rt, &container.ManagerOptions{RestartMin: 10 * time.Millisecond, RestartMax: 20 * time.Millisecond, Poll: time.Hour})
 	t.Cleanup(func() { _ = m.Close(context.Background()) })
 	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
 		t.Fatal(err)
@@ -612,7 +611,7 @@ func TestStableRunResetsBackoff(t *testing.T) {
 	ctx := context.Background()
 	var mu sync.Mutex
 	crashLooped := map[string]bool{}
-	m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 10 * time.Millisecond, Max: time.Second},
+	m := container.NewManager(rt, &container.ManagerOptions{RestartMin: 10 * time.Millisecond, RestartMax: time.Second,
 		Stable: 50 * time.Millisecond, CrashLoop: 3,
 		OnChange: func(s container.AppStatus) {
 			if s.State == container.AppCrashLoop {
@@ -634,5 +633,89 @@ func TestStableRunResetsBackoff(t *testing.T) {
 	defer mu.Unlock()
 	if crashLooped["steady"] {
 		t.Error("an app running longer than Stable before each exit was marked crash-looping")
+	}
+}
+
+// slowStop is a runtime whose Stop waits until release is closed, holding a
+// removal half done.
+type slowStop struct {
+	*memruntime.Runtime
+	stopping chan string // the id of each container whose stop began
+	release  chan struct{}
+}
+
+func (s *slowStop) Stop(ctx context.Context, id string, grace time.Duration) error {
+	s.stopping <- id
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Runtime.Stop(ctx, id, grace)
+}
+
+// TestRemovedAndAddedAgain: an app removed and added again at once (as a
+// rollback does) gets a container of its own once the removal is done; it
+// never adopts the one being deleted, and runs on when that removal ends.
+// Apply after Close is refused with ErrClosed.
+func TestRemovedAndAddedAgain(t *testing.T) {
+	rt := &slowStop{Runtime: newRuntime(t), stopping: make(chan string, 4), release: make(chan struct{})}
+	ctx := context.Background()
+	var mu sync.Mutex
+	var ids []string // the containers the app reported, in order
+	m := container.NewManager(rt, &container.ManagerOptions{RestartMin: 10 * time.Millisecond, OnChange: func(s container.AppStatus) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s.ContainerID != "" && (len(ids) == 0 || ids[len(ids)-1] != s.ContainerID) {
+			ids = append(ids, s.ContainerID)
+		}
+	}})
+	t.Cleanup(func() { _ = m.Close(ctx) })
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+	old := status(m, "web").ContainerID
+	if err := m.Apply(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-rt.stopping; id != old {
+		t.Fatalf("stopping %s, want %s", id, old)
+	}
+	mu.Lock()
+	ids = nil
+	mu.Unlock()
+	if err := m.Apply(ctx, []container.App{app("1", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	close(rt.release)
+	testenv.Eventually(t, "running in a new container", func() bool {
+		s := status(m, "web")
+		if s.State != container.AppRunning || s.ContainerID == old {
+			return false
+		}
+		c, err := rt.Inspect(ctx, s.ContainerID)
+		return err == nil && c.State == container.Running
+	})
+	if _, err := rt.Inspect(ctx, old); !errors.Is(err, container.ErrNotFound) {
+		t.Errorf("the removed container: %v, want it gone", err)
+	}
+	mu.Lock()
+	if want := []string{status(m, "web").ContainerID}; !slices.Equal(ids, want) {
+		t.Errorf("added again, the app reported containers %v, want only %v", ids, want)
+	}
+	mu.Unlock()
+	if s := status(m, "web"); s.Restarts != 0 {
+		t.Errorf("added again, the app restarted %d times", s.Restarts)
+	}
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 1 {
+		t.Errorf("%d containers for the app", len(list))
+	}
+
+	if err := m.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(ctx, []container.App{app("2", nil)}); !errors.Is(err, container.ErrClosed) {
+		t.Errorf("Apply after Close: %v, want ErrClosed", err)
 	}
 }

@@ -16,6 +16,8 @@ var (
 	ErrUnauthorized  = errors.New("unauthorized")
 	ErrNotRunning    = errors.New("container not running")
 	ErrUnavailable   = errors.New("container runtime unavailable")
+	// ErrClosed is returned by a Manager after Close.
+	ErrClosed = errors.New("container manager closed")
 	// ErrPortInUse: a host port a Spec publishes is taken by another
 	// process (or container); the error names the address.
 	ErrPortInUse = errors.New("host port in use")

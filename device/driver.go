@@ -24,9 +24,11 @@ var (
 	ErrOffline = errors.New("device offline")
 	// ErrClosed: the driver (or the host) is closed.
 	ErrClosed = errors.New("closed")
+	// ErrUnknownDriver: the Manager has no driver of that name.
+	ErrUnknownDriver = errors.New("unknown driver")
 	// ErrNotSupported: the driver does not implement the optional
-	// interface a call needs (Discoverer).
-	ErrNotSupported = errors.New("not supported by the driver")
+	// interface a call needs (Discoverer). It is errors.ErrUnsupported.
+	ErrNotSupported = errors.ErrUnsupported
 )
 
 // Device is one device a driver serves: a name unique in the gateway, its

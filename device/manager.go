@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgekit/edgekit/internal/drain"
@@ -108,7 +109,8 @@ type driverEntry struct {
 
 // managed is one attached device.
 type managed struct {
-	dev    Device
+	name   string
+	model  atomic.Pointer[Model] // replaced by Update, between the device's calls
 	driver *driverEntry
 	// turn, capacity 1, is held during each driver call for the device,
 	// so they come one at a time (nil: the driver allows them to overlap).
@@ -168,6 +170,41 @@ func (m *Manager) AddDriver(ctx context.Context, name string, d Driver, config j
 	return nil
 }
 
+// RemoveDriver detaches the named driver's devices (the driver's Detach
+// for each), closes it and forgets it; the name can be added again. Every
+// step is bounded by ctx, and the driver is forgotten even when one fails.
+func (m *Manager) RemoveDriver(ctx context.Context, name string) error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return fmt.Errorf("device: driver %s: %w", name, ErrClosed)
+	}
+	e, ok := m.drivers[name]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("device: driver %q: %w", name, ErrUnknownDriver)
+	}
+	delete(m.drivers, name) // no Attach reaches it from here
+	var ds []*managed
+	for _, d := range m.devices {
+		if d.driver == e {
+			ds = append(ds, d)
+		}
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, d := range ds {
+		m.remove(d)
+		if err := m.callAll(ctx, []*managed{d}, func(ctx context.Context) error { return e.drv.Detach(ctx, d.name) }, true); err != nil {
+			errs = append(errs, fmt.Errorf("device %s: detaching: %w", d.name, err))
+		}
+	}
+	if err := closeDriver(ctx, e); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
 // Discover has the named driver look for devices (it must implement
 // Discoverer, else ErrNotSupported), calling found, one device at a time,
 // for each one not attached, once per name, until ctx ends or the driver has looked
@@ -184,7 +221,7 @@ func (m *Manager) Discover(ctx context.Context, driver string, found func(Device
 	case closed:
 		return fmt.Errorf("device: discover on driver %s: %w", driver, ErrClosed)
 	case !ok:
-		return fmt.Errorf("device: discover: no driver %q", driver)
+		return fmt.Errorf("device: discover: driver %q: %w", driver, ErrUnknownDriver)
 	}
 	disc, ok := e.drv.(Discoverer)
 	if !ok {
@@ -236,6 +273,44 @@ func safely(f func() error) (err error) {
 
 // Attach adds a device served by the named driver, polling the groups.
 func (m *Manager) Attach(ctx context.Context, driver string, dev Device, poll []PollGroup) error {
+	if err := checkDevice(dev, poll); err != nil {
+		return err
+	}
+	// One look at the registry checks and claims the name, so that two
+	// Attach calls cannot both take it, nor one land on a driver being
+	// removed.
+	m.mu.Lock()
+	e, ok := m.drivers[driver]
+	_, taken := m.devices[dev.Name]
+	closed := m.closed
+	var d *managed
+	if !closed && ok && !taken {
+		d = &managed{name: dev.Name, driver: e, stop: make(chan struct{}), state: Offline, shadow: map[string]ShadowValue{}}
+		d.model.Store(dev.Model)
+		if cd, ok := e.drv.(ConcurrentDriver); !ok || !cd.ConcurrentCalls() {
+			d.turn = make(chan struct{}, 1)
+		}
+		m.devices[dev.Name] = d
+	}
+	m.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("device %s: %w", dev.Name, ErrClosed)
+	case !ok:
+		return fmt.Errorf("device %s: driver %q: %w", dev.Name, driver, ErrUnknownDriver)
+	case taken:
+		return fmt.Errorf("device %s is attached already", dev.Name)
+	}
+	if err := m.call(ctx, d, func(ctx context.Context) error { return e.drv.Attach(ctx, dev) }); err != nil {
+		m.remove(d)
+		return fmt.Errorf("device %s: attaching: %w", dev.Name, err)
+	}
+	m.setPolls(d, poll)
+	return nil
+}
+
+// checkDevice checks a device's model and poll groups.
+func checkDevice(dev Device, poll []PollGroup) error {
 	if dev.Model == nil {
 		return fmt.Errorf("device %s: %w: no model", dev.Name, ErrInvalidModel)
 	}
@@ -252,35 +327,57 @@ func (m *Manager) Attach(ctx context.Context, driver string, dev Device, poll []
 			}
 		}
 	}
-	m.mu.Lock()
-	e, ok := m.drivers[driver]
-	_, taken := m.devices[dev.Name]
-	closed := m.closed
-	m.mu.Unlock()
-	switch {
-	case closed:
-		return fmt.Errorf("device %s: %w", dev.Name, ErrClosed)
-	case !ok:
-		return fmt.Errorf("device %s: no driver %q", dev.Name, driver)
-	case taken:
-		return fmt.Errorf("device %s is attached already", dev.Name)
-	}
-	d := &managed{dev: dev, driver: e, stop: make(chan struct{}), state: Offline, shadow: map[string]ShadowValue{}}
-	if cd, ok := e.drv.(ConcurrentDriver); !ok || !cd.ConcurrentCalls() {
-		d.turn = make(chan struct{}, 1)
-	}
-	m.mu.Lock()
-	m.devices[dev.Name] = d
-	m.mu.Unlock()
-	if err := m.call(ctx, d, func(ctx context.Context) error { return e.drv.Attach(ctx, dev) }); err != nil {
-		m.remove(d)
-		return fmt.Errorf("device %s: attaching: %w", dev.Name, err)
-	}
+	return nil
+}
+
+// setPolls replaces the device's poll groups.
+func (m *Manager) setPolls(d *managed, poll []PollGroup) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, t := range d.polls {
+		t.Stop()
+	}
+	d.polls = d.polls[:0]
+	select {
+	case <-d.stop: // detached meanwhile
+		return
+	default:
+	}
 	for _, g := range poll {
 		d.polls = append(d.polls, m.schedulePoll(d, g))
 	}
-	d.mu.Unlock()
+}
+
+// Update changes an attached device's model, configuration and poll
+// groups: the driver's Update is the device's next call, and the new model
+// checks every call after it. Shadow values of properties the new model
+// lacks are dropped. When the driver refuses, the device keeps what it had.
+func (m *Manager) Update(ctx context.Context, dev Device, poll []PollGroup) error {
+	if err := checkDevice(dev, poll); err != nil {
+		return err
+	}
+	d, err := m.device(dev.Name)
+	if err != nil {
+		return err
+	}
+	err = m.call(ctx, d, func(ctx context.Context) error {
+		if err := d.driver.drv.Update(ctx, dev); err != nil {
+			return err
+		}
+		d.model.Store(dev.Model)
+		d.mu.Lock()
+		for id := range d.shadow {
+			if _, ok := dev.Model.Property(id); !ok {
+				delete(d.shadow, id)
+			}
+		}
+		d.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("device %s: updating: %w", dev.Name, err)
+	}
+	m.setPolls(d, poll)
 	return nil
 }
 
@@ -333,8 +430,8 @@ func (m *Manager) Detach(ctx context.Context, name string) error {
 
 func (m *Manager) remove(d *managed) {
 	m.mu.Lock()
-	if m.devices[d.dev.Name] == d {
-		delete(m.devices, d.dev.Name)
+	if m.devices[d.name] == d {
+		delete(m.devices, d.name)
 	}
 	m.mu.Unlock()
 	select {
@@ -366,11 +463,11 @@ func (m *Manager) device(name string) (*managed, error) {
 func (m *Manager) poll(d *managed, ids []string) {
 	var got map[string]Reading
 	err := m.callInline(d, func(ctx context.Context) (err error) {
-		got, err = d.driver.drv.ReadProperties(ctx, d.dev.Name, ids)
+		got, err = d.driver.drv.ReadProperties(ctx, d.name, ids)
 		return err
 	})
 	if err != nil {
-		m.opts.Logger.Warn("device: poll failed", "device", d.dev.Name, "err", err)
+		m.opts.Logger.Warn("device: poll failed", "device", d.name, "err", err)
 		return
 	}
 	_, good := m.checkReadings(d, ids, got)
@@ -440,14 +537,14 @@ func release(ds []*managed) {
 // names lists the devices for an error.
 func names(ds []*managed) string {
 	if len(ds) == 1 {
-		return ds[0].dev.Name
+		return ds[0].name
 	}
 	var b strings.Builder
 	for i, d := range ds {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteString(d.dev.Name)
+		b.WriteString(d.name)
 	}
 	return b.String()
 }
@@ -468,7 +565,7 @@ func (m *Manager) callInline(d *managed, f func(ctx context.Context) error) erro
 // take waits for the device's turn. A device that has left the manager
 // gives its turn to no call but the driver's Detach (detaching).
 func (d *managed) take(ctx context.Context, detaching bool) error {
-	gone := fmt.Errorf("device %s: %w", d.dev.Name, ErrUnknownDevice)
+	gone := fmt.Errorf("device %s: %w", d.name, ErrUnknownDevice)
 	stopped := func() bool {
 		select {
 		case <-d.stop:
@@ -497,7 +594,7 @@ func (d *managed) take(ctx context.Context, detaching bool) error {
 	case <-stop:
 		return gone
 	case <-ctx.Done():
-		return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.dev.Name, ctx.Err())
+		return fmt.Errorf("device %s: waiting for the device's previous call: %w", d.name, ctx.Err())
 	}
 }
 
@@ -557,7 +654,7 @@ func (m *Manager) setState(d *managed, s State, cause string, declared bool) {
 		return
 	}
 	if m.opts.Publish != nil {
-		_ = m.opts.Publish(context.Background(), Notice{Kind: StateNotice, Device: d.dev.Name, State: s, Cause: cause, Time: time.Now()})
+		_ = m.opts.Publish(context.Background(), Notice{Kind: StateNotice, Device: d.name, State: s, Cause: cause, Time: time.Now()})
 	}
 	if s == Online {
 		m.mu.Lock()
@@ -589,7 +686,7 @@ func (m *Manager) reapply(d *managed) {
 		return
 	}
 	if _, err := m.write(context.Background(), d, pending); err != nil {
-		m.opts.Logger.Warn("device: re-applying desired values", "device", d.dev.Name, "err", err)
+		m.opts.Logger.Warn("device: re-applying desired values", "device", d.name, "err", err)
 	}
 }
 
@@ -600,9 +697,9 @@ func (m *Manager) report(ctx context.Context, d *managed, values map[string]any,
 	good := make(map[string]any, len(values))
 	for id, v := range values {
 		if !validated {
-			c, err := d.dev.Model.PropertyValue(id, v)
+			c, err := d.model.Load().PropertyValue(id, v)
 			if err != nil {
-				m.opts.Logger.Warn("device: report refused", "device", d.dev.Name, "err", err)
+				m.opts.Logger.Warn("device: report refused", "device", d.name, "err", err)
 				continue
 			}
 			v = c
@@ -623,7 +720,7 @@ func (m *Manager) report(ctx context.Context, d *managed, values map[string]any,
 	}
 	d.mu.Unlock()
 	if m.opts.Publish != nil {
-		return m.opts.Publish(ctx, Notice{Kind: PropertiesNotice, Device: d.dev.Name, Values: good, Time: at})
+		return m.opts.Publish(ctx, Notice{Kind: PropertiesNotice, Device: d.name, Values: good, Time: at})
 	}
 	return nil
 }
@@ -656,14 +753,14 @@ func (m *Manager) Get(ctx context.Context, device string, ids []string) (map[str
 // those the model lacks.
 func askable(d *managed, ids []string) (refused map[string]Reading, ask []string) {
 	if len(ids) == 0 {
-		for _, p := range d.dev.Model.Properties {
+		for _, p := range d.model.Load().Properties {
 			ids = append(ids, p.Identifier)
 		}
 	}
 	refused = make(map[string]Reading, len(ids))
 	for _, id := range ids {
-		if _, ok := d.dev.Model.Property(id); !ok {
-			refused[id] = Reading{Err: fmt.Errorf("device %s: properties.%s: %w", d.dev.Name, id, ErrUnknownProperty)}
+		if _, ok := d.model.Load().Property(id); !ok {
+			refused[id] = Reading{Err: fmt.Errorf("device %s: properties.%s: %w", d.name, id, ErrUnknownProperty)}
 			continue
 		}
 		ask = append(ask, id)
@@ -718,7 +815,7 @@ func (m *Manager) GetMany(ctx context.Context, reads map[string][]string) (map[s
 				ds := make([]*managed, len(rs))
 				batch := make(map[string][]string, len(rs))
 				for i, r := range rs {
-					ds[i], batch[r.d.dev.Name] = r.d, r.ask
+					ds[i], batch[r.d.name] = r.d, r.ask
 				}
 				var got map[string]map[string]Reading
 				err := m.callAll(ctx, ds, func(ctx context.Context) (err error) {
@@ -729,7 +826,7 @@ func (m *Manager) GetMany(ctx context.Context, reads map[string][]string) (map[s
 					if err != nil {
 						fail(r, err)
 					} else {
-						maps.Copy(r.out, m.accept(ctx, r.d, r.ask, got[r.d.dev.Name]))
+						maps.Copy(r.out, m.accept(ctx, r.d, r.ask, got[r.d.name]))
 					}
 				}
 			})
@@ -737,7 +834,7 @@ func (m *Manager) GetMany(ctx context.Context, reads map[string][]string) (map[s
 		}
 		for _, r := range rs {
 			wg.Go(func() {
-				got, err := m.Get(ctx, r.d.dev.Name, r.ask)
+				got, err := m.Get(ctx, r.d.name, r.ask)
 				if err != nil {
 					fail(r, err)
 					return
@@ -749,7 +846,7 @@ func (m *Manager) GetMany(ctx context.Context, reads map[string][]string) (map[s
 	wg.Wait()
 	out := make(map[string]map[string]Reading, len(all))
 	for _, r := range all {
-		out[r.d.dev.Name] = r.out
+		out[r.d.name] = r.out
 	}
 	return out, nil
 }
@@ -763,12 +860,12 @@ func (m *Manager) checkReadings(d *managed, ids []string, got map[string]Reading
 	for _, id := range ids {
 		r, ok := got[id]
 		if !ok {
-			r = Reading{Err: fmt.Errorf("device %s: properties.%s: the driver gave no result", d.dev.Name, id)}
+			r = Reading{Err: fmt.Errorf("device %s: properties.%s: the driver gave no result", d.name, id)}
 		} else if r.Err == nil {
-			v, err := d.dev.Model.PropertyValue(id, r.Value)
+			v, err := d.model.Load().PropertyValue(id, r.Value)
 			if err != nil {
-				r = Reading{Err: fmt.Errorf("device %s: the driver read a value outside the model: %w", d.dev.Name, err)}
-				m.opts.Logger.Warn("device: reading refused", "device", d.dev.Name, "err", err)
+				r = Reading{Err: fmt.Errorf("device %s: the driver read a value outside the model: %w", d.name, err)}
+				m.opts.Logger.Warn("device: reading refused", "device", d.name, "err", err)
 			} else {
 				r.Value = v
 				if r.Time.IsZero() {
@@ -792,7 +889,7 @@ func (m *Manager) Set(ctx context.Context, device string, values map[string]any)
 	}
 	checked := make(map[string]any, len(values))
 	for _, id := range slices.Sorted(maps.Keys(values)) {
-		p, ok := d.dev.Model.Property(id)
+		p, ok := d.model.Load().Property(id)
 		if !ok {
 			return nil, fmt.Errorf("device %s: properties.%s: %w", device, id, ErrUnknownProperty)
 		}
@@ -826,7 +923,7 @@ func (m *Manager) Set(ctx context.Context, device string, values map[string]any)
 func (m *Manager) write(ctx context.Context, d *managed, values map[string]any) (map[string]error, error) {
 	var res map[string]error
 	err := m.call(ctx, d, func(ctx context.Context) (err error) {
-		res, err = d.driver.drv.WriteProperties(ctx, d.dev.Name, values)
+		res, err = d.driver.drv.WriteProperties(ctx, d.name, values)
 		return err
 	})
 	if err != nil {
@@ -846,7 +943,7 @@ func (m *Manager) confirm(ctx context.Context, d *managed, values map[string]any
 		if e, ok := res[id]; ok && e == nil {
 			written[id] = v
 		} else if !ok {
-			res[id] = fmt.Errorf("device %s: properties.%s: the driver gave no result", d.dev.Name, id)
+			res[id] = fmt.Errorf("device %s: properties.%s: the driver gave no result", d.name, id)
 		}
 	}
 	if len(written) > 0 {
@@ -862,10 +959,10 @@ func (m *Manager) Call(ctx context.Context, device, service string, in map[strin
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := d.dev.Model.Service(service); !ok {
+	if _, ok := d.model.Load().Service(service); !ok {
 		return nil, fmt.Errorf("device %s: services.%s: %w", device, service, ErrUnknownService)
 	}
-	checked, err := d.dev.Model.ServiceInput(service, in)
+	checked, err := d.model.Load().ServiceInput(service, in)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", device, err)
 	}
@@ -877,7 +974,7 @@ func (m *Manager) Call(ctx context.Context, device, service string, in map[strin
 	if err != nil {
 		return nil, err
 	}
-	if out, err = d.dev.Model.ServiceOutput(service, out); err != nil {
+	if out, err = d.model.Load().ServiceOutput(service, out); err != nil {
 		return nil, fmt.Errorf("device %s: the driver answered outside the model: %w", device, err)
 	}
 	return out, nil
@@ -921,19 +1018,28 @@ func (m *Manager) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("device: a driver call did not return: %w", err))
 	}
 	for _, e := range drivers {
-		e.host.close()
-		done := make(chan error, 1)
-		go func() { done <- safely(func() error { return e.drv.Close(ctx) }) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("device: closing driver %s: %w", e.name, err))
-			}
-		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("device: closing driver %s: %w", e.name, ctx.Err()))
+		if err := closeDriver(ctx, e); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// closeDriver stops the driver's reports and closes it, returning by ctx's
+// end even when the driver's Close does not.
+func closeDriver(ctx context.Context, e *driverEntry) error {
+	e.host.close()
+	done := make(chan error, 1)
+	go func() { done <- safely(func() error { return e.drv.Close(ctx) }) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("device: closing driver %s: %w", e.name, err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("device: closing driver %s: %w", e.name, ctx.Err())
+	}
 }
 
 // driverHost is the Host one driver reports to.
@@ -983,7 +1089,7 @@ func (h *driverHost) Emit(ctx context.Context, device, event string, out map[str
 	if err != nil {
 		return err
 	}
-	checked, err := d.dev.Model.EventOutput(event, out)
+	checked, err := d.model.Load().EventOutput(event, out)
 	if err != nil {
 		h.log.Warn("device: event refused", "device", device, "err", err)
 		return err

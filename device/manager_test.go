@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -273,7 +274,7 @@ func TestBadAttach(t *testing.T) {
 		poll   []device.PollGroup
 		says   string
 	}{
-		{"nope", device.Device{Name: "x", Model: boiler(t)}, nil, `no driver "nope"`},
+		{"nope", device.Device{Name: "x", Model: boiler(t)}, nil, `driver "nope": unknown driver`},
 		{"sim", device.Device{Name: "x"}, nil, "no model"},
 		{"sim", device.Device{Name: "x", Model: boiler(t)}, []device.PollGroup{{Properties: []string{"humidity"}, Every: time.Second}}, `poll[0]: property "humidity"`},
 		{"sim", device.Device{Name: "x", Model: boiler(t)}, []device.PollGroup{{Properties: []string{"temperature"}}}, "poll[0].every"},
@@ -584,5 +585,135 @@ func TestCloseReturnsByItsDeadline(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close still blocked 10 s after its 200 ms deadline")
+	}
+}
+
+// TestUpdate: Update hands the driver the new model and configuration and
+// checks every call after it against the new model; the shadow forgets
+// properties the model dropped; the poll groups are replaced. A refused
+// update (a bad model or poll group, a driver that says no, a device not
+// attached) leaves the device as it was.
+func TestUpdate(t *testing.T) {
+	ctx := context.Background()
+	drv := &readCounting{Driver: sim.New()}
+	m, _ := newManager(t, nil, drv)
+	attach(t, m, "b1", `{"values": {"setpoint": 50, "mode": 1}}`, device.PollGroup{Properties: []string{"setpoint"}, Every: time.Hour})
+	if _, err := m.Set(ctx, "b1", map[string]any{"mode": 2.0}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without "mode", and the set point may go to 100 in steps of 5.
+	next := *boiler(t)
+	next.Properties = slices.DeleteFunc(slices.Clone(next.Properties), func(p device.Property) bool { return p.Identifier == "mode" })
+	for i, p := range next.Properties {
+		if p.Identifier == "setpoint" {
+			p.Type.Max = new(float64)
+			*p.Type.Max = 100
+			next.Properties[i] = p
+		}
+	}
+	dev := device.Device{Name: "b1", Model: &next, Config: json.RawMessage(`{"values": {"setpoint": 55}}`)}
+	for _, tc := range []struct {
+		dev  device.Device
+		poll []device.PollGroup
+		err  error
+		says string
+	}{
+		{device.Device{Name: "b1"}, nil, device.ErrInvalidModel, "no model"},
+		{dev, []device.PollGroup{{Properties: []string{"mode"}, Every: time.Second}}, device.ErrUnknownProperty, `"mode"`},
+		{device.Device{Name: "b1", Model: &next, Config: json.RawMessage(`{"values": 7}`)}, nil, nil, "updating"},
+		{device.Device{Name: "b9", Model: &next}, nil, device.ErrUnknownDevice, "b9"},
+	} {
+		err := m.Update(ctx, tc.dev, tc.poll)
+		if err == nil || (tc.err != nil && !errors.Is(err, tc.err)) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("Update(%s, %v): %v, want %v naming %s", tc.dev.Name, tc.poll, err, tc.err, tc.says)
+		}
+	}
+	if _, err := m.Set(ctx, "b1", map[string]any{"setpoint": 95.0}); err == nil {
+		t.Error("after refused updates, the old model's max of 90 no longer holds")
+	}
+	if sh, _ := m.Shadow("b1"); sh.Properties["mode"].Reported != int64(2) {
+		t.Errorf("after refused updates, the shadow lost mode: %+v", sh.Properties)
+	}
+
+	if err := m.Update(ctx, dev, []device.PollGroup{{Properties: []string{"setpoint"}, Every: 5 * time.Millisecond}}); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := m.Set(ctx, "b1", map[string]any{"setpoint": 95.0}); err != nil || res["setpoint"] != nil {
+		t.Errorf("Set 95 under the new model: %v %v", res, err)
+	}
+	if got, err := m.Get(ctx, "b1", []string{"mode"}); err != nil || !errors.Is(got["mode"].Err, device.ErrUnknownProperty) {
+		t.Errorf("mode, which the new model lacks: %+v %v", got, err)
+	}
+	if sh, _ := m.Shadow("b1"); slices.Contains(slices.Collect(maps.Keys(sh.Properties)), "mode") {
+		t.Errorf("the shadow keeps mode: %+v", sh.Properties)
+	}
+	// The new poll group runs (the old one, hourly, would not have).
+	reads := drv.reads.Load()
+	testenv.Eventually(t, "the new poll group", func() bool { return drv.reads.Load() >= reads+2 })
+}
+
+// lifecycle records the simulated driver's Detach and Close calls.
+type lifecycle struct {
+	*sim.Driver
+	mu    sync.Mutex
+	calls []string
+}
+
+func (l *lifecycle) Detach(ctx context.Context, name string) error {
+	l.mu.Lock()
+	l.calls = append(l.calls, "detach "+name)
+	l.mu.Unlock()
+	return l.Driver.Detach(ctx, name)
+}
+
+func (l *lifecycle) Close(ctx context.Context) error {
+	l.mu.Lock()
+	l.calls = append(l.calls, "close")
+	l.mu.Unlock()
+	return l.Driver.Close(ctx)
+}
+
+// TestRemoveDriver: removing a driver detaches its devices (each through
+// the driver's Detach), closes it, and leaves other drivers' devices
+// alone; its name can then be added again, and removing it twice says so.
+func TestRemoveDriver(t *testing.T) {
+	ctx := context.Background()
+	drv := &lifecycle{Driver: sim.New()}
+	m, _ := newManager(t, nil, drv)
+	attach(t, m, "b1", `{"values": {"setpoint": 50}}`, device.PollGroup{Properties: []string{"setpoint"}, Every: 5 * time.Millisecond})
+	other := sim.New()
+	if err := m.AddDriver(ctx, "other", other, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Attach(ctx, "other", device.Device{Name: "o1", Model: boiler(t), Config: json.RawMessage(`{}`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RemoveDriver(ctx, "sim"); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Devices(); !slices.Equal(got, []string{"o1"}) {
+		t.Errorf("devices after RemoveDriver: %v, want [o1]", got)
+	}
+	drv.mu.Lock()
+	if want := []string{"detach b1", "close"}; !slices.Equal(drv.calls, want) {
+		t.Errorf("the removed driver saw %v, want %v", drv.calls, want)
+	}
+	drv.mu.Unlock()
+	if err := m.Attach(ctx, "sim", device.Device{Name: "b2", Model: boiler(t)}, nil); !errors.Is(err, device.ErrUnknownDriver) {
+		t.Errorf("Attach to a removed driver: %v, want ErrUnknownDriver", err)
+	}
+	if err := m.RemoveDriver(ctx, "sim"); !errors.Is(err, device.ErrUnknownDriver) {
+		t.Errorf("a second RemoveDriver: %v, want ErrUnknownDriver", err)
+	}
+	if _, err := m.Get(ctx, "o1", []string{"setpoint"}); err != nil {
+		t.Errorf("the other driver's device: %v", err)
+	}
+	if err := m.AddDriver(ctx, "sim", sim.New(), nil); err != nil {
+		t.Fatal(err)
+	}
+	attach(t, m, "b1", `{"values": {"setpoint": 70}}`)
+	if got, err := m.Get(ctx, "b1", []string{"setpoint"}); err != nil || got["setpoint"].Value != int64(70) {
+		t.Errorf("b1 on the driver added again: %+v %v", got, err)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/container"
-	"github.com/edgekit/edgekit/internal/backoff"
 	"github.com/edgekit/edgekit/internal/benchutil"
 )
 
@@ -73,12 +72,15 @@ func BenchmarkManager(b *testing.B) {
 	})
 	b.Run("restart", func(b *testing.B) {
 		exitedAt := make(chan time.Time, 100)
+		delays := make(chan time.Duration, 100) // the backoff chosen, jittered
 		runningAt := make(chan time.Time, 100)
-		m := container.NewManager(rt, &container.ManagerOptions{Backoff: backoff.Policy{Min: 100 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 0.01},
+		m := container.NewManager(rt, &container.ManagerOptions{RestartMin: 100 * time.Millisecond, RestartMax: 100 * time.Millisecond,
 			OnChange: func(s container.AppStatus) {
 				switch s.State {
 				case container.AppExited:
 					exitedAt <- s.LastExitAt // podman's own time of the exit
+				case container.AppBackoff, container.AppCrashLoop:
+					delays <- s.RestartDelay
 				case container.AppRunning:
 					runningAt <- time.Now()
 				}
@@ -91,8 +93,8 @@ func BenchmarkManager(b *testing.B) {
 		<-runningAt
 		var d []time.Duration
 		for range b.N {
-			exited := <-exitedAt
-			d = append(d, (<-runningAt).Sub(exited))
+			exited, delay := <-exitedAt, <-delays
+			d = append(d, (<-runningAt).Sub(exited)-delay)
 		}
 		report(b, d)
 		_ = m.Apply(ctx, nil)
