@@ -257,7 +257,7 @@ func (h *Host) Register(name string, handler Handler) error {
 // started the previous one keeps serving and Deploy returns why. Deploying
 // the spec that already runs changes nothing.
 func (h *Host) Deploy(ctx context.Context, spec Spec) error {
-	s, err := spec.withDefaults()
+	s, err := spec.Resolve()
 	if err != nil {
 		return err
 	}

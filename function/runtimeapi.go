@@ -18,24 +18,6 @@ import (
 	"github.com/edgekit/edgekit/invoke"
 )
 
-// API names the runtime API an out-of-process function speaks.
-type API string
-
-// Runtime APIs.
-const (
-	// APILambda is the AWS Lambda Runtime API 2018-06-01
-	// (AWS_LAMBDA_RUNTIME_API), spoken by aws-lambda-go and every Lambda
-	// custom runtime.
-	APILambda API = "lambda"
-	// APIFC is the Alibaba Function Compute runtime API 2020-11-11
-	// (FC_RUNTIME_API), spoken by fc-runtime-go-sdk.
-	APIFC API = "fc"
-	// APINative is edgekit's framed protocol over pipes (package
-	// function/native), several times cheaper per invocation: Go functions
-	// built with native.Start, and the Node.js and Python bootstraps.
-	APINative API = "native"
-)
-
 // MaxResponseBytes is the largest response a runtime may post (Lambda's
 // 6 MiB plus its 100 bytes of slack); larger ones get 413.
 const MaxResponseBytes = 6<<20 + 100

@@ -1,259 +1,49 @@
 package function
 
-import (
-	"encoding/json"
-	"errors"
-	"fmt"
-	"regexp"
-	"strings"
-	"time"
+import "github.com/edgekit/edgekit/function/spec"
+
+// The types of a function version live in package function/spec, which
+// builds on every OS for the tools that make and sign packages; these
+// aliases are the names the host's API uses.
+type (
+	// Spec is one version of one function (see spec.Function).
+	Spec = spec.Function
+	// Runtime is how a function's code runs.
+	Runtime = spec.Runtime
+	// Mode is when a function's instances run.
+	Mode = spec.Mode
+	// API names the runtime API an out-of-process function speaks.
+	API = spec.API
+	// Duration is a time.Duration that reads and writes JSON as "10s".
+	Duration = spec.Duration
+	// User is a numeric uid and gid.
+	User = spec.User
 )
 
-// Runtime is how a function's code runs.
-type Runtime string
-
-// Runtimes. RuntimeGo runs a Handler registered with the host, in process;
-// the others run out of process (issue 3's next step).
+// Runtimes, run modes and runtime APIs (see package spec).
 const (
-	RuntimeGo         Runtime = "go"
-	RuntimeExecutable Runtime = "executable" // a binary speaking the Lambda or FC runtime API
-	RuntimeNode       Runtime = "nodejs"
-	RuntimePython     Runtime = "python"
+	RuntimeGo         = spec.RuntimeGo
+	RuntimeExecutable = spec.RuntimeExecutable
+	RuntimeNode       = spec.RuntimeNode
+	RuntimePython     = spec.RuntimePython
+
+	OnDemand   = spec.OnDemand
+	Continuous = spec.Continuous
+
+	APILambda = spec.APILambda
+	APIFC     = spec.APIFC
+	APINative = spec.APINative
 )
 
-// Mode is when a function's instances run.
-type Mode string
-
-// Run modes.
+// The defaults of a Spec (see package spec for why each).
 const (
-	// OnDemand starts an instance on the first event and stops it after
-	// IdleTimeout without work.
-	OnDemand Mode = "on-demand"
-	// Continuous starts MinInstances at deploy and keeps them alive.
-	Continuous Mode = "continuous"
+	DefaultTimeout       = spec.DefaultTimeout
+	DefaultIdleTimeout   = spec.DefaultIdleTimeout
+	DefaultMaxInstances  = spec.DefaultMaxInstances
+	DefaultQueueSize     = spec.DefaultQueueSize
+	DefaultMemoryLimitMB = spec.DefaultMemoryLimitMB
+	DefaultMaxProcesses  = spec.DefaultMaxProcesses
 )
-
-// The defaults, chosen for gateways rather than copied from the cloud:
-//
-//   - Timeout 10 s (Greengrass: 3 s). Functions at the edge talk to field
-//     devices; a Modbus read with retries over a slow serial line takes
-//     seconds, and a 3 s limit turns slow devices into function errors.
-//   - IdleTimeout 60 s (as Greengrass): an on-demand instance outlives a
-//     burst of events but does not hold memory for minutes.
-//   - MaxInstances 4 (Greengrass: 100). Gateways have one to four cores and
-//     a few hundred MB; 100 instances of a 30 MB runtime do not fit.
-//   - QueueSize 100 (Greengrass: 1,000). The queue holds payloads in
-//     memory; 100 waiting events at 4 instances is already 25 invocations'
-//     worth of latency, and a full queue tells the caller at once.
-//   - MemoryLimitMB 128 for out-of-process instances (Greengrass: 16 MB,
-//     too small for Node.js or Python to start).
-//   - MaxProcesses 256 processes and threads per out-of-process instance
-//     (Lambda: 1,024). Node.js runs about 11 threads, a Go function a few
-//     per core; 256 leaves room for helper processes and stops a fork
-//     bomb long before it hurts the gateway.
-const (
-	DefaultTimeout       = 10 * time.Second
-	DefaultIdleTimeout   = 60 * time.Second
-	DefaultMaxInstances  = 4
-	DefaultQueueSize     = 100
-	DefaultMemoryLimitMB = 128
-	DefaultMaxProcesses  = 256
-)
-
-// Spec is one version of one function: what deployments carry and manifests
-// hold. Zero values mean the defaults above.
-type Spec struct {
-	// Name identifies the function: letters, digits, '-', '_' and '.',
-	// starting with a letter or digit, at most 64 characters.
-	Name string `json:"name"`
-	// Version labels the code ("1.4.2", "2024-06-01+build.7", a commit
-	// hash): 1-64 letters, digits, '.', '_', '+' or '-'.
-	Version string  `json:"version"`
-	Runtime Runtime `json:"runtime"`
-	// Handler names the code to run: for RuntimeGo the name the handler was
-	// registered under; for the others the entry point in the code
-	// directory.
-	Handler string `json:"handler"`
-	// API is the protocol between host and function: "lambda" (the
-	// default for executables), "fc", or "native" (the default for Node.js
-	// and Python).
-	API API `json:"api,omitempty"`
-	// CodeDir holds an out-of-process function's code; the package store
-	// sets it when it unpacks a version.
-	CodeDir string `json:"codeDir,omitempty"`
-	Mode    Mode   `json:"mode,omitempty"`
-	// MinInstances run at all times in Continuous mode (default 1); in
-	// OnDemand mode it must be 0.
-	MinInstances int `json:"minInstances,omitempty"`
-	// MaxInstances bounds concurrent invocations.
-	MaxInstances int `json:"maxInstances,omitempty"`
-	// QueueSize bounds invocations waiting for an instance.
-	QueueSize int `json:"queueSize,omitempty"`
-	// Timeout bounds one invocation.
-	Timeout Duration `json:"timeout,omitempty"`
-	// IdleTimeout stops an idle OnDemand instance.
-	IdleTimeout Duration `json:"idleTimeout,omitempty"`
-	// MemoryLimitMB limits an out-of-process instance.
-	MemoryLimitMB int `json:"memoryLimitMB,omitempty"`
-	// MaxProcesses bounds the processes and threads of an out-of-process
-	// instance, its children's included (a pids cgroup; see
-	// Status.ProcessLimit for what holds it here).
-	MaxProcesses int `json:"maxProcesses,omitempty"`
-	// User, when set, runs an out-of-process instance as that uid and gid
-	// (the host must be allowed to switch: root or CAP_SETUID/CAP_SETGID),
-	// and the code directory must be readable by it.
-	User *User `json:"user,omitempty"`
-	// Env is added to an out-of-process instance's environment. It may
-	// not set what the host sets (the runtime API address, the function's
-	// name, handler and code directory, EDGEKIT_*).
-	Env map[string]string `json:"env,omitempty"`
-	// Config is a document the function reads (Invocation.Config in
-	// process; a file and variable out of process).
-	Config json.RawMessage `json:"config,omitempty"`
-}
-
-// User is a numeric uid and gid.
-type User struct {
-	UID uint32 `json:"uid"`
-	GID uint32 `json:"gid"`
-}
-
-// Duration is a time.Duration that reads and writes JSON as "10s".
-type Duration time.Duration
-
-// MarshalJSON writes the duration as a Go duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-// UnmarshalJSON reads a Go duration string such as "1m30s".
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"10s\": %w", err)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
 
 // ErrInvalidSpec means a Spec breaks a rule; the message names the field.
-var ErrInvalidSpec = errors.New("invalid function spec")
-
-var (
-	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
-)
-
-// Resolve returns a copy of s with the defaults filled in, or an error
-// wrapping ErrInvalidSpec that names the first field that is wrong.
-func (s Spec) Resolve() (Spec, error) { return s.withDefaults() }
-
-// withDefaults returns a copy of s with defaults filled in, or an error
-// naming the first field that is wrong.
-func (s Spec) withDefaults() (Spec, error) {
-	bad := func(field, format string, args ...any) (Spec, error) {
-		return Spec{}, fmt.Errorf("%w %q: %s: %s", ErrInvalidSpec, s.Name, field, fmt.Sprintf(format, args...))
-	}
-	if !nameRE.MatchString(s.Name) {
-		return bad("name", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.Name)
-	}
-	if !versionRE.MatchString(s.Version) {
-		return bad("version", "%q must be 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", s.Version)
-	}
-	switch s.Runtime {
-	case RuntimeGo, RuntimeExecutable, RuntimeNode, RuntimePython:
-	case "":
-		return bad("runtime", "empty (want go, executable, nodejs or python)")
-	default:
-		return bad("runtime", "%q (want go, executable, nodejs or python)", s.Runtime)
-	}
-	if s.Handler == "" {
-		return bad("handler", "empty")
-	}
-	if s.Runtime != RuntimeGo {
-		switch s.API {
-		case "":
-			// Executables are usually aws-lambda-go builds; the
-			// bootstraps take the faster native protocol.
-			s.API = APILambda
-			if s.Runtime != RuntimeExecutable {
-				s.API = APINative
-			}
-		case APILambda, APIFC, APINative:
-		default:
-			return bad("api", "%q (want lambda, fc or native)", s.API)
-		}
-		if s.API == APIFC && s.Runtime != RuntimeExecutable {
-			return bad("api", "fc: the %s bootstrap speaks the Lambda runtime API", s.Runtime)
-		}
-		if s.CodeDir == "" {
-			return bad("codeDir", "empty; an out-of-process function needs its code directory")
-		}
-	}
-	switch s.Mode {
-	case "":
-		s.Mode = OnDemand
-	case OnDemand, Continuous:
-	default:
-		return bad("mode", "%q (want on-demand or continuous)", s.Mode)
-	}
-	if s.MaxInstances < 0 || s.MinInstances < 0 || s.QueueSize < 0 || s.Timeout < 0 || s.IdleTimeout < 0 || s.MemoryLimitMB < 0 || s.MaxProcesses < 0 {
-		return bad("limits", "negative value")
-	}
-	if s.MaxInstances == 0 {
-		s.MaxInstances = DefaultMaxInstances
-	}
-	if s.Mode == Continuous && s.MinInstances == 0 {
-		s.MinInstances = 1
-	}
-	if s.Mode == OnDemand && s.MinInstances != 0 {
-		return bad("minInstances", "%d; an on-demand function keeps no instances (use mode continuous)", s.MinInstances)
-	}
-	if s.MinInstances > s.MaxInstances {
-		return bad("minInstances", "%d above maxInstances %d", s.MinInstances, s.MaxInstances)
-	}
-	if s.QueueSize == 0 {
-		s.QueueSize = DefaultQueueSize
-	}
-	if s.Timeout == 0 {
-		s.Timeout = Duration(DefaultTimeout)
-	}
-	if s.IdleTimeout == 0 {
-		s.IdleTimeout = Duration(DefaultIdleTimeout)
-	}
-	if s.MemoryLimitMB == 0 {
-		s.MemoryLimitMB = DefaultMemoryLimitMB
-	}
-	if s.MaxProcesses == 0 {
-		s.MaxProcesses = DefaultMaxProcesses
-	}
-	if s.User != nil && s.Runtime == RuntimeGo {
-		return bad("user", "an in-process function runs as the host; user applies to out-of-process runtimes")
-	}
-	for k := range s.Env {
-		if hostEnv(k) {
-			return bad("env."+k, "set by the host")
-		}
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.ContainsRune(s.Env[k], 0) {
-			return bad("env", "%q is not a variable name, or its value holds NUL", k)
-		}
-	}
-	if len(s.Config) > 0 && !json.Valid(s.Config) {
-		return bad("config", "not valid JSON")
-	}
-	return s, nil
-}
-
-// hostEnv reports whether the host sets the variable k for every
-// out-of-process instance (instanceEnv), so a spec may not.
-func hostEnv(k string) bool {
-	switch k {
-	case "AWS_LAMBDA_RUNTIME_API", "FC_RUNTIME_API", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER", "LAMBDA_TASK_ROOT", "FC_FUNCTION_NAME", "FC_QUALIFIER",
-		"FC_FUNCTION_MEMORY_SIZE":
-		return true
-	}
-	return strings.HasPrefix(k, "EDGEKIT_")
-}
+var ErrInvalidSpec = spec.ErrInvalid

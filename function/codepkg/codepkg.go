@@ -1,12 +1,18 @@
 // Package codepkg installs function code packages: a versioned archive
 // (gzip-compressed tar or zip) holding a manifest, function.json (a
-// function.Spec), beside the code. It is for gateway firmware and the
-// deployment reconciler: Install verifies, unpacks and stores a package and
-// returns the Spec to hand to function.Host.Deploy.
+// spec.Function), beside the code. It is for gateway firmware and the
+// deployment reconciler: Install reads an archive from a stream (a download,
+// a file), verifies, unpacks and stores it and returns the Spec to hand to
+// function.Host.Deploy; Get and List read installed versions back after a
+// reboot, without the archives; Hold keeps a version a deployment uses (or
+// may roll back to) from Remove. It builds on every OS, so that Sign runs
+// where vendors sign their packages.
 //
 // Verification comes before anything is unpacked: the archive's SHA-256 must
-// match the one the deployment names, and when the store has a public key the
-// package must carry a valid ed25519 signature over that SHA-256 digest.
+// match the one the deployment names, its size the one given, and when the
+// store has a public key the package must carry a valid ed25519 signature
+// over that SHA-256 digest (checked before the archive is read). The
+// manifest must name the version the deployment names.
 //
 // Unpacking goes through an os.Root, so the kernel keeps every write inside
 // the package directory, and refuses, naming the entry: absolute paths,
@@ -26,20 +32,22 @@
 //
 // Packages are stored as <dir>/<name>/<version>/. An install unpacks into a
 // temporary directory and renames it into place, so a version directory is
-// either complete or absent; Open removes what an install killed midway
-// left. Versions are immutable: installing a name/version again with the
+// either complete or absent (a version is complete when its digest file is
+// there); Open removes what an install killed midway left. Versions are immutable: installing a name/version again with the
 // same content is a no-op, with different content an error. A Store is
 // safe for concurrent use; one Store at a time may use a directory.
 package codepkg
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -47,9 +55,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 
-	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/spec"
 )
 
 // ManifestName is the manifest's path inside a package.
@@ -64,11 +71,14 @@ var (
 	ErrTooLarge  = errors.New("package over its bounds")
 	ErrManifest  = errors.New("invalid package manifest")
 	ErrExists    = errors.New("package version already installed with different content")
+	ErrNotFound  = errors.New("package version not installed")
+	ErrInUse     = errors.New("package version in use")
 )
 
 // Options bound and secure a Store. Zero values mean the defaults.
 type Options struct {
-	// MaxBytes bounds the unpacked size; default 256 MiB.
+	// MaxBytes bounds the archive and, apart, its unpacked size; default
+	// 256 MiB.
 	MaxBytes int64
 	// MaxFiles bounds the number of entries; default 10,000.
 	MaxFiles int
@@ -90,7 +100,9 @@ const tempPrefix = ".unpack-"
 type Store struct {
 	dir  string
 	opts Options
-	mu   sync.Mutex
+
+	mu    sync.Mutex
+	holds map[string]int // name/version → holds not released
 }
 
 // Open opens (or creates) a store in dir.
@@ -118,14 +130,20 @@ func Open(dir string, opts *Options) (*Store, error) {
 			return nil, fmt.Errorf("codepkg: removing %s, left by an install that did not finish: %w", d, err)
 		}
 	}
-	return &Store{dir: dir, opts: o}, nil
+	return &Store{dir: dir, opts: o, holds: map[string]int{}}, nil
 }
 
-// Package is an archive and what vouches for it.
+// Package names an archive and what vouches for it: what a deployment
+// says of the code it wants.
 type Package struct {
-	Archive []byte
-	// SHA256 is the expected digest, hex-encoded.
+	// Name and Version are what the deployment names; the manifest must
+	// say the same.
+	Name, Version string
+	// SHA256 is the archive's expected digest, hex-encoded.
 	SHA256 string
+	// Size, when above zero, is the archive's length in bytes: a reader
+	// giving more or fewer is refused.
+	Size int64
 	// Signature is ed25519 over the 32-byte SHA-256 digest; required when
 	// the store has a public key.
 	Signature []byte
@@ -137,77 +155,242 @@ func Sign(key ed25519.PrivateKey, archive []byte) []byte {
 	return ed25519.Sign(key, sum[:])
 }
 
-// Install verifies and unpacks p and returns its manifest's Spec, resolved
-// (defaults filled in) and with CodeDir set to the installed directory. On
-// any error nothing is installed and earlier versions are untouched.
-func (s *Store) Install(p Package) (function.Spec, error) {
-	sum := sha256.Sum256(p.Archive)
-	want, err := hex.DecodeString(strings.TrimSpace(p.SHA256))
-	if err != nil || len(want) != sha256.Size {
-		return function.Spec{}, fmt.Errorf("codepkg: %w: expected digest %q is not 64 hex digits", ErrChecksum, p.SHA256)
+// Install reads the archive from r, verifies it against p, unpacks it and
+// returns its manifest's Spec, resolved (defaults filled in) and with
+// CodeDir set to the installed directory. The archive is spooled to a file
+// in the store as it is read (bounded by Options.MaxBytes), so no more of
+// it than a buffer is held in memory; ctx's end stops the read and the
+// unpacking. A version installed already with p's digest is returned as it
+// is, without reading r. On any error nothing is installed and earlier
+// versions are untouched.
+func (s *Store) Install(ctx context.Context, r io.Reader, p Package) (spec.Function, error) {
+	want, err := s.checkPackage(p)
+	if err != nil {
+		return spec.Function{}, err
 	}
-	if !bytes.Equal(sum[:], want) {
-		return function.Spec{}, fmt.Errorf("codepkg: %w: archive is %x, deployment says %x", ErrChecksum, sum, want)
-	}
-	if s.opts.PublicKey != nil {
-		if len(p.Signature) == 0 {
-			return function.Spec{}, fmt.Errorf("codepkg: %w: no signature, and this store requires one", ErrSignature)
+	final := filepath.Join(s.dir, p.Name, p.Version)
+	if old, err := installedDigest(final); err == nil {
+		if !bytes.Equal(old, []byte(hex.EncodeToString(want))) {
+			return spec.Function{}, fmt.Errorf("codepkg: %w: %s version %s (installed %s, new %x)", ErrExists, p.Name, p.Version, old, want)
 		}
-		if !ed25519.Verify(s.opts.PublicKey, sum[:], p.Signature) {
-			return function.Spec{}, fmt.Errorf("codepkg: %w: the signature does not match the archive and the store's key", ErrSignature)
-		}
+		return s.Get(p.Name, p.Version)
 	}
 
 	tmp, err := os.MkdirTemp(s.dir, tempPrefix)
 	if err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
+		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp makes it 0700
-		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
-	}
-	u, err := unpack(p.Archive, tmp, limits{maxBytes: s.opts.MaxBytes, maxFiles: s.opts.MaxFiles})
+	archive, err := s.spool(ctx, r, p, want, tmp)
 	if err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
+		return spec.Function{}, err
+	}
+	defer archive.Close()
+
+	tree := filepath.Join(tmp, "tree")
+	if err := os.Mkdir(tree, 0o755); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
+	}
+	u, err := unpack(ctx, archive, tree, limits{maxBytes: s.opts.MaxBytes, maxFiles: s.opts.MaxFiles})
+	if err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %s version %s: %w", p.Name, p.Version, err)
 	}
 	defer u.close()
-	spec, err := readManifest(u)
+	fn, err := s.readSpec(u.root, final)
 	if err != nil {
-		return function.Spec{}, err
+		return spec.Function{}, err
 	}
-	if err := s.checkManifest(spec); err != nil {
-		return function.Spec{}, err
+	if fn.Name != p.Name || fn.Version != p.Version {
+		return spec.Function{}, fmt.Errorf("codepkg: %w: the manifest says %s version %s, the deployment %s version %s",
+			ErrManifest, fn.Name, fn.Version, p.Name, p.Version)
 	}
-	final := filepath.Join(s.dir, spec.Name, spec.Version)
-	spec.CodeDir = final
-	if spec, err = spec.Resolve(); err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w: %w", ErrManifest, err)
-	}
-	digest := hex.EncodeToString(sum[:])
-	if err := writeNew(u.root, digestName, digest); err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
+	if err := writeNew(u.root, digestName, hex.EncodeToString(want)); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, err := installedDigest(final); err == nil {
-		if string(old) == digest {
-			return spec, nil
+	if old, err := installedDigest(final); err == nil { // installed meanwhile
+		if !bytes.Equal(old, []byte(hex.EncodeToString(want))) {
+			return spec.Function{}, fmt.Errorf("codepkg: %w: %s version %s (installed %s, new %x)", ErrExists, p.Name, p.Version, old, want)
 		}
-		return function.Spec{}, fmt.Errorf("codepkg: %w: %s version %s (installed %s, new %s)", ErrExists, spec.Name, spec.Version, old, digest)
+		return fn, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w", err)
+		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: installing %s version %s: %w", spec.Name, spec.Version, err)
+	// What a removal cut short left (no digest) makes way.
+	if err := os.RemoveAll(final); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: installing %s version %s: %w", p.Name, p.Version, err)
 	}
-	return spec, nil
+	if err := os.Rename(tree, final); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: installing %s version %s: %w", p.Name, p.Version, err)
+	}
+	return fn, nil
+}
+
+// checkPackage checks what a deployment says of a package and returns the
+// digest it expects.
+func (s *Store) checkPackage(p Package) ([]byte, error) {
+	if !validComponent(p.Name) || !validComponent(p.Version) {
+		return nil, fmt.Errorf("codepkg: %w: the package's name %q and version %q are required, each without slashes", ErrManifest, p.Name, p.Version)
+	}
+	want, err := hex.DecodeString(strings.TrimSpace(p.SHA256))
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("codepkg: %s version %s: %w: expected digest %q is not 64 hex digits", p.Name, p.Version, ErrChecksum, p.SHA256)
+	}
+	if p.Size > s.opts.MaxBytes {
+		return nil, fmt.Errorf("codepkg: %s version %s: %w: the archive is %d bytes, more than %d", p.Name, p.Version, ErrTooLarge, p.Size, s.opts.MaxBytes)
+	}
+	if s.opts.PublicKey != nil {
+		// The signature is over the digest, so it is checked before a
+		// byte of the archive is read.
+		if len(p.Signature) == 0 {
+			return nil, fmt.Errorf("codepkg: %s version %s: %w: no signature, and this store requires one", p.Name, p.Version, ErrSignature)
+		}
+		if !ed25519.Verify(s.opts.PublicKey, want, p.Signature) {
+			return nil, fmt.Errorf("codepkg: %s version %s: %w: the signature does not match the digest and the store's key", p.Name, p.Version, ErrSignature)
+		}
+	}
+	return want, nil
+}
+
+// spool copies the archive from r into a file in dir, hashing it as it
+// goes, and verifies its size and digest. The file is returned
+// open for reading.
+func (s *Store) spool(ctx context.Context, r io.Reader, p Package, want []byte, dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "archive"), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("codepkg: %w", err)
+	}
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(ctxReader{ctx, r}, s.opts.MaxBytes+1))
+	fail := func(err error) (*os.File, error) {
+		f.Close()
+		return nil, fmt.Errorf("codepkg: %s version %s: %w", p.Name, p.Version, err)
+	}
+	switch {
+	case err != nil:
+		return fail(fmt.Errorf("reading the archive: %w", err))
+	case n > s.opts.MaxBytes:
+		return fail(fmt.Errorf("%w: the archive is more than %d bytes", ErrTooLarge, s.opts.MaxBytes))
+	case p.Size > 0 && n != p.Size:
+		return fail(fmt.Errorf("%w: the archive is %d bytes, the deployment says %d", ErrChecksum, n, p.Size))
+	}
+	sum := h.Sum(nil)
+	if !bytes.Equal(sum, want) {
+		return fail(fmt.Errorf("%w: archive is %x, deployment says %x", ErrChecksum, sum, want))
+	}
+	return f, nil
+}
+
+// ctxReader ends a read when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
+
+// Get reads back an installed version's Spec, as Install returned it,
+// from its directory: after a reboot, without the archive. It wraps
+// ErrNotFound when the version is not installed.
+func (s *Store) Get(name, version string) (spec.Function, error) {
+	if !validComponent(name) || !validComponent(version) {
+		return spec.Function{}, fmt.Errorf("codepkg: %s version %s: %w", name, version, ErrNotFound)
+	}
+	dir := filepath.Join(s.dir, name, version)
+	if _, err := installedDigest(dir); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %s version %s: %w", name, version, ErrNotFound)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
+	}
+	defer root.Close()
+	fn, err := s.readSpec(root, dir)
+	if err != nil {
+		return spec.Function{}, err
+	}
+	if fn.Name != name || fn.Version != version {
+		return spec.Function{}, fmt.Errorf("codepkg: %w: %s holds the manifest of %s version %s", ErrManifest, dir, fn.Name, fn.Version)
+	}
+	return fn, nil
+}
+
+// Installed is one version in the store.
+type Installed struct {
+	Spec   spec.Function // as Get returns it
+	SHA256 string        // the archive's digest, hex-encoded
+}
+
+// List returns every installed version, by name then version. A version
+// whose manifest no longer reads is left out, and its error joined to the
+// one returned with the rest.
+func (s *Store) List() ([]Installed, error) {
+	names, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("codepkg: %w", err)
+	}
+	var out []Installed
+	var errs []error
+	for _, n := range names {
+		if !n.IsDir() || strings.HasPrefix(n.Name(), tempPrefix) {
+			continue
+		}
+		versions, err := os.ReadDir(filepath.Join(s.dir, n.Name()))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("codepkg: %w", err))
+			continue
+		}
+		for _, v := range versions {
+			dir := filepath.Join(s.dir, n.Name(), v.Name())
+			digest, err := installedDigest(dir)
+			if err != nil {
+				continue // not a complete version
+			}
+			fn, err := s.Get(n.Name(), v.Name())
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			out = append(out, Installed{Spec: fn, SHA256: string(digest)})
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// Hold marks an installed version in use (by a deployment the gateway runs
+// or may roll back to): Remove refuses it until every hold is released.
+// Holds live in memory; after a restart the gateway takes them again.
+func (s *Store) Hold(name, version string) (release func(), err error) {
+	if _, err := s.Get(name, version); err != nil {
+		return nil, err
+	}
+	key := name + "/" + version
+	s.mu.Lock()
+	s.holds[key]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.holds[key]--; s.holds[key] <= 0 {
+				delete(s.holds, key)
+			}
+		})
+	}, nil
 }
 
 // writeNew writes a file that must not exist yet, through no link.
 func writeNew(root *os.Root, name, content string) error {
-	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|noFollow, 0o644)
 	if err != nil {
 		return err
 	}
@@ -231,21 +414,30 @@ func installedDigest(dir string) ([]byte, error) {
 // maxManifest bounds function.json.
 const maxManifest = 1 << 20
 
-func readManifest(u *unpacker) (function.Spec, error) {
-	b, err := readRegular(u.root, ManifestName, maxManifest)
+// readSpec reads the manifest at root, checks it against what a package
+// may ask, and returns it resolved with CodeDir set to codeDir.
+func (s *Store) readSpec(root *os.Root, codeDir string) (spec.Function, error) {
+	b, err := readRegular(root, ManifestName, maxManifest)
 	if errors.Is(err, fs.ErrNotExist) {
-		return function.Spec{}, fmt.Errorf("codepkg: %w: %s not found at the package root", ErrManifest, ManifestName)
+		return spec.Function{}, fmt.Errorf("codepkg: %w: %s not found at the package root", ErrManifest, ManifestName)
 	}
 	if err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w: %v", ErrManifest, err)
+		return spec.Function{}, fmt.Errorf("codepkg: %w: %v", ErrManifest, err)
 	}
-	var spec function.Spec
+	var fn spec.Function
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&spec); err != nil {
-		return function.Spec{}, fmt.Errorf("codepkg: %w: %s: %v", ErrManifest, ManifestName, err)
+	if err := dec.Decode(&fn); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %w: %s: %v", ErrManifest, ManifestName, err)
 	}
-	return spec, nil
+	if err := s.checkManifest(fn); err != nil {
+		return spec.Function{}, err
+	}
+	fn.CodeDir = codeDir
+	if fn, err = fn.Resolve(); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %w: %w", ErrManifest, err)
+	}
+	return fn, nil
 }
 
 // injectionEnv reports whether an environment variable makes the dynamic
@@ -265,7 +457,7 @@ func injectionEnv(k string) bool {
 }
 
 // checkManifest refuses what a package may not ask of the host.
-func (s *Store) checkManifest(spec function.Spec) error {
+func (s *Store) checkManifest(spec spec.Function) error {
 	bad := func(field, format string, a ...any) error {
 		return fmt.Errorf("codepkg: %w: %s: %s", ErrManifest, field, fmt.Sprintf(format, a...))
 	}
@@ -290,15 +482,27 @@ func (s *Store) checkManifest(spec function.Spec) error {
 	return nil
 }
 
-// Remove deletes an installed version; the running host should not use it
-// any more.
+// Remove deletes an installed version. A version held (see Hold) is
+// refused with ErrInUse; one not installed is no error.
 func (s *Store) Remove(name, version string) error {
 	if !validComponent(name) || !validComponent(version) {
 		return fmt.Errorf("codepkg: remove: invalid name %q or version %q", name, version)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return os.RemoveAll(filepath.Join(s.dir, name, version))
+	if s.holds[name+"/"+version] > 0 {
+		return fmt.Errorf("codepkg: remove %s version %s: %w", name, version, ErrInUse)
+	}
+	// The digest goes first: a removal cut short leaves no version that
+	// looks complete.
+	dir := filepath.Join(s.dir, name, version)
+	if err := os.Remove(filepath.Join(dir, digestName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("codepkg: remove %s version %s: %w", name, version, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("codepkg: remove %s version %s: %w", name, version, err)
+	}
+	return nil
 }
 
 func validComponent(s string) bool {

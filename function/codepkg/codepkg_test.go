@@ -85,9 +85,15 @@ func zipArchive(t testing.TB, entries ...entry) []byte {
 	return buf.Bytes()
 }
 
-func pkg(archive []byte) codepkg.Package {
+// pkg is what a deployment says of archive, as name and version.
+func pkg(archive []byte, name, version string) codepkg.Package {
 	sum := sha256.Sum256(archive)
-	return codepkg.Package{Archive: archive, SHA256: hex.EncodeToString(sum[:])}
+	return codepkg.Package{Name: name, Version: version, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(archive))}
+}
+
+// install installs archive as name and version.
+func install(s *codepkg.Store, archive []byte, name, version string) (function.Spec, error) {
+	return s.Install(context.Background(), bytes.NewReader(archive), pkg(archive, name, version))
 }
 
 func TestInstallTarGzAndZip(t *testing.T) {
@@ -96,11 +102,11 @@ func TestInstallTarGzAndZip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, archive := range [][]byte{
-		tarGz(t, manifest("app", "1.0.0"), entry{name: "main.py", body: "def handler(e, c): return e\n"}, entry{name: "bin/tool", body: "#!/bin/sh\n", mode: 0o4755}, entry{name: "lib/x.py", link: "../main.py", typ: tar.TypeSymlink}),
-		zipArchive(t, manifest("app", "2.0.0"), entry{name: "main.py", body: "def handler(e, c): return e\n"}, entry{name: "bin/tool", body: "#!/bin/sh\n", mode: 0o755}, entry{name: "lib/x.py", link: "../main.py"}),
+	for version, archive := range map[string][]byte{
+		"1.0.0": tarGz(t, manifest("app", "1.0.0"), entry{name: "main.py", body: "def handler(e, c): return e\n"}, entry{name: "bin/tool", body: "#!/bin/sh\n", mode: 0o4755}, entry{name: "lib/x.py", link: "../main.py", typ: tar.TypeSymlink}),
+		"2.0.0": zipArchive(t, manifest("app", "2.0.0"), entry{name: "main.py", body: "def handler(e, c): return e\n"}, entry{name: "bin/tool", body: "#!/bin/sh\n", mode: 0o755}, entry{name: "lib/x.py", link: "../main.py"}),
 	} {
-		spec, err := s.Install(pkg(archive))
+		spec, err := install(s, archive, "app", version)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,12 +121,12 @@ func TestInstallTarGzAndZip(t *testing.T) {
 			t.Errorf("link: %q %v", target, err)
 		}
 		// The same content again is a no-op.
-		if _, err := s.Install(pkg(archive)); err != nil {
+		if _, err := install(s, archive, "app", version); err != nil {
 			t.Errorf("reinstall: %v", err)
 		}
 	}
 	other := tarGz(t, manifest("app", "1.0.0"), entry{name: "main.py", body: "changed"})
-	if _, err := s.Install(pkg(other)); !errors.Is(err, codepkg.ErrExists) {
+	if _, err := install(s, other, "app", "1.0.0"); !errors.Is(err, codepkg.ErrExists) {
 		t.Errorf("same version, other content: %v", err)
 	}
 	if err := s.Remove("app", "1.0.0"); err != nil {
@@ -136,22 +142,50 @@ func TestVerification(t *testing.T) {
 	_, otherKey, _ := ed25519.GenerateKey(nil)
 	s, _ := codepkg.Open(t.TempDir(), &codepkg.Options{PublicKey: pub})
 	archive := tarGz(t, manifest("signed", "1"), entry{name: "main.py", body: "x"})
+	try := func(p codepkg.Package) error {
+		_, err := s.Install(context.Background(), bytes.NewReader(archive), p)
+		return err
+	}
 
-	p := pkg(archive)
-	p.SHA256 = strings.Repeat("0", 64)
-	if _, err := s.Install(p); !errors.Is(err, codepkg.ErrChecksum) {
+	// A signed digest the archive does not match.
+	p := pkg(archive, "signed", "1")
+	fake := sha256.Sum256([]byte("other"))
+	p.SHA256, p.Signature = hex.EncodeToString(fake[:]), ed25519.Sign(priv, fake[:])
+	if err := try(p); !errors.Is(err, codepkg.ErrChecksum) {
 		t.Errorf("wrong checksum: %v", err)
 	}
-	p = pkg(archive)
-	if _, err := s.Install(p); !errors.Is(err, codepkg.ErrSignature) || !strings.Contains(err.Error(), "no signature") {
+	p = pkg(archive, "signed", "1")
+	if err := try(p); !errors.Is(err, codepkg.ErrSignature) || !strings.Contains(err.Error(), "no signature") {
 		t.Errorf("missing signature: %v", err)
 	}
 	p.Signature = codepkg.Sign(otherKey, archive)
-	if _, err := s.Install(p); !errors.Is(err, codepkg.ErrSignature) {
+	if err := try(p); !errors.Is(err, codepkg.ErrSignature) {
 		t.Errorf("signature by another key: %v", err)
 	}
 	p.Signature = codepkg.Sign(priv, archive)
-	if _, err := s.Install(p); err != nil {
+	for _, tc := range []struct {
+		change func(*codepkg.Package)
+		want   error
+		naming string
+	}{
+		{func(p *codepkg.Package) { p.Size++ }, codepkg.ErrChecksum, "the deployment says"},
+		{func(p *codepkg.Package) { p.Version = "2" }, codepkg.ErrManifest, "the manifest says signed version 1"},
+		{func(p *codepkg.Package) { p.Name = "other" }, codepkg.ErrManifest, "the manifest says signed version 1"},
+		{func(p *codepkg.Package) { p.Name = "" }, codepkg.ErrManifest, "required"},
+		{func(p *codepkg.Package) { p.Version = "../1" }, codepkg.ErrManifest, "required"},
+		{func(p *codepkg.Package) { p.SHA256 = "abc" }, codepkg.ErrChecksum, "64 hex digits"},
+		{func(p *codepkg.Package) { p.Size = 1 << 40 }, codepkg.ErrTooLarge, "more than"},
+	} {
+		bad := p
+		tc.change(&bad)
+		if err := try(bad); !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.naming) {
+			t.Errorf("%+v: %v, want %v naming %q", bad, err, tc.want, tc.naming)
+		}
+	}
+	if l, _ := s.List(); len(l) != 0 {
+		t.Errorf("installed after refusals: %+v", l)
+	}
+	if err := try(p); err != nil {
 		t.Errorf("good signature: %v", err)
 	}
 }
@@ -201,7 +235,7 @@ func TestHostileArchives(t *testing.T) {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "store")
 		s, _ := codepkg.Open(dir, &codepkg.Options{MaxBytes: 1 << 20, MaxFiles: 10})
-		_, err := s.Install(pkg(tc.archive))
+		_, err := install(s, tc.archive, "h", "1")
 		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.naming) {
 			t.Errorf("%s: %v, want %v naming %q", name, err, tc.want, tc.naming)
 		}
@@ -228,7 +262,7 @@ func manyFiles(n int) []entry {
 func TestInstalledPackageRuns(t *testing.T) {
 	testenv.Tool(t, "python3")
 	s, _ := codepkg.Open(t.TempDir(), nil)
-	spec, err := s.Install(pkg(tarGz(t, manifest("packaged", "1"), entry{name: "main.py", body: "def handler(event, context):\n    return {'got': event}\n"})))
+	spec, err := install(s, tarGz(t, manifest("packaged", "1"), entry{name: "main.py", body: "def handler(event, context):\n    return {'got': event}\n"}), "packaged", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +294,7 @@ func FuzzInstall(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = s.Install(pkg(archive))
+		_, err = install(s, archive, "f", "1")
 		if ents, _ := os.ReadDir(parent); len(ents) != 1 {
 			t.Fatalf("files written beside the store: %v", ents)
 		}
@@ -288,7 +322,7 @@ func TestAllowedEnvAndLeftovers(t *testing.T) {
 		t.Fatalf("an interrupted install's directory is still there: %v", err)
 	}
 	archive := tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","env":{"PYTHONPATH":"lib"}}`})
-	if _, err := s.Install(pkg(archive)); err != nil {
+	if _, err := install(s, archive, "h", "1"); err != nil {
 		t.Fatalf("an allowed variable: %v", err)
 	}
 }

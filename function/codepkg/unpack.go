@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"syscall"
 )
 
 // limits bound what an archive may unpack to.
@@ -39,19 +39,27 @@ type unpacker struct {
 // reserved are names at the package root that the store writes itself.
 var reserved = map[string]bool{digestName: true}
 
-// unpack detects the format (gzip-compressed tar or zip), unpacks data
-// into dir and checks that every link it made stays inside.
-func unpack(data []byte, dir string, lim limits) (*unpacker, error) {
+// unpack detects the format (gzip-compressed tar or zip), unpacks the
+// archive into dir and checks that every link it made stays inside. The
+// end of ctx stops it between reads.
+func unpack(ctx context.Context, archive *os.File, dir string, lim limits) (*unpacker, error) {
+	st, err := archive.Stat()
+	if err != nil {
+		return nil, err
+	}
+	data := ctxReaderAt{ctx, archive}
+	var magic [4]byte
+	n, _ := data.ReadAt(magic[:], 0)
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	u := &unpacker{root: root, lim: lim, dirs: make(map[string]bool), links: make(map[string]string)}
-	switch {
-	case bytes.HasPrefix(data, []byte{0x1f, 0x8b}):
-		err = u.tarGz(data)
-	case bytes.HasPrefix(data, []byte("PK\x03\x04")), bytes.HasPrefix(data, []byte("PK\x05\x06")):
-		err = u.zip(data)
+	switch head := magic[:n]; {
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		err = u.tarGz(io.NewSectionReader(data, 0, st.Size()))
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")), bytes.HasPrefix(head, []byte("PK\x05\x06")):
+		err = u.zip(data, st.Size())
 	default:
 		err = fmt.Errorf("%w: neither gzip-compressed tar nor zip", ErrFormat)
 	}
@@ -66,6 +74,19 @@ func unpack(data []byte, dir string, lim limits) (*unpacker, error) {
 }
 
 func (u *unpacker) close() { u.root.Close() }
+
+// ctxReaderAt ends a read when its context ends.
+type ctxReaderAt struct {
+	ctx context.Context
+	r   io.ReaderAt
+}
+
+func (c ctxReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.ReadAt(b, off)
+}
 
 // entryPath checks an archive path and returns it clean and relative.
 func (u *unpacker) entryPath(name string) (string, error) {
@@ -259,7 +280,7 @@ func readRegular(root *os.Root, rel string, max int64) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is a %v, not a regular file", rel, st.Mode().Type())
 	}
-	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := root.OpenFile(rel, os.O_RDONLY|noFollow, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -271,8 +292,8 @@ func readRegular(root *os.Root, rel string, max int64) ([]byte, error) {
 	return b, err
 }
 
-func (u *unpacker) tarGz(data []byte) error {
-	zr, err := gzip.NewReader(bytes.NewReader(data))
+func (u *unpacker) tarGz(data io.Reader) error {
+	zr, err := gzip.NewReader(data)
 	if err != nil {
 		return fmt.Errorf("%w: gzip: %v", ErrFormat, err)
 	}
@@ -304,8 +325,8 @@ func (u *unpacker) tarGz(data []byte) error {
 	}
 }
 
-func (u *unpacker) zip(data []byte) error {
-	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+func (u *unpacker) zip(data io.ReaderAt, size int64) error {
+	zr, err := zip.NewReader(data, size)
 	if err != nil {
 		return fmt.Errorf("%w: zip: %v", ErrFormat, err)
 	}
