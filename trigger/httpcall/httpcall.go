@@ -19,6 +19,11 @@
 // EnvFor), so functions can call functions. Each function gets a token of
 // its own from Options.Callers (Tokens.Issue), revoked when it goes; the
 // operator's token (Options.Token) is never handed to functions.
+//
+// Serve runs the endpoint on a listener of its own. NewHandler gives it as
+// an http.Handler instead, for a server that has other routes (the
+// gateway's local API mounts it), and Handler.Authorize guards those routes
+// with the same tokens.
 package httpcall
 
 import (
@@ -81,16 +86,18 @@ func NewToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Server is the HTTP endpoint.
-type Server struct {
-	inv  invoke.Invoker
-	opts Options
-	ln   net.Listener
-	srv  *http.Server
-	ctx  context.Context // async calls; cancelled by Close when it gives up
-	stop context.CancelFunc
-	wg   sync.WaitGroup
-	seq  atomic.Uint64
+// Handler is the endpoint as an http.Handler, for a server of the caller's:
+// the gateway's local API mounts it beside its own routes, on one listener
+// and one token. It checks every request's token itself. It is safe for
+// concurrent use; Close ends the asynchronous calls.
+type Handler struct {
+	inv     invoke.Invoker
+	opts    Options
+	handler http.Handler
+	ctx     context.Context // async calls; cancelled by Close when it gives up
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	seq     atomic.Uint64
 
 	mu          sync.Mutex
 	closed      bool
@@ -98,6 +105,15 @@ type Server struct {
 	order       []string
 	resultBytes int64 // of the results kept
 	once        sync.Once
+}
+
+// Server is the endpoint on a listener of its own.
+type Server struct {
+	h    *Handler
+	ln   net.Listener
+	srv  *http.Server
+	once sync.Once
+	err  error
 }
 
 // result is an asynchronous call's state.
@@ -112,9 +128,10 @@ type result struct {
 	Finished *time.Time      `json:"finished,omitempty"`
 }
 
-// Serve answers on ln (for example net.Listen("tcp", "127.0.0.1:0")) until
-// Close, calling functions through inv.
-func Serve(ln net.Listener, inv invoke.Invoker, opts *Options) (*Server, error) {
+// NewHandler returns the endpoint as a handler calling functions through
+// inv. Options.IdleTimeout is for Serve's server; a caller's own server
+// sets its own timeouts.
+func NewHandler(inv invoke.Invoker, opts *Options) (*Handler, error) {
 	var o Options
 	if opts != nil {
 		o = *opts
@@ -137,22 +154,44 @@ func Serve(ln net.Listener, inv invoke.Invoker, opts *Options) (*Server, error) 
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{inv: inv, opts: o, ln: ln, results: make(map[string]*result)}
-	s.ctx, s.stop = context.WithCancel(context.Background())
+	h := &Handler{inv: inv, opts: o, results: make(map[string]*result)}
+	h.ctx, h.stop = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/functions/{name}/invoke", s.invoke)
-	mux.HandleFunc("GET /v1/invocations/{id}", s.invocation)
-	// A client has IdleTimeout to send a request (headers and body), and an
-	// idle connection is closed after it: connections cost the gateway
-	// memory, and whoever opens them need not hold a token.
-	s.srv = &http.Server{Handler: s.authorized(mux), ReadHeaderTimeout: min(10*time.Second, o.IdleTimeout),
-		ReadTimeout: o.IdleTimeout, IdleTimeout: o.IdleTimeout}
+	mux.HandleFunc("POST /v1/functions/{name}/invoke", h.invoke)
+	mux.HandleFunc("GET /v1/invocations/{id}", h.invocation)
+	h.handler = h.Authorize(mux)
+	return h, nil
+}
+
+// ServeHTTP answers the endpoint's routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.handler.ServeHTTP(w, r) }
+
+// Serve answers on ln (for example net.Listen("tcp", "127.0.0.1:0")) until
+// Close, calling functions through inv.
+func Serve(ln net.Listener, inv invoke.Invoker, opts *Options) (*Server, error) {
+	h, err := NewHandler(inv, opts)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{h: h, ln: ln, srv: NewHTTPServer(h, h.opts.IdleTimeout)}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			o.Logger.Error("httpcall: serving", "err", err)
+			h.opts.Logger.Error("httpcall: serving", "err", err)
 		}
 	}()
 	return s, nil
+}
+
+// NewHTTPServer returns a server for handler with the timeouts a gateway's
+// endpoint wants: a client has idle (default 30 s) to send a request,
+// headers and body, and an idle connection is closed after it, because
+// connections cost the gateway memory and whoever opens them need not hold
+// a token.
+func NewHTTPServer(handler http.Handler, idle time.Duration) *http.Server {
+	if idle <= 0 {
+		idle = 30 * time.Second
+	}
+	return &http.Server{Handler: handler, ReadHeaderTimeout: min(10*time.Second, idle), ReadTimeout: idle, IdleTimeout: idle}
 }
 
 // URL is the endpoint's base URL.
@@ -162,15 +201,28 @@ func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
 // token was issued to.
 type callerKey struct{}
 
-func (s *Server) authorized(next http.Handler) http.Handler {
-	want := []byte("Bearer " + s.opts.Token)
+// Caller returns who made the request whose context ctx is, as Authorize
+// let it through: "operator" for Options.Token, else the name the caller's
+// token was issued to.
+func Caller(ctx context.Context) (string, bool) {
+	c, ok := ctx.Value(callerKey{}).(string)
+	return c, ok
+}
+
+// Authorize wraps next with the handler's token check: a request carrying
+// the operator's token or a caller's (Options.Callers) reaches next, with
+// the caller in its context (Caller); any other is answered 401 without
+// its body being read, and its connection closed. The token is compared
+// in constant time.
+func (h *Handler) Authorize(next http.Handler) http.Handler {
+	want := []byte("Bearer " + h.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth := r.Header.Get("Authorization")
 		caller := ""
 		if subtle.ConstantTimeCompare([]byte(auth), want) == 1 {
 			caller = "operator"
 		} else if tok, ok := strings.CutPrefix(auth, "Bearer "); ok {
-			caller, _ = s.opts.Callers.caller(tok)
+			caller, _ = h.opts.Callers.caller(tok)
 		}
 		if caller != "" {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
@@ -189,22 +241,22 @@ func writeError(w http.ResponseWriter, status int, typ string, err error) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error(), "error_type": typ})
 }
 
-func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: over the limit of %d bytes", s.opts.MaxBody))
+			writeError(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: over the limit of %d bytes", h.opts.MaxBody))
 			return
 		}
 		writeError(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("body: %w", err))
 		return
 	}
-	caller, _ := r.Context().Value(callerKey{}).(string)
+	caller, _ := Caller(r.Context())
 	req := invoke.Request{Payload: body, ContentType: r.Header.Get("Content-Type"), Source: map[string]string{"type": "http", "path": r.URL.Path, "caller": caller}}
 	if async := r.URL.Query().Get("async"); async == "1" || async == "true" {
-		res, ok := s.startAsync(name, req)
+		res, ok := h.startAsync(name, req)
 		if !ok {
 			writeError(w, http.StatusServiceUnavailable, "Unavailable", errors.New("the endpoint is closing"))
 			return
@@ -214,9 +266,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"id": res.ID})
 		return
 	}
-	resp, err := s.inv.Invoke(r.Context(), name, req)
+	resp, err := h.inv.Invoke(r.Context(), name, req)
 	if err != nil {
-		s.writeInvokeError(w, err)
+		h.writeInvokeError(w, err)
 		return
 	}
 	ct := resp.ContentType
@@ -228,7 +280,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeInvokeError answers a failed call.
-func (s *Server) writeInvokeError(w http.ResponseWriter, err error) {
+func (h *Handler) writeInvokeError(w http.ResponseWriter, err error) {
 	typ := invoke.ErrorType(err)
 	status := http.StatusInternalServerError
 	switch {
@@ -248,28 +300,28 @@ func (s *Server) writeInvokeError(w http.ResponseWriter, err error) {
 }
 
 // startAsync runs req in the background and keeps its result.
-func (s *Server) startAsync(name string, req invoke.Request) (*result, bool) {
-	res := &result{ID: "h-" + strconv.FormatUint(s.seq.Add(1), 36) + "-" + NewToken()[:8], Function: name, Status: "running", Started: time.Now()}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+func (h *Handler) startAsync(name string, req invoke.Request) (*result, bool) {
+	res := &result{ID: "h-" + strconv.FormatUint(h.seq.Add(1), 36) + "-" + NewToken()[:8], Function: name, Status: "running", Started: time.Now()}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
 		return nil, false
 	}
-	s.results[res.ID] = res
-	s.order = append(s.order, res.ID)
-	s.evictLocked()
-	s.wg.Add(1)
-	s.mu.Unlock()
+	h.results[res.ID] = res
+	h.order = append(h.order, res.ID)
+	h.evictLocked()
+	h.wg.Add(1)
+	h.mu.Unlock()
 	go func() {
-		defer s.wg.Done()
-		resp, err := s.inv.Invoke(s.ctx, name, req)
+		defer h.wg.Done()
+		resp, err := h.inv.Invoke(h.ctx, name, req)
 		now := time.Now()
-		s.mu.Lock()
-		defer s.mu.Unlock()
+		h.mu.Lock()
+		defer h.mu.Unlock()
 		res.Finished = &now
 		if err != nil {
 			res.Status, res.Error, res.Type = "failed", err.Error(), invoke.ErrorType(err)
-			s.opts.Logger.Warn("httpcall: asynchronous call failed", "function", name, "id", res.ID, "err", err)
+			h.opts.Logger.Warn("httpcall: asynchronous call failed", "function", name, "id", res.ID, "err", err)
 			return
 		}
 		res.Status = "succeeded"
@@ -278,43 +330,43 @@ func (s *Server) startAsync(name string, req invoke.Request) (*result, bool) {
 		} else {
 			res.Result, _ = json.Marshal(string(resp.Payload))
 		}
-		if n := int64(len(res.Result)); n > s.opts.AsyncResultBytes {
+		if n := int64(len(res.Result)); n > h.opts.AsyncResultBytes {
 			res.Result = nil
-			res.Error = fmt.Sprintf("the result of %d bytes is over the endpoint's bound of %d bytes for kept results; it was not kept", n, s.opts.AsyncResultBytes)
+			res.Error = fmt.Sprintf("the result of %d bytes is over the endpoint's bound of %d bytes for kept results; it was not kept", n, h.opts.AsyncResultBytes)
 			res.Type = "ResultNotKept"
 			return
 		}
-		if _, kept := s.results[res.ID]; kept {
-			s.resultBytes += int64(len(res.Result))
-			s.evictLocked()
+		if _, kept := h.results[res.ID]; kept {
+			h.resultBytes += int64(len(res.Result))
+			h.evictLocked()
 		}
 	}()
 	return res, true
 }
 
 // evictLocked forgets the oldest results while more are kept than
-// AsyncResults, or their bytes are over AsyncResultBytes; s.mu is held.
-func (s *Server) evictLocked() {
+// AsyncResults, or their bytes are over AsyncResultBytes; h.mu is held.
+func (h *Handler) evictLocked() {
 	drop := 0
-	for n := len(s.order); drop < n && (n-drop > s.opts.AsyncResults || s.resultBytes > s.opts.AsyncResultBytes); drop++ {
-		id := s.order[drop]
-		s.resultBytes -= int64(len(s.results[id].Result))
-		delete(s.results, id)
+	for n := len(h.order); drop < n && (n-drop > h.opts.AsyncResults || h.resultBytes > h.opts.AsyncResultBytes); drop++ {
+		id := h.order[drop]
+		h.resultBytes -= int64(len(h.results[id].Result))
+		delete(h.results, id)
 	}
 	if drop > 0 {
-		s.order = append([]string(nil), s.order[drop:]...)
+		h.order = append([]string(nil), h.order[drop:]...)
 	}
 }
 
-func (s *Server) invocation(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) invocation(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	s.mu.Lock()
-	res, ok := s.results[id]
+	h.mu.Lock()
+	res, ok := h.results[id]
 	var body []byte
 	if ok {
 		body, _ = json.Marshal(res)
 	}
-	s.mu.Unlock()
+	h.mu.Unlock()
 	if !ok {
 		writeError(w, http.StatusNotFound, "NotFound", fmt.Errorf("invocation %q: unknown or no longer kept", id))
 		return
@@ -323,22 +375,36 @@ func (s *Server) invocation(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
+// Close ends the handler's asynchronous calls: it refuses new ones and
+// waits for those in flight (or ctx, which then cancels them). It is safe
+// to call twice.
+func (h *Handler) Close(ctx context.Context) error {
+	var err error
+	h.once.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		h.mu.Unlock()
+		if werr := drain.Wait(ctx, &h.wg, h.stop); werr != nil {
+			err = fmt.Errorf("httpcall: close: waiting for asynchronous calls: %w", werr)
+		}
+		h.stop()
+	})
+	return err
+}
+
 // Close stops the endpoint: it waits for the calls in flight and the
 // asynchronous ones (or ctx, which then cancels them). It is safe to call
 // twice.
 func (s *Server) Close(ctx context.Context) error {
-	var err error
 	s.once.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		if err = s.srv.Shutdown(ctx); err != nil {
+		s.h.mu.Lock()
+		s.h.closed = true // no asynchronous call starts while the server drains
+		s.h.mu.Unlock()
+		if err := s.srv.Shutdown(ctx); err != nil {
 			_ = s.srv.Close()
+			s.err = err
 		}
-		if werr := drain.Wait(ctx, &s.wg, s.stop); werr != nil {
-			err = errors.Join(err, fmt.Errorf("httpcall: close: waiting for calls in flight: %w", werr))
-		}
-		s.stop()
+		s.err = errors.Join(s.err, s.h.Close(ctx))
 	})
-	return err
+	return s.err
 }

@@ -310,3 +310,79 @@ func TestBounds(t *testing.T) {
 		t.Errorf("an idle connection: read %d bytes, %v; want it closed", n, err)
 	}
 }
+
+// TestHandlerMounted: the endpoint as a Handler serves beside a server's
+// own routes on one listener; Authorize guards those routes with the same
+// tokens and names the caller; Close ends the asynchronous calls, and the
+// handler then refuses new ones.
+func TestHandlerMounted(t *testing.T) {
+	host, err := function.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close(context.Background())
+	release := make(chan struct{})
+	_ = host.Register("slow", function.HandlerFunc(func(ctx context.Context, _ invoke.Request) (invoke.Response, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return invoke.Response{Payload: []byte(`"done"`)}, nil
+	}))
+	if err := host.Deploy(context.Background(), function.Spec{Name: "slow", Version: "1", Runtime: function.RuntimeGo, Handler: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	token := httpcall.NewToken()
+	callers := httpcall.NewTokens()
+	h, err := httpcall.NewHandler(host, &httpcall.Options{Token: token, Callers: callers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/functions/", h)
+	mux.Handle("/v1/invocations/", h)
+	mux.Handle("GET /v1/whoami", h.Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := httpcall.Caller(r.Context())
+		_, _ = io.WriteString(w, c)
+	})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httpcall.NewHTTPServer(mux, 0)
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	base := "http://" + ln.Addr().String()
+
+	if a := do(t, "GET", base+"/v1/whoami", token, ""); a.status != 200 || a.body != "operator" {
+		t.Errorf("whoami as the operator: %+v", a)
+	}
+	if a := do(t, "GET", base+"/v1/whoami", callers.Issue("f1"), ""); a.status != 200 || a.body != "f1" {
+		t.Errorf("whoami as f1: %+v", a)
+	}
+	if a := do(t, "GET", base+"/v1/whoami", "wrong-token-wrong-token", ""); a.status != 401 {
+		t.Errorf("whoami with a wrong token: %+v", a)
+	}
+	a := do(t, "POST", base+"/v1/functions/slow/invoke?async=1", token, `{}`)
+	var started struct{ ID string }
+	if a.status != 202 || json.Unmarshal([]byte(a.body), &started) != nil {
+		t.Fatalf("async invoke: %+v", a)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	// At its deadline Close cancels the call in flight.
+	if err := h.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close with a call in flight past its deadline: %v", err)
+	}
+	close(release)
+	testenv.Eventually(t, "the call Close cancelled ends", func() bool {
+		a := do(t, "GET", base+"/v1/invocations/"+started.ID, token, "")
+		return a.status == 200 && strings.Contains(a.body, `"finished"`)
+	})
+	if a := do(t, "POST", base+"/v1/functions/slow/invoke?async=1", token, `{}`); a.status != 503 {
+		t.Errorf("async invoke after Close: %+v, want 503", a)
+	}
+	if err := h.Close(context.Background()); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
+}
