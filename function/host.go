@@ -82,6 +82,13 @@ type Options struct {
 	// OnAsyncResult, if set, is called with every InvokeAsync result, on
 	// the goroutine that waited for it.
 	OnAsyncResult func(AsyncResult)
+	// OnChange, if set, receives a function's status after each change of
+	// its version, phase or deploy error, and a Status with PhaseRemoved
+	// (and only the name) when it goes (for the gateway to publish). It
+	// is called from one goroutine of the host's, in order, with the
+	// status as it is when called: changes in quick succession may come
+	// as one. It may call the host.
+	OnChange func(Status)
 }
 
 // Host deploys function versions and invokes them. It is safe for
@@ -109,6 +116,9 @@ type Host struct {
 	resMu   sync.Mutex
 	results map[string]AsyncResult
 	order   []string
+
+	apply   sync.Mutex // one Apply at a time
+	changes changeQueue
 }
 
 var _ invoke.Invoker = (*Host)(nil)
@@ -121,9 +131,14 @@ type function struct {
 	current atomic.Pointer[pool]
 	stats   counters
 
-	errMu          sync.Mutex
-	lastErr        string
-	lastErrAt      time.Time
+	errMu     sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
+	// deployErr is why the latest Deploy of this name failed ("" once one
+	// succeeds); failed is the spec it failed with, while no version
+	// serves.
+	deployErr      string
+	failed         *Spec
 	metrics        map[string]float64 // latest value per name, from native metric frames
 	metricsRefused bool               // a refusal was logged
 }
@@ -233,7 +248,22 @@ func New(opts *Options) (*Host, error) {
 		h.log.Warn("function: neither sock_diag nor /proc/net/tcp is available: the runtime API checks its secret, not who connects")
 	}
 	h.lifetime, h.stop = context.WithCancel(context.Background())
+	h.changes.start(h.opts.OnChange, h.changedStatus)
 	return h, nil
+}
+
+// changedStatus is what OnChange gets for a name: its status, or that it
+// is gone.
+func (h *Host) changedStatus(name string) Status {
+	h.mu.RLock()
+	fn := h.functions[name]
+	h.mu.RUnlock()
+	if fn != nil {
+		if st, ok := fn.status(); ok {
+			return st
+		}
+	}
+	return Status{Name: name, Phase: PhaseRemoved}
 }
 
 // Register makes an in-process handler deployable under name (a Spec with
@@ -261,6 +291,41 @@ func (h *Host) Deploy(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return err
 	}
+	err = h.deploy(ctx, s)
+	if !errors.Is(err, ErrClosed) {
+		h.recordDeploy(s, err)
+	}
+	return err
+}
+
+// recordDeploy keeps the outcome of a deploy of s for Status and tells
+// OnChange.
+func (h *Host) recordDeploy(s Spec, err error) {
+	h.mu.Lock()
+	fn := h.functions[s.Name]
+	if fn == nil && err != nil && !h.closed {
+		fn = &function{host: h, name: s.Name}
+		h.functions[s.Name] = fn
+	}
+	h.mu.Unlock()
+	if fn == nil {
+		return
+	}
+	fn.errMu.Lock()
+	if err != nil {
+		fn.deployErr = err.Error()
+		if fn.current.Load() == nil {
+			fn.failed = &s
+		}
+	} else {
+		fn.deployErr, fn.failed = "", nil
+	}
+	fn.errMu.Unlock()
+	h.changes.note(s.Name)
+}
+
+// deploy is Deploy of a resolved spec.
+func (h *Host) deploy(ctx context.Context, s Spec) error {
 	if s.Runtime != RuntimeGo && s.User == nil && h.uids != nil {
 		u, err := ownUser(h.uids, s, h.bootstrapDir())
 		if err != nil {
@@ -342,12 +407,73 @@ func (h *Host) Remove(ctx context.Context, name string) error {
 	if fn == nil {
 		return fmt.Errorf("function: remove %s: %w", name, invoke.ErrNotFound)
 	}
+	h.changes.note(name)
 	p := fn.current.Swap(nil)
 	if p == nil {
 		return nil
 	}
 	p.close()
 	return p.wait(ctx)
+}
+
+// applyParallel bounds the deploys an Apply runs at once: each may start
+// a process, and a gateway has few cores.
+const applyParallel = 4
+
+// Apply makes specs the host's whole set of functions: each is deployed
+// (as Deploy: a version already running is left alone, a new one replaces
+// it without dropping an invocation), and every function not among them
+// is removed. Every spec is checked first: a wrong one, or a name twice,
+// is refused, naming it, and nothing changes. A spec that then fails to
+// deploy is PhaseFailed (or its previous version serves on) with the
+// reason; the others are applied and the errors returned joined. It
+// returns when every change is done, the removed functions' instances
+// stopped (or ctx's end).
+func (h *Host) Apply(ctx context.Context, specs []Spec) error {
+	seen := make(map[string]bool, len(specs))
+	for _, s := range specs {
+		r, err := s.Resolve()
+		if err != nil {
+			return err
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("function: apply: %w %q: the name appears twice", ErrInvalidSpec, r.Name)
+		}
+		seen[r.Name] = true
+	}
+	h.apply.Lock()
+	defer h.apply.Unlock()
+	h.mu.RLock()
+	closed := h.closed
+	var gone []string
+	for name := range h.functions {
+		if !seen[name] {
+			gone = append(gone, name)
+		}
+	}
+	h.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("function: apply: %w", ErrClosed)
+	}
+	errs := make([]error, len(specs)+len(gone))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, applyParallel)
+	for i, s := range specs {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			errs[i] = h.Deploy(ctx, s)
+		})
+	}
+	for i, name := range gone {
+		wg.Go(func() {
+			if err := h.Remove(ctx, name); !errors.Is(err, invoke.ErrNotFound) {
+				errs[len(specs)+i] = err
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (h *Host) lookup(name string) (*function, error) {
@@ -484,6 +610,7 @@ func (h *Host) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("function: close: async invocations and draining versions: %w", err))
 	}
 	h.launch.mem.close()
+	errs = append(errs, h.changes.stop(ctx))
 	errs = append(errs, h.logs.Close(ctx))
 	if h.tempDir {
 		errs = append(errs, os.RemoveAll(h.dataDir))

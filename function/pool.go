@@ -807,6 +807,7 @@ func (p *pool) failedStartLocked(err error) {
 	}
 	if p.failed == nil {
 		p.failed = err
+		p.fn.host.changes.note(p.spec.Name)
 		p.log.Error("function is crash looping; it stays down until the next deploy", "function", p.spec.Name, "version", p.spec.Version, "err", err)
 	}
 	unavailable := fmt.Errorf("function %s version %s: %w: crash loop: %w", p.spec.Name, p.spec.Version, invoke.ErrUnavailable, p.failed)

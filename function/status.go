@@ -50,17 +50,41 @@ type InstanceStatus struct {
 	RSS int64 // bytes
 }
 
+// Phase is where a function is in its life.
+type Phase string
+
+// Phases.
+const (
+	// PhaseRunning: the version serves invocations (an on-demand one may
+	// have no instance running).
+	PhaseRunning Phase = "running"
+	// PhaseCrashLoop: the version's instances kept failing to start or
+	// exiting right after starting (Status.CrashLoop says how); it serves
+	// nothing until the next deploy.
+	PhaseCrashLoop Phase = "crash-loop"
+	// PhaseFailed: the function's deploy failed and no version of it
+	// serves (Status.DeployError says why).
+	PhaseFailed Phase = "failed"
+	// PhaseRemoved: only in Options.OnChange, the function is gone.
+	PhaseRemoved Phase = "removed"
+)
+
 // Status describes a deployed function.
 type Status struct {
 	Name, Version string
-	Runtime       Runtime
-	Mode          Mode
-	Spec          Spec // with defaults filled in
-	Instances     []InstanceStatus
-	QueueDepth    int
-	Stats         Stats
-	LastError     string
-	LastErrorAt   time.Time
+	Phase         Phase
+	// DeployError says why the latest deploy of this name failed: with
+	// PhaseFailed nothing serves; otherwise the version before serves on.
+	// A deploy that succeeds clears it.
+	DeployError string
+	Runtime     Runtime
+	Mode        Mode
+	Spec        Spec // with defaults filled in
+	Instances   []InstanceStatus
+	QueueDepth  int
+	Stats       Stats
+	LastError   string
+	LastErrorAt time.Time
 	// MemoryLimit says how an instance's memory is limited ("cgroup1 128
 	// MB", "rlimit-as 128 MB", or "none"; in-process functions share the
 	// host's memory).
@@ -82,17 +106,17 @@ type Status struct {
 	Metrics map[string]float64
 }
 
-// Status returns the named function's status.
+// Status returns the named function's status, a failed one's included.
 func (h *Host) Status(name string) (Status, error) {
 	fn, err := h.lookup(name)
 	if err != nil {
 		return Status{}, err
 	}
-	p := fn.current.Load()
-	if p == nil {
+	st, ok := fn.status()
+	if !ok {
 		return Status{}, fmt.Errorf("function %s: %w", name, invoke.ErrNotFound)
 	}
-	return fn.status(p), nil
+	return st, nil
 }
 
 // List returns every deployed function's status, by name.
@@ -105,15 +129,37 @@ func (h *Host) List() []Status {
 	h.mu.RUnlock()
 	out := make([]Status, 0, len(fns))
 	for _, fn := range fns {
-		if p := fn.current.Load(); p != nil {
-			out = append(out, fn.status(p))
+		if st, ok := fn.status(); ok {
+			out = append(out, st)
 		}
 	}
 	slices.SortFunc(out, func(a, b Status) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-func (fn *function) status(p *pool) Status {
+// status is the function's state: its current version's, or the failed
+// deploy's when none serves; false when there is neither (removed).
+func (fn *function) status() (Status, bool) {
+	p := fn.current.Load()
+	fn.errMu.Lock()
+	failed, deployErr := fn.failed, fn.deployErr
+	fn.errMu.Unlock()
+	switch {
+	case p != nil:
+		st := fn.poolStatus(p)
+		st.Phase, st.DeployError = PhaseRunning, deployErr
+		if st.CrashLoop != "" {
+			st.Phase = PhaseCrashLoop
+		}
+		return st, true
+	case failed != nil:
+		return Status{Name: failed.Name, Version: failed.Version, Runtime: failed.Runtime, Mode: failed.Mode, Spec: *failed,
+			Phase: PhaseFailed, DeployError: deployErr}, true
+	}
+	return Status{}, false
+}
+
+func (fn *function) poolStatus(p *pool) Status {
 	st := Status{
 		Name: p.spec.Name, Version: p.spec.Version, Runtime: p.spec.Runtime, Mode: p.spec.Mode, Spec: p.spec,
 		Stats: Stats{
