@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgekit/edgekit/internal/backoff"
 	"github.com/edgekit/edgekit/internal/drain"
+	"github.com/edgekit/edgekit/internal/order"
 )
 
 // RestartPolicy says when the Manager restarts an application's container.
@@ -372,32 +373,12 @@ func checkOrder(apps []App) error {
 			}
 		}
 	}
-	const (
-		visiting = 1
-		done     = 2
-	)
-	mark := map[string]int{}
-	var visit func(name string, path []string) error
-	visit = func(name string, path []string) error {
-		switch mark[name] {
-		case visiting:
-			return fmt.Errorf("container: apps start after each other in a cycle: %s", strings.Join(append(path, name), " -> "))
-		case done:
-			return nil
-		}
-		mark[name] = visiting
-		for _, d := range after[name] {
-			if err := visit(d, append(path, name)); err != nil {
-				return err
-			}
-		}
-		mark[name] = done
-		return nil
+	names := make([]string, len(apps))
+	for i, a := range apps {
+		names[i] = a.Name
 	}
-	for _, a := range apps {
-		if err := visit(a.Name, nil); err != nil {
-			return err
-		}
+	if c := order.Cycle(names, after); c != nil {
+		return fmt.Errorf("container: apps start after each other in a cycle: %s", strings.Join(c, " -> "))
 	}
 	return nil
 }

@@ -171,16 +171,24 @@ var (
 	versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$`)
 )
 
+// ValidName reports whether s may name a function: 1-64 letters, digits,
+// '.', '_' or '-', starting with a letter or digit.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// ValidVersion reports whether s may label a version: 1-64 letters,
+// digits, '.', '_', '+' or '-', starting with a letter or digit.
+func ValidVersion(s string) bool { return versionRE.MatchString(s) }
+
 // Resolve returns a copy of s with the defaults filled in, or an error
 // wrapping ErrInvalid that names the first field that is wrong.
 func (s Function) Resolve() (Function, error) {
 	bad := func(field, format string, args ...any) (Function, error) {
 		return Function{}, fmt.Errorf("%w %q: %s: %s", ErrInvalid, s.Name, field, fmt.Sprintf(format, args...))
 	}
-	if !nameRE.MatchString(s.Name) {
+	if !ValidName(s.Name) {
 		return bad("name", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.Name)
 	}
-	if !versionRE.MatchString(s.Version) {
+	if !ValidVersion(s.Version) {
 		return bad("version", "%q must be 1-64 letters, digits, '.', '_', '+' or '-', starting with a letter or digit", s.Version)
 	}
 	switch s.Runtime {

@@ -1,0 +1,181 @@
+// Package app is edgekit's application model as plain types: App, Version,
+// configuration, Deployment and Status, and the rules that check them. It
+// is the wire format between the central side and a gateway (their JSON
+// shapes are written down in docs/DEPLOYMENTS.md), so it depends on the
+// standard library and edgekit's function/spec only: the fleet imports it
+// without the function host, the container manager or any backend.
+//
+// An application is function code or a container image. A Version of it is
+// immutable once published: for a function, the code package (where to
+// fetch it, its size, SHA-256 and optional ed25519 signature) and the
+// triggers that start it; for a container, the image reference (with its
+// digest when known), the container's spec, health probe, restart policy
+// and start order. Both carry a default configuration document and,
+// optionally, a JSON Schema for it. A Deployment is the desired set of
+// (app, version, configuration) for one gateway, with an id and a revision
+// that only grows; a Status is what the gateway reports of it.
+//
+// ParseDeployment reads a deployment document, refusing what it does not
+// know (an unknown field, a newer schema) and checking every rule with
+// Deployment.Check; errors name the field, as apps[2].version.function.package.sha256.
+// Resolve computes an app's configuration: the version's default, the
+// deployment's overrides as an RFC 7396 merge patch, then the keys reset
+// to the default.
+//
+// The types are plain values; nothing here is safe or unsafe for
+// concurrent use beyond what Go's values are.
+package app
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/edgekit/edgekit/function/spec"
+)
+
+// SchemaVersion is the version of the documents this package reads and
+// writes. A document with a higher one is refused (ErrSchema): a gateway
+// never half-understands a deployment.
+const SchemaVersion = 1
+
+// Sentinel errors, wrapped with the field concerned.
+var (
+	// ErrInvalid: a document breaks a rule; the error names the field.
+	ErrInvalid = errors.New("invalid deployment")
+	// ErrSchema: a document's schema version is not one this package
+	// reads.
+	ErrSchema = errors.New("unsupported schema version")
+)
+
+// Kind is what an application is made of.
+type Kind string
+
+// Kinds.
+const (
+	KindFunction  Kind = "function"
+	KindContainer Kind = "container"
+)
+
+// Duration is a time.Duration written in JSON as "30s".
+type Duration = spec.Duration
+
+// App is an application: a name unique on a gateway (1-64 letters, digits,
+// '.', '_' or '-'), what it is made of, and what it is for.
+type App struct {
+	Name        string `json:"name"`
+	Kind        Kind   `json:"kind"`
+	Description string `json:"description,omitempty"`
+}
+
+// Version is one immutable version of an application. Exactly one of
+// Function and Container is set, as the app's Kind says.
+type Version struct {
+	// Version labels it: 1-64 letters, digits, '.', '_', '+' or '-'.
+	Version   string            `json:"version"`
+	Function  *FunctionVersion  `json:"function,omitempty"`
+	Container *ContainerVersion `json:"container,omitempty"`
+	// Config is the default configuration document (a JSON object).
+	Config json.RawMessage `json:"config,omitempty"`
+	// ConfigSchema, when set, is a JSON Schema (draft 2020-12) the
+	// configuration must satisfy once resolved.
+	ConfigSchema json.RawMessage `json:"configSchema,omitempty"`
+	// Probation bounds how long the version has, once applied, to prove
+	// healthy (a function: started and not crash-looping; a container:
+	// running and its probe passing) before the deployment is rolled back.
+	// Default 30 s.
+	Probation Duration `json:"probation,omitempty"`
+}
+
+// FunctionVersion is a function app's code and what starts it. The
+// package's manifest must name the app and the version.
+type FunctionVersion struct {
+	Package  Artifact  `json:"package"`
+	Triggers []Trigger `json:"triggers,omitempty"`
+}
+
+// Artifact is a file to fetch and what vouches for it.
+type Artifact struct {
+	// URL is where to fetch it: http, https or file.
+	URL string `json:"url"`
+	// Size in bytes, when known (0: not checked).
+	Size int64 `json:"size,omitempty"`
+	// SHA256 is its digest, 64 hex digits.
+	SHA256 string `json:"sha256"`
+	// Signature is ed25519 over the 32-byte digest (base64 in JSON);
+	// required when the gateway has a key.
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// Trigger starts the app's function: a type ("timer", "message", ...) and
+// its parameters, as package trigger reads them. Its name is unique within
+// the version; on the gateway it becomes "<app>.<name>".
+type Trigger struct {
+	Name   string          `json:"name"`
+	Type   string          `json:"type"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// ContainerVersion is a container app's image and how to run it.
+type ContainerVersion struct {
+	// Image is the image reference, with "@sha256:<digest>" when known.
+	Image string `json:"image"`
+	// Spec is how to create the container.
+	Spec ContainerSpec `json:"spec,omitzero"`
+	// Health, when set, is probed: the app is running only while it
+	// passes.
+	Health *Probe `json:"health,omitempty"`
+	// Restart: always (default), on-failure or never.
+	Restart string `json:"restart,omitempty"`
+	// After names container apps of the same deployment that must be
+	// running (and healthy) before this one starts.
+	After []string `json:"after,omitempty"`
+}
+
+// ContainerSpec is how to create an app's container. Containers get no
+// privileges beyond the runtime's default set: a deployment can ask for no
+// privileged mode and no added capability. Bind mounts and host devices
+// reach the host, so the gateway allows only those its owner lists.
+type ContainerSpec struct {
+	Command      []string          `json:"command,omitempty"`
+	Env          map[string]string `json:"env,omitempty"`
+	Mounts       []Mount           `json:"mounts,omitempty"`
+	Ports        []Port            `json:"ports,omitempty"`
+	Devices      []string          `json:"devices,omitempty"`
+	MemoryBytes  int64             `json:"memoryBytes,omitempty"`
+	CPUs         float64           `json:"cpus,omitempty"`
+	PIDs         int64             `json:"pids,omitempty"`
+	NetworkMode  string            `json:"networkMode,omitempty"` // bridge (default), host or none
+	User         string            `json:"user,omitempty"`
+	WorkingDir   string            `json:"workingDir,omitempty"`
+	StopSignal   string            `json:"stopSignal,omitempty"`
+	StopGrace    Duration          `json:"stopGrace,omitempty"`
+	ReadOnlyRoot bool              `json:"readOnlyRoot,omitempty"`
+}
+
+// Mount is a filesystem mounted into a container.
+type Mount struct {
+	Type     string `json:"type"` // bind, volume or tmpfs
+	Source   string `json:"source,omitempty"`
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"readOnly,omitempty"`
+}
+
+// Port publishes a container port on the host.
+type Port struct {
+	HostIP        string `json:"hostIP,omitempty"`
+	HostPort      uint16 `json:"hostPort"`
+	ContainerPort uint16 `json:"containerPort"`
+	Protocol      string `json:"protocol,omitempty"` // tcp (default) or udp
+}
+
+// Probe is a container's health check: an HTTP GET answering 2xx or 3xx, a
+// TCP connect, or a command exiting 0 in the container. Exactly one of
+// HTTP, TCP and Exec is set.
+type Probe struct {
+	HTTP     string   `json:"http,omitempty"`
+	TCP      string   `json:"tcp,omitempty"`
+	Exec     []string `json:"exec,omitempty"`
+	Interval Duration `json:"interval,omitempty"`
+	Timeout  Duration `json:"timeout,omitempty"`
+	Retries  int      `json:"retries,omitempty"`
+}
