@@ -418,6 +418,27 @@ func (m *Manager) Status() []AppStatus {
 	return out
 }
 
+// Pull makes the image ref present on the runtime, pulling it (with opts'
+// credentials and progress) unless the runtime has it already: what a
+// deployment does before it stops anything, so that an image that cannot
+// be had fails the deployment while the old version still runs.
+func (m *Manager) Pull(ctx context.Context, ref string, opts *PullOptions) error {
+	if m.ctx.Err() != nil {
+		return ErrClosed
+	}
+	ok, err := m.rt.ImageExists(ctx, ref)
+	if err != nil {
+		return fmt.Errorf("container: image %s: %w", ref, err)
+	}
+	if ok {
+		return nil
+	}
+	if err := m.rt.PullImage(ctx, ref, opts); err != nil {
+		return fmt.Errorf("container: pulling %s: %w", ref, err)
+	}
+	return nil
+}
+
 // Logs writes the application's container log to w (see Runtime.Logs).
 func (m *Manager) Logs(ctx context.Context, app string, opts LogOptions, w io.Writer) error {
 	id, err := m.containerOf(app)

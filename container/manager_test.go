@@ -719,3 +719,22 @@ func TestRemovedAndAddedAgain(t *testing.T) {
 		t.Errorf("Apply after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestPull: Pull leaves an image the runtime has alone, pulls one it
+// lacks, names what cannot be had, and is refused after Close.
+func TestPull(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	m := container.NewManager(rt, nil)
+	if err := m.Pull(ctx, image, nil); err != nil {
+		t.Errorf("an image the runtime has: %v", err)
+	}
+	err := m.Pull(ctx, "localhost/missing:1", nil)
+	if !errors.Is(err, container.ErrImageNotFound) || !strings.Contains(err.Error(), "localhost/missing:1") {
+		t.Errorf("an image no registry has: %v, want ErrImageNotFound naming it", err)
+	}
+	_ = m.Close(ctx)
+	if err := m.Pull(ctx, image, nil); !errors.Is(err, container.ErrClosed) {
+		t.Errorf("Pull after Close: %v, want ErrClosed", err)
+	}
+}

@@ -92,9 +92,8 @@ func NewSet(inv invoke.Invoker, types map[string]Factory, opts *Options) *Set {
 	return &Set{inv: inv, types: maps.Clone(types), opts: o, names: nameLocks{m: map[string]*nameLock{}}, entries: make(map[string]*entry)}
 }
 
-// check validates c against what every trigger needs and the Set knows:
-// its fields, a factory for its type, a deployed function.
-func (s *Set) check(c Config) (Factory, error) {
+// factory checks c's fields and returns the factory for its type.
+func (s *Set) factory(c Config) (Factory, error) {
 	if err := c.Check(); err != nil {
 		return nil, err
 	}
@@ -102,10 +101,46 @@ func (s *Set) check(c Config) (Factory, error) {
 	if !ok {
 		return nil, fmt.Errorf("trigger %s: %w %q (have %v)", c.Name, ErrUnknownType, c.Type, slices.Sorted(maps.Keys(s.types)))
 	}
+	return factory, nil
+}
+
+// check validates c against what every trigger needs and the Set knows:
+// its fields, a factory for its type, a deployed function.
+func (s *Set) check(c Config) (Factory, error) {
+	factory, err := s.factory(c)
+	if err != nil {
+		return nil, err
+	}
 	if s.opts.Known != nil && !s.opts.Known(c.Function) {
 		return nil, fmt.Errorf("trigger %s: function: %w %q", c.Name, ErrUnknownFunction, c.Function)
 	}
 	return factory, nil
+}
+
+// Check checks cfgs as Apply would, without starting or changing
+// anything: every field, a factory for each type, each type's parameters
+// (the factory makes the trigger, which is then let go unstarted), and no
+// name twice. It does not ask Options.Known, so functions not yet deployed
+// may be named: a deployment checks its triggers before it deploys their
+// functions.
+func (s *Set) Check(cfgs []Config) error {
+	seen := make(map[string]bool, len(cfgs))
+	for _, c := range cfgs {
+		factory, err := s.factory(c)
+		if err != nil {
+			return err
+		}
+		if seen[c.Name] {
+			return fmt.Errorf("trigger %s: %w: the name appears twice", c.Name, ErrInvalidConfig)
+		}
+		seen[c.Name] = true
+		t, err := factory(c)
+		if err != nil {
+			return err
+		}
+		_ = t.Stop(context.Background()) // never started: nothing to wait for
+	}
+	return nil
 }
 
 // Apply makes cfgs the desired set: new triggers start, changed ones are

@@ -130,6 +130,18 @@ func TestApply(t *testing.T) {
 	if got := phases(st.set.Status()); got["tick"] != "running a" || got["m"] != "running a" || len(got) != 2 {
 		t.Errorf("refused Applys changed the set: %v", got)
 	}
+	// Check finds the same faults, bad parameters too, and accepts
+	// functions not deployed yet.
+	if err := st.set.Check([]trigger.Config{msg("later", "not-yet", "in/l"), tick}); err != nil {
+		t.Errorf("Check of good configs: %v", err)
+	}
+	badTimer := trigger.Config{Name: "t2", Type: timer.Type, Function: "a", Params: json.RawMessage(`{"every": "often"}`)}
+	if err := st.set.Check([]trigger.Config{tick, badTimer}); !errors.Is(err, trigger.ErrInvalidConfig) || !strings.Contains(err.Error(), "params.every") {
+		t.Errorf("Check of a bad timer: %v", err)
+	}
+	if err := st.set.Check([]trigger.Config{tick, tick}); !errors.Is(err, trigger.ErrInvalidConfig) {
+		t.Errorf("Check of a name twice: %v", err)
+	}
 
 	// m goes; tick is rebound to b; n starts; dead cannot start.
 	tick.Function = "b"

@@ -17,6 +17,10 @@ import (
 type Journal struct {
 	// Generation counts the journal's writes; the store sets it.
 	Generation uint64 `json:"generation"`
+	// Seen is the highest deployment revision taken (applied, rejected,
+	// rolled back or superseded): one delivered again, as a retained
+	// message is after each reconnect, is not taken twice.
+	Seen uint64 `json:"seen,omitempty"`
 	// Pending is the deployment being applied, until it is committed,
 	// rolled back or superseded.
 	Pending *app.Deployment `json:"pending,omitempty"`
