@@ -1,6 +1,9 @@
 package app
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Phase is where one application is in a deployment.
 type Phase string
@@ -95,4 +98,39 @@ type AppStatus struct {
 type Progress struct {
 	Done  int64 `json:"done"`
 	Total int64 `json:"total,omitempty"` // 0: not known
+}
+
+// Clone returns a copy of s that shares nothing with it.
+func (s Status) Clone() Status {
+	c := s
+	if s.Running != nil {
+		r := *s.Running
+		c.Running = &r
+	}
+	c.Apps = make([]AppStatus, len(s.Apps))
+	for i, a := range s.Apps {
+		if a.Progress != nil {
+			p := *a.Progress
+			a.Progress = &p
+		}
+		c.Apps[i] = a
+	}
+	return c
+}
+
+// PeekRef reads what a deployment document says it is (its id and
+// revision), as far as it reads at all: for a status that rejects a
+// document ParseDeployment refused.
+func PeekRef(b []byte) Ref {
+	var r struct {
+		ID       string `json:"id"`
+		Revision uint64 `json:"revision"`
+	}
+	if len(b) <= MaxDocument {
+		_ = json.Unmarshal(b, &r)
+	}
+	if len(r.ID) > 128 {
+		r.ID = r.ID[:128]
+	}
+	return Ref{Deployment: r.ID, Revision: r.Revision}
 }

@@ -323,6 +323,19 @@ func (s *Store) Get(name, version string) (spec.Function, error) {
 	return fn, nil
 }
 
+// Digest returns the archive digest an installed version was installed
+// from (hex), or an error wrapping ErrNotFound.
+func (s *Store) Digest(name, version string) (string, error) {
+	if !validComponent(name) || !validComponent(version) {
+		return "", fmt.Errorf("codepkg: %s version %s: %w", name, version, ErrNotFound)
+	}
+	d, err := installedDigest(filepath.Join(s.dir, name, version))
+	if err != nil {
+		return "", fmt.Errorf("codepkg: %s version %s: %w", name, version, ErrNotFound)
+	}
+	return string(d), nil
+}
+
 // Installed is one version in the store.
 type Installed struct {
 	Spec   spec.Function // as Get returns it

@@ -124,6 +124,12 @@ func TestReadBack(t *testing.T) {
 	if fn, err := s.Get("app", "2"); err != nil || !specsEqual(fn, installed[1]) {
 		t.Errorf("Get app 2: %+v %v", fn, err)
 	}
+	if d, err := s.Digest("app", "2"); err != nil || d != list[1].SHA256 {
+		t.Errorf("Digest of app 2: %q %v, want %q", d, err, list[1].SHA256)
+	}
+	if _, err := s.Digest("app", "9"); !errors.Is(err, codepkg.ErrNotFound) {
+		t.Errorf("Digest of a version not installed: %v", err)
+	}
 	for _, nv := range [][2]string{{"app", "3"}, {"nope", "1"}, {"..", "1"}, {"app", ""}} {
 		if _, err := s.Get(nv[0], nv[1]); !errors.Is(err, codepkg.ErrNotFound) {
 			t.Errorf("Get %v: %v, want ErrNotFound", nv, err)
