@@ -130,6 +130,14 @@ type Options struct {
 	// MaxPayload is the largest payload Publish accepts; default MQTT's
 	// 268,435,455 bytes.
 	MaxPayload int
+	// Will, when set, is the message the broker publishes when the
+	// connection ends without a DISCONNECT (a crash, a lost link): its
+	// topic, payload, QoS, Retain and user properties (MQTT v5 3.1.2.5).
+	// A gateway announces itself offline with it. paho.golang v0.23
+	// packs will properties as CONNECT properties, which drops the
+	// PUBLISH-only ones (content type, response topic, correlation data,
+	// expiry: paho.golang#163), so only the user properties go with it.
+	Will *bus.Message
 	// Logger receives connection events and refusals; nil discards.
 	Logger *slog.Logger
 }
@@ -323,6 +331,10 @@ func New(opts *Options) (*Client, error) {
 		ConnectPacketBuilder: func(cp *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			if cp.Properties == nil {
 				cp.Properties = &paho.ConnectProperties{}
+			}
+			if w := o.Will; w != nil {
+				cp.WillMessage = &paho.WillMessage{Topic: w.Topic, Payload: w.Payload, QoS: byte(w.QoS), Retain: w.Retain}
+				cp.WillProperties = &paho.WillProperties{User: userProperties(w.UserProperties)}
 			}
 			size := uint32(o.MaxPacketSize)
 			cp.Properties.MaximumPacketSize = &size
@@ -746,10 +758,16 @@ func toPaho(m *bus.Message) *paho.Publish {
 		secs := uint32(min((m.MessageExpiry+time.Second-1)/time.Second, math.MaxUint32))
 		p.Properties.MessageExpiry = &secs
 	}
-	for _, u := range m.UserProperties {
-		p.Properties.User = append(p.Properties.User, paho.UserProperty{Key: u.Key, Value: u.Value})
-	}
+	p.Properties.User = userProperties(m.UserProperties)
 	return p
+}
+
+func userProperties(ps []bus.UserProperty) paho.UserProperties {
+	var out paho.UserProperties
+	for _, u := range ps {
+		out = append(out, paho.UserProperty{Key: u.Key, Value: u.Value})
+	}
+	return out
 }
 
 func fromPaho(p *paho.Publish) *bus.Message {
