@@ -138,6 +138,11 @@ type Options struct {
 	// PUBLISH-only ones (content type, response topic, correlation data,
 	// expiry: paho.golang#163), so only the user properties go with it.
 	Will *bus.Message
+	// OnConnect, when set, is called after each connection is up and its
+	// subscriptions are renewed, on a goroutine of the client's (Close
+	// waits for it): a gateway publishes its presence again there, since
+	// the broker has published its Will after a lost link.
+	OnConnect func()
 	// Logger receives connection events and refusals; nil discards.
 	Logger *slog.Logger
 }
@@ -410,6 +415,9 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 		go func() {
 			defer c.bg.Done()
 			c.resubscribe()
+			if c.opts.OnConnect != nil {
+				c.opts.OnConnect()
+			}
 		}()
 	}
 }

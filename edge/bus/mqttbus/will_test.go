@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
@@ -79,7 +80,9 @@ func TestWill(t *testing.T) {
 		t.Fatal(err)
 	}
 	cut := newCutter(t, b.Addrs()[0])
-	c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://" + cut.ln.Addr().String()}, Will: will})
+	connects := make(chan struct{}, 4)
+	c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://" + cut.ln.Addr().String()}, Will: will,
+		ReconnectMin: 10 * time.Millisecond, OnConnect: func() { connects <- struct{}{} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,6 +90,7 @@ func TestWill(t *testing.T) {
 	if err := c.AwaitConnection(ctx); err != nil {
 		t.Fatal(err)
 	}
+	<-connects
 	cut.cut()
 	m := <-got
 	if string(m.Payload) != `{"online":false}` || len(m.UserProperties) != 1 || m.UserProperties[0].Value != "gw-1" {
@@ -101,6 +105,8 @@ func TestWill(t *testing.T) {
 	if m := <-retained; !m.Retain || string(m.Payload) != `{"online":false}` {
 		t.Errorf("the retained will: %+v", m)
 	}
+	// The client connects again through the forwarder, and says so.
+	<-connects
 	select {
 	case m := <-got:
 		t.Errorf("a second will (the polite client's?): %+v", m)
