@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,6 +23,7 @@ import (
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/container/memruntime"
 	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/reconcile"
 	"github.com/edgekit/edgekit/edge/state"
@@ -562,5 +564,52 @@ func TestRestartOffline(t *testing.T) {
 	}
 	if err := r.rec.Submit(dep(2, fnApp("fn", "2", broken))); err == nil {
 		t.Error("the rolled-back revision was taken again after the restart")
+	}
+}
+
+// TestSources: deployments come from a watched file and from a retained
+// message on the bus; a file that does not read is rejected in the status
+// and what runs keeps running.
+func TestSources(t *testing.T) {
+	srv := newServer(t)
+	r := newRig(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	path := filepath.Join(r.dir, "deployment.json")
+	watched := make(chan error, 1)
+	go func() { watched <- r.rec.WatchFile(ctx, path, 10*time.Millisecond) }()
+	defer func() { cancel(); <-watched }()
+
+	write := func(d *app.Deployment) {
+		b, _ := json.Marshal(d)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(dep(1, fnApp("fn", "1", srv.publish("/fn/1.tgz", pyPackage(t, "fn", "1", "")))))
+	if st := r.await(1); st.Outcome != app.OutcomeSucceeded {
+		t.Fatalf("from the file: %+v", st)
+	}
+	if err := os.WriteFile(path, []byte(`{"schema": 1, "id": "x", "revision": 2, "apps": [{"app": {"name": "fn", "kind": "lambda"}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.await(2); st.Outcome != app.OutcomeRejected || !strings.Contains(st.Reason, "apps[0] (fn)") {
+		t.Errorf("a file that does not read: %+v", st)
+	}
+
+	sub, err := r.rec.Subscribe(ctx, r.bus, "edgekit/instances/gw-1/desired")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe(context.Background())
+	b, _ := json.Marshal(dep(3, fnApp("fn", "2", srv.publish("/fn/2.tgz", pyPackage(t, "fn", "2", "")))))
+	if err := r.bus.Publish(ctx, &bus.Message{Topic: "edgekit/instances/gw-1/desired", Payload: b, QoS: bus.AtLeastOnce, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.await(3); st.Outcome != app.OutcomeSucceeded {
+		t.Fatalf("from the bus: %+v", st)
+	}
+	if v, _ := r.invoke("fn"); v != "2" {
+		t.Errorf("version %s answers", v)
 	}
 }
