@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function/codepkg"
@@ -248,6 +249,9 @@ func (r *Reconciler) pullImage(ctx context.Context, a app.Assignment) error {
 	ref := a.Version.Container.Image
 	r.setApp(a.App.Name, func(st *app.AppStatus) { st.Phase = app.PhaseDownloading })
 	err := r.retry(ctx, ref, func() (bool, error) { return false, r.opts.Containers.Pull(ctx, ref, r.opts.Pull) })
+	if errors.Is(err, container.ErrUnavailable) {
+		return fail(a.App.Name, app.CodeRuntimeDown, fmt.Errorf("image %s: %w", ref, err))
+	}
 	if err != nil {
 		return fail(a.App.Name, app.CodeDownload, fmt.Errorf("image %s: %w", ref, err))
 	}
