@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +40,8 @@ func TestMain(m *testing.M) {
 }
 
 // TestGateway runs the example as the README does and talks to it with the
-// Mosquitto command-line clients, as the README tells a newcomer to.
+// Mosquitto command-line clients and curl's requests, as the README tells a
+// newcomer to; then it changes the deployment file and watches the swap.
 func TestGateway(t *testing.T) {
 	for _, tool := range []string{"mosquitto", "mosquitto_sub", "mosquitto_rr"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -49,19 +50,33 @@ func TestGateway(t *testing.T) {
 			}
 		}
 	}
+	testenv.Tool(t, "node")
+	testenv.Tool(t, "python3")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out := &testenv.Buffer{}
 	dataDir := filepath.Join(brokertest.DataDir(t), "data")
 	boiler := startBoiler(t)
-	// The example's triggers, with a timer fast enough for a test.
-	triggers := slices.Clone(defaultTriggers)
-	triggers[0].Params = json.RawMessage(`{"every": "200ms", "event": {"device": "self-test", "temperature": 20}}`)
+	// The example's deployment file, with a timer fast enough for a test.
+	examples, _ := filepath.Abs("..")
+	template, err := os.ReadFile("deployment.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deployment := filepath.Join(t.TempDir(), "deployment.json")
+	writeTemplate := func(b []byte) {
+		b = bytes.ReplaceAll(b, []byte(`"dir:../`), []byte(`"dir:`+examples+"/"))
+		b = bytes.ReplaceAll(b, []byte(`"every": "30s"`), []byte(`"every": "200ms"`))
+		b = bytes.ReplaceAll(b, []byte(`"probation": "5s"`), []byte(`"probation": "200ms"`))
+		if err := os.WriteFile(deployment, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeTemplate(template)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, config{dataDir: dataDir, listen: "127.0.0.1:0", api: "127.0.0.1:0", name: "test-gw", status: 200 * time.Millisecond,
-			functions: []string{"../function-node", "../function-python", "../function-go"}, triggers: triggers,
-			modbus: boiler.url, poll: 50 * time.Millisecond}, discardLogger(), out)
+		done <- run(ctx, config{DataDir: dataDir, Listen: "127.0.0.1:0", API: "127.0.0.1:0", Name: "test-gw",
+			Modbus: boiler.url, Poll: duration(50 * time.Millisecond), Deployment: deployment}, discardLogger(), out)
 	}()
 	var startErr error
 	testenv.Eventually(t, "the gateway running", func() bool {
@@ -69,15 +84,16 @@ func TestGateway(t *testing.T) {
 		case startErr = <-done:
 			return true
 		default:
-			return strings.Contains(out.String(), "running")
+			return strings.Contains(out.String(), "swap:")
 		}
 	})
 	if startErr != nil {
-		t.Fatalf("gateway stopped: %v", startErr)
+		t.Fatalf("gateway stopped: %v\n%s", startErr, out.String())
 	}
 	port := regexp.MustCompile(`local MQTT broker on mqtt://127\.0\.0\.1:(\d+)`).FindStringSubmatch(out.String())
-	if port == nil {
-		t.Fatalf("no broker address in the output: %s", out.String())
+	apiURL := regexp.MustCompile(`local API on (http://127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())
+	if port == nil || apiURL == nil {
+		t.Fatalf("no broker or API address in the output: %s", out.String())
 	}
 	if st, err := os.Stat(dataDir); err != nil || st.Mode().Perm()&0o077&^0o011 != 0 {
 		t.Errorf("data directory %v (%v): want 0700, or 0711 as root", st.Mode().Perm(), err)
@@ -86,8 +102,11 @@ func TestGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	token, err := os.ReadFile(filepath.Join(dataDir, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	app := []string{"-u", "app", "-P", strings.TrimSpace(string(password))}
-
 	cli := func(tool string, args ...string) string {
 		t.Helper()
 		cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
@@ -98,29 +117,47 @@ func TestGateway(t *testing.T) {
 		}
 		return strings.TrimSpace(string(b))
 	}
-	status := cli("mosquitto_sub", "-t", "gateway/status", "-C", "1", "-W", "8")
-	var st map[string]any
-	if err := json.Unmarshal([]byte(status), &st); err != nil || st["gateway"] != "test-gw" {
-		t.Errorf("retained status %q (%v)", status, err)
+	curl := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, apiURL[1]+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
 	}
-	if got := cli("mosquitto_rr", append(app, "-t", "commands/echo", "-e", "replies/test", "-m", "ping", "-W", "8")...); got != "ping" {
-		t.Errorf("echo answered %q, want ping", got)
+	awaitRevision := func(rev uint64) {
+		t.Helper()
+		var st struct {
+			Revision uint64
+			Outcome  string
+			Reason   string
+		}
+		testenv.Eventually(t, fmt.Sprintf("revision %d applied", rev), func() bool {
+			_, b := curl("GET", "/v1/deployment", "")
+			_ = json.Unmarshal(b, &st)
+			return st.Revision == rev && st.Outcome != "in-progress"
+		})
+		if st.Outcome != "succeeded" {
+			t.Fatalf("revision %d: %s: %s", rev, st.Outcome, st.Reason)
+		}
+	}
+	awaitRevision(1)
+	// The status is retained for LAN clients.
+	if status := cli("mosquitto_sub", "-t", "edgekit/instances/test-gw/status", "-C", "1", "-W", "8"); !strings.Contains(status, `"outcome":"succeeded"`) {
+		t.Errorf("retained status %q", status)
 	}
 	// Anonymous clients may not call functions, ask devices, or make the
 	// gateway publish: the broker refuses each publish.
-	for _, topic := range []string{"functions/temperature-alarm-go/invoke", "devices/boiler/set", "gateway/status", "replies/x"} {
+	for _, topic := range []string{"functions/temperature-alarm-go/invoke", "devices/boiler/set", "edgekit/instances/test-gw/status", "replies/x", "outputs/alarms"} {
 		if got := cli("mosquitto_pub", "-q", "1", "-t", topic, "-m", `{}`); !strings.Contains(got, "Not authorized") {
 			t.Errorf("anonymous publish on %s: %q, want it refused", topic, got)
 		}
 	}
-	// The example functions answer MQTT v5 requests through the bridge,
-	// and HTTP calls with the token the gateway keeps in its data
-	// directory, as the README shows.
-	token, err := os.ReadFile(filepath.Join(dataDir, "api-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiURL := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(out.String())
+	// The functions answer MQTT v5 requests and HTTP calls.
 	for _, name := range []string{"temperature-alarm-node", "temperature-alarm-python", "temperature-alarm-go"} {
 		got := cli("mosquitto_rr", append(app, "-t", "functions/"+name+"/invoke", "-e", "replies/"+name, "-D", "PUBLISH", "correlation-data", "42",
 			"-m", `{"device":"boiler","temperature":91}`, "-W", "15")...)
@@ -128,26 +165,19 @@ func TestGateway(t *testing.T) {
 		if err := json.Unmarshal([]byte(got), &v); err != nil || v["alarm"] != true || v["device"] != "boiler" {
 			t.Errorf("%s answered %q over MQTT (%v)", name, got, err)
 		}
-		req, _ := http.NewRequest("POST", apiURL+"/v1/functions/"+name+"/invoke", strings.NewReader(`{"device":"boiler","temperature":91}`))
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		code, body := curl("POST", "/v1/functions/"+name+"/invoke", `{"device":"boiler","temperature":91}`)
 		v = nil
-		if err := json.Unmarshal(body, &v); err != nil || resp.StatusCode != 200 || v["alarm"] != true {
-			t.Errorf("%s answered %d %q over HTTP (%v)", name, resp.StatusCode, body, err)
+		if err := json.Unmarshal(body, &v); err != nil || code != 200 || v["alarm"] != true {
+			t.Errorf("%s answered %d %q over HTTP (%v)", name, code, body, err)
 		}
 	}
-	// A request without correlation data is answered with an error naming it.
 	if got := cli("mosquitto_rr", append(app, "-t", "functions/temperature-alarm-go/invoke", "-e", "replies/bad", "-m", `{}`, "-W", "15")...); !strings.Contains(got, "correlation data") {
 		t.Errorf("request without correlation data answered %q", got)
 	}
 
-	// The telemetry rule: a reading in, an alarm out. The subscriber is an
-	// mqttbus client: it is subscribed once Subscribe returns.
+	// The rules: a LAN reading in, the Go function's alarm out; and the
+	// Node.js function's verdict on each boiler report (it carries the
+	// temperature).
 	b, err := mqttbus.New(&mqttbus.Options{Brokers: []string{"mqtt://127.0.0.1:" + port[1]}, ClientID: "test-alarms",
 		CleanStart: true, SessionExpiry: -1, QueueDir: t.TempDir()})
 	if err != nil {
@@ -160,19 +190,26 @@ func TestGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	alarms := bustest.NewCollector()
-	if _, err := b.Subscribe(ctx, "gateway/alarms", alarms.Handle, nil); err != nil {
+	if _, err := b.Subscribe(ctx, "outputs/alarms", alarms.Handle, nil); err != nil {
 		t.Fatal(err)
 	}
-	cli("mosquitto_pub", "-t", "devices/boiler/telemetry", "-q", "1", "-m", `{"device":"boiler","temperature":95}`)
-	if got := string(alarms.WaitCount(t, 1)[0].Payload); !strings.Contains(got, `"alarm":true`) || !strings.Contains(got, "boiler") {
-		t.Errorf("alarm %q", got)
-	}
+	cli("mosquitto_pub", "-t", "devices/lan-sensor/telemetry", "-q", "1", "-m", `{"device":"lan-sensor","temperature":95}`)
+	testenv.Eventually(t, "the alarms of both rules", func() bool {
+		var goAlarm, nodeVerdict bool
+		for _, m := range alarms.Messages() {
+			s := string(m.Payload)
+			goAlarm = goAlarm || strings.Contains(s, `"device":"lan-sensor"`) && strings.Contains(s, `"alarm":true`)
+			nodeVerdict = nodeVerdict || strings.Contains(s, `"device":"boiler"`) && strings.Contains(s, `"temperature":2`)
+		}
+		return goAlarm && nodeVerdict
+	})
 
-	// The timer trigger has run the Python function: the status counts it.
+	// The timer trigger runs the Python function.
 	testenv.Eventually(t, "the timer trigger running the Python function", func() bool {
-		var st struct{ Invocations map[string]int }
-		_ = json.Unmarshal([]byte(cli("mosquitto_sub", "-t", "gateway/status", "-C", "1", "-W", "8")), &st)
-		return st.Invocations["temperature-alarm-python"] >= 3 // 2 calls above, then the timer
+		var st struct{ Stats struct{ Invocations int } }
+		_, body := curl("GET", "/v1/functions/temperature-alarm-python", "")
+		_ = json.Unmarshal(body, &st)
+		return st.Stats.Invocations >= 4 // 2 calls above, then the timer
 	})
 
 	// The Modbus boiler: its registers appear as checked reports, and a
@@ -190,55 +227,32 @@ func TestGateway(t *testing.T) {
 		t.Errorf("out-of-range set answered %q", got)
 	}
 
+	// A newcomer changes the Node.js function's version and threshold in
+	// the deployment file: the gateway swaps it without a restart.
+	changed := bytes.Replace(template, []byte(`"version": "1.0.0"`), []byte(`"version": "1.1.0"`), 1)
+	changed = bytes.Replace(changed, []byte(`{"threshold": 80}`), []byte(`{"threshold": 95}`), 1)
+	writeTemplate(changed)
+	awaitRevision(2)
+	code, body := curl("POST", "/v1/functions/temperature-alarm-node/invoke", `{"device":"boiler","temperature":91}`)
+	if code != 200 || !strings.Contains(string(body), `"alarm":false`) || !strings.Contains(string(body), `"threshold":95`) {
+		t.Errorf("the swapped Node.js function answered %d %s", code, body)
+	}
+	if _, body := curl("GET", "/v1/functions/temperature-alarm-node", ""); !strings.Contains(string(body), `"Version":"1.1.0"`) {
+		t.Errorf("the Node.js function after the swap: %s", body)
+	}
+
 	cancel()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("run: %v", err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(30 * time.Second):
 		t.Fatal("gateway did not shut down")
 	}
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+port[1], time.Second); err == nil {
 		c.Close()
 		t.Error("broker still listening after shutdown")
-	}
-}
-
-// TestDataDirRefused: a data directory someone else made, or one others
-// may write, is refused; so is a token file that is not ours and 0600.
-func TestDataDirRefused(t *testing.T) {
-	parent := t.TempDir()
-	open := filepath.Join(parent, "open")
-	os.Mkdir(open, 0o777)
-	os.Chmod(open, 0o777)
-	if err := prepareDataDir(open); err == nil || !strings.Contains(err.Error(), "others may change") {
-		t.Errorf("a world-writable data directory: %v", err)
-	}
-	if os.Geteuid() == 0 {
-		squat := filepath.Join(parent, "squat")
-		os.Mkdir(squat, 0o700)
-		os.Chown(squat, 65534, 65534)
-		if err := prepareDataDir(squat); err == nil || !strings.Contains(err.Error(), "someone else made it") {
-			t.Errorf("a squatted data directory: %v", err)
-		}
-	}
-	ours := filepath.Join(parent, "ours")
-	if err := prepareDataDir(ours); err != nil {
-		t.Fatal(err)
-	}
-	planted := filepath.Join(ours, "api-token")
-	os.WriteFile(planted, []byte("0123456789abcdef0123\n"), 0o644)
-	if _, err := secret(planted); err == nil || !strings.Contains(err.Error(), "not adopting") {
-		t.Errorf("a token file others may read: %v", err)
-	}
-	fresh := filepath.Join(ours, "mqtt-password")
-	a, err := secret(fresh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b, err := secret(fresh); err != nil || b != a {
-		t.Errorf("the secret kept: %q then %q (%v)", a, b, err)
 	}
 }
 
