@@ -252,7 +252,9 @@ func (g *Gateway) start(ctx context.Context, stack *stopper, loops *sync.WaitGro
 	if err != nil {
 		return err
 	}
-	stack.push("the local API's listener", func(context.Context) error { _ = apiLn.Close(); return nil })
+	if apiLn != nil {
+		stack.push("the local API's listener", func(context.Context) error { _ = apiLn.Close(); return nil })
+	}
 	callers := httpcall.NewTokens()
 	if err := g.startFunctions(ctx, stack, apiURL, callers); err != nil {
 		return err
