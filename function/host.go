@@ -2,8 +2,6 @@ package function
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -106,7 +104,8 @@ type Host struct {
 	launch   launcher
 	logs     *logstore.Store
 	dataDir  string
-	tempDir  bool // dataDir was made by New and goes at Close
+	tempDir  bool     // dataDir was made by New and goes at Close
+	lock     *os.File // held on a data directory of the caller's
 
 	mu        sync.RWMutex
 	closed    bool
@@ -201,10 +200,8 @@ func New(opts *Options) (*Host, error) {
 	if o.QueueWait < 0 {
 		return nil, errors.New("function: Options.QueueWait is negative")
 	}
-	var r [4]byte
-	_, _ = rand.Read(r[:])
 	h := &Host{
-		opts: o, log: o.Logger, hostID: hex.EncodeToString(r[:]),
+		opts: o, log: o.Logger, hostID: newHostID(),
 		handlers: make(map[string]Handler), functions: make(map[string]*function),
 		results: make(map[string]AsyncResult),
 	}
@@ -223,9 +220,18 @@ func New(opts *Options) (*Host, error) {
 	if err := h.prepareDataDir(); err != nil {
 		return nil, err
 	}
+	if !h.tempDir {
+		if h.hostID, h.lock, err = claimDataDir(h.dataDir); err != nil {
+			return nil, err
+		}
+	}
 	mem, skipped, err := newMemoryLimiter(o.MemoryLimiter, h.hostID, o.CgroupParent)
 	if err != nil {
+		h.unlock()
 		return nil, err
+	}
+	if n := mem.reapLeftovers(); n > 0 {
+		h.log.Warn("function: killed processes a previous host left behind (it was killed, or lost power)", "processes", n)
 	}
 	for _, err := range skipped {
 		h.log.Info("function: a memory limiter is not available here", "err", err)
@@ -234,6 +240,7 @@ func New(opts *Options) (*Host, error) {
 	h.logs, err = logstore.Open(filepath.Join(h.dataDir, "logs"), &logstore.Options{MaxBytes: o.LogBytesPerFunction})
 	if err != nil {
 		mem.close()
+		h.unlock()
 		return nil, fmt.Errorf("function: %w", err)
 	}
 	// Every record about a function (its output lines, its handler's
@@ -615,7 +622,16 @@ func (h *Host) Close(ctx context.Context) error {
 	if h.tempDir {
 		errs = append(errs, os.RemoveAll(h.dataDir))
 	}
+	h.unlock()
 	return errors.Join(errs...)
+}
+
+// unlock lets go of the data directory.
+func (h *Host) unlock() {
+	if h.lock != nil {
+		h.lock.Close()
+		h.lock = nil
+	}
 }
 
 // baseEnv is what every function process inherits: the host's PATH, HOME,

@@ -25,6 +25,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv("EDGEKIT_KILLED_HOST"); dir != "" {
+		killedHost(dir)
+		return
+	}
 	dir, err := os.MkdirTemp("", "edgekit-function-test-")
 	if err != nil {
 		panic(err)
