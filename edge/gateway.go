@@ -606,10 +606,10 @@ func (g *Gateway) startReconciler(ctx context.Context, stack *stopper, loops *sy
 }
 
 func (g *Gateway) startAPI(ctx context.Context, stack *stopper, ln net.Listener, url string, callers *httpcall.Tokens) error {
-	if ln == nil {
+	o := &g.opts
+	if ln == nil && o.API.Socket == "" {
 		return nil
 	}
-	o := &g.opts
 	token := o.API.Token
 	if token == "" {
 		var err error
@@ -626,7 +626,9 @@ func (g *Gateway) startAPI(ctx context.Context, stack *stopper, ln net.Listener,
 	}
 	g.parts.api, g.parts.apiURL = a, url
 	stack.push("the local API's calls", a.Close)
-	serveHTTP(stack, "the local API", a, ln)
+	if ln != nil {
+		serveHTTP(stack, "the local API", a, ln)
+	}
 	if o.API.Socket != "" {
 		_ = os.Remove(o.API.Socket)
 		uln, err := net.Listen("unix", o.API.Socket)

@@ -30,17 +30,26 @@ import (
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("EDGEKIT_GATEWAY_CHILD"); dir != "" {
+		gatewayChild(dir)
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // pyPackage is a Python function package answering its version.
-func pyPackage(t *testing.T, name, version string) []byte {
+func pyPackage(t *testing.T, name, version string) []byte { return pyPackageCode(t, name, version, "") }
+
+// pyPackageCode is pyPackage with code before the handler.
+func pyPackageCode(t *testing.T, name, version, code string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
 	for _, f := range [][2]string{
 		{"function.json", `{"name":"` + name + `","version":"` + version + `","runtime":"python","handler":"main.handler"}`},
-		{"main.py", "def handler(event, context):\n    return {'version': '" + version + "'}\n"},
+		{"main.py", code + "\ndef handler(event, context):\n    return {'version': '" + version + "'}\n"},
 	} {
 		_ = tw.WriteHeader(&tar.Header{Name: f[0], Mode: 0o644, Size: int64(len(f[1])), Typeflag: tar.TypeReg})
 		_, _ = tw.Write([]byte(f[1]))

@@ -212,10 +212,8 @@ func (r *Reconciler) rollback(ctx context.Context, j *state.Journal, d *app.Depl
 	if last == nil {
 		last = &app.Deployment{Schema: app.SchemaVersion, ID: "none"}
 	}
-	back, err := r.setsOf(last)
-	if err == nil {
-		err = r.applySets(ctx, back, changedApps(d, last))
-	}
+	back, err := r.setsOf(last) // what can be had is put back even when an app cannot
+	err = errors.Join(err, r.applySets(ctx, back, changedApps(d, last)))
 	if err == nil {
 		err = r.settle(ctx, last, changedApps(d, last))
 	}
@@ -254,20 +252,39 @@ func (r *Reconciler) boot(ctx context.Context, j state.Journal) {
 		return
 	}
 	if j.LastGood != nil {
-		sets, err := r.setsOf(j.LastGood)
-		if err == nil {
-			err = r.applySets(ctx, sets, nil)
-		}
-		if err != nil {
-			r.log.Error("reconcile: restoring the last good deployment", "deployment", j.LastGood.ID, "err", err)
-		} else {
-			r.setRunning(j.LastGood)
-		}
-		r.hold(j.LastGood)
+		r.restore(ctx, j.LastGood)
 	}
 	if p != nil { // validating or fetching: nothing was changed yet
 		r.deploy(ctx, p)
 	}
+}
+
+// restore applies the last good deployment d after a start, from disk:
+// its apps are starting meanwhile, then running, and one that cannot be
+// restored (its package damaged on disk, say) is failed with the reason
+// while the others run.
+func (r *Reconciler) restore(ctx context.Context, d *app.Deployment) {
+	names := map[string]bool{}
+	for _, a := range d.Apps {
+		names[a.App.Name] = true
+	}
+	r.mu.Lock()
+	empty := len(r.status.Apps) == 0
+	r.mu.Unlock()
+	if empty {
+		r.begin(d, nil, names)
+	}
+	r.phase(names, app.PhaseStarting)
+	sets, err := r.setsOf(d)
+	err = errors.Join(err, r.applySets(ctx, sets, nil))
+	r.phase(names, app.PhaseRunning)
+	if err != nil {
+		appName, code := codeOf(err, app.CodeStart)
+		r.log.Error("reconcile: restoring the last good deployment", "deployment", d.ID, "app", appName, "err", err)
+		r.markFailed(appName, code, err)
+	}
+	r.setRunning(d)
+	r.hold(d)
 }
 
 // resume applies a pending deployment again after a restart cut it short.

@@ -1,0 +1,320 @@
+package edge_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/edge"
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/state"
+	"github.com/edgekit/edgekit/internal/testenv"
+)
+
+// gatewayChild is the gateway TestPowerLoss kills: it runs until it is.
+func gatewayChild(dir string) {
+	g, err := edge.New(&edge.Options{DataDir: dir, Instance: "gw-pl", DeploymentFile: "-", Probation: 300 * time.Millisecond,
+		API: &edge.APIOptions{Address: "-", Socket: filepath.Join(dir, "api.sock")}})
+	if err == nil {
+		err = g.Run(context.Background())
+	}
+	fmt.Println("gateway:", err)
+	os.Exit(1)
+}
+
+// slowFiles serves packages a chunk at a time, so that a kill can land
+// during a download.
+type slowFiles struct {
+	files map[string][]byte
+}
+
+func (s *slowFiles) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, ok := s.files[r.URL.Path]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	start := 0
+	if rg := r.Header.Get("Range"); strings.HasPrefix(rg, "bytes=") {
+		start, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"))
+		if start >= len(b) {
+			w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, len(b)-1, len(b)))
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)-start))
+		w.WriteHeader(http.StatusPartialContent)
+	} else {
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	}
+	for i := start; i < len(b); i += 512 {
+		if _, err := w.Write(b[i:min(i+512, len(b))]); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// TestPowerLoss runs the gateway as a child process and kills it with
+// SIGKILL at random points of 24 deployments — downloads, installs,
+// swaps, probations, rollbacks —, starting it again each time. Every
+// restart converges to the deployment before or the one submitted: the
+// state store opens, every app of that deployment runs its version and no
+// other does, and no function process of an earlier run is left.
+func TestPowerLoss(t *testing.T) {
+	testenv.Tool(t, "python3")
+	dir := filepath.Join(t.TempDir(), "data")
+	files := &slowFiles{files: map[string][]byte{}}
+	srv := httptest.NewServer(files)
+	defer srv.Close()
+	art := func(name, version, code string) app.Artifact {
+		b := pyPackageCode(t, name, version, code)
+		path := "/" + name + "-" + version + ".tgz"
+		files.files[path] = b
+		sum := sha256.Sum256(b)
+		return app.Artifact{URL: srv.URL + path, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
+	}
+	noise := make([]byte, 20000)
+	for i := range noise {
+		noise[i] = byte(rand.IntN(256))
+	}
+	padding := "# " + hex.EncodeToString(noise) + "\n" // some transfer time: it does not compress away
+	fnApp := func(name, version, code string) app.Assignment {
+		return app.Assignment{App: app.App{Name: name, Kind: app.KindFunction},
+			Version: app.Version{Version: version, Function: &app.FunctionVersion{Package: art(name, version, padding+code)}}}
+	}
+	shapes := [][]app.Assignment{
+		{fnApp("fn", "1", ""), fnApp("fn2", "1", "")},
+		{fnApp("fn", "2", ""), fnApp("fn2", "1", "")},
+		{fnApp("fn", "3", "raise RuntimeError('broken at import')"), fnApp("fn2", "2", "")}, // rolled back, fn2 too
+		{fnApp("fn", "2", ""), fnApp("fn3", "1", "")},                                       // fn2 removed
+	}
+	submitted := map[uint64][]app.Assignment{0: nil}
+
+	var child *exec.Cmd
+	var client *http.Client
+	token := ""
+	start := func() {
+		t.Helper()
+		child = exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), "EDGEKIT_GATEWAY_CHILD="+dir)
+		child.Stdout, child.Stderr = io.Discard, io.Discard
+		if err := child.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(dir, "api.sock")
+		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}, Timeout: 5 * time.Second}
+		testenv.Eventually(t, "the gateway answering", func() bool {
+			if b, err := os.ReadFile(filepath.Join(dir, "api-token")); err == nil {
+				token = strings.TrimSpace(string(b))
+			}
+			resp, err := client.Get("http://gw/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200 && token != ""
+		})
+	}
+	call := func(method, path string, body []byte) (int, []byte) {
+		req, _ := http.NewRequest(method, "http://gw"+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, []byte(err.Error())
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	kill := func() {
+		_ = child.Process.Kill()
+		_ = child.Wait()
+	}
+	defer func() {
+		if child != nil && child.ProcessState == nil {
+			kill()
+		}
+	}()
+
+	start()
+	steps := map[string]int{} // the journal's step at each kill ("" between deployments)
+	prev := uint64(0)         // the revision running after the round before
+	for round := range 24 {
+		rev := uint64(round + 1)
+		apps := shapes[round%len(shapes)]
+		d := &app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps}
+		b, _ := json.Marshal(d)
+		if code, body := call("POST", "/v1/deployment", b); code != http.StatusAccepted {
+			t.Fatalf("round %d: submit: %d %s", round, code, body)
+		}
+		submitted[rev] = apps
+		// The kill lands at a step of the deployment (an app downloading,
+		// in probation, failed and being rolled back, starting), a random
+		// moment into it, or at a random moment of the whole.
+		targets := []app.Phase{app.PhaseDownloading, app.PhaseProbation, app.PhaseFailed, app.PhaseStarting}
+		if round/len(shapes)%2 == 0 {
+			waitPhase(call, targets[round%len(targets)])
+			time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+		} else {
+			time.Sleep(time.Duration(rand.IntN(700)) * time.Millisecond)
+		}
+		kill()
+		if s, err := state.Open(filepath.Join(dir, "state.db"), nil); err != nil {
+			t.Fatalf("round %d: the state store after the kill: %v", round, err)
+		} else {
+			j, _ := s.Journal()
+			steps[j.Step]++
+			_ = s.Close(context.Background())
+		}
+		start()
+
+		// It converges: no deployment in progress, and what runs is the
+		// deployment the status calls running, all of it.
+		var st app.Status
+		testenv.Eventually(t, fmt.Sprintf("round %d converging", round), func() bool {
+			_, body := call("GET", "/v1/deployment", nil)
+			st = app.Status{}
+			if json.Unmarshal(body, &st) != nil || st.Outcome == app.OutcomeInProgress || st.Outcome == "" {
+				return false
+			}
+			for _, a := range st.Apps {
+				switch a.Phase {
+				case app.PhasePending, app.PhaseDownloading, app.PhaseInstalling, app.PhaseStarting, app.PhaseProbation:
+					return false
+				}
+			}
+			return true
+		})
+		running := uint64(0)
+		if st.Running != nil {
+			running = st.Running.Revision
+		}
+		if running != rev && running != prev {
+			t.Errorf("round %d: running revision %d, want %d or the one before it (%d): %+v", round, running, rev, prev, st)
+		}
+		prev = running
+		want := map[string]string{}
+		for _, a := range submitted[running] {
+			want[a.App.Name] = a.Version.Version
+		}
+		_, body := call("GET", "/v1/functions", nil)
+		var fns []struct{ Name, Version, Phase string }
+		_ = json.Unmarshal(body, &fns)
+		got := map[string]string{}
+		for _, f := range fns {
+			if f.Phase == "running" {
+				got[f.Name] = f.Version
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("round %d (running revision %d, %s): functions %v, want %v", round, running, st.Outcome, got, want)
+		}
+		if orphans := strayInstances(t, dir, child.Process.Pid); len(orphans) > 0 {
+			t.Errorf("round %d: function processes of an earlier run still there: %v", round, orphans)
+		}
+	}
+	t.Logf("the journal's step at each kill: %v", steps)
+	for _, step := range []string{"fetching", "probation", "rolling-back"} {
+		if steps[step] == 0 {
+			t.Errorf("no kill landed while %s (%v)", step, steps)
+		}
+	}
+}
+
+// waitPhase waits (up to 5 s) until an app of the deployment in progress
+// is in phase p.
+func waitPhase(call func(string, string, []byte) (int, []byte), p app.Phase) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		_, body := call("GET", "/v1/deployment", nil)
+		var st app.Status
+		if json.Unmarshal(body, &st) == nil {
+			for _, a := range st.Apps {
+				if a.Phase == p {
+					return
+				}
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// strayInstances lists the processes running the gateway's bootstraps from
+// dir that are not descendants of the gateway pid.
+func strayInstances(t *testing.T, dir string, pid int) []int {
+	t.Helper()
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if !bytes.Contains(cmdline, []byte(dir)) || p == pid {
+			continue
+		}
+		if !descends(p, pid) && !processEnded(p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func descends(p, ancestor int) bool {
+	for range 64 {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", p))
+		if err != nil {
+			return false
+		}
+		s := bufio.NewScanner(f)
+		parent := 0
+		for s.Scan() {
+			if v, ok := strings.CutPrefix(s.Text(), "PPid:"); ok {
+				parent, _ = strconv.Atoi(strings.TrimSpace(v))
+			}
+		}
+		f.Close()
+		if parent == ancestor {
+			return true
+		}
+		if parent <= 1 {
+			return false
+		}
+		p = parent
+	}
+	return false
+}
+
+func processEnded(p int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
