@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -134,6 +135,7 @@ type rig struct {
 	rt   *memruntime.Runtime
 	bus  *membus.Bus
 	opts func(*reconcile.Options)
+	key  ed25519.PublicKey // packages must be signed with it, when set
 
 	host *function.Host
 	set  *trigger.Set
@@ -146,9 +148,13 @@ type rig struct {
 	statuses []app.Status
 }
 
-func newRig(t *testing.T, opts func(*reconcile.Options)) *rig {
+func newRig(t *testing.T, opts func(*reconcile.Options)) *rig { return newRigWith(t, nil, opts) }
+
+// newRigWith is newRig whose package store requires signatures by key,
+// when one is given.
+func newRigWith(t *testing.T, key ed25519.PublicKey, opts func(*reconcile.Options)) *rig {
 	testenv.Tool(t, "python3")
-	r := &rig{t: t, dir: t.TempDir(), rt: memruntime.New(nil), bus: membus.New(nil), opts: opts}
+	r := &rig{t: t, dir: t.TempDir(), rt: memruntime.New(nil), bus: membus.New(nil), opts: opts, key: key}
 	if err := r.rt.ImportImage(context.Background(), image, strings.NewReader("rootfs")); err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +183,7 @@ func (r *rig) start() {
 	if r.st, err = state.Open(filepath.Join(r.dir, "state.db"), nil); err != nil {
 		t.Fatal(err)
 	}
-	pkgs, err := codepkg.Open(filepath.Join(r.dir, "packages"), nil)
+	pkgs, err := codepkg.Open(filepath.Join(r.dir, "packages"), &codepkg.Options{PublicKey: r.key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -611,5 +617,31 @@ func TestSources(t *testing.T) {
 	}
 	if v, _ := r.invoke("fn"); v != "2" {
 		t.Errorf("version %s answers", v)
+	}
+}
+
+// TestSignatures: with a key, an unsigned package and one signed by
+// another key are refused before anything changes; a signed one runs.
+func TestSignatures(t *testing.T) {
+	srv := newServer(t)
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	r := newRigWith(t, pub, nil)
+	archive := pyPackage(t, "fn", "1", "")
+	art := srv.publish("/fn/1.tgz", archive)
+	st := r.submit(dep(1, fnApp("fn", "1", art)))
+	if st.Outcome != app.OutcomeRolledBack || st.Code != app.CodeSignature {
+		t.Errorf("unsigned: %+v", st)
+	}
+	art.Signature = codepkg.Sign(other, archive)
+	if st := r.submit(dep(2, fnApp("fn", "1", art))); st.Outcome != app.OutcomeRolledBack || st.Code != app.CodeSignature {
+		t.Errorf("signed by another key: %+v", st)
+	}
+	if _, err := r.host.Status("fn"); err == nil {
+		t.Error("a refused package runs")
+	}
+	art.Signature = codepkg.Sign(priv, archive)
+	if st := r.submit(dep(3, fnApp("fn", "1", art))); st.Outcome != app.OutcomeSucceeded {
+		t.Errorf("signed: %+v", st)
 	}
 }
