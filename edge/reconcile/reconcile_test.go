@@ -100,12 +100,12 @@ func (s *server) publish(path string, archive []byte) app.Artifact {
 
 // pyPackage is a Python function package whose handler returns its
 // version and configuration; code is added to its module.
-func pyPackage(t *testing.T, name, version, code string) []byte {
+func pyPackage(t testing.TB, name, version, code string) []byte {
 	return pyPackageWith(t, name, version, code, "")
 }
 
 // pyPackageWith is pyPackage with more fields in its manifest.
-func pyPackageWith(t *testing.T, name, version, code, manifest string) []byte {
+func pyPackageWith(t testing.TB, name, version, code, manifest string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -130,7 +130,7 @@ func pyPackageWith(t *testing.T, name, version, code, manifest string) []byte {
 // function host and trigger set at each start, as after a reboot, and
 // the same state, packages and containers throughout.
 type rig struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	rt   *memruntime.Runtime
 	bus  *membus.Bus
@@ -148,11 +148,11 @@ type rig struct {
 	statuses []app.Status
 }
 
-func newRig(t *testing.T, opts func(*reconcile.Options)) *rig { return newRigWith(t, nil, opts) }
+func newRig(t testing.TB, opts func(*reconcile.Options)) *rig { return newRigWith(t, nil, opts) }
 
 // newRigWith is newRig whose package store requires signatures by key,
 // when one is given.
-func newRigWith(t *testing.T, key ed25519.PublicKey, opts func(*reconcile.Options)) *rig {
+func newRigWith(t testing.TB, key ed25519.PublicKey, opts func(*reconcile.Options)) *rig {
 	testenv.Tool(t, "python3")
 	r := &rig{t: t, dir: t.TempDir(), rt: memruntime.New(nil), bus: membus.New(nil), opts: opts, key: key}
 	if err := r.rt.ImportImage(context.Background(), image, strings.NewReader("rootfs")); err != nil {
