@@ -8,8 +8,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -102,17 +102,12 @@ func (r *renderer) render() (uint64, error) {
 			continue
 		}
 		dir := r.dir(a.Version.Function.Package.URL)
-		archive, err := pack(dir, a.App.Name, a.Version.Version)
+		path, size, sum, err := pack(dir, r.packages, a.App.Name, a.Version.Version)
 		if err != nil {
 			return 0, fmt.Errorf("%s: app %s: %w", r.template, a.App.Name, err)
 		}
-		sum := sha256.Sum256(archive)
 		h.Write(sum[:])
-		path := filepath.Join(r.packages, fmt.Sprintf("%s-%s-%x.tar.gz", a.App.Name, a.Version.Version, sum[:6]))
-		if err := safefile.Write(path, archive, 0o644); err != nil {
-			return 0, err
-		}
-		a.Version.Function.Package = app.Artifact{URL: "file://" + path, Size: int64(len(archive)), SHA256: hex.EncodeToString(sum[:])}
+		a.Version.Function.Package = app.Artifact{URL: "file://" + path, Size: size, SHA256: hex.EncodeToString(sum[:])}
 	}
 	var made [32]byte
 	copy(made[:], h.Sum(nil))
@@ -165,78 +160,113 @@ func (r *renderer) watch(ctx context.Context) {
 	}
 }
 
-// pack makes a package of a function directory: a gzip-compressed tar of
-// its files, by name, with function.json stamped with the app's name and
-// version. It is the same bytes for the same files.
-func pack(dir, name, version string) ([]byte, error) {
+// pack makes a package of a function directory in dest: a
+// gzip-compressed tar of its files, by name, with function.json stamped
+// with the app's name and version, streamed to the file (a Go function's
+// binary is not held in memory). It returns the file, its size and digest;
+// the same files make the same bytes.
+func pack(dir, dest, name, version string) (path string, size int64, sum [32]byte, err error) {
 	manifest, err := os.ReadFile(filepath.Join(dir, "function.json"))
 	if err != nil {
-		return nil, err
+		return "", 0, sum, err
 	}
 	var m map[string]any
 	if err := json.Unmarshal(manifest, &m); err != nil {
-		return nil, fmt.Errorf("%s/function.json: %w", dir, err)
+		return "", 0, sum, fmt.Errorf("%s/function.json: %w", dir, err)
 	}
 	m["name"], m["version"] = name, version
 	if manifest, err = json.MarshalIndent(m, "", "  "); err != nil {
-		return nil, err
+		return "", 0, sum, err
 	}
 	var files []string
-	err = filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if e.Type().IsRegular() && e.Name() != "function.json" && !strings.HasPrefix(e.Name(), ".") {
-			files = append(files, path)
+			files = append(files, p)
 		}
-		if e.IsDir() && (e.Name() == "__pycache__" || e.Name() == "node_modules" && path != dir) {
+		if e.IsDir() && p != dir && (e.Name() == "__pycache__" || e.Name() == "node_modules") {
 			return filepath.SkipDir
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return "", 0, sum, err
 	}
 	slices.Sort(files)
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
+	tmp, err := os.CreateTemp(dest, ".pack-*")
+	if err != nil {
+		return "", 0, sum, err
+	}
+	defer os.Remove(tmp.Name()) // renamed into place on success
+	defer tmp.Close()
+	digest := sha256.New()
+	counted := &countingWriter{w: io.MultiWriter(tmp, digest)}
+	zw := gzip.NewWriter(counted)
 	tw := tar.NewWriter(zw)
-	add := func(rel string, mode int64, body []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: mode, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+	add := func(rel string, mode, n int64, body io.Reader) error {
+		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: mode, Size: n, Typeflag: tar.TypeReg}); err != nil {
 			return err
 		}
-		_, err := tw.Write(body)
+		_, err := io.Copy(tw, body)
 		return err
 	}
-	if err := add("function.json", 0o644, manifest); err != nil {
-		return nil, err
+	if err := add("function.json", 0o644, int64(len(manifest)), bytes.NewReader(manifest)); err != nil {
+		return "", 0, sum, err
 	}
-	for _, path := range files {
-		body, err := os.ReadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		st, err := os.Stat(path)
-		if err != nil {
-			return nil, err
-		}
-		rel, _ := filepath.Rel(dir, path)
-		mode := int64(0o644)
-		if st.Mode()&0o111 != 0 {
-			mode = 0o755
-		}
-		if err := add(filepath.ToSlash(rel), mode, body); err != nil {
-			return nil, err
+	for _, p := range files {
+		if err := addFile(add, dir, p); err != nil {
+			return "", 0, sum, err
 		}
 	}
 	if err := tw.Close(); err != nil {
-		return nil, err
+		return "", 0, sum, err
 	}
 	if err := zw.Close(); err != nil {
-		return nil, err
+		return "", 0, sum, err
 	}
-	if buf.Len() == 0 {
-		return nil, errors.New("empty package")
+	if err := tmp.Close(); err != nil {
+		return "", 0, sum, err
 	}
-	return buf.Bytes(), nil
+	copy(sum[:], digest.Sum(nil))
+	path = filepath.Join(dest, fmt.Sprintf("%s-%s-%x.tar.gz", name, version, sum[:6]))
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", 0, sum, err
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		return "", 0, sum, err
+	}
+	return path, counted.n, sum, nil
+}
+
+// addFile adds one file of dir, keeping only whether it is executable.
+func addFile(add func(rel string, mode, n int64, body io.Reader) error, dir, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	rel, _ := filepath.Rel(dir, path)
+	mode := int64(0o644)
+	if st.Mode()&0o111 != 0 {
+		mode = 0o755
+	}
+	return add(filepath.ToSlash(rel), mode, st.Size(), f)
+}
+
+// countingWriter counts what goes through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
