@@ -15,10 +15,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -276,6 +278,29 @@ func Run(t *testing.T, h Harness) {
 			if err != nil || res.ExitCode != 0 || strings.TrimSpace(string(res.Stdout)) != "hello" {
 				t.Errorf("Exec echo: %+v %v", res, err)
 			}
+			// Execs (health probes) run while the runtime serves other
+			// calls (a Wait in flight, inspections): each answers as alone.
+			wait, stopWait := context.WithCancel(ctx)
+			var waiting sync.WaitGroup
+			waiting.Go(func() { _, _ = rt.Wait(wait, id, container.WaitExited) })
+			var execs sync.WaitGroup
+			for i := range 3 {
+				execs.Go(func() {
+					for j := range 5 {
+						word := fmt.Sprintf("e%d-%d", i, j)
+						res, err := rt.Exec(ctx, id, append(slices.Clone(h.Command), "echo", word))
+						if err != nil || strings.TrimSpace(string(res.Stdout)) != word {
+							t.Errorf("Exec alongside other calls: %+v %v, want %s", res, err, word)
+						}
+						if _, err := rt.Inspect(ctx, id); err != nil {
+							t.Errorf("Inspect alongside Exec: %v", err)
+						}
+					}
+				})
+			}
+			execs.Wait()
+			stopWait()
+			waiting.Wait()
 		}
 		if info.Capabilities.Stats {
 			if _, err := rt.Stats(ctx, id); err != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -33,6 +34,15 @@ import (
 // restart policy "no": container.Manager supervises them.
 type Runtime struct {
 	conn context.Context // carries the bindings' connection
+	url  string
+
+	// The bindings' ExecStartAndAttach replaces its connection's HTTP
+	// transport (for the upgraded stream): on the shared connection that
+	// is a data race with every request in flight, and swaps the transport
+	// under them. Exec streams go through a connection of their own, one
+	// at a time.
+	execMu   sync.Mutex
+	execConn context.Context
 }
 
 var _ container.Runtime = (*Runtime)(nil)
@@ -44,7 +54,7 @@ func Connect(ctx context.Context, url string) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("podman: connecting to %s: %w: %v", url, container.ErrUnavailable, err)
 	}
-	return &Runtime{conn: context.WithoutCancel(conn)}, nil
+	return &Runtime{conn: context.WithoutCancel(conn), url: url}, nil
 }
 
 // callCtx has ctx's deadline and cancellation and the connection's values.
@@ -424,7 +434,7 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string) (container.
 	}
 	var stdout, stderr bytes.Buffer
 	opts := new(containers.ExecStartAndAttachOptions).WithOutputStream(&stdout).WithErrorStream(&stderr).WithAttachOutput(true).WithAttachError(true)
-	if err := containers.ExecStartAndAttach(c, session, opts); err != nil {
+	if err := r.execAttach(ctx, session, opts); err != nil {
 		return container.ExecResult{}, mapErr("exec in "+short(id), err)
 	}
 	info, err := containers.ExecInspect(c, session, nil)
@@ -433,6 +443,21 @@ func (r *Runtime) Exec(ctx context.Context, id string, cmd []string) (container.
 	}
 	_ = containers.ExecRemove(c, session, nil)
 	return container.ExecResult{ExitCode: info.ExitCode, Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, nil
+}
+
+// execAttach starts an exec session and streams it, on the exec
+// connection (see Runtime.execMu).
+func (r *Runtime) execAttach(ctx context.Context, session string, opts *containers.ExecStartAndAttachOptions) error {
+	r.execMu.Lock()
+	defer r.execMu.Unlock()
+	if r.execConn == nil {
+		conn, err := bindings.NewConnection(ctx, r.url)
+		if err != nil {
+			return fmt.Errorf("%w: %v", container.ErrUnavailable, err)
+		}
+		r.execConn = context.WithoutCancel(conn)
+	}
+	return containers.ExecStartAndAttach(callCtx{Context: ctx, conn: r.execConn}, session, opts)
 }
 
 // Logs writes a container's log lines to w.
