@@ -695,14 +695,17 @@ func (m *Manager) reapply(d *managed) {
 // logged; the rest go on.
 func (m *Manager) report(ctx context.Context, d *managed, values map[string]any, at time.Time, validated bool) error {
 	good := make(map[string]any, len(values))
+	model := d.model.Load()
 	for id, v := range values {
 		if !validated {
-			c, err := d.model.Load().PropertyValue(id, v)
+			c, err := model.PropertyValue(id, v)
 			if err != nil {
 				m.opts.Logger.Warn("device: report refused", "device", d.name, "err", err)
 				continue
 			}
 			v = c
+		} else if _, ok := model.Property(id); !ok {
+			continue // checked against a model an Update has since replaced
 		}
 		good[id] = v
 	}
