@@ -27,10 +27,12 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/bridge"
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/edge/metrics"
 	"github.com/edgekit/edgekit/edge/reconcile"
 	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/codepkg"
+	functionmetrics "github.com/edgekit/edgekit/function/metrics"
 	"github.com/edgekit/edgekit/internal/safefile"
 	"github.com/edgekit/edgekit/trigger"
 	"github.com/edgekit/edgekit/trigger/httpcall"
@@ -66,6 +68,7 @@ type parts struct {
 	broker     *broker.Broker
 	lan        *mqttbus.Client
 	upstream   *mqttbus.Client
+	bridges    map[string]*bridge.Bridge
 	state      *state.Store
 	packages   *codepkg.Store
 	functions  *function.Host
@@ -278,8 +281,25 @@ func (g *Gateway) start(ctx context.Context, stack *stopper, loops *sync.WaitGro
 	if err := g.startReconciler(ctx, stack, loops); err != nil {
 		return err
 	}
+	// The parts' metrics.
+	if o.Metrics != nil {
+		if err := functionmetrics.Register(o.Metrics, p.functions); err != nil {
+			return fmt.Errorf("edge: metrics: %w", err)
+		}
+		if err := metrics.Register(o.Metrics, metrics.Parts{Bridges: p.bridges, Broker: p.broker, Triggers: p.triggers,
+			Devices: p.devices, Containers: p.containers, Reconciler: p.reconciler}); err != nil {
+			return fmt.Errorf("edge: metrics: %w", err)
+		}
+	}
 	// The local API.
 	return g.startAPI(ctx, stack, apiLn, apiURL, callers)
+}
+
+func (p *parts) addBridge(name string, br *bridge.Bridge) {
+	if p.bridges == nil {
+		p.bridges = map[string]*bridge.Bridge{}
+	}
+	p.bridges[name] = br
 }
 
 // prepareDataDir makes the data directory, or checks the one there: the
@@ -369,6 +389,7 @@ func (g *Gateway) startBroker(ctx context.Context, stack *stopper) error {
 	if err != nil {
 		return fmt.Errorf("edge: local bridge: %w", err)
 	}
+	g.parts.addBridge("lan", br)
 	stack.push("the local bridge", br.Close)
 	return nil
 }
@@ -431,6 +452,7 @@ func (g *Gateway) startUpstream(ctx context.Context, stack *stopper) error {
 	if err != nil {
 		return fmt.Errorf("edge: upstream bridge: %w", err)
 	}
+	g.parts.addBridge("uplink", br)
 	stack.push("the upstream bridge", br.Close)
 	return nil
 }
@@ -617,10 +639,14 @@ func (g *Gateway) startAPI(ctx context.Context, stack *stopper, ln net.Listener,
 			return err
 		}
 	}
-	a, err := api.New(&api.Options{
+	ao := api.Options{
 		Token: token, Callers: callers, Functions: g.parts.functions, Deployments: g.parts.reconciler, State: g.parts.state,
 		Devices: g.parts.devices, Containers: g.parts.containers, Ready: g.readiness, Logger: o.Logger,
-	})
+	}
+	if o.Metrics != nil { // a nil *Registry is not a nil Gatherer
+		ao.Metrics = o.Metrics
+	}
+	a, err := api.New(&ao)
 	if err != nil {
 		return fmt.Errorf("edge: local API: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/edgekit/edgekit/container/memruntime"
@@ -91,6 +92,7 @@ func TestGateway(t *testing.T) {
 		Broker:   &broker.Options{Listeners: []broker.Listener{{Address: "127.0.0.1:0"}}, DataDir: brokertest.DataDir(t)},
 		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}, ReconnectMin: 10 * time.Millisecond},
 		API:      &edge.APIOptions{Address: "127.0.0.1:0"}, ContainerRuntime: rt, Probation: 200 * time.Millisecond,
+		Metrics: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +151,26 @@ func TestGateway(t *testing.T) {
 	}
 	if cs := g.Containers().Status(); len(cs) != 1 || cs[0].Name != "web" {
 		t.Errorf("containers: %+v", cs)
+	}
+	// Every part's metrics, on the registry given, through the API.
+	req, _ = http.NewRequest("GET", g.APIURL()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`edgekit_function_invocations_total{function="hello"} 1`,
+		`edgekit_bridge_forwarded_total{bridge="uplink",direction="out"}`,
+		`edgekit_broker_up 1`,
+		`edgekit_container_app_state{app="web",state="running"} 1`,
+		`edgekit_deployment_running_revision 1`,
+		`edgekit_app_phase{app="hello",phase="running"} 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 
 	if err := g.Close(ctx); err != nil {

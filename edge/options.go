@@ -2,6 +2,8 @@ package edge
 
 import (
 	"encoding/json"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"regexp"
 	"time"
@@ -97,6 +99,11 @@ type Options struct {
 
 	// API configures the local HTTP API; nil serves it on 127.0.0.1:8780.
 	API *APIOptions
+
+	// Metrics, when set, is the registry the parts' Prometheus collectors
+	// go on (packages function/metrics and edge/metrics) and the local
+	// API's /metrics serves.
+	Metrics *prometheus.Registry
 
 	// StopTimeout bounds the stop of every part when Run ends; default
 	// 10 s.
