@@ -41,6 +41,8 @@ type Invocation struct {
 	Config json.RawMessage
 	// Source says what caused the invocation (invoke.Request.Source).
 	Source map[string]string
+	// Trace is the W3C trace context of its cause (invoke.Request.Trace).
+	Trace invoke.Trace
 
 	ids *requestIDs
 	seq uint64

@@ -138,11 +138,18 @@ func (c *nativeConn) functionError(body []byte) *invoke.Error {
 }
 
 // send writes one invoke frame.
-func (c *nativeConn) send(seq uint64, deadline time.Time, requestID string, source map[string]string, payload []byte) error {
+func (c *nativeConn) send(seq uint64, deadline time.Time, requestID string, source map[string]string, trace invoke.Trace, payload []byte) error {
 	meta := append(append(c.metaHead[:len(c.metaHead):len(c.metaHead)], requestID...), '"')
 	if len(source) > 0 {
 		src, _ := json.Marshal(source)
 		meta = append(append(meta, `,"source":`...), src...)
+	}
+	if trace.Valid() { // checked by ParseTrace: no character needs escaping but in tracestate
+		meta = append(append(append(meta, `,"traceparent":"`...), trace.Parent...), '"')
+		if trace.State != "" {
+			st, _ := json.Marshal(trace.State)
+			meta = append(append(meta, `,"tracestate":`...), st...)
+		}
 	}
 	meta = append(meta, '}')
 	c.wbuf = native.AppendFrame(c.wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: deadline.UnixMilli(), Meta: meta, Payload: payload})

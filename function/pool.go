@@ -826,7 +826,7 @@ func (p *pool) failedStartLocked(err error) {
 func (p *pool) invocation(w *worker, j *job) *invCtx {
 	return &invCtx{parent: j.parent, inv: Invocation{
 		Function: p.spec.Name, Version: p.spec.Version, Instance: w.id, Deadline: j.deadline,
-		Config: p.spec.Config, Source: j.req.Source, ids: p.fn.host.ids, seq: j.seq, log: p.fn.host.log,
+		Config: p.spec.Config, Source: j.req.Source, Trace: j.req.Trace, ids: p.fn.host.ids, seq: j.seq, log: p.fn.host.log,
 	}}
 }
 

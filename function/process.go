@@ -530,7 +530,7 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request, id string)
 			}
 		}()
 	}
-	if err := c.send(ctx.inv.seq, ctx.inv.Deadline, id, req.Source, req.Payload); err != nil {
+	if err := c.send(ctx.inv.seq, ctx.inv.Deadline, id, req.Source, req.Trace, req.Payload); err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) && pi.alive() {
 			// The function stopped reading its invocations.
 			pi.kill()

@@ -191,7 +191,13 @@ func (a *runtimeAPI) next(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", ct)
 	if a.p == profiles[APILambda] {
 		h.Set("Lambda-Runtime-Invoked-Function-Arn", c.arn)
-		h.Set("Lambda-Runtime-Trace-Id", "Root=1-"+c.id)
+		// The caller's W3C trace context, in the X-Ray form the runtime
+		// clients expect (aws-lambda-go sets _X_AMZN_TRACE_ID from it).
+		if x := c.req.Trace.XRay(); x != "" {
+			h.Set("Lambda-Runtime-Trace-Id", x)
+		} else {
+			h.Set("Lambda-Runtime-Trace-Id", "Root=1-"+c.id)
+		}
 		if len(c.req.Source) > 0 {
 			cc, _ := json.Marshal(map[string]any{"custom": c.req.Source})
 			h.Set("Lambda-Runtime-Client-Context", string(cc))

@@ -36,6 +36,9 @@ type Request struct {
 	// "topic": ..., "device": ...). Out-of-process functions receive it as
 	// the Lambda client context.
 	Source map[string]string
+	// Trace is the W3C trace context of the invocation's cause (see
+	// ParseTrace), passed to the function and onto its published result.
+	Trace Trace
 }
 
 // Response is one invocation's output.

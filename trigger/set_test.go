@@ -257,3 +257,34 @@ func TestChangeWaitsForNoOther(t *testing.T) {
 		t.Errorf("Apply after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestTraceCarried: W3C trace context in a message's user properties
+// reaches the function a message trigger invokes and goes on with its
+// output; a malformed traceparent goes nowhere.
+func TestTraceCarried(t *testing.T) {
+	st := newSetup(t)
+	ctx := context.Background()
+	out := make(chan *bus.Message, 2)
+	if _, err := st.bus.Subscribe(ctx, "out/t", func(_ context.Context, m *bus.Message) { out <- m }, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := msg("traced", "a", "in/t")
+	cfg.Params = json.RawMessage(`{"filter": "in/t", "output": "out/t"}`)
+	if err := st.set.Put(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, parent := range []string{tp, "not-a-traceparent"} {
+		if err := st.bus.Publish(ctx, &bus.Message{Topic: "in/t", QoS: bus.AtLeastOnce,
+			UserProperties: []bus.UserProperty{{Key: "traceparent", Value: parent}, {Key: "tracestate", Value: "a=b"}}}); err != nil {
+			t.Fatal(err)
+		}
+		<-st.calls
+		m := <-out
+		got, _ := m.Property("traceparent")
+		state, _ := m.Property("tracestate")
+		if want := map[bool]string{true: tp, false: ""}[parent == tp]; got != want || (want != "" && state != "a=b") || (want == "" && state != "") {
+			t.Errorf("published with %q: the output carries traceparent %q tracestate %q", parent, got, state)
+		}
+	}
+}

@@ -31,6 +31,10 @@ type Invocation struct {
 	Function  string            `json:"function"`
 	Version   string            `json:"version"`
 	Source    map[string]string `json:"source,omitempty"`
+	// TraceParent and TraceState are the W3C trace context of the
+	// invocation's cause, when it had one.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 type invocationKey struct{}

@@ -254,7 +254,8 @@ func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	caller, _ := Caller(r.Context())
-	req := invoke.Request{Payload: body, ContentType: r.Header.Get("Content-Type"), Source: map[string]string{"type": "http", "path": r.URL.Path, "caller": caller}}
+	req := invoke.Request{Payload: body, ContentType: r.Header.Get("Content-Type"), Source: map[string]string{"type": "http", "path": r.URL.Path, "caller": caller},
+		Trace: invoke.ParseTrace(r.Header.Get(invoke.TraceParentKey), r.Header.Get(invoke.TraceStateKey))}
 	if async := r.URL.Query().Get("async"); async == "1" || async == "true" {
 		res, ok := h.startAsync(name, req)
 		if !ok {

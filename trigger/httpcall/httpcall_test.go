@@ -386,3 +386,32 @@ func TestHandlerMounted(t *testing.T) {
 		t.Errorf("a second Close: %v", err)
 	}
 }
+
+// TestTraceHeaders: a call's traceparent and tracestate headers reach the
+// function; malformed ones do not.
+func TestTraceHeaders(t *testing.T) {
+	h, srv, token := gateway(t)
+	var got invoke.Trace
+	_ = h.Register("traced", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
+		got = req.Trace
+		return invoke.Response{Payload: []byte(`{}`)}, nil
+	}))
+	if err := h.Deploy(context.Background(), function.Spec{Name: "traced", Version: "1", Runtime: function.RuntimeGo, Handler: "traced"}); err != nil {
+		t.Fatal(err)
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for parent, want := range map[string]string{tp: tp, "00-zz": ""} {
+		req, _ := http.NewRequest("POST", srv.URL()+"/v1/functions/traced/invoke", strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("traceparent", parent)
+		req.Header.Set("tracestate", "a=b")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got.Parent != want || (want != "" && got.State != "a=b") {
+			t.Errorf("traceparent %q: the function saw %+v", parent, got)
+		}
+	}
+}

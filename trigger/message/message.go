@@ -282,7 +282,7 @@ func (t *msgTrigger) handle(_ context.Context, m *bus.Message) {
 		t.deadLetter(m, fmt.Errorf("payload of %d bytes is over the trigger's max_payload of %d", len(m.Payload), t.cfg.maxPayload), "PayloadTooLarge", 0)
 		return
 	}
-	req := invoke.Request{Payload: m.Payload, ContentType: m.ContentType, Source: source(t.cfg.name, m)}
+	req := invoke.Request{Payload: m.Payload, ContentType: m.ContentType, Source: source(t.cfg.name, m), Trace: traceOf(m)}
 	var err error
 	for attempt := 0; ; attempt++ {
 		var resp invoke.Response
@@ -331,12 +331,31 @@ func source(triggerName string, m *bus.Message) map[string]string {
 	return src
 }
 
+// traceOf reads a message's W3C trace context from its user properties.
+func traceOf(m *bus.Message) invoke.Trace {
+	parent, _ := m.Property(invoke.TraceParentKey)
+	state, _ := m.Property(invoke.TraceStateKey)
+	return invoke.ParseTrace(parent, state)
+}
+
+// traceProperties carries trace context on as user properties.
+func traceProperties(t invoke.Trace) []bus.UserProperty {
+	if !t.Valid() {
+		return nil
+	}
+	ps := []bus.UserProperty{{Key: invoke.TraceParentKey, Value: t.Parent}}
+	if t.State != "" {
+		ps = append(ps, bus.UserProperty{Key: invoke.TraceStateKey, Value: t.State})
+	}
+	return ps
+}
+
 func (t *msgTrigger) publishOutput(m *bus.Message, resp invoke.Response) {
 	if t.cfg.output == "" {
 		return
 	}
 	out := &bus.Message{Topic: t.cfg.output, Payload: resp.Payload, QoS: m.QoS, ContentType: resp.ContentType,
-		UserProperties: []bus.UserProperty{{Key: "edgekit-topic", Value: m.Topic}}}
+		UserProperties: append([]bus.UserProperty{{Key: "edgekit-topic", Value: m.Topic}}, traceProperties(traceOf(m))...)}
 	if err := t.bus.Publish(context.WithoutCancel(t.ctx), out); err != nil {
 		t.log.Error("message trigger: publishing the result", "output", t.cfg.output, "err", err)
 	}

@@ -58,7 +58,10 @@ func Serve(ctx context.Context, b bus.Bus, inv invoke.Invoker, opts *Options) (*
 	}
 	call := func(ctx context.Context, m *bus.Message) (busrr.Answer, error) {
 		name := strings.TrimSuffix(strings.TrimPrefix(m.Topic, o.Prefix+"functions/"), "/invoke")
-		req := invoke.Request{Payload: m.Payload, ContentType: m.ContentType, Source: map[string]string{"type": "mqtt", "topic": m.Topic}}
+		parent, _ := m.Property(invoke.TraceParentKey)
+		state, _ := m.Property(invoke.TraceStateKey)
+		req := invoke.Request{Payload: m.Payload, ContentType: m.ContentType, Source: map[string]string{"type": "mqtt", "topic": m.Topic},
+			Trace: invoke.ParseTrace(parent, state)}
 		resp, err := inv.Invoke(ctx, name, req)
 		if err != nil {
 			return busrr.Answer{}, fmt.Errorf("function %s: %w", name, err)

@@ -45,6 +45,8 @@ async function invoke(seq, deadline, meta, payload) {
     functionName: meta.function,
     functionVersion: meta.version,
     clientContext: meta.source ? { custom: meta.source } : null,
+    traceparent: meta.traceparent || null,
+    tracestate: meta.tracestate || null,
     getRemainingTimeInMillis: () => deadline - Date.now(),
     metric: (name, value) => {
       const n = Buffer.from(String(name));

@@ -53,6 +53,15 @@ class Context:
         source = self._field("source")
         return {"custom": source} if source else None
 
+    @property
+    def traceparent(self):
+        """The W3C trace context of the invocation's cause, or None."""
+        return self._field("traceparent")
+
+    @property
+    def tracestate(self):
+        return self._field("tracestate")
+
     def get_remaining_time_in_millis(self):
         return self._deadline - int(time.time() * 1000)
 

@@ -7,6 +7,8 @@ exports.asyncHandler = async (event, context) => {
     functionName: context.functionName,
     remaining: context.getRemainingTimeInMillis(),
     custom: context.clientContext && context.clientContext.custom,
+    traceparent: context.traceparent,
+    tracestate: context.tracestate,
   };
 };
 

@@ -12,6 +12,8 @@ def handler(event, context):
         "function_name": context.function_name,
         "remaining_positive": context.get_remaining_time_in_millis() > 0,
         "custom": (context.client_context or {}).get("custom"),
+        "traceparent": getattr(context, "traceparent", None),
+        "tracestate": getattr(context, "tracestate", None),
     }
 
 

@@ -82,6 +82,7 @@ func main() {
 			"memory":      lambdacontext.MemoryLimitInMB,
 			"deadline_in": time.Until(deadline).Milliseconds(),
 			"config":      os.Getenv("EDGEKIT_FUNCTION_CONFIG"),
+			"trace":       os.Getenv("_X_AMZN_TRACE_ID"),
 			"extra_env":   os.Getenv("EXTRA"),
 			"pid":         os.Getpid(),
 			"uid":         os.Getuid(),
