@@ -203,7 +203,7 @@ func pack(dir, dest, name, version string) (path string, size int64, sum [32]byt
 	defer tmp.Close()
 	digest := sha256.New()
 	counted := &countingWriter{w: io.MultiWriter(tmp, digest)}
-	zw := gzip.NewWriter(counted)
+	zw, _ := gzip.NewWriterLevel(counted, gzip.BestSpeed) // a Go binary is megabytes: speed over size
 	tw := tar.NewWriter(zw)
 	add := func(rel string, mode, n int64, body io.Reader) error {
 		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: mode, Size: n, Typeflag: tar.TypeReg}); err != nil {

@@ -79,7 +79,7 @@ func TestGateway(t *testing.T) {
 			Modbus: boiler.url, Poll: duration(50 * time.Millisecond), Deployment: deployment}, discardLogger(), out)
 	}()
 	var startErr error
-	testenv.Eventually(t, "the gateway running", func() bool {
+	testenv.EventuallyWithin(t, "the gateway running", 2*time.Minute, func() bool {
 		select {
 		case startErr = <-done:
 			return true
@@ -136,7 +136,7 @@ func TestGateway(t *testing.T) {
 			Outcome  string
 			Reason   string
 		}
-		testenv.Eventually(t, fmt.Sprintf("revision %d applied", rev), func() bool {
+		testenv.EventuallyWithin(t, fmt.Sprintf("revision %d applied", rev), 2*time.Minute, func() bool {
 			_, b := curl("GET", "/v1/deployment", "")
 			_ = json.Unmarshal(b, &st)
 			return st.Revision == rev && st.Outcome != "in-progress"

@@ -44,7 +44,15 @@ func Root(t testing.TB, why string) {
 // waited for.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	EventuallyWithin(t, what, 10*time.Second, cond)
+}
+
+// EventuallyWithin is Eventually with a bound of its own, for a step that
+// is slow by nature (a whole gateway starting, with Mosquitto and its
+// functions, on a loaded machine): the bound only says when to give up.
+func EventuallyWithin(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
