@@ -243,10 +243,13 @@ func (g *Gateway) start(ctx context.Context, stack *stopper, loops *sync.WaitGro
 	}
 	// The state store and the package store.
 	var err error
-	if p.state, err = state.Open(filepath.Join(o.DataDir, "state.db"), &state.Options{Logger: o.Logger}); err != nil {
-		return fmt.Errorf("edge: %w", err)
+	p.state = o.State
+	if p.state == nil {
+		if p.state, err = state.Open(filepath.Join(o.DataDir, "state.db"), &state.Options{Logger: o.Logger}); err != nil {
+			return fmt.Errorf("edge: %w", err)
+		}
+		stack.push("the state store", p.state.Close)
 	}
-	stack.push("the state store", p.state.Close)
 	if p.packages, err = codepkg.Open(filepath.Join(o.DataDir, "packages"), o.Packages); err != nil {
 		return fmt.Errorf("edge: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/bridge"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/codepkg"
 	"github.com/edgekit/edgekit/trigger"
@@ -40,6 +41,10 @@ type Options struct {
 	// Bus is the in-process bus the gateway's own flows run on; default a
 	// membus.
 	Bus bus.Bus
+	// State, when set, is the state store to use (the caller opens and
+	// closes it); default <data>/state.db, opened and closed by the
+	// gateway.
+	State *state.Store
 	// Broker, when set, runs the local Mosquitto (for the devices and
 	// programs on the LAN); DataDir defaults to <data>/broker. The gateway
 	// connects to it as the user "edgekit-gateway" with a password drawn
