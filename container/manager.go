@@ -703,6 +703,16 @@ func (s *supervisor) adoptOrCreate(ctx context.Context, a App) (string, error) {
 	for _, c := range existing {
 		if c.Labels[LabelSpec] == specHash(a) && c.Name == s.containerName() {
 			s.m.opts.Logger.Info("container: adopted", "app", a.Name, "container", c.ID, "state", c.State)
+			// What else the app has is what an upgrade cut short left (the
+			// version it was replacing, renamed): removed, so that the
+			// app has one container.
+			for _, other := range existing {
+				if other.ID != c.ID {
+					s.m.opts.Logger.Info("container: removing what an interrupted upgrade left", "app", a.Name, "container", other.ID, "name", other.Name)
+					_ = rt.Stop(ctx, other.ID, grace(a))
+					_ = rt.Remove(ctx, other.ID, true)
+				}
+			}
 			s.set(func(st *AppStatus) { st.ContainerID, st.Version = c.ID, a.Version })
 			if c.State != Running {
 				if err := rt.Start(ctx, c.ID); err != nil {

@@ -738,3 +738,39 @@ func TestPull(t *testing.T) {
 		t.Errorf("Pull after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestAdoptionRemovesWhatAnUpgradeLeft: a gateway killed during an upgrade
+// leaves the version it was replacing, renamed; the next manager adopts the
+// app's container and removes that one, so the app has one container.
+func TestAdoptionRemovesWhatAnUpgradeLeft(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	m := manager(t, rt)
+	if err := m.Apply(ctx, []container.App{app("2", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "running", func() bool { return status(m, "web").State == container.AppRunning })
+	kept := status(m, "web").ContainerID
+	_ = m.Close(ctx)
+	// What the upgrade from version 1 had renamed and not yet removed.
+	left, err := rt.Create(ctx, container.Spec{Name: "edgekit-web-previous", Image: image,
+		Labels: map[string]string{container.LabelApp: "web", container.LabelVersion: "1", container.LabelSpec: "old"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := manager(t, rt)
+	if err := m2.Apply(ctx, []container.App{app("2", nil)}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "adopted", func() bool { return status(m2, "web").State == container.AppRunning })
+	if got := status(m2, "web").ContainerID; got != kept {
+		t.Errorf("adopted %s, want %s", got, kept)
+	}
+	if _, err := rt.Inspect(ctx, left); !errors.Is(err, container.ErrNotFound) {
+		t.Errorf("what the upgrade left: %v, want it removed", err)
+	}
+	if list, _ := rt.List(ctx, map[string]string{container.LabelApp: "web"}); len(list) != 1 {
+		t.Errorf("%d containers for the app", len(list))
+	}
+}

@@ -1,0 +1,191 @@
+package e2e_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/container"
+	"github.com/edgekit/edgekit/container/podman"
+	"github.com/edgekit/edgekit/edge"
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/internal/podmantest"
+	"github.com/edgekit/edgekit/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("EDGEKIT_E2E_CHILD"); dir != "" {
+		containerGateway(dir, os.Getenv("EDGEKIT_E2E_PODMAN"))
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// containerGateway is the gateway TestPowerLossContainers kills.
+func containerGateway(dir, url string) {
+	rt, err := podman.Connect(context.Background(), url)
+	if err == nil {
+		var g *edge.Gateway
+		g, err = edge.New(&edge.Options{DataDir: dir, Instance: "gw-plc", DeploymentFile: "-", ContainerRuntime: rt,
+			Containers: &container.ManagerOptions{RestartMin: 100 * time.Millisecond, RestartMax: time.Second},
+			API:        &edge.APIOptions{Address: "-", Socket: filepath.Join(dir, "api.sock")}})
+		if err == nil {
+			err = g.Run(context.Background())
+		}
+	}
+	fmt.Println("gateway:", err)
+	os.Exit(1)
+}
+
+// TestPowerLossContainers kills the gateway with SIGKILL at random points
+// of 12 deployments of a container app — upgrades, an upgrade that never
+// becomes healthy and is rolled back, probation — and starts it again
+// each time: every restart converges to the deployment before or the one
+// submitted, and the app has exactly one container, of that deployment's
+// version.
+func TestPowerLossContainers(t *testing.T) {
+	ctx := context.Background()
+	svc := podmantest.Start(t)
+	rt, err := podman.Connect(ctx, svc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.ImportImage(ctx, image, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	web := func(version string, healthy bool) app.Assignment {
+		probe := []string{"/testprog", "echo", "ok"}
+		if !healthy {
+			probe = []string{"/testprog", "exit", "1"}
+		}
+		return app.Assignment{App: app.App{Name: "web", Kind: app.KindContainer}, Version: app.Version{Version: version,
+			Container: &app.ContainerVersion{Image: image, Spec: app.ContainerSpec{Command: []string{"/testprog"}, NetworkMode: "none",
+				Env: map[string]string{"VERSION": version}, StopGrace: app.Duration(time.Second)},
+				Health: &app.Probe{Exec: probe, Interval: app.Duration(100 * time.Millisecond)}},
+			Probation: app.Duration(time.Second)}}
+	}
+	shapes := [][]app.Assignment{{web("1", true)}, {web("2", true)}, {web("3", false)}}
+	submitted := map[uint64][]app.Assignment{}
+
+	var child *exec.Cmd
+	var client *http.Client
+	token := ""
+	start := func() {
+		t.Helper()
+		child = exec.Command(os.Args[0], "-test.run=^$")
+		child.Env = append(os.Environ(), "EDGEKIT_E2E_CHILD="+dir, "EDGEKIT_E2E_PODMAN="+svc.URL)
+		child.Stdout, child.Stderr = io.Discard, io.Discard
+		if err := child.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sock := filepath.Join(dir, "api.sock")
+		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}, Timeout: 5 * time.Second}
+		testenv.EventuallyWithin(t, "the gateway answering", time.Minute, func() bool {
+			if b, err := os.ReadFile(filepath.Join(dir, "api-token")); err == nil {
+				token = strings.TrimSpace(string(b))
+			}
+			resp, err := client.Get("http://gw/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200 && token != ""
+		})
+	}
+	call := func(method, path string, body []byte) (int, []byte) {
+		req, _ := http.NewRequest(method, "http://gw"+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, []byte(err.Error())
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	kill := func() { _ = child.Process.Kill(); _ = child.Wait() }
+	defer func() {
+		if child != nil && child.ProcessState == nil {
+			kill()
+		}
+	}()
+
+	start()
+	prev := uint64(0)
+	for round := range 12 {
+		rev := uint64(round + 1)
+		apps := shapes[round%len(shapes)]
+		b, _ := json.Marshal(&app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps})
+		if code, body := call("POST", "/v1/deployment", b); code != http.StatusAccepted {
+			t.Fatalf("round %d: submit: %d %s", round, code, body)
+		}
+		submitted[rev] = apps
+		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond) // a random point of the deployment: the point of the test
+		kill()
+		start()
+
+		var st app.Status
+		testenv.EventuallyWithin(t, fmt.Sprintf("round %d converging", round), time.Minute, func() bool {
+			_, body := call("GET", "/v1/deployment", nil)
+			st = app.Status{}
+			if json.Unmarshal(body, &st) != nil || st.Outcome == app.OutcomeInProgress || st.Outcome == "" {
+				return false
+			}
+			for _, a := range st.Apps {
+				switch a.Phase {
+				case app.PhasePending, app.PhaseDownloading, app.PhaseInstalling, app.PhaseStarting, app.PhaseProbation:
+					return false
+				}
+			}
+			return true
+		})
+		running := uint64(0)
+		if st.Running != nil {
+			running = st.Running.Revision
+		}
+		if running != rev && running != prev {
+			t.Errorf("round %d: running revision %d, want %d or %d: %+v", round, running, rev, prev, st)
+		}
+		prev = running
+		want := ""
+		for _, a := range submitted[running] {
+			want = a.Version.Version
+		}
+		// Exactly one container of the app, of the running version, once
+		// the manager has settled.
+		var list []container.Container
+		defer func() {
+			if t.Failed() {
+				for _, c := range list {
+					t.Logf("container %s %s version %s state %s", c.ID[:12], c.Name, c.Labels[container.LabelVersion], c.State)
+				}
+				_, body := call("GET", "/v1/containers", nil)
+				t.Logf("the manager: %s; status %+v", body, st)
+			}
+		}()
+		testenv.EventuallyWithin(t, fmt.Sprintf("round %d: one container of web, version %q", round, want), time.Minute, func() bool {
+			var err error
+			if list, err = rt.List(ctx, map[string]string{container.LabelApp: "web"}); err != nil {
+				return false
+			}
+			if want == "" {
+				return len(list) == 0
+			}
+			return len(list) == 1 && list[0].Labels[container.LabelVersion] == want && list[0].State == container.Running
+		})
+	}
+}
