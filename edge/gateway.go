@@ -572,6 +572,7 @@ func (g *Gateway) startDevices(ctx context.Context, stack *stopper) error {
 			return fmt.Errorf("edge: %w", err)
 		}
 	}
+	g.attachRegistered(ctx)
 	return nil
 }
 

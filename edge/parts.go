@@ -2,6 +2,8 @@ package edge
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 
@@ -144,6 +146,64 @@ func (l *latest[T]) take(ctx context.Context) (T, bool) {
 			var zero T
 			return zero, false
 		case <-l.wake:
+		}
+	}
+}
+
+// AttachDevice attaches a device served by the named driver, with its
+// thing model as TSL JSON, and records it in the state store's device
+// registry: after a restart the gateway attaches it again.
+func (g *Gateway) AttachDevice(ctx context.Context, driver, name string, tsl, config json.RawMessage, poll []device.PollGroup) error {
+	p := g.started()
+	if p.devices == nil {
+		return fmt.Errorf("edge: attach %s: %w", name, ErrClosed)
+	}
+	model, err := device.ParseTSL(tsl)
+	if err != nil {
+		return fmt.Errorf("edge: attach %s: %w", name, err)
+	}
+	if err := p.devices.Attach(ctx, driver, device.Device{Name: name, Model: model, Config: config}, poll); err != nil {
+		return err
+	}
+	pollJSON, _ := json.Marshal(poll)
+	if err := p.state.PutDevice(state.Device{Name: name, Driver: driver, Model: tsl, Config: config, Poll: pollJSON}); err != nil {
+		return fmt.Errorf("edge: recording device %s: %w", name, err)
+	}
+	return nil
+}
+
+// DetachDevice detaches a device and takes it out of the registry.
+func (g *Gateway) DetachDevice(ctx context.Context, name string) error {
+	p := g.started()
+	if p.devices == nil {
+		return fmt.Errorf("edge: detach %s: %w", name, ErrClosed)
+	}
+	if err := p.state.DeleteDevice(name); err != nil {
+		return fmt.Errorf("edge: detach %s: %w", name, err)
+	}
+	return p.devices.Detach(ctx, name)
+}
+
+// attachRegistered attaches again the devices the registry holds, whose
+// driver the gateway has; one that does not attach is logged and left in
+// the registry for the next start.
+func (g *Gateway) attachRegistered(ctx context.Context) {
+	p := &g.parts
+	recs, err := p.state.Devices()
+	if err != nil {
+		g.log.Error("edge: reading the device registry (damaged records are left out)", "err", err)
+	}
+	for _, r := range recs {
+		model, err := device.ParseTSL(r.Model)
+		var poll []device.PollGroup
+		if err == nil && len(r.Poll) > 0 {
+			err = json.Unmarshal(r.Poll, &poll)
+		}
+		if err == nil {
+			err = p.devices.Attach(ctx, r.Driver, device.Device{Name: r.Name, Model: model, Config: r.Config}, poll)
+		}
+		if err != nil {
+			g.log.Warn("edge: a registered device did not attach", "device", r.Name, "driver", r.Driver, "err", err)
 		}
 	}
 }

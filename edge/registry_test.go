@@ -1,0 +1,72 @@
+package edge_test
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/device/sim"
+	"github.com/edgekit/edgekit/edge"
+)
+
+// TestDeviceRegistry: a device attached through the gateway is attached
+// again after a restart, with its model, configuration and polls; one
+// detached is not.
+func TestDeviceRegistry(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	run := func(f func(g *edge.Gateway)) {
+		t.Helper()
+		g, err := edge.New(&edge.Options{DataDir: dir, Instance: "gw-reg", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
+			Drivers: []edge.Driver{{Name: "sim", Driver: sim.New()}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- g.Run(ctx) }()
+		select {
+		case <-g.Ready():
+		case err := <-done:
+			t.Fatal(err)
+		}
+		f(g)
+		if err := g.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	tsl := json.RawMessage(`{"properties": [{"identifier": "setpoint", "accessMode": "rw", "dataType": {"type": "int", "specs": {"min": "30", "max": "90"}}}]}`)
+	run(func(g *edge.Gateway) {
+		for _, name := range []string{"b1", "b2"} {
+			if err := g.AttachDevice(ctx, "sim", name, tsl, json.RawMessage(`{"values": {"setpoint": 50}}`),
+				[]device.PollGroup{{Properties: []string{"setpoint"}, Every: time.Minute}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := g.AttachDevice(ctx, "sim", "bad", json.RawMessage(`{"properties": [{}]}`), nil, nil); err == nil {
+			t.Error("a device with a broken model was attached")
+		}
+	})
+	run(func(g *edge.Gateway) {
+		if got := g.Devices().Devices(); !slices.Equal(got, []string{"b1", "b2"}) {
+			t.Errorf("devices after a restart: %v", got)
+		}
+		if r, err := g.Devices().Get(ctx, "b1", []string{"setpoint"}); err != nil || r["setpoint"].Value != int64(50) {
+			t.Errorf("b1 after a restart: %+v %v", r, err)
+		}
+		if err := g.DetachDevice(ctx, "b2"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	run(func(g *edge.Gateway) {
+		if got := g.Devices().Devices(); !slices.Equal(got, []string{"b1"}) {
+			t.Errorf("devices after b2 was detached and a restart: %v", got)
+		}
+	})
+}
