@@ -40,6 +40,9 @@ type renderer struct {
 	last     [32]byte // what the last render was made of
 	seen     [32]byte // the template and the directories' files (names, sizes, times) at the last render
 	revision uint64
+	// containers says whether the gateway runs container apps: without
+	// them the template's container apps are left out.
+	containers bool
 }
 
 // fingerprint sums the template and the names, sizes and times of the
@@ -86,6 +89,9 @@ func (r *renderer) render() (uint64, error) {
 	var d app.Deployment
 	if err := json.Unmarshal(raw, &d); err != nil {
 		return 0, fmt.Errorf("%s: %w", r.template, err)
+	}
+	if !r.containers {
+		d.Apps = slices.DeleteFunc(d.Apps, func(a app.Assignment) bool { return a.App.Kind == app.KindContainer })
 	}
 	seen := r.fingerprint(raw, &d)
 	if seen == r.seen {

@@ -5,7 +5,9 @@
 // queue; its apps come from a deployment file.
 //
 // The apps: three functions written for AWS Lambda (Node.js, Python, and Go
-// with aws-lambda-go), from examples/gateway/deployment.json. Node.js runs
+// with aws-lambda-go), and, when podman answers (-podman), a container app
+// (a web page on 127.0.0.1:8781, built from webapp/ and imported as a
+// local image), from examples/gateway/deployment.json. Node.js runs
 // on every report of the boiler (a message trigger on
 // devices/+/properties), Python on a timer (a self-test every 30 s), Go on
 // readings LAN devices send (devices/+/telemetry) and on calls; the two
@@ -33,7 +35,10 @@
 // ($XDG_STATE_HOME, or ~/.local/state). examples/gateway/edgekit-gateway.service
 // runs it under systemd.
 //
-// Run it with `make gateway`; it prints what it runs and how to watch it.
+// It is a module of its own (it links the podman backend); `make gateway`
+// builds the Go function and the container app's binary and runs it from
+// its directory; it prints what it runs and how to watch it. Built with
+// -tags nopodman it has no container apps.
 package main
 
 import (
@@ -72,6 +77,8 @@ type config struct {
 	Modbus     string   `json:"modbus"`     // a Modbus TCP endpoint with a boiler, or "" for a simulated one
 	Poll       duration `json:"poll"`       // how often the boiler is read
 	Deployment string   `json:"deployment"` // the deployment file (see deployment.go)
+	Podman     string   `json:"podman"`     // the podman service; container apps run when it answers
+	WebApp     string   `json:"webapp"`     // the container app's binary (make gateway builds it)
 }
 
 // duration reads "1s" in JSON.
@@ -92,7 +99,7 @@ var boilerTSL []byte
 
 func defaults() config {
 	return config{DataDir: defaultDataDir(), Listen: "127.0.0.1:1883", API: "127.0.0.1:8780", Name: "gw1",
-		Poll: duration(time.Second), Deployment: "examples/gateway/deployment.json"}
+		Poll: duration(time.Second), Deployment: "deployment.json", Podman: "unix:///run/podman/podman.sock", WebApp: "webapp/web"}
 }
 
 func main() {
@@ -106,6 +113,8 @@ func main() {
 	modbusURL := flag.String("modbus", "", "Modbus TCP endpoint of a boiler, e.g. tcp://127.0.0.1:5020 (go run ./examples/modbus-sim); default a simulated boiler")
 	poll := flag.Duration("poll", time.Duration(cfg.Poll), "how often the boiler is read")
 	deployment := flag.String("deployment", cfg.Deployment, "the deployment file")
+	podmanURL := flag.String("podman", cfg.Podman, "the podman service URL; container apps run when it answers")
+	webApp := flag.String("webapp", cfg.WebApp, "the container app's binary")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if *configFile != "" {
@@ -136,6 +145,10 @@ func main() {
 			cfg.Poll = duration(*poll)
 		case "deployment":
 			cfg.Deployment = *deployment
+		case "podman":
+			cfg.Podman = *podmanURL
+		case "webapp":
+			cfg.WebApp = *webApp
 		}
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -171,9 +184,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 		return err
 	}
 	o.Drivers = []edge.Driver{boiler}
+	// Container apps, when podman answers.
+	containers := "none: podman does not answer at " + cfg.Podman
+	if rt, err := containerRuntime(ctx, cfg); err != nil {
+		log.Info("no container apps", "err", err)
+	} else {
+		o.ContainerRuntime = rt
+		containers = "podman at " + cfg.Podman
+	}
 	// The deployment file, rendered where the gateway watches for it.
 	r := &renderer{template: cfg.Deployment, packages: filepath.Join(cfg.DataDir, "example-packages"),
-		out: filepath.Join(cfg.DataDir, "deployment.json"), log: log}
+		out: filepath.Join(cfg.DataDir, "deployment.json"), log: log, containers: o.ContainerRuntime != nil}
 	g, err := edge.New(o)
 	if err != nil {
 		return err
@@ -205,7 +226,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 	h, p, _ := net.SplitHostPort(brk)
 	dataDir := cfg.DataDir
 	fmt.Fprintf(out, "edgekit gateway %q running; local MQTT broker on mqtt://%s, local API on %s\n", cfg.Name, brk, g.APIURL())
-	fmt.Fprintf(out, "apps from %s; device boiler (%s)\n", cfg.Deployment, boiler.Name)
+	fmt.Fprintf(out, "apps from %s; device boiler (%s); container apps: %s\n", cfg.Deployment, boiler.Name, containers)
 	fmt.Fprintf(out, "watch:  mosquitto_sub -V 5 -h %s -p %s -t 'edgekit/instances/%s/status' -t 'devices/+/properties' -t 'outputs/#' -v\n", h, p, cfg.Name)
 	fmt.Fprintf(out, "        curl -H \"Authorization: Bearer $(cat %s)\" %s/v1/deployment\n", filepath.Join(dataDir, "api-token"), g.APIURL())
 	fmt.Fprintf(out, "call:   curl -H \"Authorization: Bearer $(cat %s)\" -d '{\"device\":\"boiler\",\"temperature\":91}' %s/v1/functions/temperature-alarm-go/invoke\n",

@@ -25,15 +25,25 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/bustest"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 // TestMain builds the Go example function next to its manifest, as
 // `make gateway` does, then checks for leaked goroutines.
 func TestMain(m *testing.M) {
-	out, err := exec.Command("go", "build", "-o", "../function-go/bootstrap", "../function-go").CombinedOutput()
+	// The Go function is the main module's: built from there.
+	fn := exec.Command("go", "build", "-o", "examples/function-go/bootstrap", "./examples/function-go")
+	fn.Dir = "../.."
+	out, err := fn.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "building examples/function-go: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	web := exec.Command("go", "build", "-o", "webapp/web", "./webapp")
+	web.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := web.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the container app: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	goleak.VerifyTestMain(m)
@@ -64,8 +74,12 @@ func TestGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	deployment := filepath.Join(t.TempDir(), "deployment.json")
+	// The container app on a private podman, on a port of its own.
+	svc := podmantest.Start(t)
+	webPort := freePort(t)
 	writeTemplate := func(b []byte) {
 		b = bytes.ReplaceAll(b, []byte(`"dir:../`), []byte(`"dir:`+examples+"/"))
+		b = bytes.ReplaceAll(b, []byte("127.0.0.1:8781"), []byte(webPort))
 		b = bytes.ReplaceAll(b, []byte(`"every": "30s"`), []byte(`"every": "200ms"`))
 		b = bytes.ReplaceAll(b, []byte(`"probation": "5s"`), []byte(`"probation": "200ms"`))
 		if err := os.WriteFile(deployment, b, 0o600); err != nil {
@@ -76,7 +90,7 @@ func TestGateway(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, config{DataDir: dataDir, Listen: "127.0.0.1:0", API: "127.0.0.1:0", Name: "test-gw",
-			Modbus: boiler.url, Poll: duration(50 * time.Millisecond), Deployment: deployment}, discardLogger(), out)
+			Modbus: boiler.url, Poll: duration(50 * time.Millisecond), Deployment: deployment, Podman: svc.URL, WebApp: "webapp/web"}, discardLogger(), out)
 	}()
 	var startErr error
 	testenv.EventuallyWithin(t, "the gateway running", 2*time.Minute, func() bool {
@@ -146,6 +160,16 @@ func TestGateway(t *testing.T) {
 		}
 	}
 	awaitRevision(1)
+	// The container app runs and answers.
+	if resp, err := http.Get("http://" + webPort + "/"); err != nil {
+		t.Errorf("the container app: %v", err)
+	} else {
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(page), "version 1") || !strings.Contains(string(page), "Boiler room") {
+			t.Errorf("the container app's page: %s", page)
+		}
+	}
 	// The status is retained for LAN clients.
 	if status := cli("mosquitto_sub", "-t", "edgekit/instances/test-gw/status", "-C", "1", "-W", "8"); !strings.Contains(status, `"outcome":"succeeded"`) {
 		t.Errorf("retained status %q", status)
@@ -254,6 +278,17 @@ func TestGateway(t *testing.T) {
 		c.Close()
 		t.Error("broker still listening after shutdown")
 	}
+}
+
+// freePort is a loopback address nothing listens on.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
