@@ -222,6 +222,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 	}()
 	defer func() { stopWatch(); <-watched }()
 
+	if abs, err := filepath.Abs(cfg.Deployment); err == nil {
+		cfg.Deployment = abs
+	}
 	brk := g.Broker().Addrs()[0]
 	h, p, _ := net.SplitHostPort(brk)
 	dataDir := cfg.DataDir
@@ -242,7 +245,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 // appPassword is the local broker's "app" user's password, kept in the
 // data directory.
 func appPassword(dataDir string) (string, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	// Parents searchable (Mosquitto, which drops root, passes through
+	// them); the directory itself the gateway's (edge checks it).
+	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	if err := os.Mkdir(dataDir, 0o700); err != nil && !os.IsExist(err) {
 		return "", fmt.Errorf("data directory: %w", err)
 	}
 	return edge.Secret(filepath.Join(dataDir, "mqtt-password"))
