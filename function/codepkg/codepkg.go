@@ -223,10 +223,32 @@ func (s *Store) Install(ctx context.Context, r io.Reader, p Package) (spec.Funct
 	if err := os.RemoveAll(final); err != nil {
 		return spec.Function{}, fmt.Errorf("codepkg: installing %s version %s: %w", p.Name, p.Version, err)
 	}
+	syncDirs(tree) // the files are synced as they are written; their entries too
 	if err := os.Rename(tree, final); err != nil {
 		return spec.Function{}, fmt.Errorf("codepkg: installing %s version %s: %w", p.Name, p.Version, err)
 	}
+	syncDir(filepath.Dir(final)) // and the rename
 	return fn, nil
+}
+
+// syncDirs flushes the directory entries under root (root included) to
+// disk, so that a version renamed into place is there whole after a power
+// cut. It is best effort: some systems cannot sync a directory.
+func syncDirs(root string) {
+	_ = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err == nil && e.IsDir() {
+			syncDir(path)
+		}
+		return nil
+	})
+}
+
+// syncDir flushes one directory's entries, best effort.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
 }
 
 // checkPackage checks what a deployment says of a package and returns the
@@ -408,6 +430,9 @@ func writeNew(root *os.Root, name, content string) error {
 		return err
 	}
 	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -189,6 +189,9 @@ func (u *unpacker) file(name string, mode fs.FileMode, r io.Reader) error {
 	left := u.lim.maxBytes - u.written
 	n, err := io.Copy(f, io.LimitReader(r, left+1))
 	u.written += n
+	if err == nil {
+		err = f.Sync() // on disk before the version is renamed into place
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
