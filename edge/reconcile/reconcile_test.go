@@ -645,3 +645,41 @@ func TestSignatures(t *testing.T) {
 		t.Errorf("signed: %+v", st)
 	}
 }
+
+// TestDamagedPackageAtRestart: a byte flipped in an installed package
+// while the gateway was down costs that app only: at the restart it is
+// failed, naming the file, and the other app runs.
+func TestDamagedPackageAtRestart(t *testing.T) {
+	srv := newServer(t)
+	r := newRig(t, nil)
+	a := fnApp("a", "1", srv.publish("/a/1.tgz", pyPackage(t, "a", "1", "")))
+	b := fnApp("b", "1", srv.publish("/b/1.tgz", pyPackage(t, "b", "1", "")))
+	if st := r.submit(dep(1, a, b)); st.Outcome != app.OutcomeSucceeded {
+		t.Fatalf("%+v", st)
+	}
+	r.shutdown()
+	code := filepath.Join(r.dir, "packages", "a", "1", "main.py")
+	src, err := os.ReadFile(code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src[0] ^= 0x20
+	if err := os.WriteFile(code, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	var st app.Status
+	testenv.Eventually(t, "the restore's outcome", func() bool {
+		st = r.rec.Status()
+		return appStatus(st, "a").Phase == app.PhaseFailed && appStatus(st, "b").Phase == app.PhaseRunning
+	})
+	if s := appStatus(st, "a"); !strings.Contains(s.Reason, "damaged") || !strings.Contains(s.Reason, "main.py") {
+		t.Errorf("a: %+v, want it failed naming the damaged file", s)
+	}
+	if v, _ := r.invoke("b"); v != "1" {
+		t.Errorf("b answered version %s", v)
+	}
+	if _, err := r.host.Status("a"); err == nil {
+		t.Error("the damaged package runs")
+	}
+}

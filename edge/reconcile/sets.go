@@ -19,6 +19,7 @@ import (
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/codepkg"
 	"github.com/edgekit/edgekit/internal/safefile"
 	"github.com/edgekit/edgekit/trigger"
 )
@@ -166,6 +167,12 @@ func (r *Reconciler) setsOf(d *app.Deployment) (sets, error) {
 		}
 		switch a.App.Kind {
 		case app.KindFunction:
+			// What is on disk is checked against what was installed: a file
+			// changed since (a flipped byte, a hand) costs this app only.
+			if err := r.opts.Packages.Verify(a.App.Name, a.Version.Version); errors.Is(err, codepkg.ErrDamaged) {
+				errs = append(errs, fail(a.App.Name, app.CodeInstall, err))
+				continue
+			}
 			spec, err := r.opts.Packages.Get(a.App.Name, a.Version.Version)
 			if err != nil {
 				errs = append(errs, fail(a.App.Name, app.CodeRollbackMissing, err))

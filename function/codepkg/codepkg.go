@@ -204,6 +204,13 @@ func (s *Store) Install(ctx context.Context, r io.Reader, p Package) (spec.Funct
 		return spec.Function{}, fmt.Errorf("codepkg: %w: the manifest says %s version %s, the deployment %s version %s",
 			ErrManifest, fn.Name, fn.Version, p.Name, p.Version)
 	}
+	listing, err := treeListing(u.root)
+	if err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: listing %s version %s: %w", p.Name, p.Version, err)
+	}
+	if err := writeNew(u.root, treeName, string(listing)); err != nil {
+		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
+	}
 	if err := writeNew(u.root, digestName, hex.EncodeToString(want)); err != nil {
 		return spec.Function{}, fmt.Errorf("codepkg: %w", err)
 	}

@@ -206,3 +206,37 @@ func TestBuildsOnEveryOS(t *testing.T) {
 		}
 	}
 }
+
+// TestVerify: a file of an installed version changed, removed or added on
+// disk is found and named; an archive may not carry the store's listing.
+func TestVerify(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := codepkg.Open(dir, nil)
+	if _, err := install(s, tarGz(t, manifest("app", "1"), entry{name: "main.py", body: "def handler(e, c): return 1\n"}, entry{name: "lib/util.py", body: "x = 1\n"}), "app", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify("app", "1"); err != nil {
+		t.Fatalf("a fresh install: %v", err)
+	}
+	code := filepath.Join(dir, "app", "1", "main.py")
+	b, _ := os.ReadFile(code)
+	b[4] ^= 0x20 // a byte flipped on disk
+	if err := os.WriteFile(code, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Verify("app", "1"); !errors.Is(err, codepkg.ErrDamaged) || !strings.Contains(err.Error(), `changed: "main.py"`) {
+		t.Errorf("a flipped byte: %v", err)
+	}
+	b[4] ^= 0x20
+	_ = os.WriteFile(code, b, 0o644)
+	_ = os.Remove(filepath.Join(dir, "app", "1", "lib", "util.py"))
+	if err := s.Verify("app", "1"); !errors.Is(err, codepkg.ErrDamaged) || !strings.Contains(err.Error(), `"lib/util.py"`) {
+		t.Errorf("a removed file: %v", err)
+	}
+	if err := s.Verify("app", "9"); !errors.Is(err, codepkg.ErrNotFound) {
+		t.Errorf("a version not installed: %v", err)
+	}
+	if _, err := install(s, tarGz(t, manifest("app", "2"), entry{name: ".tree", body: "d \"x\"\n"}), "app", "2"); !errors.Is(err, codepkg.ErrUnsafe) {
+		t.Errorf("an archive with the store's listing: %v, want ErrUnsafe", err)
+	}
+}

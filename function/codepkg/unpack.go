@@ -37,7 +37,7 @@ type unpacker struct {
 }
 
 // reserved are names at the package root that the store writes itself.
-var reserved = map[string]bool{digestName: true}
+var reserved = map[string]bool{digestName: true, treeName: true}
 
 // unpack detects the format (gzip-compressed tar or zip), unpacks the
 // archive into dir and checks that every link it made stays inside. The
