@@ -16,6 +16,7 @@ import (
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/benchutil"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
 	"github.com/edgekit/edgekit/trigger/message"
@@ -67,9 +68,7 @@ func BenchmarkDeviceToUpstream(b *testing.B) {
 	if err := g.Reconciler().Submit(&app.Deployment{Schema: 1, ID: "builtins", Revision: 1}); err != nil {
 		b.Fatal(err)
 	}
-	for len(g.Triggers().List()) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(b, "the relay trigger", func() bool { return len(g.Triggers().List()) > 0 })
 	if err := g.Devices().Attach(ctx, "sim", device.Device{Name: "d1", Model: model}, nil); err != nil {
 		b.Fatal(err)
 	}

@@ -2,13 +2,15 @@ package edge_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
+	"sync"
 
 	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/invoke"
 )
@@ -34,10 +36,18 @@ func ExampleGateway() {
 	_ = g.Functions().Register("hello", function.HandlerFunc(func(context.Context, invoke.Request) (invoke.Response, error) {
 		return invoke.Response{Payload: []byte(`"hello from the gateway"`)}, nil
 	}))
+	// The gateway publishes its deployment status on its bus.
+	committed := make(chan struct{})
+	var once sync.Once
+	sub, _ := g.Bus().Subscribe(ctx, edge.StatusTopic("gw-example"), func(_ context.Context, m *bus.Message) {
+		var st app.Status
+		if json.Unmarshal(m.Payload, &st) == nil && st.Outcome == app.OutcomeSucceeded {
+			once.Do(func() { close(committed) })
+		}
+	}, nil)
 	_ = g.Reconciler().Submit(&app.Deployment{Schema: app.SchemaVersion, ID: "first", Revision: 1})
-	for g.Reconciler().Status().Outcome != app.OutcomeSucceeded {
-		time.Sleep(time.Millisecond) // until the deployment has committed
-	}
+	<-committed
+	_ = sub.Unsubscribe(ctx)
 	resp, _ := g.Functions().Invoke(ctx, "hello", invoke.Request{})
 	fmt.Println(string(resp.Payload))
 	_ = g.Close(ctx)

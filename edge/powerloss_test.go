@@ -8,13 +8,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -24,6 +21,7 @@ import (
 	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/state"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -112,77 +110,25 @@ func TestPowerLoss(t *testing.T) {
 	}
 	submitted := map[uint64][]app.Assignment{0: nil}
 
-	var child *exec.Cmd
-	var client *http.Client
-	token := ""
-	start := func() {
-		t.Helper()
-		child = exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(), "EDGEKIT_GATEWAY_CHILD="+dir)
-		child.Stdout, child.Stderr = io.Discard, io.Discard
-		if err := child.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sock := filepath.Join(dir, "api.sock")
-		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}, Timeout: 5 * time.Second}
-		testenv.Eventually(t, "the gateway answering", func() bool {
-			if b, err := os.ReadFile(filepath.Join(dir, "api-token")); err == nil {
-				token = strings.TrimSpace(string(b))
-			}
-			resp, err := client.Get("http://gw/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200 && token != ""
-		})
-	}
-	call := func(method, path string, body []byte) (int, []byte) {
-		req, _ := http.NewRequest(method, "http://gw"+path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, []byte(err.Error())
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
-	}
-	kill := func() {
-		_ = child.Process.Kill()
-		_ = child.Wait()
-	}
-	defer func() {
-		if child != nil && child.ProcessState == nil {
-			kill()
-		}
-	}()
-
-	start()
+	child := gatewaytest.Start(t, dir, "EDGEKIT_GATEWAY_CHILD="+dir)
 	steps := map[string]int{} // the journal's step at each kill ("" between deployments)
 	prev := uint64(0)         // the revision running after the round before
 	for round := range 24 {
 		rev := uint64(round + 1)
 		apps := shapes[round%len(shapes)]
-		d := &app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps}
-		b, _ := json.Marshal(d)
-		if code, body := call("POST", "/v1/deployment", b); code != http.StatusAccepted {
-			t.Fatalf("round %d: submit: %d %s", round, code, body)
-		}
+		child.Submit(&app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps})
 		submitted[rev] = apps
-		// The kill lands at a step of the deployment (an app downloading,
-		// in probation, failed and being rolled back, starting), a random
-		// moment into it, or at a random moment of the whole.
+		// The kill lands as a step of the deployment begins: an app
+		// downloading, in probation, failed (the rollback starting),
+		// starting; in the second half of each cycle a step drawn at
+		// random.
 		targets := []app.Phase{app.PhaseDownloading, app.PhaseProbation, app.PhaseFailed, app.PhaseStarting}
-		if round/len(shapes)%2 == 0 {
-			waitPhase(call, targets[round%len(targets)])
-			time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
-		} else {
-			time.Sleep(time.Duration(rand.IntN(700)) * time.Millisecond)
+		target := targets[round%len(targets)]
+		if round/len(shapes)%2 == 1 {
+			target = targets[rand.IntN(len(targets))]
 		}
-		kill()
+		child.AwaitPhase(target)
+		child.Kill()
 		if s, err := state.Open(filepath.Join(dir, "state.db"), nil); err != nil {
 			t.Fatalf("round %d: the state store after the kill: %v", round, err)
 		} else {
@@ -190,29 +136,12 @@ func TestPowerLoss(t *testing.T) {
 			steps[j.Step]++
 			_ = s.Close(context.Background())
 		}
-		start()
+		child.Restart()
 
 		// It converges: no deployment in progress, and what runs is the
 		// deployment the status calls running, all of it.
-		var st app.Status
-		testenv.Eventually(t, fmt.Sprintf("round %d converging", round), func() bool {
-			_, body := call("GET", "/v1/deployment", nil)
-			st = app.Status{}
-			if json.Unmarshal(body, &st) != nil || st.Outcome == app.OutcomeInProgress || st.Outcome == "" {
-				return false
-			}
-			for _, a := range st.Apps {
-				switch a.Phase {
-				case app.PhasePending, app.PhaseDownloading, app.PhaseInstalling, app.PhaseStarting, app.PhaseProbation:
-					return false
-				}
-			}
-			return true
-		})
-		running := uint64(0)
-		if st.Running != nil {
-			running = st.Running.Revision
-		}
+		st := child.Settled(fmt.Sprintf("round %d converging", round))
+		running := gatewaytest.RunningRevision(st)
 		if running != rev && running != prev {
 			t.Errorf("round %d: running revision %d, want %d or the one before it (%d): %+v", round, running, rev, prev, st)
 		}
@@ -221,7 +150,7 @@ func TestPowerLoss(t *testing.T) {
 		for _, a := range submitted[running] {
 			want[a.App.Name] = a.Version.Version
 		}
-		_, body := call("GET", "/v1/functions", nil)
+		_, body := child.Call("GET", "/v1/functions", nil)
 		var fns []struct{ Name, Version, Phase string }
 		_ = json.Unmarshal(body, &fns)
 		got := map[string]string{}
@@ -233,7 +162,7 @@ func TestPowerLoss(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("round %d (running revision %d, %s): functions %v, want %v", round, running, st.Outcome, got, want)
 		}
-		if orphans := strayInstances(t, dir, child.Process.Pid); len(orphans) > 0 {
+		if orphans := strayInstances(t, dir, child.Pid()); len(orphans) > 0 {
 			t.Errorf("round %d: function processes of an earlier run still there: %v", round, orphans)
 		}
 	}
@@ -242,24 +171,6 @@ func TestPowerLoss(t *testing.T) {
 		if steps[step] == 0 {
 			t.Errorf("no kill landed while %s (%v)", step, steps)
 		}
-	}
-}
-
-// waitPhase waits (up to 5 s) until an app of the deployment in progress
-// is in phase p.
-func waitPhase(call func(string, string, []byte) (int, []byte), p app.Phase) {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		_, body := call("GET", "/v1/deployment", nil)
-		var st app.Status
-		if json.Unmarshal(body, &st) == nil {
-			for _, a := range st.Apps {
-				if a.Phase == p {
-					return
-				}
-			}
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 

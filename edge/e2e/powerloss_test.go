@@ -3,16 +3,10 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +14,7 @@ import (
 	"github.com/edgekit/edgekit/container/podman"
 	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
@@ -79,84 +74,25 @@ func TestPowerLossContainers(t *testing.T) {
 	shapes := [][]app.Assignment{{web("1", true)}, {web("2", true)}, {web("3", false)}}
 	submitted := map[uint64][]app.Assignment{}
 
-	var child *exec.Cmd
-	var client *http.Client
-	token := ""
-	start := func() {
-		t.Helper()
-		child = exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(), "EDGEKIT_E2E_CHILD="+dir, "EDGEKIT_E2E_PODMAN="+svc.URL)
-		child.Stdout, child.Stderr = io.Discard, io.Discard
-		if err := child.Start(); err != nil {
-			t.Fatal(err)
-		}
-		sock := filepath.Join(dir, "api.sock")
-		client = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}, Timeout: 5 * time.Second}
-		testenv.EventuallyWithin(t, "the gateway answering", time.Minute, func() bool {
-			if b, err := os.ReadFile(filepath.Join(dir, "api-token")); err == nil {
-				token = strings.TrimSpace(string(b))
-			}
-			resp, err := client.Get("http://gw/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200 && token != ""
-		})
-	}
-	call := func(method, path string, body []byte) (int, []byte) {
-		req, _ := http.NewRequest(method, "http://gw"+path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, []byte(err.Error())
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
-	}
-	kill := func() { _ = child.Process.Kill(); _ = child.Wait() }
-	defer func() {
-		if child != nil && child.ProcessState == nil {
-			kill()
-		}
-	}()
-
-	start()
+	child := gatewaytest.Start(t, dir, "EDGEKIT_E2E_CHILD="+dir, "EDGEKIT_E2E_PODMAN="+svc.URL)
 	prev := uint64(0)
 	for round := range 12 {
 		rev := uint64(round + 1)
 		apps := shapes[round%len(shapes)]
-		b, _ := json.Marshal(&app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps})
-		if code, body := call("POST", "/v1/deployment", b); code != http.StatusAccepted {
-			t.Fatalf("round %d: submit: %d %s", round, code, body)
-		}
+		child.Submit(&app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps})
 		submitted[rev] = apps
-		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond) // a random point of the deployment: the point of the test
-		kill()
-		start()
-
-		var st app.Status
-		testenv.EventuallyWithin(t, fmt.Sprintf("round %d converging", round), time.Minute, func() bool {
-			_, body := call("GET", "/v1/deployment", nil)
-			st = app.Status{}
-			if json.Unmarshal(body, &st) != nil || st.Outcome == app.OutcomeInProgress || st.Outcome == "" {
-				return false
-			}
-			for _, a := range st.Apps {
-				switch a.Phase {
-				case app.PhasePending, app.PhaseDownloading, app.PhaseInstalling, app.PhaseStarting, app.PhaseProbation:
-					return false
-				}
-			}
-			return true
-		})
-		running := uint64(0)
-		if st.Running != nil {
-			running = st.Running.Revision
+		// The kill lands as a step begins, drawn at random: the new
+		// container starting, in probation, or (the version that never
+		// becomes healthy) failed, the rollback starting.
+		targets := []app.Phase{app.PhaseStarting, app.PhaseProbation}
+		if round%len(shapes) == 2 {
+			targets = append(targets, app.PhaseFailed)
 		}
+		child.AwaitPhase(targets[rand.IntN(len(targets))])
+		child.Restart()
+
+		st := child.Settled(fmt.Sprintf("round %d converging", round))
+		running := gatewaytest.RunningRevision(st)
 		if running != rev && running != prev {
 			t.Errorf("round %d: running revision %d, want %d or %d: %+v", round, running, rev, prev, st)
 		}
@@ -173,7 +109,7 @@ func TestPowerLossContainers(t *testing.T) {
 				for _, c := range list {
 					t.Logf("container %s %s version %s state %s", c.ID[:12], c.Name, c.Labels[container.LabelVersion], c.State)
 				}
-				_, body := call("GET", "/v1/containers", nil)
+				_, body := child.Call("GET", "/v1/containers", nil)
 				t.Logf("the manager: %s; status %+v", body, st)
 			}
 		}()

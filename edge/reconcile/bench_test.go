@@ -44,9 +44,7 @@ func BenchmarkDeploy100(b *testing.B) {
 		if err := r.rec.Submit(dep(uint64(round+1), apps...)); err != nil {
 			b.Fatal(err)
 		}
-		for !allServing(r.host, n) {
-			time.Sleep(time.Millisecond)
-		}
+		testenv.EventuallyWithin(b, "100 functions serving", 5*time.Minute, func() bool { return allServing(r.host, n) })
 		viaReconcile = append(viaReconcile, time.Since(start))
 
 		// The same specs, installed, deployed one by one on a new host.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/edgekit/edgekit/internal/benchutil"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 // helloServer is the baseline: the smallest Go program of the same kind
@@ -92,31 +93,31 @@ func BenchmarkIdle(b *testing.B) {
 		log, _ := os.ReadFile(filepath.Join(dir, "gateway.log"))
 		b.Fatalf("the gateway did not start:\n%s", log)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) { // until its deployment has committed
+	testenv.EventuallyWithin(b, "the deployment committed", time.Minute, func() bool {
 		req, _ := http.NewRequest("GET", api+"/v1/deployment", nil)
 		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			var st struct{ Outcome string }
-			_ = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if st.Outcome == "succeeded" {
-				break
-			}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		defer resp.Body.Close()
+		var st struct{ Outcome string }
+		_ = json.NewDecoder(resp.Body).Decode(&st)
+		return st.Outcome == "succeeded"
+	})
 	h := exec.Command(hello)
 	if err := h.Start(); err != nil {
 		b.Fatal(err)
 	}
 	defer func() { _ = h.Process.Kill(); _ = h.Wait() }()
-	// Idle: sampled over two seconds, the median.
+	// Idle: sampled every 100 ms for two seconds, the median.
 	var gwRSS, helloRSS []time.Duration // in KiB, held as durations for the median
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for range 20 {
+		<-tick.C
 		gwRSS = append(gwRSS, time.Duration(rssKiB(g.Process.Pid)))
 		helloRSS = append(helloRSS, time.Duration(rssKiB(h.Process.Pid)))
-		time.Sleep(100 * time.Millisecond)
 	}
 	b.ReportMetric(size(gw), "gateway-binary-MiB")
 	b.ReportMetric(size(hello), "baseline-binary-MiB")

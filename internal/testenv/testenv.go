@@ -47,17 +47,27 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 	EventuallyWithin(t, what, 10*time.Second, cond)
 }
 
+// Await waits up to within for cond and reports whether it came, without
+// failing: for a test that acts at a moment (kills a process when a step
+// begins) and goes on either way.
+func Await(within time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
 // EventuallyWithin is Eventually with a bound of its own, for a step that
 // is slow by nature (a whole gateway starting, with Mosquitto and its
 // functions, on a loaded machine): the bound only says when to give up.
 func EventuallyWithin(t testing.TB, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !Await(within, cond) {
+		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 
