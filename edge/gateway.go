@@ -194,6 +194,15 @@ func (g *Gateway) Close(ctx context.Context) error {
 	}
 }
 
+// copyOf is *p, or the zero value for nil: a part's options, copied.
+func copyOf[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
+}
+
 // stopper stops what was started, last first.
 type stopper struct {
 	names []string
@@ -476,10 +485,7 @@ func (g *Gateway) listenAPI() (net.Listener, string, error) {
 
 func (g *Gateway) startFunctions(ctx context.Context, stack *stopper, apiURL string, callers *httpcall.Tokens) error {
 	o := &g.opts
-	var fo function.Options
-	if o.Functions != nil {
-		fo = *o.Functions
-	}
+	fo := copyOf(o.Functions)
 	if fo.DataDir == "" {
 		fo.DataDir = filepath.Join(o.DataDir, "functions")
 	}
@@ -518,10 +524,7 @@ func (g *Gateway) startFunctions(ctx context.Context, stack *stopper, apiURL str
 
 func (g *Gateway) startTriggers(ctx context.Context, stack *stopper) error {
 	o := &g.opts
-	var to timer.Options
-	if o.Timers != nil {
-		to = *o.Timers
-	}
+	to := copyOf(o.Timers)
 	if to.StateDir == "" {
 		to.StateDir = filepath.Join(o.DataDir, "triggers")
 	}
@@ -534,10 +537,7 @@ func (g *Gateway) startTriggers(ctx context.Context, stack *stopper) error {
 	}
 	g.parts.scheduler = sched
 	stack.push("the timers", sched.Close)
-	var mo message.Options
-	if o.Messages != nil {
-		mo = *o.Messages
-	}
+	mo := copyOf(o.Messages)
 	if mo.Logger == nil {
 		mo.Logger = o.Logger
 	}
@@ -550,10 +550,7 @@ func (g *Gateway) startTriggers(ctx context.Context, stack *stopper) error {
 
 func (g *Gateway) startDevices(ctx context.Context, stack *stopper) error {
 	o := &g.opts
-	var do device.ManagerOptions
-	if o.Devices != nil {
-		do = *o.Devices
-	}
+	do := copyOf(o.Devices)
 	if do.Publish == nil {
 		do.Publish = devicebus.Publisher(g.parts.bus, "")
 	}

@@ -77,7 +77,10 @@ type route struct {
 	pattern string // "METHOD /path"
 	public  bool   // no token needed
 	callers bool   // a function's own token is enough
-	handle  http.HandlerFunc
+	// absent, when set, says the part the route serves is not there: the
+	// route answers 404 with it, and the handler never sees a nil part.
+	absent string
+	handle http.HandlerFunc
 }
 
 // New returns the API.
@@ -108,13 +111,15 @@ func New(opts *Options) (*API, error) {
 		}))
 	}
 	for _, rt := range a.routes() {
-		switch {
-		case rt.public:
-			mux.Handle(rt.pattern, rt.handle)
-		case rt.callers:
-			mux.Handle(rt.pattern, rt.handle) // httpcall's handler checks the token itself
-		default:
-			mux.Handle(rt.pattern, operator(rt.handle))
+		h := rt.handle
+		if rt.absent != "" {
+			why := errors.New(rt.absent)
+			h = func(w http.ResponseWriter, _ *http.Request) { writeError(w, http.StatusNotFound, "NotFound", why) }
+		}
+		if rt.public || rt.callers { // httpcall's handler checks the callers' tokens itself
+			mux.Handle(rt.pattern, h)
+		} else {
+			mux.Handle(rt.pattern, operator(h))
 		}
 	}
 	a.handler = mux
@@ -123,27 +128,37 @@ func New(opts *Options) (*API, error) {
 
 // routes is the API: each pattern once, as docs/openapi.json has it.
 func (a *API) routes() []route {
+	absent := func(missing bool, why string) string {
+		if missing {
+			return why
+		}
+		return ""
+	}
+	noMetrics := absent(a.opts.Metrics == nil, "no metrics registry")
+	noState := absent(a.opts.State == nil, "no state store")
+	noDevices := absent(a.opts.Devices == nil, "no device manager")
+	noContainers := absent(a.opts.Containers == nil, "no container runtime")
 	return []route{
 		{pattern: "GET /healthz", public: true, handle: a.healthz},
 		{pattern: "GET /readyz", public: true, handle: a.readyz},
-		{pattern: "GET /metrics", handle: a.metrics},
+		{pattern: "GET /metrics", absent: noMetrics, handle: a.metrics},
 		{pattern: "GET /v1/deployment", handle: a.deployment},
 		{pattern: "POST /v1/deployment", handle: a.submit},
 		{pattern: "GET /v1/apps", handle: a.apps},
-		{pattern: "GET /v1/apps/{name}/history", handle: a.history},
+		{pattern: "GET /v1/apps/{name}/history", absent: noState, handle: a.history},
 		{pattern: "GET /v1/functions", handle: a.functions},
 		{pattern: "GET /v1/functions/{name}", handle: a.function},
 		{pattern: "GET /v1/functions/{name}/logs", handle: a.functionLogs},
 		{pattern: "POST /v1/functions/{name}/invoke", callers: true, handle: a.calls.ServeHTTP},
 		{pattern: "GET /v1/invocations/{id}", callers: true, handle: a.calls.ServeHTTP},
-		{pattern: "GET /v1/devices", handle: a.devices},
-		{pattern: "GET /v1/devices/{name}", handle: a.device},
-		{pattern: "POST /v1/devices/{name}/get", handle: a.deviceGet},
-		{pattern: "POST /v1/devices/{name}/set", handle: a.deviceSet},
-		{pattern: "POST /v1/devices/{name}/services/{service}", handle: a.deviceCall},
-		{pattern: "GET /v1/containers", handle: a.containers},
-		{pattern: "GET /v1/containers/{name}/logs", handle: a.containerLogs},
-		{pattern: "GET /v1/containers/{name}/stats", handle: a.containerStats},
+		{pattern: "GET /v1/devices", absent: noDevices, handle: a.devices},
+		{pattern: "GET /v1/devices/{name}", absent: noDevices, handle: a.device},
+		{pattern: "POST /v1/devices/{name}/get", absent: noDevices, handle: a.deviceGet},
+		{pattern: "POST /v1/devices/{name}/set", absent: noDevices, handle: a.deviceSet},
+		{pattern: "POST /v1/devices/{name}/services/{service}", absent: noDevices, handle: a.deviceCall},
+		{pattern: "GET /v1/containers", absent: noContainers, handle: a.containers},
+		{pattern: "GET /v1/containers/{name}/logs", absent: noContainers, handle: a.containerLogs},
+		{pattern: "GET /v1/containers/{name}/stats", absent: noContainers, handle: a.containerStats},
 	}
 }
 
@@ -209,10 +224,6 @@ func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	if a.opts.Metrics == nil {
-		writeError(w, http.StatusNotFound, "NotFound", errors.New("no metrics registry"))
-		return
-	}
 	promhttp.HandlerFor(a.opts.Metrics, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 }
 
@@ -238,10 +249,6 @@ func (a *API) apps(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *API) history(w http.ResponseWriter, r *http.Request) {
-	if a.opts.State == nil {
-		writeError(w, http.StatusNotFound, "NotFound", errors.New("no state store"))
-		return
-	}
 	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
 	h, err := a.opts.State.History(r.PathValue("name"), max(limit, 0))
 	if err != nil && len(h) == 0 {
@@ -288,24 +295,11 @@ func (a *API) functionLogs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, recs)
 }
 
-func (a *API) devicesOr404(w http.ResponseWriter) bool {
-	if a.opts.Devices == nil {
-		writeError(w, http.StatusNotFound, "NotFound", errors.New("no device manager"))
-		return false
-	}
-	return true
-}
-
 func (a *API) devices(w http.ResponseWriter, _ *http.Request) {
-	if a.devicesOr404(w) {
-		writeJSON(w, http.StatusOK, a.opts.Devices.Devices())
-	}
+	writeJSON(w, http.StatusOK, a.opts.Devices.Devices())
 }
 
 func (a *API) device(w http.ResponseWriter, r *http.Request) {
-	if !a.devicesOr404(w) {
-		return
-	}
 	sh, err := a.opts.Devices.Shadow(r.PathValue("name"))
 	if err != nil {
 		fail(w, err)
@@ -328,9 +322,6 @@ func readings(got map[string]device.Reading) map[string]any {
 }
 
 func (a *API) deviceGet(w http.ResponseWriter, r *http.Request) {
-	if !a.devicesOr404(w) {
-		return
-	}
 	var body struct {
 		Properties []string `json:"properties"`
 	}
@@ -346,9 +337,6 @@ func (a *API) deviceGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deviceSet(w http.ResponseWriter, r *http.Request) {
-	if !a.devicesOr404(w) {
-		return
-	}
 	var body struct {
 		Properties map[string]any `json:"properties"`
 	}
@@ -372,9 +360,6 @@ func (a *API) deviceSet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deviceCall(w http.ResponseWriter, r *http.Request) {
-	if !a.devicesOr404(w) {
-		return
-	}
 	var in map[string]any
 	if !decode(w, r, &in) {
 		return
@@ -387,24 +372,11 @@ func (a *API) deviceCall(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"output": out})
 }
 
-func (a *API) containersOr404(w http.ResponseWriter) bool {
-	if a.opts.Containers == nil {
-		writeError(w, http.StatusNotFound, "NotFound", errors.New("no container runtime"))
-		return false
-	}
-	return true
-}
-
 func (a *API) containers(w http.ResponseWriter, _ *http.Request) {
-	if a.containersOr404(w) {
-		writeJSON(w, http.StatusOK, a.opts.Containers.Status())
-	}
+	writeJSON(w, http.StatusOK, a.opts.Containers.Status())
 }
 
 func (a *API) containerLogs(w http.ResponseWriter, r *http.Request) {
-	if !a.containersOr404(w) {
-		return
-	}
 	tail, _ := strconv.Atoi(r.URL.Query().Get("tail"))
 	if tail <= 0 {
 		tail = 100
@@ -418,9 +390,6 @@ func (a *API) containerLogs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) containerStats(w http.ResponseWriter, r *http.Request) {
-	if !a.containersOr404(w) {
-		return
-	}
 	st, err := a.opts.Containers.Stats(r.Context(), r.PathValue("name"))
 	if err != nil {
 		fail(w, err)

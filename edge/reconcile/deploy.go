@@ -107,6 +107,7 @@ func (r *Reconciler) deploy(ctx context.Context, d *app.Deployment) {
 
 // from takes d on from step: fetch, apply, probation, commit, or roll back.
 func (r *Reconciler) from(ctx, dctx context.Context, j *state.Journal, d *app.Deployment, changed map[string]bool, step string) {
+	fetched := step == stepFetching // then the fetch verifies what it finds installed; a resumed apply checks the disk itself
 	if step == stepFetching {
 		j.Step = stepFetching
 		r.save(j)
@@ -131,7 +132,7 @@ func (r *Reconciler) from(ctx, dctx context.Context, j *state.Journal, d *app.De
 		j.Attempt++
 		r.save(j)
 		r.hold(j.LastGood, d)
-		next, err := r.setsOf(d)
+		next, err := r.setsOf(d, !fetched)
 		if err == nil {
 			r.phase(changed, app.PhaseStarting)
 			err = r.applySets(dctx, next, changed)
@@ -212,7 +213,7 @@ func (r *Reconciler) rollback(ctx context.Context, j *state.Journal, d *app.Depl
 	if last == nil {
 		last = &app.Deployment{Schema: app.SchemaVersion, ID: "none"}
 	}
-	back, err := r.setsOf(last) // what can be had is put back even when an app cannot
+	back, err := r.setsOf(last, true) // what can be had is put back even when an app cannot
 	err = errors.Join(err, r.applySets(ctx, back, changedApps(d, last)))
 	if err == nil {
 		err = r.settle(ctx, last, changedApps(d, last))
@@ -275,7 +276,7 @@ func (r *Reconciler) restore(ctx context.Context, d *app.Deployment) {
 		r.begin(d, nil, names)
 	}
 	r.phase(names, app.PhaseStarting)
-	sets, err := r.setsOf(d)
+	sets, err := r.setsOf(d, true)
 	err = errors.Join(err, r.applySets(ctx, sets, nil))
 	r.phase(names, app.PhaseRunning)
 	if err != nil {

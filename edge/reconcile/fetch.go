@@ -84,6 +84,10 @@ func (r *Reconciler) fetchPackage(ctx context.Context, a app.Assignment) error {
 	art := a.Version.Function.Package
 	if digest, err := r.opts.Packages.Digest(name, version); err == nil {
 		if digest == art.SHA256 {
+			// Installed before: its files must still be what was installed.
+			if err := r.opts.Packages.Verify(name, version); err != nil {
+				return fail(name, app.CodeInstall, err)
+			}
 			return nil
 		}
 		return fail(name, app.CodeChecksum, fmt.Errorf("version %s is installed from an archive of digest %s, the deployment says %s: a published version does not change", version, digest, art.SHA256))

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgekit/edgekit/container"
@@ -52,7 +55,7 @@ func (r *Reconciler) watch(ctx context.Context, d *app.Deployment, changed map[s
 	defer t.Stop()
 	for len(pending) > 0 {
 		var containers map[string]container.AppStatus
-		for _, name := range sortedNames(keys(pending)) {
+		for _, name := range slices.Sorted(maps.Keys(pending)) {
 			a := pending[name]
 			over := time.Since(start) >= r.probationOf(a)
 			var done bool
@@ -128,14 +131,6 @@ func containerHealthy(a app.Assignment, st container.AppStatus) (bool, error) {
 	return st.State == container.AppRunning && st.Version == a.Version.Version, nil
 }
 
-func keys(m map[string]app.Assignment) map[string]bool {
-	out := make(map[string]bool, len(m))
-	for k := range m {
-		out[k] = true
-	}
-	return out
-}
-
 // hold keeps the function versions of the deployments given from removal
 // and lets go of the others.
 func (r *Reconciler) hold(ds ...*app.Deployment) {
@@ -163,22 +158,13 @@ func (r *Reconciler) hold(ds ...*app.Deployment) {
 		if _, ok := r.holds[key]; ok {
 			continue
 		}
-		name, version := splitKey(key)
+		name, version, _ := strings.Cut(key, "/")
 		release, err := r.opts.Packages.Hold(name, version)
 		if err != nil {
 			continue // not installed (yet)
 		}
 		r.holds[key] = release
 	}
-}
-
-func splitKey(k string) (string, string) {
-	for i := 0; i < len(k); i++ {
-		if k[i] == '/' {
-			return k[:i], k[i+1:]
-		}
-	}
-	return k, ""
 }
 
 // collect removes what the committed deployment d no longer needs: other

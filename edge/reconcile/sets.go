@@ -154,9 +154,12 @@ func triggersOf(a app.Assignment) []trigger.Config {
 
 // setsOf builds what the parts are given for d, from what is on disk:
 // function specs from the installed packages, container apps with their
-// configuration files written. An app that cannot be built is left out,
-// and its error joined to the one returned.
-func (r *Reconciler) setsOf(d *app.Deployment) (sets, error) {
+// configuration files written. With verify, each package's files are
+// checked against what was installed first (a restart, a rollback: the
+// disk has had time to change since); a fetch checks the packages it
+// finds installed itself. An app that cannot be built is left out, and
+// its error joined to the one returned.
+func (r *Reconciler) setsOf(d *app.Deployment, verify bool) (sets, error) {
 	var s sets
 	var errs []error
 	for _, a := range d.Apps {
@@ -169,9 +172,11 @@ func (r *Reconciler) setsOf(d *app.Deployment) (sets, error) {
 		case app.KindFunction:
 			// What is on disk is checked against what was installed: a file
 			// changed since (a flipped byte, a hand) costs this app only.
-			if err := r.opts.Packages.Verify(a.App.Name, a.Version.Version); errors.Is(err, codepkg.ErrDamaged) {
-				errs = append(errs, fail(a.App.Name, app.CodeInstall, err))
-				continue
+			if verify {
+				if err := r.opts.Packages.Verify(a.App.Name, a.Version.Version); errors.Is(err, codepkg.ErrDamaged) {
+					errs = append(errs, fail(a.App.Name, app.CodeInstall, err))
+					continue
+				}
 			}
 			spec, err := r.opts.Packages.Get(a.App.Name, a.Version.Version)
 			if err != nil {

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"time"
 
@@ -124,7 +125,7 @@ func (r *Reconciler) setApp(name string, f func(*app.AppStatus)) {
 
 // phase moves the named apps to p.
 func (r *Reconciler) phase(names map[string]bool, p app.Phase) {
-	for _, name := range sortedNames(names) {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		r.setApp(name, func(st *app.AppStatus) { st.Phase, st.Code, st.Reason = p, "", "" })
 	}
 }
@@ -141,7 +142,7 @@ func (r *Reconciler) markFailed(name, code string, err error) {
 // last: rolled back to last's version, or removed where last has none.
 // The app that failed keeps its failure.
 func (r *Reconciler) revert(d, last *app.Deployment, changed map[string]bool) {
-	for _, name := range sortedNames(changed) {
+	for _, name := range slices.Sorted(maps.Keys(changed)) {
 		a, _ := d.Find(name)
 		prev, ok := app.Assignment{}, false
 		if last != nil {
@@ -199,13 +200,4 @@ func (r *Reconciler) publish(changed *app.AppStatus) {
 	if r.opts.OnStatus != nil {
 		r.opts.OnStatus(r.Status())
 	}
-}
-
-func sortedNames(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }

@@ -45,6 +45,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -103,60 +104,61 @@ func defaults() config {
 }
 
 func main() {
-	cfg := defaults()
-	configFile := flag.String("config", "", "a JSON file of settings (see examples/gateway/config.json); flags override it")
-	data := flag.String("data", cfg.DataDir, "data directory")
-	listen := flag.String("listen", cfg.Listen, "local MQTT listener")
-	api := flag.String("api", cfg.API, "local HTTP API address")
-	upstream := flag.String("upstream", "", "optional upstream broker URL, e.g. mqtt://broker.example:1883")
-	name := flag.String("name", cfg.Name, "the gateway's instance id")
-	modbusURL := flag.String("modbus", "", "Modbus TCP endpoint of a boiler, e.g. tcp://127.0.0.1:5020 (go run ./examples/modbus-sim); default a simulated boiler")
-	poll := flag.Duration("poll", time.Duration(cfg.Poll), "how often the boiler is read")
-	deployment := flag.String("deployment", cfg.Deployment, "the deployment file")
-	podmanURL := flag.String("podman", cfg.Podman, "the podman service URL; container apps run when it answers")
-	webApp := flag.String("webapp", cfg.WebApp, "the container app's binary")
-	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if *configFile != "" {
-		b, err := os.ReadFile(*configFile)
-		if err == nil {
-			err = json.Unmarshal(b, &cfg)
-		}
-		if err != nil {
-			log.Error("reading the settings", "file", *configFile, "err", err)
-			os.Exit(2)
-		}
+	cfg, err := settings(os.Args[1:])
+	if err != nil {
+		log.Error("reading the settings", "err", err)
+		os.Exit(2)
 	}
-	flag.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "data":
-			cfg.DataDir = *data
-		case "listen":
-			cfg.Listen = *listen
-		case "api":
-			cfg.API = *api
-		case "upstream":
-			cfg.Upstream = *upstream
-		case "name":
-			cfg.Name = *name
-		case "modbus":
-			cfg.Modbus = *modbusURL
-		case "poll":
-			cfg.Poll = duration(*poll)
-		case "deployment":
-			cfg.Deployment = *deployment
-		case "podman":
-			cfg.Podman = *podmanURL
-		case "webapp":
-			cfg.WebApp = *webApp
-		}
-	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, log, os.Stdout); err != nil {
 		log.Error("gateway stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// settings reads the flags: -config names a file whose settings replace the
+// defaults, and the other flags then override those. The flags are bound to
+// the settings themselves, so the file's values are their defaults.
+func settings(args []string) (config, error) {
+	cfg := defaults()
+	flags := func(c *config) (*flag.FlagSet, *string) {
+		fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+		file := fs.String("config", "", "a JSON file of settings (see examples/gateway/config.json); flags override it")
+		fs.StringVar(&c.DataDir, "data", c.DataDir, "data directory")
+		fs.StringVar(&c.Listen, "listen", c.Listen, "local MQTT listener")
+		fs.StringVar(&c.API, "api", c.API, "local HTTP API address")
+		fs.StringVar(&c.Upstream, "upstream", c.Upstream, "optional upstream broker URL, e.g. mqtt://broker.example:1883")
+		fs.StringVar(&c.Name, "name", c.Name, "the gateway's instance id")
+		fs.StringVar(&c.Modbus, "modbus", c.Modbus, "Modbus TCP endpoint of a boiler, e.g. tcp://127.0.0.1:5020 (go run ./examples/modbus-sim); default a simulated boiler")
+		fs.DurationVar((*time.Duration)(&c.Poll), "poll", time.Duration(c.Poll), "how often the boiler is read")
+		fs.StringVar(&c.Deployment, "deployment", c.Deployment, "the deployment file")
+		fs.StringVar(&c.Podman, "podman", c.Podman, "the podman service URL; container apps run when it answers")
+		fs.StringVar(&c.WebApp, "webapp", c.WebApp, "the container app's binary")
+		return fs, file
+	}
+	// A first look finds -config; the file's settings become the defaults
+	// of the second, which the flags override.
+	first, file := flags(&config{})
+	first.SetOutput(io.Discard)
+	if err := first.Parse(args); err != nil && !errors.Is(err, flag.ErrHelp) {
+		return cfg, err
+	}
+	if *file != "" {
+		b, err := os.ReadFile(*file)
+		if err == nil {
+			err = json.Unmarshal(b, &cfg)
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", *file, err)
+		}
+	}
+	second, _ := flags(&cfg)
+	if err := second.Parse(args); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
 }
 
 // run runs the gateway until ctx ends.

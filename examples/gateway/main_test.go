@@ -353,3 +353,22 @@ func startBoiler(t *testing.T) *modbusBoiler {
 	t.Cleanup(func() { _ = srv.Stop() })
 	return b
 }
+
+// TestSettings: the settings file replaces the defaults and the flags
+// override the file.
+func TestSettings(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "gateway.json")
+	if err := os.WriteFile(file, []byte(`{"name": "from-file", "listen": "127.0.0.1:1", "poll": "5s"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := settings([]string{"-config", file, "-listen", "127.0.0.1:2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "from-file" || cfg.Listen != "127.0.0.1:2" || time.Duration(cfg.Poll) != 5*time.Second || cfg.API != defaults().API {
+		t.Errorf("settings: %+v", cfg)
+	}
+	if _, err := settings([]string{"-config", filepath.Join(t.TempDir(), "none.json")}); err == nil {
+		t.Error("a missing settings file was taken")
+	}
+}
