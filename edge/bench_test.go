@@ -16,6 +16,7 @@ import (
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/benchutil"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
@@ -46,7 +47,7 @@ func BenchmarkDeviceToUpstream(b *testing.B) {
 		b.Fatal(err)
 	}
 	drv := sim.New()
-	g, err := edge.New(&edge.Options{
+	g, _ := gatewaytest.Run(b, &edge.Options{
 		DataDir: filepath.Join(b.TempDir(), "data"), Instance: "gw-b",
 		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}},
 		API:      &edge.APIOptions{Address: "-"}, DeploymentFile: "-",
@@ -55,13 +56,6 @@ func BenchmarkDeviceToUpstream(b *testing.B) {
 		BuiltinTriggers: []trigger.Config{{Name: "relay", Type: message.Type, Function: "relay",
 			Params: json.RawMessage(`{"filter": "devices/+/events/#", "output": "outputs/relay"}`)}},
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() { _ = g.Close(ctx); <-done }()
-	<-g.Ready()
 	_ = g.Functions().Register("relay", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
 		return invoke.Response{Payload: req.Payload, ContentType: "application/json"}, nil
 	}))

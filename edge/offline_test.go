@@ -19,6 +19,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
@@ -83,7 +84,7 @@ func TestOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := edge.New(&edge.Options{
+	g, _ := gatewaytest.Run(t, &edge.Options{
 		DataDir: filepath.Join(t.TempDir(), "data"), Instance: "gw-off",
 		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 200 * time.Millisecond},
 		API:      &edge.APIOptions{Address: "-"}, DeploymentFile: "-",
@@ -92,22 +93,6 @@ func TestOffline(t *testing.T) {
 		BuiltinTriggers: []trigger.Config{{Name: "on-report", Type: message.Type, Function: "on-report",
 			Params: json.RawMessage(`{"filter": "devices/+/properties", "output": "outputs/reports"}`)}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		_ = g.Close(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	select {
-	case <-g.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
 	// The builtin function echoes each report's device and time.
 	_ = g.Functions().Register("on-report", function.HandlerFunc(func(_ context.Context, req invoke.Request) (invoke.Response, error) {
 		var r struct{ Device, Time string }

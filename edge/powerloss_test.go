@@ -189,7 +189,7 @@ func strayInstances(t *testing.T, dir string, pid int) []int {
 		if !bytes.Contains(cmdline, []byte(dir)) || p == pid {
 			continue
 		}
-		if !descends(p, pid) && !processEnded(p) {
+		if !descends(p, pid) && !testenv.ProcessGone(p) {
 			out = append(out, p)
 		}
 	}
@@ -219,13 +219,4 @@ func descends(p, ancestor int) bool {
 		p = parent
 	}
 	return false
-}
-
-func processEnded(p int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/edgekit/edgekit/device"
 	"github.com/edgekit/edgekit/device/sim"
 	"github.com/edgekit/edgekit/edge"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 )
 
 // TestDeviceRegistry: a device attached through the gateway is attached
@@ -21,25 +22,10 @@ func TestDeviceRegistry(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	run := func(f func(g *edge.Gateway)) {
 		t.Helper()
-		g, err := edge.New(&edge.Options{DataDir: dir, Instance: "gw-reg", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
+		g, stop := gatewaytest.Run(t, &edge.Options{DataDir: dir, Instance: "gw-reg", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
 			Drivers: []edge.Driver{{Name: "sim", Driver: sim.New()}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- g.Run(ctx) }()
-		select {
-		case <-g.Ready():
-		case err := <-done:
-			t.Fatal(err)
-		}
 		f(g)
-		if err := g.Close(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		stop()
 	}
 	tsl := json.RawMessage(`{"properties": [{"identifier": "setpoint", "accessMode": "rw", "dataType": {"type": "int", "specs": {"min": "30", "max": "90"}}}]}`)
 	run(func(g *edge.Gateway) {

@@ -1,7 +1,6 @@
 package function_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -185,15 +184,6 @@ func TestPanicWhileIdleIsNoCrashLoop(t *testing.T) {
 
 // processGone reports whether pid no longer runs (a zombie waiting to be
 // reaped counts as gone).
-func processGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
-}
-
 // needProcessTracking skips (fails under CI) where the host cannot follow
 // an instance's processes past its process group.
 func needProcessTracking(t *testing.T, h *function.Host, name string) {
@@ -238,7 +228,7 @@ func TestEscapedChildDoesNotWedgeTheHost(t *testing.T) {
 		t.Fatalf("a call that hangs: %v, want a timeout", err)
 	}
 	child := childPID(t, pidFile)
-	testenv.Eventually(t, "the escaped child killed with its instance at the timeout", func() bool { return processGone(child) })
+	testenv.Eventually(t, "the escaped child killed with its instance at the timeout", func() bool { return testenv.ProcessGone(child) })
 	if err := call("echo"); err != nil {
 		t.Fatalf("the call after the timeout: %v", err)
 	}
@@ -248,7 +238,7 @@ func TestEscapedChildDoesNotWedgeTheHost(t *testing.T) {
 		t.Fatalf("a call whose runtime exits while its child holds stdout: %v, want Runtime.ExitError (not a timeout)", err)
 	}
 	child = childPID(t, pidFile)
-	testenv.Eventually(t, "the escaped child killed when its runtime exited", func() bool { return processGone(child) })
+	testenv.Eventually(t, "the escaped child killed when its runtime exited", func() bool { return testenv.ProcessGone(child) })
 	if err := call("echo"); err != nil {
 		t.Fatalf("the call after the exit: %v", err)
 	}
@@ -265,7 +255,7 @@ func TestEscapedChildDoesNotWedgeTheHost(t *testing.T) {
 	if err := h.Remove(ctx, s.Name); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
-	if !processGone(child) {
+	if !testenv.ProcessGone(child) {
 		t.Fatalf("child %d still runs after Remove", child)
 	}
 }
@@ -304,7 +294,7 @@ func TestForkBombIsBounded(t *testing.T) {
 		t.Fatalf("Remove: %v", err)
 	}
 	for _, pid := range got.PIDs {
-		if !processGone(pid) {
+		if !testenv.ProcessGone(pid) {
 			t.Fatalf("child %d still runs after Remove", pid)
 		}
 	}

@@ -72,12 +72,12 @@ func TestLeftoversOfAKilledHost(t *testing.T) {
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
-	if processGone(escaped) {
+	if testenv.ProcessGone(escaped) {
 		t.Fatal("the escaped child died with the host: nothing to test")
 	}
 	if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", escaped)); !strings.Contains(string(b), "edgekit-") {
 		testenv.Missing(t, fmt.Errorf("no cgroup here follows an instance's processes (the escaped child is in %q)", b))
 	}
 	newHost(t, &function.Options{DataDir: dir})
-	testenv.Eventually(t, "the escaped child of the killed host killed", func() bool { return processGone(escaped) })
+	testenv.Eventually(t, "the escaped child of the killed host killed", func() bool { return testenv.ProcessGone(escaped) })
 }

@@ -29,11 +29,27 @@ import (
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 const image = "localhost/edgekit-testprog:1"
+
+// privatePodman starts a private podman service with the test program's
+// image, and a runtime on it.
+func privatePodman(t *testing.T) (*podmantest.Service, *podman.Runtime) {
+	t.Helper()
+	svc := podmantest.Start(t)
+	rt, err := podman.Connect(context.Background(), svc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.ImportImage(context.Background(), image, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
+		t.Fatal(err)
+	}
+	return svc, rt
+}
 
 // artifacts serves packages over HTTP; a path in hold waits until it is
 // released.
@@ -149,14 +165,7 @@ func (s *statuses) saw(rev uint64, o app.Outcome) bool {
 func TestEndToEnd(t *testing.T) {
 	testenv.Tool(t, "node")
 	ctx := context.Background()
-	svc := podmantest.Start(t)
-	rt, err := podman.Connect(ctx, svc.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.ImportImage(ctx, image, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
-		t.Fatal(err)
-	}
+	svc, rt := privatePodman(t)
 	upstream := brokertest.Start(t, nil)
 	cloud := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "fleet"})
 	ups := &statuses{}
@@ -205,24 +214,12 @@ func TestEndToEnd(t *testing.T) {
 	}
 	healthy := []string{"/testprog", "echo", "ok"}
 
-	g, err := edge.New(&edge.Options{
+	g, _ := gatewaytest.Run(t, &edge.Options{
 		DataDir: filepath.Join(dir, "data"), Instance: "gw-e2e", DeploymentFile: "-",
 		Upstream:         &mqttbus.Options{Brokers: []string{upstream.URL().String()}},
 		ContainerRuntime: rt, API: &edge.APIOptions{Address: "127.0.0.1:0"},
 		Containers: &container.ManagerOptions{RestartMin: 100 * time.Millisecond, RestartMax: time.Second},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		_ = g.Close(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-	<-g.Ready()
 	token, _ := os.ReadFile(filepath.Join(dir, "data", "api-token"))
 	invoke := func() (string, error) {
 		req, _ := http.NewRequest("POST", g.APIURL()+"/v1/functions/hello-go/invoke", strings.NewReader(`{"n":1}`))

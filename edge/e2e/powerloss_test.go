@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -15,7 +14,6 @@ import (
 	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/internal/gatewaytest"
-	"github.com/edgekit/edgekit/internal/podmantest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -51,14 +49,7 @@ func containerGateway(dir, url string) {
 // version.
 func TestPowerLossContainers(t *testing.T) {
 	ctx := context.Background()
-	svc := podmantest.Start(t)
-	rt, err := podman.Connect(ctx, svc.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rt.ImportImage(ctx, image, bytes.NewReader(podmantest.TestProgramTar(t))); err != nil {
-		t.Fatal(err)
-	}
+	svc, rt := privatePodman(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	web := func(version string, healthy bool) app.Assignment {
 		probe := []string{"/testprog", "echo", "ok"}

@@ -1,8 +1,9 @@
 // Package gatewaytest runs a gateway as a child process for the tests that
 // kill it: the test binary run again (its TestMain runs the gateway when
 // the environment says so), reached through its local API on the unix
-// socket <dir>/api.sock with the token in <dir>/api-token. The tests of
-// package edge and of edge/e2e use it.
+// socket <dir>/api.sock with the token in <dir>/api-token; and Run starts
+// one in the test's own process. The tests of package edge and of edge/e2e
+// use it.
 package gatewaytest
 
 import (
@@ -16,9 +17,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
@@ -163,4 +166,35 @@ func RunningRevision(st app.Status) uint64 {
 		return 0
 	}
 	return st.Running.Revision
+}
+
+// Run starts a gateway with opts in this process and waits until it is
+// ready; stop closes it and fails the test when Run returned an error.
+// stop is safe to call twice, and the test's end calls it.
+func Run(t testing.TB, opts *edge.Options) (g *edge.Gateway, stop func()) {
+	t.Helper()
+	g, err := edge.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run(context.Background()) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			if err := g.Close(context.Background()); err != nil {
+				t.Errorf("closing the gateway: %v", err)
+			}
+			if err := <-done; err != nil {
+				t.Errorf("the gateway's Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case <-g.Ready():
+	case err := <-done:
+		t.Fatalf("the gateway did not start: %v", err)
+	}
+	return g, stop
 }

@@ -47,6 +47,17 @@ func Eventually(t testing.TB, what string, cond func() bool) {
 	EventuallyWithin(t, what, 10*time.Second, cond)
 }
 
+// ProcessGone reports whether process pid has ended (it is gone, or a
+// zombie or dead in /proc).
+func ProcessGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
 // Await waits up to within for cond and reports whether it came, without
 // failing: for a test that acts at a moment (kills a process when a step
 // begins) and goes on either way.
