@@ -14,19 +14,19 @@ func TestDataDirRefused(t *testing.T) {
 	open := filepath.Join(parent, "open")
 	_ = os.Mkdir(open, 0o777)
 	_ = os.Chmod(open, 0o777)
-	if err := prepareDataDir(open); err == nil || !strings.Contains(err.Error(), "others may change") {
+	if err := PrepareDataDir(open); err == nil || !strings.Contains(err.Error(), "others may change") {
 		t.Errorf("a world-writable data directory: %v", err)
 	}
 	if os.Geteuid() == 0 {
 		squat := filepath.Join(parent, "squat")
 		_ = os.Mkdir(squat, 0o700)
 		_ = os.Chown(squat, 65534, 65534)
-		if err := prepareDataDir(squat); err == nil || !strings.Contains(err.Error(), "someone else made it") {
+		if err := PrepareDataDir(squat); err == nil || !strings.Contains(err.Error(), "someone else made it") {
 			t.Errorf("a squatted data directory: %v", err)
 		}
 	}
 	ours := filepath.Join(parent, "ours")
-	if err := prepareDataDir(ours); err != nil {
+	if err := PrepareDataDir(ours); err != nil {
 		t.Fatal(err)
 	}
 	planted := filepath.Join(ours, "api-token")

@@ -229,7 +229,7 @@ func (s *stopper) stopAll(ctx context.Context) error {
 func (g *Gateway) start(ctx context.Context, stack *stopper, loops *sync.WaitGroup) error {
 	o := &g.opts
 	p := &g.parts
-	if err := prepareDataDir(o.DataDir); err != nil {
+	if err := PrepareDataDir(o.DataDir); err != nil {
 		return err
 	}
 	// The in-process bus.
@@ -314,11 +314,13 @@ func (p *parts) addBridge(name string, br *bridge.Bridge) {
 	p.bridges[name] = br
 }
 
-// prepareDataDir makes the data directory, or checks the one there: the
-// gateway's own and writable by no one else. As root it is 0711, so that
-// Mosquitto (which drops root) and functions of their own uids pass
-// through it to their own directories, without listing it.
-func prepareDataDir(dir string) error {
+// PrepareDataDir makes the data directory, or checks the one there: the
+// gateway's own and writable by no one else, its parents searchable. As
+// root it is 0711, so that Mosquitto (which drops root) and functions of
+// their own uids pass through it to their own directories, without
+// listing it. Run calls it; firmware that keeps files there before Run (a
+// password for Options.Broker, say) calls it first.
+func PrepareDataDir(dir string) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("edge: data directory: %w", err)
 	}

@@ -247,13 +247,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger, out io.Writer) error
 // appPassword is the local broker's "app" user's password, kept in the
 // data directory.
 func appPassword(dataDir string) (string, error) {
-	// Parents searchable (Mosquitto, which drops root, passes through
-	// them); the directory itself the gateway's (edge checks it).
-	if err := os.MkdirAll(filepath.Dir(dataDir), 0o755); err != nil {
-		return "", fmt.Errorf("data directory: %w", err)
-	}
-	if err := os.Mkdir(dataDir, 0o700); err != nil && !os.IsExist(err) {
-		return "", fmt.Errorf("data directory: %w", err)
+	if err := edge.PrepareDataDir(dataDir); err != nil {
+		return "", err
 	}
 	return edge.Secret(filepath.Join(dataDir, "mqtt-password"))
 }
