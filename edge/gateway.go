@@ -410,7 +410,7 @@ func (g *Gateway) startBroker(ctx context.Context, stack *stopper) error {
 
 // presence is the document on the presence topic.
 func presence(instance string, online bool) []byte {
-	b, _ := json.Marshal(map[string]any{"instance": instance, "online": online, "time": time.Now().UTC()})
+	b, _ := json.Marshal(app.Presence{Instance: instance, Online: online, Time: time.Now().UTC()})
 	return b
 }
 

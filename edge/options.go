@@ -2,14 +2,15 @@ package edge
 
 import (
 	"encoding/json"
-
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"regexp"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/broker"
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/bridge"
@@ -174,19 +175,19 @@ func DefaultUpstreamRoutes(instance string) *Routes {
 	}
 }
 
-// The gateway's topics (docs/TOPICS.md).
+// The gateway's topics (docs/TOPICS.md), as package app defines them.
 
 // TopicPrefix is what the instance's topics start with upstream.
-func TopicPrefix(instance string) string { return "edgekit/instances/" + instance + "/" }
+func TopicPrefix(instance string) string { return app.TopicPrefix(instance) }
 
 // DesiredTopic carries the instance's desired deployment (retained, QoS 1).
-func DesiredTopic(instance string) string { return TopicPrefix(instance) + "desired" }
+func DesiredTopic(instance string) string { return app.DesiredTopic(instance) }
 
 // StatusTopic carries the instance's deployment status (retained, QoS 1).
-func StatusTopic(instance string) string { return TopicPrefix(instance) + "status" }
+func StatusTopic(instance string) string { return app.StatusTopic(instance) }
 
 // PresenceTopic carries whether the instance is connected (retained,
 // QoS 1; the upstream connection's Will says offline).
-func PresenceTopic(instance string) string { return TopicPrefix(instance) + "presence" }
+func PresenceTopic(instance string) string { return app.PresenceTopic(instance) }
 
 var instanceRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

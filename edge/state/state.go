@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/edgekit/edgekit/internal/boltsafe"
 )
 
 // Sentinel errors.
@@ -187,30 +189,18 @@ func (s *Store) Close(ctx context.Context) error {
 // update and view run a transaction, turning bbolt's panics on a damaged
 // page into ErrDamaged, and its closed database into ErrClosed.
 func (s *Store) update(f func(tx *bbolt.Tx) error) error {
-	return recovered(func() error { return closedErr(s.db.Update(f)) })
+	return boltsafe.Update(s.db, ErrDamaged, errClosed, f)
 }
 
 func (s *Store) view(f func(tx *bbolt.Tx) error) error {
-	return recovered(func() error { return closedErr(s.db.View(f)) })
+	return boltsafe.View(s.db, ErrDamaged, errClosed, f)
 }
 
-func closedErr(err error) error {
-	if errors.Is(err, bbolt.ErrDatabaseNotOpen) {
-		return fmt.Errorf("state: %w", ErrClosed)
-	}
-	return err
-}
+var errClosed = fmt.Errorf("state: %w", ErrClosed)
 
 // recovered runs f, turning a panic (bbolt's answer to a page it cannot
 // read) into ErrDamaged.
-func recovered(f func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: %v", ErrDamaged, r)
-		}
-	}()
-	return f()
-}
+func recovered(f func() error) error { return boltsafe.Recovered(ErrDamaged, f) }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
