@@ -2,8 +2,9 @@
 # Installs the real components the tests and the example gateway use, when
 # they are missing: Mosquitto (broker) and its clients, the Node.js and
 # Python interpreters that run functions, and QEMU with a kernel image for
-# the tests that boot a virtual machine (package internal/vmtest), and podman
-# with runc for the container backend's tests. Needs
+# the tests that boot a virtual machine (package internal/vmtest), podman
+# with runc for the container backend's tests, and PostgreSQL for the
+# fleet's shared store (package internal/pgtest). Needs
 # root for apt-get; without root it only says what is missing.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v qemu-system-x86_64 >/dev/null 2>&1 || need+=(qemu-system-x86)
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 compgen -G '/boot/vmlinuz-*' >/dev/null || need+=(linux-image-amd64)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

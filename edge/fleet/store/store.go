@@ -160,6 +160,22 @@ func CheckName(coll, key string) error {
 	return nil
 }
 
+// CheckLease applies the rules on a Lease or Release: a name as a key, a
+// holder of 1 to MaxKey bytes, and (for a Lease; Release passes 1) a time
+// above zero.
+func CheckLease(name, holder string, ttl time.Duration) error {
+	if err := CheckName("leases", name); err != nil {
+		return err
+	}
+	if holder == "" || len(holder) > MaxKey {
+		return fmt.Errorf("%w: lease %s: holder of %d bytes", ErrInvalid, name, len(holder))
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("%w: lease %s for %v", ErrInvalid, name, ttl)
+	}
+	return nil
+}
+
 // ConflictError is the error of a failed condition.
 func ConflictError(op Op, found uint64) error {
 	switch {

@@ -242,11 +242,8 @@ func (s *Store) Apply(ctx context.Context, ops ...store.Op) (uint64, error) {
 
 // Lease implements store.Store.
 func (s *Store) Lease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
-	if err := checkLease(name, holder); err != nil {
+	if err := store.CheckLease(name, holder, ttl); err != nil {
 		return false, err
-	}
-	if ttl <= 0 {
-		return false, fmt.Errorf("boltstore: %w: lease %s for %v", store.ErrInvalid, name, ttl)
 	}
 	held := false
 	err := s.update(func(tx *bbolt.Tx) error {
@@ -269,7 +266,7 @@ func (s *Store) Lease(ctx context.Context, name, holder string, ttl time.Duratio
 
 // Release implements store.Store.
 func (s *Store) Release(ctx context.Context, name, holder string) error {
-	if err := checkLease(name, holder); err != nil {
+	if err := store.CheckLease(name, holder, 1); err != nil {
 		return err
 	}
 	return s.update(func(tx *bbolt.Tx) error {
@@ -279,16 +276,6 @@ func (s *Store) Release(ctx context.Context, name, holder string) error {
 		}
 		return nil
 	})
-}
-
-func checkLease(name, holder string) error {
-	if err := store.CheckName("leases", name); err != nil {
-		return err
-	}
-	if holder == "" || len(holder) > store.MaxKey {
-		return fmt.Errorf("boltstore: %w: lease %s: holder of %d bytes", store.ErrInvalid, name, len(holder))
-	}
-	return nil
 }
 
 // Close implements store.Store: it waits for transactions under way, up
