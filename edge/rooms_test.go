@@ -11,7 +11,8 @@ import (
 // TestRooms: the import rules of docs/ARCHITECTURE.md. Nothing under
 // edge/bus or edge/broker imports a room above it; function, container
 // and device never import each other; the application model imports the
-// standard library and its leaves only; no pillar imports edge.
+// standard library and its leaves only; the fleet imports the application
+// model and the bus only; no pillar imports edge.
 func TestRooms(t *testing.T) {
 	const mod = "github.com/edgekit/edgekit/"
 	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, "github.com/edgekit/edgekit/...")
@@ -39,6 +40,8 @@ func TestRooms(t *testing.T) {
 				t.Errorf("%s imports %s: the ground floor imports no room above it", pkg, imp)
 			case under(pkg, "edge/app") && !(under(imp, "edge/app") || under(imp, "function/spec") || under(imp, "internal/order")):
 				t.Errorf("%s imports %s: the application model imports its leaves only", pkg, imp)
+			case under(pkg, "edge/fleet") && !(under(imp, "edge/fleet") || under(imp, "edge/app") || under(imp, "edge/bus") || under(imp, "function/spec") || under(imp, "internal")):
+				t.Errorf("%s imports %s: the fleet imports the application model and the bus only, never the gateway", pkg, imp)
 			}
 			for _, from := range []string{"function", "container", "device"} {
 				for _, to := range []string{"function", "container", "device"} {

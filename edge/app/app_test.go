@@ -209,3 +209,32 @@ func FuzzMergePatch(f *testing.F) {
 		}
 	})
 }
+
+func TestDiffPatch(t *testing.T) {
+	dec := func(s string) any {
+		var v any
+		if err := json.Unmarshal([]byte(s), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, c := range []struct{ from, to string }{
+		{`{"a":1,"b":{"c":2,"d":3},"e":[1,2]}`, `{"a":1,"b":{"c":5},"e":[1],"f":{"g":true}}`},
+		{`{"a":{"b":1}}`, `{"a":7}`},
+		{`{"a":7}`, `{"a":{"b":1}}`},
+		{`{}`, `{"x":"y"}`},
+		{`{"x":"y"}`, `{}`},
+		{`{"same":{"deep":[1,{"a":2}]}}`, `{"same":{"deep":[1,{"a":2}]}}`},
+	} {
+		patch := app.DiffPatch(dec(c.from), dec(c.to))
+		got, _ := json.Marshal(app.MergePatch(dec(c.from), patch))
+		want, _ := json.Marshal(dec(c.to))
+		if string(got) != string(want) {
+			p, _ := json.Marshal(patch)
+			t.Errorf("DiffPatch(%s, %s) = %s, which gives %s", c.from, c.to, p, got)
+		}
+	}
+	if p, _ := json.Marshal(app.DiffPatch(dec(`{"a":1}`), dec(`{"a":1}`))); string(p) != `{}` {
+		t.Errorf("the patch between equal documents is %s, want {}", p)
+	}
+}

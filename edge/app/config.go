@@ -194,3 +194,45 @@ func cloneJSON(v any) any {
 	}
 	return v
 }
+
+// DiffPatch returns an RFC 7396 merge patch that turns from into to
+// (MergePatch(from, DiffPatch(from, to)) equals to): the members of to
+// that differ, recursively for objects in both, and null for each member
+// of from that to lacks. A null inside to cannot be written by a merge
+// patch and is left out. Both are decoded JSON values (map[string]any,
+// []any, string, float64, bool, nil).
+func DiffPatch(from, to any) any {
+	f, fok := from.(map[string]any)
+	t, tok := to.(map[string]any)
+	if !fok || !tok {
+		return cloneJSON(to)
+	}
+	patch := map[string]any{}
+	for k := range f {
+		if _, ok := t[k]; !ok {
+			patch[k] = nil
+		}
+	}
+	for k, tv := range t {
+		fv, ok := f[k]
+		switch {
+		case tv == nil && !ok:
+		case ok && jsonEqual(fv, tv):
+		default:
+			_, fobj := fv.(map[string]any)
+			_, tobj := tv.(map[string]any)
+			if fobj && tobj {
+				patch[k] = DiffPatch(fv, tv)
+			} else {
+				patch[k] = cloneJSON(tv)
+			}
+		}
+	}
+	return patch
+}
+
+func jsonEqual(a, b any) bool {
+	ab, err1 := json.Marshal(a)
+	bb, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ab, bb)
+}

@@ -1,0 +1,134 @@
+// Package fleettest simulates gateways for the fleet's tests and
+// benchmarks: each speaks the gateway's protocol (package edge/app's
+// topics and documents) over a bus of its own — a real MQTT connection at
+// scale — and reports plausible status: presence at connection, then for
+// each new desired revision "in progress" and a final outcome its Behave
+// function chooses, rolling back to the last good deployment on failure as
+// a real gateway does.
+package fleettest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/bus"
+)
+
+// Behave decides how a simulated gateway ends a deployment: nil for
+// success, or the reason it failed (it then rolls back).
+type Behave func(instance string, d *app.Deployment) error
+
+// Gateway is one simulated gateway.
+type Gateway struct {
+	ID     string
+	bus    bus.Bus
+	behave Behave
+	sub    bus.Subscription
+
+	mu      sync.Mutex
+	taken   uint64   // the newest revision taken
+	good    *app.Ref // the last deployment that succeeded
+	goodDoc *app.Deployment
+	status  app.Status
+	history []app.Status
+}
+
+// Start connects a simulated gateway on b: it announces itself online and
+// takes desired documents from then on.
+func Start(ctx context.Context, id string, b bus.Bus, behave Behave) (*Gateway, error) {
+	g := &Gateway{ID: id, bus: b, behave: behave}
+	sub, err := b.Subscribe(ctx, app.DesiredTopic(id), g.desired, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: 16})
+	if err != nil {
+		return nil, fmt.Errorf("gateway %s: %w", id, err)
+	}
+	g.sub = sub
+	if err := g.Presence(ctx, true); err != nil {
+		_ = sub.Unsubscribe(ctx)
+		return nil, err
+	}
+	return g, nil
+}
+
+// Presence publishes the gateway's presence.
+func (g *Gateway) Presence(ctx context.Context, online bool) error {
+	b, _ := json.Marshal(app.Presence{Instance: g.ID, Online: online, Time: time.Now().UTC()})
+	return g.bus.Publish(ctx, &bus.Message{Topic: app.PresenceTopic(g.ID), Payload: b, QoS: bus.AtLeastOnce, Retain: true})
+}
+
+func (g *Gateway) desired(ctx context.Context, msg *bus.Message) {
+	d, err := app.ParseDeployment(msg.Payload)
+	g.mu.Lock()
+	if err != nil {
+		ref := app.PeekRef(msg.Payload)
+		if ref.Revision > g.taken {
+			g.taken = ref.Revision
+			g.report(ctx, app.Status{Deployment: ref.Deployment, Revision: ref.Revision, Outcome: app.OutcomeRejected, Code: app.CodeInvalid, Reason: err.Error()})
+		}
+		g.mu.Unlock()
+		return
+	}
+	if d.Revision <= g.taken {
+		g.mu.Unlock()
+		return // older or the same: a gateway ignores it
+	}
+	g.taken = d.Revision
+	apps := func(d *app.Deployment, phase app.Phase) []app.AppStatus {
+		var out []app.AppStatus
+		for _, a := range d.Apps {
+			out = append(out, app.AppStatus{App: a.App.Name, Kind: a.App.Kind, Version: a.Version.Version, Phase: phase, Since: time.Now().UTC()})
+		}
+		return out
+	}
+	g.report(ctx, app.Status{Deployment: d.ID, Revision: d.Revision, Outcome: app.OutcomeInProgress, Running: g.good, Apps: apps(d, app.PhaseDownloading)})
+	if err := g.behave(g.ID, d); err != nil {
+		st := app.Status{Deployment: d.ID, Revision: d.Revision, Outcome: app.OutcomeRolledBack, Code: app.CodeCrashLoop, Reason: err.Error(), Running: g.good}
+		if g.goodDoc != nil {
+			st.Apps = apps(g.goodDoc, app.PhaseRunning)
+		}
+		g.report(ctx, st)
+	} else {
+		g.good, g.goodDoc = &app.Ref{Deployment: d.ID, Revision: d.Revision}, d
+		g.report(ctx, app.Status{Deployment: d.ID, Revision: d.Revision, Outcome: app.OutcomeSucceeded, Running: g.good, Apps: apps(d, app.PhaseRunning)})
+	}
+	g.mu.Unlock()
+}
+
+// report publishes a status; g.mu is held.
+func (g *Gateway) report(ctx context.Context, st app.Status) {
+	st.Schema, st.Instance, st.Time = app.SchemaVersion, g.ID, time.Now().UTC()
+	g.status = st
+	g.history = append(g.history, st)
+	b, _ := json.Marshal(st)
+	_ = g.bus.Publish(ctx, &bus.Message{Topic: app.StatusTopic(g.ID), Payload: b, QoS: bus.AtLeastOnce, Retain: true, ContentType: "application/json"})
+}
+
+// Report publishes the current status again (a heartbeat).
+func (g *Gateway) Report(ctx context.Context) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.taken > 0 {
+		g.report(ctx, g.status)
+	}
+}
+
+// Status returns the last status the gateway reported and every one before.
+func (g *Gateway) Status() (app.Status, []app.Status) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.status, append([]app.Status(nil), g.history...)
+}
+
+// Running is the deployment the gateway's apps run (nil: none yet) and
+// its document.
+func (g *Gateway) Running() (*app.Ref, *app.Deployment) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.good, g.goodDoc
+}
+
+// Stop takes the gateway off its bus (its presence left as it was).
+func (g *Gateway) Stop(ctx context.Context) error { return g.sub.Unsubscribe(ctx) }
