@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -614,12 +615,24 @@ func (g *Gateway) startReconciler(ctx context.Context, stack *stopper, loops *sy
 		run(func() { _ = rec.WatchFile(ctx, o.DeploymentFile, time.Second) })
 	}
 	// The status goes out as it changes, the newest one only when they
-	// come faster than the bus takes them.
+	// come faster than the bus takes them, and again after a jittered
+	// StatusInterval without a change.
+	interval := o.StatusInterval
+	if interval == 0 {
+		interval = 5 * time.Minute
+	}
 	run(func() {
 		for {
-			st, ok := statuses.take(ctx)
+			var beat time.Duration
+			if interval > 0 {
+				beat = interval*4/5 + rand.N(interval*2/5+1)
+			}
+			st, _, ok := statuses.takeWithin(ctx, beat)
 			if !ok {
-				return
+				if ctx.Err() != nil {
+					return
+				}
+				continue // no status yet
 			}
 			b, _ := json.Marshal(st)
 			if err := g.parts.bus.Publish(ctx, &bus.Message{Topic: StatusTopic(o.Instance), Payload: b, QoS: bus.AtLeastOnce, Retain: true, ContentType: "application/json"}); err != nil && ctx.Err() == nil {

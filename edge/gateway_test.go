@@ -28,6 +28,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -207,6 +208,40 @@ func TestCloseBeforeRun(t *testing.T) {
 	for _, o := range []edge.Options{{Instance: "gw"}, {DataDir: "/x", Instance: "a/b"}, {DataDir: "/x", Instance: "gw", Upstream: &mqttbus.Options{}}} {
 		if _, err := edge.New(&o); err == nil {
 			t.Errorf("New(%+v) took bad options", o)
+		}
+	}
+}
+
+// TestStatusHeartbeat: with nothing changing, the gateway publishes its
+// status again every StatusInterval (jittered), so that the fleet sees a
+// gateway that missed its document.
+func TestStatusHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	g, _ := gatewaytest.Run(t, &edge.Options{DataDir: filepath.Join(t.TempDir(), "data"), Instance: "gw-beat",
+		API: &edge.APIOptions{Address: "-"}, DeploymentFile: "-", StatusInterval: 20 * time.Millisecond})
+	seen := make(chan app.Status, 100)
+	sub, err := g.Bus().Subscribe(ctx, edge.StatusTopic("gw-beat"), func(_ context.Context, m *bus.Message) {
+		var st app.Status
+		if json.Unmarshal(m.Payload, &st) == nil {
+			seen <- st
+		}
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe(ctx)
+	if err := g.Reconciler().Submit(&app.Deployment{Schema: app.SchemaVersion, ID: "only", Revision: 1}); err != nil {
+		t.Fatal(err)
+	}
+	beats := 0
+	for beats < 3 {
+		select {
+		case st := <-seen:
+			if st.Outcome == app.OutcomeSucceeded && st.Revision == 1 {
+				beats++
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d status reports in 30 s with a 20 ms heartbeat", beats)
 		}
 	}
 }

@@ -102,6 +102,12 @@ type Options struct {
 	DeploymentFile string
 	// Probation is a version's probation when it names none; default 30 s.
 	Probation time.Duration
+	// StatusInterval is how often the deployment status is published
+	// again when nothing changed (a heartbeat, by which the fleet sees a
+	// gateway that missed its document), each time within ±20% of it so
+	// that a fleet of gateways started together does not report
+	// together; default 5 min, negative for never.
+	StatusInterval time.Duration
 
 	// API configures the local HTTP API; nil serves it on 127.0.0.1:8780.
 	API *APIOptions

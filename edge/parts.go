@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/device"
@@ -116,6 +117,7 @@ type latest[T any] struct {
 	mu    sync.Mutex
 	value T
 	fresh bool
+	had   bool          // a value was taken
 	wake  chan struct{} // capacity 1
 }
 
@@ -132,19 +134,38 @@ func (l *latest[T]) put(v T) {
 }
 
 func (l *latest[T]) take(ctx context.Context) (T, bool) {
+	v, _, ok := l.takeWithin(ctx, 0)
+	return v, ok
+}
+
+// takeWithin is take, giving up after d (d ≤ 0: never): the value last
+// put then comes back again, fresh false (ok false when there is none, or
+// ctx ended).
+func (l *latest[T]) takeWithin(ctx context.Context, d time.Duration) (v T, fresh, ok bool) {
+	var timeout <-chan time.Time
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
 	for {
 		l.mu.Lock()
 		if l.fresh {
 			v := l.value
-			l.fresh = false
+			l.fresh, l.had = false, true
 			l.mu.Unlock()
-			return v, true
+			return v, true, true
 		}
 		l.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			var zero T
-			return zero, false
+			return zero, false, false
+		case <-timeout:
+			l.mu.Lock()
+			v, had := l.value, l.had
+			l.mu.Unlock()
+			return v, false, had
 		case <-l.wake:
 		}
 	}
