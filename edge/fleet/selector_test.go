@@ -1,0 +1,61 @@
+package fleet_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/edgekit/edgekit/edge/fleet"
+)
+
+func TestSelector(t *testing.T) {
+	labels := map[string]string{"env": "prod", "site": "plant-1", "gpu": "yes"}
+	for sel, want := range map[string]bool{
+		"":                       true,
+		"env=prod":               true,
+		"env=prod, site=plant-1": true,
+		"env=test":               false,
+		"env!=test":              true,
+		"env!=prod":              false,
+		"gpu":                    true,
+		"!gpu":                   false,
+		"!legacy":                true,
+		"legacy":                 false,
+		"missing!=x":             true,
+	} {
+		s, err := fleet.ParseSelector(sel)
+		if err != nil {
+			t.Errorf("%q: %v", sel, err)
+			continue
+		}
+		if got := s.Matches(labels); got != want {
+			t.Errorf("%q matches %v: %v, want %v", sel, labels, got, want)
+		}
+	}
+	for _, bad := range []string{"=x", "env=", "env==prod", "a b", "env=prod,,site=x", "!", "k=" + string(make([]byte, 64))} {
+		if _, err := fleet.ParseSelector(bad); !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("%q: %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// FuzzParseSelector: any text parses or is refused with ErrInvalid, and
+// a selector that parses reads the same again from its String.
+func FuzzParseSelector(f *testing.F) {
+	for _, s := range []string{"", "env=prod", "a!=b,c,!d", "=", "!!x", "a=b=c", " x , y "} {
+		f.Add(s)
+	}
+	labels := map[string]string{"env": "prod", "a": "b", "c": "1"}
+	f.Fuzz(func(t *testing.T, text string) {
+		s, err := fleet.ParseSelector(text)
+		if err != nil {
+			if !errors.Is(err, fleet.ErrInvalid) {
+				t.Fatalf("%q: %v, not ErrInvalid", text, err)
+			}
+			return
+		}
+		again, err := fleet.ParseSelector(s.String())
+		if err != nil || again.Matches(labels) != s.Matches(labels) {
+			t.Fatalf("%q reads back as %q differently (%v)", text, s.String(), err)
+		}
+	})
+}
