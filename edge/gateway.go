@@ -582,7 +582,7 @@ func (g *Gateway) startReconciler(ctx context.Context, stack *stopper, loops *sy
 		Instance: o.Instance, Functions: withBuiltins{g.parts.functions, o.Builtins},
 		Triggers: withBuiltinTriggers{g.parts.triggers, o.BuiltinTriggers},
 		Packages: g.parts.packages, State: g.parts.state, Dir: filepath.Join(o.DataDir, "reconcile"),
-		Probation: o.Probation, HostPaths: o.HostPaths, Logger: o.Logger,
+		Probation: o.Probation, HostPaths: o.HostPaths, OnStep: o.OnDeployStep, Logger: o.Logger,
 	}
 	if g.parts.containers != nil {
 		ro.Containers = g.parts.containers

@@ -108,6 +108,9 @@ type Options struct {
 	// that a fleet of gateways started together does not report
 	// together; default 5 min, negative for never.
 	StatusInterval time.Duration
+	// OnDeployStep is the reconciler's OnStep (package edge/reconcile):
+	// called as a deployment's step is written to the journal.
+	OnDeployStep func(step string)
 
 	// API configures the local HTTP API; nil serves it on 127.0.0.1:8780.
 	API *APIOptions

@@ -28,12 +28,27 @@ import (
 // gatewayChild is the gateway TestPowerLoss kills: it runs until it is.
 func gatewayChild(dir string) {
 	g, err := edge.New(&edge.Options{DataDir: dir, Instance: "gw-pl", DeploymentFile: "-", Probation: 300 * time.Millisecond,
-		API: &edge.APIOptions{Address: "-", Socket: filepath.Join(dir, "api.sock")}})
+		API:          &edge.APIOptions{Address: "-", Socket: filepath.Join(dir, "api.sock")},
+		OnDeployStep: holdAt(dir)})
 	if err == nil {
 		err = g.Run(context.Background())
 	}
 	fmt.Println("gateway:", err)
 	os.Exit(1)
+}
+
+// holdAt is the child's OnDeployStep: when the test has asked for it (a
+// file hold-<step> in dir), the child stops at that step, the journal
+// saying it, and says so (a file held-<step>) until the test kills it.
+// The request is taken first, so the restarted child goes on.
+func holdAt(dir string) func(step string) {
+	return func(step string) {
+		if os.Remove(filepath.Join(dir, "hold-"+step)) != nil {
+			return
+		}
+		_ = os.WriteFile(filepath.Join(dir, "held-"+step), nil, 0o600)
+		select {}
+	}
 }
 
 // slowFiles serves packages a chunk at a time, so that a kill can land
@@ -116,8 +131,6 @@ func TestPowerLoss(t *testing.T) {
 	for round := range 24 {
 		rev := uint64(round + 1)
 		apps := shapes[round%len(shapes)]
-		child.Submit(&app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps})
-		submitted[rev] = apps
 		// The kill lands as a step of the deployment begins: an app
 		// downloading, in probation, failed (the rollback starting),
 		// starting; in the second half of each cycle a step drawn at
@@ -127,7 +140,26 @@ func TestPowerLoss(t *testing.T) {
 		if round/len(shapes)%2 == 1 {
 			target = targets[rand.IntN(len(targets))]
 		}
-		child.AwaitPhase(target)
+		rollingBack := target == app.PhaseFailed && round%len(shapes) == 2 // the shape that fails
+		if rollingBack {
+			if err := os.WriteFile(filepath.Join(dir, "hold-rolling-back"), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		child.Submit(&app.Deployment{Schema: 1, ID: fmt.Sprintf("round-%d", round), Revision: rev, Apps: apps})
+		submitted[rev] = apps
+		if rollingBack {
+			// The rollback of a function is over in milliseconds: the
+			// child holds there, so that the kill lands in it.
+			held := filepath.Join(dir, "held-rolling-back")
+			testenv.EventuallyWithin(t, fmt.Sprintf("round %d: the child held while rolling back", round), time.Minute, func() bool {
+				_, err := os.Stat(held)
+				return err == nil
+			})
+			_ = os.Remove(held)
+		} else {
+			child.AwaitPhase(target)
+		}
 		child.Kill()
 		if s, err := state.Open(filepath.Join(dir, "state.db"), nil); err != nil {
 			t.Fatalf("round %d: the state store after the kill: %v", round, err)

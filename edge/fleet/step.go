@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
@@ -194,7 +195,7 @@ func (l *leader) targetNow(t Target, d *Deployment, now time.Time) Target {
 func failureReason(st *app.Status) string {
 	reason := st.Reason
 	for _, a := range st.Apps {
-		if a.Reason != "" && (a.Phase == app.PhaseFailed || a.Phase == app.PhaseRolledBack) {
+		if a.Reason != "" && !strings.Contains(reason, a.Reason) && (a.Phase == app.PhaseFailed || a.Phase == app.PhaseRolledBack) {
 			reason += fmt.Sprintf("; app %s %s: %s", a.App, a.Phase, a.Reason)
 		}
 	}

@@ -68,6 +68,9 @@ func (r *Reconciler) save(j *state.Journal) {
 		return
 	}
 	*j = saved
+	if j.Step != "" && r.opts.OnStep != nil {
+		r.opts.OnStep(j.Step)
+	}
 }
 
 // cancellable returns the context a deployment's steps run under: a newer

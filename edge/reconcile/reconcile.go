@@ -133,6 +133,13 @@ type Options struct {
 	// OnStatus receives the status after each change (for the gateway to
 	// publish); it must not block.
 	OnStatus func(app.Status)
+	// OnStep, when set, is called each time the journal is written with a
+	// step of a deployment under way ("fetching", "applying",
+	// "probation", "rolling-back"), on the reconciler's goroutine: the
+	// step is on disk when it is called, and the deployment waits for it
+	// to return. For metrics and logs — and for tests that must act while
+	// a step is under way (a power loss in the middle of a rollback).
+	OnStep func(step string)
 	// Logger receives the reconciler's records; nil discards.
 	Logger *slog.Logger
 }

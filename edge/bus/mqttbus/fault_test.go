@@ -1,6 +1,7 @@
 package mqttbus_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -36,14 +37,22 @@ func TestFaultBrokerKilledAndPublisherRestarted(t *testing.T) {
 }
 
 func runFault(t *testing.T, restartPublisher bool) {
-	b := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second, RestartMin: 200 * time.Millisecond})
+	data := brokertest.DataDir(t)
+	b := brokertest.Start(t, &broker.Options{DataDir: data, AutosaveInterval: time.Second, RestartMin: 200 * time.Millisecond})
 	ctx := context.Background()
 	sub := brokertest.Connect(t, b, mqttbus.Options{ClientID: "fault-sub"})
 	got := bustest.NewCollector()
 	if _, err := sub.Subscribe(ctx, "fault/seq", got.Handle, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: faultMessages}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // the subscriber's session is autosaved
+	// The kill must come after Mosquitto saved the subscriber's session,
+	// or the broker restarts without it (and what is published before the
+	// subscriber is back goes nowhere): wait until its file holds the
+	// subscription.
+	testenv.EventuallyWithin(t, "the subscriber's session saved", 30*time.Second, func() bool {
+		db, _ := os.ReadFile(filepath.Join(data, "db", "mosquitto.db"))
+		return bytes.Contains(db, []byte("fault/seq")) && bytes.Contains(db, []byte("fault-sub"))
+	})
 
 	queueDir := t.TempDir()
 	popts := mqttbus.Options{ClientID: "fault-pub", QueueDir: queueDir}
