@@ -22,10 +22,17 @@ import (
 // success, or the reason it failed (it then rolls back).
 type Behave func(instance string, d *app.Deployment) error
 
+// Conn is what a simulated gateway needs of its connection: a bus.Bus,
+// or a lighter client for thousands of them.
+type Conn interface {
+	Publish(ctx context.Context, msg *bus.Message) error
+	Subscribe(ctx context.Context, filter string, h bus.Handler, opts *bus.SubscribeOptions) (bus.Subscription, error)
+}
+
 // Gateway is one simulated gateway.
 type Gateway struct {
 	ID     string
-	bus    bus.Bus
+	bus    Conn
 	behave Behave
 	sub    bus.Subscription
 
@@ -39,7 +46,7 @@ type Gateway struct {
 
 // Start connects a simulated gateway on b: it announces itself online and
 // takes desired documents from then on.
-func Start(ctx context.Context, id string, b bus.Bus, behave Behave) (*Gateway, error) {
+func Start(ctx context.Context, id string, b Conn, behave Behave) (*Gateway, error) {
 	g := &Gateway{ID: id, bus: b, behave: behave}
 	sub, err := b.Subscribe(ctx, app.DesiredTopic(id), g.desired, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: 16})
 	if err != nil {

@@ -1,0 +1,281 @@
+package fleet_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/broker"
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/edge/fleet/fleettest"
+	"github.com/edgekit/edgekit/edge/fleet/store"
+	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
+	"github.com/edgekit/edgekit/edge/fleet/store/pgstore"
+	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/mqttlite"
+	"github.com/edgekit/edgekit/internal/pgtest"
+	"github.com/edgekit/edgekit/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("EDGEKIT_FLEET_SIM"); addr != "" {
+		simulate(addr)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// simulate is the child process of the scale tests: EDGEKIT_FLEET_SIM_N
+// simulated gateways on connections of their own to the broker at addr,
+// each succeeding at every deployment. It says "ready" on stdout once all
+// are connected and subscribed, and ends when stdin closes.
+func simulate(addr string) {
+	n, _ := strconv.Atoi(os.Getenv("EDGEKIT_FLEET_SIM_N"))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	var mu sync.Mutex
+	var conns []*mqttlite.Client
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			id := fmt.Sprintf("sim-%05d", i)
+			c, err := mqttlite.Dial(ctx, addr, id)
+			if err != nil {
+				fmt.Println("dial:", err)
+				os.Exit(1)
+			}
+			if _, err := fleettest.Start(ctx, id, c, func(string, *app.Deployment) error { return nil }); err != nil {
+				fmt.Println("start:", err)
+				os.Exit(1)
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	for _, c := range conns {
+		_ = c.Close(ctx)
+	}
+	os.Exit(0)
+}
+
+// simulation is the child process running n simulated gateways.
+type simulation struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+func startSimulation(tb testing.TB, b *broker.Broker, n int) *simulation {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(os.Environ(), "EDGEKIT_FLEET_SIM="+b.URL().Host, "EDGEKIT_FLEET_SIM_N="+strconv.Itoa(n))
+	stdin, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	s := &simulation{cmd: cmd, stdin: stdin}
+	tb.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		tb.Fatalf("the simulation: %q %v", line, err)
+	}
+	return s
+}
+
+// scale runs a rollout of one function version to n simulated gateways
+// and returns how long it took from Deploy until every target succeeded,
+// and the fleet process's CPU time and peak RSS over it.
+type scaleResult struct {
+	rollout, cpu time.Duration
+	peakRSSKB    int64
+	baseline     time.Duration // the broker taking n QoS 1 retained publishes from one client
+}
+
+func runScale(tb testing.TB, n int, st store.Store) scaleResult {
+	tb.Helper()
+	ctx := context.Background()
+	b := brokertest.Start(tb, &broker.Options{MaxConnections: -1, MaxQueuedMessages: 100_000})
+	fleetBus := brokertest.Connect(tb, b, mqttbus.Options{ClientID: "fleet"})
+	startSimulation(tb, b, n)
+
+	// The baseline, in the same run: one client publishing n retained
+	// QoS 1 documents of the same size to topics nobody reads.
+	doc := make([]byte, 900)
+	start := time.Now()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			_ = fleetBus.Publish(ctx, &bus.Message{Topic: fmt.Sprintf("bench/baseline/%d", i), Payload: doc, QoS: bus.AtLeastOnce, Retain: true})
+		})
+	}
+	wg.Wait()
+	res := scaleResult{baseline: time.Since(start)}
+
+	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 200 * time.Millisecond})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	tb.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_ = f.Close(cctx)
+		<-done
+	})
+	testenv.EventuallyWithin(tb, fmt.Sprintf("%d instances registered by their presence", n), 2*time.Minute, func() bool {
+		ins, _ := f.Instances(ctx)
+		return len(ins) == n
+	})
+	if _, err := f.CreateApp(ctx, fleet.App{Name: "alarm", Kind: app.KindFunction}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := f.AddVersion(ctx, "alarm", functionVersion("1")); err != nil {
+		tb.Fatal(err)
+	}
+	cpu0 := cpuTime()
+	start = time.Now()
+	if _, err := f.Deploy(ctx, fleet.Deployment{ID: "all", Apps: []fleet.AppVersion{{App: "alarm", Version: "1"}},
+		Policy: fleet.Policy{Waves: []fleet.Wave{{Percent: 10}, {Percent: 100}}}}); err != nil {
+		tb.Fatal(err)
+	}
+	var ts []fleet.Target
+	testenv.EventuallyWithin(tb, "the rollout to every instance", 5*time.Minute, func() bool {
+		var d fleet.Deployment
+		d, ts, err = f.Deployment(ctx, "all")
+		return err == nil && d.State == fleet.DeploymentSucceeded
+	})
+	res.rollout, res.cpu = time.Since(start), cpuTime()-cpu0
+	res.peakRSSKB = peakRSS()
+	ok := 0
+	for _, t := range ts {
+		if t.State == fleet.TargetSucceeded {
+			ok++
+		}
+	}
+	if len(ts) != n || ok != n {
+		tb.Fatalf("%d targets, %d succeeded, want %d", len(ts), ok, n)
+	}
+	ins, _ := f.Instances(ctx)
+	current := 0
+	for _, in := range ins {
+		if in.Current && in.Running == "all" {
+			current++
+		}
+	}
+	if current != n {
+		tb.Fatalf("%d of %d instances reported on the deployment's revision", current, n)
+	}
+	return res
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func peakRSS() int64 {
+	b, _ := os.ReadFile("/proc/self/status")
+	for _, line := range splitLines(string(b)) {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
+			return kb
+		}
+	}
+	return 0
+}
+
+func splitLines(s string) []string {
+	var out []string
+	for len(s) > 0 {
+		i := 0
+		for i < len(s) && s[i] != '\n' {
+			i++
+		}
+		out = append(out, s[:i])
+		if i < len(s) {
+			i++
+		}
+		s = s[i:]
+	}
+	return out
+}
+
+// TestScaleSmall: the whole scale path (simulated gateways on real
+// connections to Mosquitto, ingestion, waves, the embedded store) with
+// 300 gateways; BenchmarkScale is the same at 10,000.
+func TestScaleSmall(t *testing.T) {
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "fleet.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(context.Background())
+	r := runScale(t, 300, st)
+	t.Logf("300 gateways: rollout %v, fleet CPU %v, peak RSS %d MiB; the broker's baseline %v", r.rollout, r.cpu, r.peakRSSKB/1024, r.baseline)
+}
+
+// BenchmarkScale: a rollout to 10,000 simulated gateways (a child process
+// of lightweight MQTT clients, each its own connection to Mosquitto), in
+// two waves, on the embedded store and on PostgreSQL. Reports the rollout
+// time (target ≤ 60 s), documents published and reports ingested per
+// second, the fleet process's CPU and peak RSS (target ≤ 500 MB), and the
+// broker's own publish rate in the same run (one client, n retained QoS 1
+// documents) as the baseline.
+func BenchmarkScale(b *testing.B) {
+	n := 10_000
+	if s := os.Getenv("EDGEKIT_FLEET_SCALE_N"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	report := func(b *testing.B, r scaleResult) {
+		b.ReportMetric(r.rollout.Seconds(), "rollout-s")
+		b.ReportMetric(float64(n)/r.rollout.Seconds(), "documents/s")
+		b.ReportMetric(float64(2*n)/r.rollout.Seconds(), "reports/s") // in progress, then succeeded
+		b.ReportMetric(float64(n)/r.baseline.Seconds(), "broker-publishes/s")
+		b.ReportMetric(r.cpu.Seconds(), "fleet-cpu-s")
+		b.ReportMetric(float64(r.peakRSSKB)/1024, "peak-rss-MiB")
+	}
+	b.Run("bolt", func(b *testing.B) {
+		st, err := boltstore.Open(filepath.Join(b.TempDir(), "fleet.db"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close(context.Background())
+		report(b, runScale(b, n, st))
+	})
+	b.Run("postgres", func(b *testing.B) {
+		pg := pgtest.Start(b)
+		st, err := pgstore.Open(context.Background(), pg.DSN, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer st.Close(context.Background())
+		report(b, runScale(b, n, st))
+	})
+}
