@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -203,29 +204,13 @@ func cpuTime() time.Duration {
 
 func peakRSS() int64 {
 	b, _ := os.ReadFile("/proc/self/status")
-	for _, line := range splitLines(string(b)) {
+	for line := range strings.SplitSeq(string(b), "\n") {
 		var kb int64
 		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
 			return kb
 		}
 	}
 	return 0
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
-	}
-	return out
 }
 
 // TestScaleSmall: the whole scale path (simulated gateways on real
