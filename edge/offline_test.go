@@ -146,7 +146,9 @@ func TestOffline(t *testing.T) {
 	// in the order it was published, per device.
 	for what, pair := range map[string][2]*times{"reports": {reportsLocal, reportsUp}, "outputs": {outputsLocal, outputsUp}} {
 		local := pair[0].snapshot()
-		testenv.Eventually(t, "every one of the "+what+" upstream", func() bool {
+		// Some 6,000 of each wait in the queue: under load (and -race)
+		// draining them takes longer than Eventually's 10 s.
+		testenv.EventuallyWithin(t, "every one of the "+what+" upstream", 2*time.Minute, func() bool {
 			up := pair[1].snapshot()
 			for d, l := range local {
 				if len(up[d]) < len(l) {

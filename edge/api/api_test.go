@@ -7,9 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/codepkg"
+	"github.com/edgekit/edgekit/internal/openapitest"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger"
 	"github.com/edgekit/edgekit/trigger/httpcall"
@@ -33,29 +32,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // TestRoutesMatchTheDocument: every route is in docs/openapi.json, with
 // its method, and the document has no route the API lacks.
 func TestRoutesMatchTheDocument(t *testing.T) {
-	b, err := os.ReadFile("../../docs/openapi.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		OpenAPI string                    `json:"openapi"`
-		Paths   map[string]map[string]any `json:"paths"`
-	}
-	if err := json.Unmarshal(b, &doc); err != nil || !strings.HasPrefix(doc.OpenAPI, "3.") {
-		t.Fatalf("docs/openapi.json: %v (openapi %q)", err, doc.OpenAPI)
-	}
-	var documented []string
-	for path, ops := range doc.Paths {
-		for method := range ops {
-			documented = append(documented, strings.ToUpper(method)+" "+path)
-		}
-	}
-	slices.Sort(documented)
-	routes := api.Routes()
-	slices.Sort(routes)
-	if !slices.Equal(routes, documented) {
-		t.Errorf("the API serves\n%s\nthe document describes\n%s", strings.Join(routes, "\n"), strings.Join(documented, "\n"))
-	}
+	openapitest.Check(t, "../../docs/openapi.json", api.Routes())
 }
 
 type gateway struct {
