@@ -84,6 +84,11 @@ type Options struct {
 	MaxFiles int
 	// PublicKey, when set, makes signatures mandatory.
 	PublicKey ed25519.PublicKey
+	// PublicKeys are more keys a signature may verify with, so that keys
+	// can be rotated (packages signed with the old key still install
+	// while the new one is rolled out); any one of them and PublicKey
+	// will do. Set, they make signatures mandatory too.
+	PublicKeys []ed25519.PublicKey
 	// AllowEnv names environment variables a manifest may set although
 	// they change how programs load (see injectionEnv).
 	AllowEnv []string
@@ -117,8 +122,13 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if o.MaxFiles <= 0 {
 		o.MaxFiles = 10_000
 	}
-	if o.PublicKey != nil && len(o.PublicKey) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("codepkg: public key is %d bytes, want %d", len(o.PublicKey), ed25519.PublicKeySize)
+	if o.PublicKey != nil {
+		o.PublicKeys = append([]ed25519.PublicKey{o.PublicKey}, o.PublicKeys...)
+	}
+	for i, k := range o.PublicKeys {
+		if len(k) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("codepkg: public key %d is %d bytes, want %d", i, len(k), ed25519.PublicKeySize)
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("codepkg: %w", err)
@@ -271,14 +281,14 @@ func (s *Store) checkPackage(p Package) ([]byte, error) {
 	if p.Size > s.opts.MaxBytes {
 		return nil, fmt.Errorf("codepkg: %s version %s: %w: the archive is %d bytes, more than %d", p.Name, p.Version, ErrTooLarge, p.Size, s.opts.MaxBytes)
 	}
-	if s.opts.PublicKey != nil {
+	if len(s.opts.PublicKeys) > 0 {
 		// The signature is over the digest, so it is checked before a
 		// byte of the archive is read.
 		if len(p.Signature) == 0 {
 			return nil, fmt.Errorf("codepkg: %s version %s: %w: no signature, and this store requires one", p.Name, p.Version, ErrSignature)
 		}
-		if !ed25519.Verify(s.opts.PublicKey, want, p.Signature) {
-			return nil, fmt.Errorf("codepkg: %s version %s: %w: the signature does not match the digest and the store's key", p.Name, p.Version, ErrSignature)
+		if !slices.ContainsFunc(s.opts.PublicKeys, func(k ed25519.PublicKey) bool { return ed25519.Verify(k, want, p.Signature) }) {
+			return nil, fmt.Errorf("codepkg: %s version %s: %w: the signature does not match the digest with any of the store's %d keys", p.Name, p.Version, ErrSignature, len(s.opts.PublicKeys))
 		}
 	}
 	return want, nil

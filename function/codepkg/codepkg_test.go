@@ -12,6 +12,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -324,5 +325,33 @@ func TestAllowedEnvAndLeftovers(t *testing.T) {
 	archive := tarGz(t, entry{name: "function.json", body: `{"name":"h","version":"1","runtime":"python","handler":"m.h","env":{"PYTHONPATH":"lib"}}`})
 	if _, err := install(s, archive, "h", "1"); err != nil {
 		t.Fatalf("an allowed variable: %v", err)
+	}
+}
+
+// TestKeyRotation: a store with the old key and the new one takes
+// packages signed with either, and refuses a third.
+func TestKeyRotation(t *testing.T) {
+	oldPub, oldKey, _ := ed25519.GenerateKey(nil)
+	newPub, newKey, _ := ed25519.GenerateKey(nil)
+	_, strange, _ := ed25519.GenerateKey(nil)
+	s, err := codepkg.Open(t.TempDir(), &codepkg.Options{PublicKeys: []ed25519.PublicKey{oldPub, newPub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, key := range []ed25519.PrivateKey{oldKey, newKey, strange} {
+		v := strconv.Itoa(i + 1)
+		archive := tarGz(t, manifest("rotated", v), entry{name: "main.py", body: "x"})
+		p := pkg(archive, "rotated", v)
+		p.Signature = codepkg.Sign(key, archive)
+		_, err := s.Install(context.Background(), bytes.NewReader(archive), p)
+		if i < 2 && err != nil {
+			t.Errorf("signed with key %d: %v", i, err)
+		}
+		if i == 2 && !errors.Is(err, codepkg.ErrSignature) {
+			t.Errorf("signed with a key the store does not have: %v", err)
+		}
+	}
+	if _, err := codepkg.Open(t.TempDir(), &codepkg.Options{PublicKeys: []ed25519.PublicKey{oldPub[:5]}}); err == nil {
+		t.Error("a short key was taken")
 	}
 }
