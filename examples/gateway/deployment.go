@@ -1,15 +1,11 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -19,6 +15,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/function/codepkg"
 	"github.com/edgekit/edgekit/internal/safefile"
 )
 
@@ -108,7 +105,8 @@ func (r *renderer) render() (uint64, error) {
 			continue
 		}
 		dir := r.dir(a.Version.Function.Package.URL)
-		path, size, sum, err := pack(dir, r.packages, a.App.Name, a.Version.Version)
+		packed, err := codepkg.Pack(dir, r.packages, a.App.Name, a.Version.Version)
+		path, size, sum := packed.Path, packed.Size, packed.SHA256
 		if err != nil {
 			return 0, fmt.Errorf("%s: app %s: %w", r.template, a.App.Name, err)
 		}
@@ -164,115 +162,4 @@ func (r *renderer) watch(ctx context.Context) {
 			r.log.Info("the example's deployment changed", "revision", rev)
 		}
 	}
-}
-
-// pack makes a package of a function directory in dest: a
-// gzip-compressed tar of its files, by name, with function.json stamped
-// with the app's name and version, streamed to the file (a Go function's
-// binary is not held in memory). It returns the file, its size and digest;
-// the same files make the same bytes.
-func pack(dir, dest, name, version string) (path string, size int64, sum [32]byte, err error) {
-	manifest, err := os.ReadFile(filepath.Join(dir, "function.json"))
-	if err != nil {
-		return "", 0, sum, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(manifest, &m); err != nil {
-		return "", 0, sum, fmt.Errorf("%s/function.json: %w", dir, err)
-	}
-	m["name"], m["version"] = name, version
-	if manifest, err = json.MarshalIndent(m, "", "  "); err != nil {
-		return "", 0, sum, err
-	}
-	var files []string
-	err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if e.Type().IsRegular() && e.Name() != "function.json" && !strings.HasPrefix(e.Name(), ".") {
-			files = append(files, p)
-		}
-		if e.IsDir() && p != dir && (e.Name() == "__pycache__" || e.Name() == "node_modules") {
-			return filepath.SkipDir
-		}
-		return nil
-	})
-	if err != nil {
-		return "", 0, sum, err
-	}
-	slices.Sort(files)
-	tmp, err := os.CreateTemp(dest, ".pack-*")
-	if err != nil {
-		return "", 0, sum, err
-	}
-	defer os.Remove(tmp.Name()) // renamed into place on success
-	defer tmp.Close()
-	digest := sha256.New()
-	counted := &countingWriter{w: io.MultiWriter(tmp, digest)}
-	zw, _ := gzip.NewWriterLevel(counted, gzip.BestSpeed) // a Go binary is megabytes: speed over size
-	tw := tar.NewWriter(zw)
-	add := func(rel string, mode, n int64, body io.Reader) error {
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: mode, Size: n, Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := io.Copy(tw, body)
-		return err
-	}
-	if err := add("function.json", 0o644, int64(len(manifest)), bytes.NewReader(manifest)); err != nil {
-		return "", 0, sum, err
-	}
-	for _, p := range files {
-		if err := addFile(add, dir, p); err != nil {
-			return "", 0, sum, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return "", 0, sum, err
-	}
-	if err := zw.Close(); err != nil {
-		return "", 0, sum, err
-	}
-	if err := tmp.Close(); err != nil {
-		return "", 0, sum, err
-	}
-	copy(sum[:], digest.Sum(nil))
-	path = filepath.Join(dest, fmt.Sprintf("%s-%s-%x.tar.gz", name, version, sum[:6]))
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", 0, sum, err
-	}
-	if err := os.Chmod(path, 0o644); err != nil {
-		return "", 0, sum, err
-	}
-	return path, counted.n, sum, nil
-}
-
-// addFile adds one file of dir, keeping only whether it is executable.
-func addFile(add func(rel string, mode, n int64, body io.Reader) error, dir, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	rel, _ := filepath.Rel(dir, path)
-	mode := int64(0o644)
-	if st.Mode()&0o111 != 0 {
-		mode = 0o755
-	}
-	return add(filepath.ToSlash(rel), mode, st.Size(), f)
-}
-
-// countingWriter counts what goes through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }
