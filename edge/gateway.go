@@ -1,12 +1,10 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -342,20 +340,11 @@ func PrepareDataDir(dir string) error {
 // and keeps it there, 0600. One that is not this user's and 0600 is
 // refused: whoever could write it knows it.
 func Secret(path string) (string, error) {
-	b, err := safefile.ReadOwn(path, 1024)
-	switch {
-	case err == nil && len(bytes.TrimSpace(b)) >= 16:
-		return string(bytes.TrimSpace(b)), nil
-	case err == nil:
-		return "", fmt.Errorf("edge: %s holds no secret of 16 characters or more: remove it to have a new one made", path)
-	case !errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("edge: not adopting %s: %w", path, err)
-	}
-	token := httpcall.NewToken()
-	if err := safefile.Write(path, []byte(token+"\n"), 0o600); err != nil {
+	s, err := safefile.Secret(path)
+	if err != nil {
 		return "", fmt.Errorf("edge: %w", err)
 	}
-	return token, nil
+	return s, nil
 }
 
 // gatewayUser is the local broker user the gateway connects as.

@@ -7,6 +7,9 @@
 package safefile
 
 import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -102,4 +105,27 @@ func CheckPrivateDir(dir string, perm fs.FileMode) error {
 		return fmt.Errorf("%s has mode %v: others may change what is in it", dir, st.Mode().Perm())
 	}
 	return nil
+}
+
+// Secret reads a secret kept at path (a token, a password), or makes one
+// (32 random hex digits) and keeps it there, 0600. One that is not this
+// user's and 0600 is refused: whoever could write it knows it. One shorter
+// than 16 characters is refused too.
+func Secret(path string) (string, error) {
+	b, err := ReadOwn(path, 1024)
+	switch {
+	case err == nil && len(bytes.TrimSpace(b)) >= 16:
+		return string(bytes.TrimSpace(b)), nil
+	case err == nil:
+		return "", fmt.Errorf("%s holds no secret of 16 characters or more: remove it to have a new one made", path)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("not adopting %s: %w", path, err)
+	}
+	var r [16]byte
+	_, _ = rand.Read(r[:])
+	token := hex.EncodeToString(r[:])
+	if err := Write(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return token, nil
 }

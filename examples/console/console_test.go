@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/edge/fleet/fleetapi"
+	"github.com/edgekit/edgekit/edge/fleet/fleettest"
+	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
+)
+
+// TestConsole: console serve on a real Mosquitto; the console's commands
+// make a key, create an app, add a version packed from the example
+// Python function's directory, signed and uploaded, label the gateway,
+// deploy it in two waves and follow the rollout to its end; a command
+// the fleet refuses prints the fleet's reason.
+func TestConsole(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := brokertest.Start(t, nil)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "fleet")
+	pr, pw := io.Pipe()
+	served := make(chan error, 1)
+	go func() {
+		served <- run(ctx, []string{"serve", "-broker", b.URL().String(), "-data", data, "-listen", "127.0.0.1:0"}, pw)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("console serve: %v", err)
+		}
+	})
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := strings.TrimSpace(strings.TrimPrefix(line, "serving on "))
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+
+	for _, id := range []string{"gw-a", "gw-b", "gw-c"} {
+		if _, err := fleettest.Start(ctx, id, brokertest.Connect(t, b, mqttbus.Options{ClientID: id}), func(string, *app.Deployment) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	console := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(ctx, append(args, "-url", url, "-token-file", filepath.Join(data, "api-token")), &out)
+		return out.String(), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, err := console(args...)
+		if err != nil {
+			t.Fatalf("console %s: %v", strings.Join(args, " "), err)
+		}
+		return out
+	}
+	key := filepath.Join(dir, "key.hex")
+	if pub := must("keygen", key); len(strings.TrimSpace(pub)) != 64 {
+		t.Fatalf("keygen printed %q", pub)
+	}
+	must("app", "create", "hello", "-kind", "function")
+	out := must("version", "add", "hello", "1.0", "-dir", "../function-python", "-sign", key, "-config", `{"greeting":"hi"}`)
+	var v fleet.Version
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Version.Function == nil || len(v.Version.Function.Package.Signature) == 0 || !strings.HasPrefix(v.Version.Function.Package.URL, url+"/blobs/sha256/") {
+		t.Fatalf("version add: %s", out)
+	}
+	testenv.Eventually(t, "the three gateways known", func() bool {
+		out, _ := console("instance", "list")
+		return strings.Count(out, `"presence": "online"`) == 3
+	})
+	must("instance", "label", "gw-a", "site=plant-1")
+	must("instance", "label", "gw-b", "site=plant-1")
+	must("instance", "label", "gw-c", "site=plant-2")
+	must("deploy", "hello-1", "-selector", "site=plant-1", "-waves", "1,100%", "hello=1.0")
+	var view fleetapi.DeploymentView
+	testenv.Eventually(t, "the rollout succeeded", func() bool {
+		out, err := console("rollout", "status", "hello-1")
+		return err == nil && json.Unmarshal([]byte(out), &view) == nil && view.Deployment.State == fleet.DeploymentSucceeded
+	})
+	if view.Counts[fleet.TargetSucceeded] != 2 || len(view.Deployment.Waves) != 2 {
+		t.Errorf("the rollout: %+v", view)
+	}
+	if _, err := console("rollout", "pause", "hello-1"); err == nil || !strings.Contains(err.Error(), "is succeeded") {
+		t.Errorf("pausing a finished rollout: %v", err)
+	}
+	if _, err := console("deploy", "bad", "hello=9"); err == nil || !strings.Contains(err.Error(), "404") || !strings.Contains(err.Error(), "hello/9") {
+		t.Errorf("deploying a version that does not exist: %v", err)
+	}
+	if _, err := console("version", "add", "hello", "1.0", "-dir", "../function-python", "-config", `{"greeting":"other"}`); err == nil || !strings.Contains(err.Error(), "immutable") {
+		t.Errorf("changing a version: %v", err)
+	}
+}

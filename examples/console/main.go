@@ -1,0 +1,34 @@
+// Command console is the fleet's console: it serves a fleet (console
+// serve: the fleet on an MQTT broker, its store, its HTTP API and the
+// artifact server on one listener), and it is the operator's client of
+// that API — apps, versions (packed from a function directory, signed,
+// uploaded), configuration, groups, instances, deployments and their
+// rollouts — and of one gateway's local API (logs, invoke).
+//
+//	console serve -broker mqtt://127.0.0.1:1883 -store bolt:fleet.db -listen 127.0.0.1:7700 -data ./fleet
+//	console app create alarm -kind function
+//	console version add alarm 1.0 -dir ./alarm -sign key.hex
+//	console deploy alarm-1 -selector site=plant-1 -waves 1,100% alarm=1.0
+//	console rollout status alarm-1
+//
+// The client commands take -url (default $EDGEKIT_FLEET_URL or
+// http://127.0.0.1:7700) and -token-file (default $EDGEKIT_FLEET_TOKEN_FILE
+// or fleet/api-token) and print JSON.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "console:", err)
+		os.Exit(1)
+	}
+}
