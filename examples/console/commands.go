@@ -63,11 +63,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	tokenFile := fs.String("token-file", envOr("EDGEKIT_FLEET_TOKEN_FILE", filepath.Join("fleet", "api-token")), "the file holding the fleet's token")
 	var (
 		kind, description, dir, archive, image, sign, config, triggers, probation string
-		group, instance, selector, waves, bake, onFailure, reason                  string
-		gateway, gatewayToken                                                       string
-		priority, minSample, maxPerMinute                                           int
-		success, failure                                                            float64
-		rollback                                                                    bool
+		group, instance, selector, waves, bake, onFailure, reason                 string
+		gateway, gatewayToken                                                     string
+		priority, minSample, maxPerMinute                                         int
+		success, failure                                                          float64
+		rollback                                                                  bool
 	)
 	fs.StringVar(&kind, "kind", "", "")
 	fs.StringVar(&description, "description", "", "")
