@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,7 +139,8 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 	wg.Wait()
 	res := scaleResult{baseline: time.Since(start)}
 
-	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 200 * time.Millisecond})
+	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -167,11 +169,18 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 		tb.Fatal(err)
 	}
 	var ts []fleet.Target
-	testenv.EventuallyWithin(tb, "the rollout to every instance", 5*time.Minute, func() bool {
-		var d fleet.Deployment
+	var d fleet.Deployment
+	last := time.Now()
+	if !testenv.Await(5*time.Minute, func() bool {
 		d, ts, err = f.Deployment(ctx, "all")
+		if time.Since(last) > 10*time.Second {
+			last = time.Now()
+			tb.Logf("after %v: deployment %s wave %d of %v, targets by state %v", time.Since(start).Round(time.Second), d.State, d.Wave, d.Waves, countStates(ts))
+		}
 		return err == nil && d.State == fleet.DeploymentSucceeded
-	})
+	}) {
+		tb.Fatalf("the rollout to every instance did not finish in 5 min: deployment %s (%s) wave %d of %v, targets by state %v", d.State, d.Reason, d.Wave, d.Waves, countStates(ts))
+	}
 	res.rollout, res.cpu = time.Since(start), cpuTime()-cpu0
 	res.peakRSSKB = peakRSS()
 	ok := 0
@@ -194,6 +203,14 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 		tb.Fatalf("%d of %d instances reported on the deployment's revision", current, n)
 	}
 	return res
+}
+
+func countStates(ts []fleet.Target) map[fleet.TargetState]int {
+	m := map[fleet.TargetState]int{}
+	for _, t := range ts {
+		m[t.State]++
+	}
+	return m
 }
 
 func cpuTime() time.Duration {

@@ -91,9 +91,11 @@ type Store interface {
 	// List returns the records of coll whose keys start with prefix, in
 	// key order.
 	List(ctx context.Context, coll, prefix string) ([]Record, error)
-	// Changes returns up to limit records of coll written after version
-	// after, in version order (records of one Apply in key order). A
-	// record written again since is returned once, at its last version.
+	// Changes returns the records of coll written after version after,
+	// in version order (records of one Apply in key order): up to limit,
+	// and then the rest of the last Apply's, since an Apply's records
+	// share a version and a reader resumes after the last version it saw.
+	// A record written again since is returned once, at its last version.
 	Changes(ctx context.Context, coll string, after uint64, limit int) ([]Record, error)
 	// Apply writes ops atomically: all or none. A failed condition
 	// returns an error wrapping ErrConflict that names the record; an op

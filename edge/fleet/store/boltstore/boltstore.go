@@ -170,9 +170,12 @@ func (s *Store) Changes(ctx context.Context, coll string, after uint64, limit in
 		}
 		c := idx.Cursor()
 		start := binary.BigEndian.AppendUint64(nil, after+1)
-		for k, _ := c.Seek(start); k != nil && len(out) < limit; k, _ = c.Next() {
+		for k, _ := c.Seek(start); k != nil; k, _ = c.Next() {
 			if len(k) < 8 {
 				return fmt.Errorf("boltstore: %s: %w: a change index key of %d bytes", coll, store.ErrDamaged, len(k))
+			}
+			if len(out) >= limit && binary.BigEndian.Uint64(k) != out[len(out)-1].Version {
+				break // the last Apply's records are all in
 			}
 			key := string(k[8:])
 			r, err := split(coll, key, recs.Get(k[8:]))

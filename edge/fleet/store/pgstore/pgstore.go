@@ -150,7 +150,15 @@ func (s *Store) Changes(ctx context.Context, coll string, after uint64, limit in
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	return s.query(ctx, coll, `SELECT key, version, value FROM `+s.records+` WHERE coll = $1 AND version > $2 ORDER BY version, key COLLATE "C" LIMIT $3`, coll, int64(after), limit)
+	out, err := s.query(ctx, coll, `SELECT key, version, value FROM `+s.records+` WHERE coll = $1 AND version > $2 ORDER BY version, key COLLATE "C" LIMIT $3`, coll, int64(after), limit)
+	if err != nil || len(out) < limit {
+		return out, err
+	}
+	// The rest of the last Apply's records: a reader resumes after the
+	// last version it saw.
+	last := out[len(out)-1]
+	rest, err := s.query(ctx, coll, `SELECT key, version, value FROM `+s.records+` WHERE coll = $1 AND version = $2 AND key COLLATE "C" > $3 ORDER BY key COLLATE "C"`, coll, int64(last.Version), last.Key)
+	return append(out, rest...), err
 }
 
 func (s *Store) query(ctx context.Context, coll, q string, args ...any) ([]store.Record, error) {

@@ -195,6 +195,34 @@ func Run(t *testing.T, b Backend) {
 			t.Errorf("Changes of another collection: %+v", other)
 		}
 	})
+	t.Run("ChangesNeverSplitAnApply", func(t *testing.T) {
+		// Paging by the last version seen: an Apply's records all come
+		// in one page, whatever the limit, or the rest would be skipped.
+		s := open(t)
+		var ops []store.Op
+		for i := range 10 {
+			ops = append(ops, store.Put("reports", fmt.Sprintf("gw-%02d", i), nil))
+		}
+		if _, err := s.Apply(ctx, ops...); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = s.Apply(ctx, store.Put("reports", "later", nil))
+		seen, after := 0, uint64(0)
+		for range 20 {
+			page, err := s.Changes(ctx, "reports", after, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			seen += len(page)
+			after = page[len(page)-1].Version
+		}
+		if seen != 11 {
+			t.Fatalf("paging through Changes with a limit of 3 saw %d of 11 records", seen)
+		}
+	})
 	t.Run("ValuesAreCopied", func(t *testing.T) {
 		s := open(t)
 		buf := []byte("original")
