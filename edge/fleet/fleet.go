@@ -46,6 +46,8 @@ import (
 type Options struct {
 	Store store.Store
 	// Bus reaches the gateways' broker (an mqttbus client in production).
+	// Give it no broker session (mqttbus SessionExpiry -1): a replica that
+	// dies would otherwise keep its share of the reports queued for it.
 	Bus bus.Bus
 	// Replica names this process among those sharing the store; default
 	// random.

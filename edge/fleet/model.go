@@ -177,8 +177,9 @@ type Policy struct {
 	// (default; every instance already updated goes back to its previous
 	// deployment) or "pause".
 	OnFailure string `json:"onFailure,omitempty"`
-	// MaxPerMinute bounds the instances sent the document per minute; 0
-	// is no bound.
+	// MaxPerMinute bounds the instances sent the document in any minute,
+	// spread over it (in any second at most a sixtieth of it, rounded up);
+	// 0 is no bound.
 	MaxPerMinute int `json:"maxPerMinute,omitempty"`
 	// Timeout bounds one instance's update, from the document sent to
 	// its final report; then it is timed out (a failure). Default 15 min.

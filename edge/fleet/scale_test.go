@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/broker"
 	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
 	"github.com/edgekit/edgekit/edge/fleet/fleettest"
@@ -36,7 +38,44 @@ func TestMain(m *testing.M) {
 		simulate(addr)
 		return
 	}
+	if dsn := os.Getenv("EDGEKIT_FLEET_REPLICA"); dsn != "" {
+		replica(dsn, os.Getenv("EDGEKIT_FLEET_BROKER"), os.Getenv("EDGEKIT_FLEET_REPLICA_NAME"))
+		return
+	}
 	os.Exit(m.Run())
+}
+
+// replica is a child process of TestReplicas: a fleet on the PostgreSQL
+// at dsn and the broker, keeping no broker session (a replica that dies
+// leaves no share of the reports behind it). It says "leading" on stdout
+// when it holds the lease, and runs until it is killed.
+func replica(dsn, brokerURL, name string) {
+	ctx := context.Background()
+	st, err := pgstore.Open(ctx, dsn, nil)
+	if err != nil {
+		fmt.Println("store:", err)
+		os.Exit(1)
+	}
+	dir, _ := os.MkdirTemp("", "fleet-replica-")
+	defer os.RemoveAll(dir)
+	b, err := mqttbus.New(&mqttbus.Options{Brokers: []string{brokerURL}, ClientID: name, SessionExpiry: -1, QueueDir: dir})
+	if err != nil {
+		fmt.Println("bus:", err)
+		os.Exit(1)
+	}
+	f, err := fleet.New(&fleet.Options{Store: st, Bus: b, Replica: name, Tick: 50 * time.Millisecond, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		fmt.Println("fleet:", err)
+		os.Exit(1)
+	}
+	go func() {
+		for !f.Leader() {
+			time.Sleep(10 * time.Millisecond)
+		}
+		fmt.Println("leading")
+	}()
+	_ = f.Run(ctx)
+	os.Exit(0)
 }
 
 // simulate is the child process of the scale tests: EDGEKIT_FLEET_SIM_N
@@ -228,6 +267,123 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// TestReplicas: two fleet replicas on one PostgreSQL share the reports of
+// 200 simulated gateways through the broker's shared subscription; the one
+// holding the lease is killed (SIGKILL) in the middle of a rollout, and
+// the other takes the lease and finishes it: every target succeeds and
+// every report is in, none lost with the dead replica.
+func TestReplicas(t *testing.T) {
+	const n = 200
+	ctx := context.Background()
+	b := brokertest.Start(t, &broker.Options{MaxConnections: -1})
+	pg := pgtest.Start(t)
+	st, err := pgstore.Open(ctx, pg.DSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	exe, _ := os.Executable()
+	type child struct {
+		cmd     *exec.Cmd
+		leading chan struct{}
+	}
+	replicas := map[string]*child{}
+	for _, name := range []string{"replica-a", "replica-b"} {
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), "EDGEKIT_FLEET_REPLICA="+pg.DSN, "EDGEKIT_FLEET_BROKER="+b.URL().String(), "EDGEKIT_FLEET_REPLICA_NAME="+name)
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		c := &child{cmd: cmd, leading: make(chan struct{})}
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				if sc.Text() == "leading" {
+					close(c.leading)
+				}
+			}
+		}()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		replicas[name] = c
+	}
+	startSimulation(t, b, n)
+	// The test's own fleet only calls the API (it is not Run): the
+	// replicas do the work.
+	api, err := fleet.New(&fleet.Options{Store: st, Bus: membus.New(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.EventuallyWithin(t, "every instance registered", time.Minute, func() bool {
+		ins, _ := api.Instances(ctx)
+		return len(ins) == n
+	})
+	if _, err := api.CreateApp(ctx, fleet.App{Name: "alarm", Kind: app.KindFunction}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.AddVersion(ctx, "alarm", functionVersion("1")); err != nil {
+		t.Fatal(err)
+	}
+	// 600 a minute: the rollout takes some 20 s, long enough to kill in.
+	if _, err := api.Deploy(ctx, fleet.Deployment{ID: "all", Apps: []fleet.AppVersion{{App: "alarm", Version: "1"}},
+		Policy: fleet.Policy{Waves: []fleet.Wave{{Percent: 10}, {Percent: 100}}, MaxPerMinute: 600}}); err != nil {
+		t.Fatal(err)
+	}
+	succeeded := func() int {
+		_, ts, _ := api.Deployment(ctx, "all")
+		return countStates(ts)[fleet.TargetSucceeded]
+	}
+	testenv.EventuallyWithin(t, "the rollout under way", time.Minute, func() bool { return succeeded() >= 40 })
+	var leader, other string
+	select {
+	case <-replicas["replica-a"].leading:
+		leader, other = "replica-a", "replica-b"
+	case <-replicas["replica-b"].leading:
+		leader, other = "replica-b", "replica-a"
+	}
+	done := succeeded()
+	if done >= n {
+		t.Fatalf("the rollout was over before the kill (%d of %d)", done, n)
+	}
+	if err := replicas[leader].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = replicas[leader].cmd.Wait()
+	t.Logf("killed %s, the lease holder, with %d of %d succeeded", leader, done, n)
+	select {
+	case <-replicas[other].leading:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s never took the lease", other)
+	}
+	var d fleet.Deployment
+	var ts []fleet.Target
+	testenv.EventuallyWithin(t, "the rollout finished by the other replica", 2*time.Minute, func() bool {
+		d, ts, _ = api.Deployment(ctx, "all")
+		return d.State == fleet.DeploymentSucceeded
+	})
+	if c := countStates(ts); c[fleet.TargetSucceeded] != n {
+		t.Fatalf("targets by state %v, want all %d succeeded", c, n)
+	}
+	// 600 a minute is at most 10 in any second.
+	sent := make([]time.Time, 0, n)
+	for _, tg := range ts {
+		sent = append(sent, tg.Sent)
+	}
+	slices.SortFunc(sent, func(a, b time.Time) int { return a.Compare(b) })
+	for i := 10; i < len(sent); i++ {
+		if sent[i].Sub(sent[i-10]) < time.Second {
+			t.Fatalf("11 instances sent within %v: MaxPerMinute 600 allows 10 a second", sent[i].Sub(sent[i-10]))
+		}
+	}
+	ins, _ := api.Instances(ctx)
+	for _, in := range ins {
+		if !in.Current || in.Status == nil || in.Status.Outcome != app.OutcomeSucceeded {
+			t.Fatalf("instance %s: its report is missing or old: %+v", in.ID, in.Report)
+		}
+	}
 }
 
 // TestScaleSmall: the whole scale path (simulated gateways on real

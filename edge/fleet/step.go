@@ -286,11 +286,20 @@ func (l *leader) sendQueued(ctx context.Context, p *plan, d *Deployment, members
 	if len(recent) != len(d.Started) {
 		d.Started, changed = recent, true
 	}
+	// MaxPerMinute bounds the sends in any minute, and, so that they
+	// spread over it, in any second to a sixtieth of it (at least one).
+	perSecond := (d.Policy.MaxPerMinute + 59) / 60
+	lastSecond := 0
+	for _, t := range d.Started {
+		if now.Sub(t) < time.Second {
+			lastSecond++
+		}
+	}
 	for _, t := range members {
 		if t.State != TargetQueued {
 			continue
 		}
-		if d.Policy.MaxPerMinute > 0 && len(d.Started) >= d.Policy.MaxPerMinute {
+		if d.Policy.MaxPerMinute > 0 && (len(d.Started) >= d.Policy.MaxPerMinute || lastSecond >= perSecond) {
 			break
 		}
 		t.State, t.Sent, t.Heard, t.Code, t.Reason = TargetSent, now, time.Time{}, "", ""
@@ -306,6 +315,7 @@ func (l *leader) sendQueued(ctx context.Context, p *plan, d *Deployment, members
 		}
 		if d.Policy.MaxPerMinute > 0 {
 			d.Started = append(d.Started, now)
+			lastSecond++
 			changed = true
 		}
 	}

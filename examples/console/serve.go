@@ -64,7 +64,10 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer st.Close(context.WithoutCancel(ctx))
-	up, err := mqttbus.New(&mqttbus.Options{Brokers: []string{*brokerURL}, ClientID: "edgekit-fleet-" + hostOr(*replica), QueueDir: filepath.Join(*data, "queue"), Logger: log})
+	// No broker session: a replica that dies leaves no share of the
+	// reports queued for it (the others and the retained reports cover).
+	up, err := mqttbus.New(&mqttbus.Options{Brokers: []string{*brokerURL}, ClientID: "edgekit-fleet-" + hostOr(*replica), SessionExpiry: -1,
+		QueueDir: filepath.Join(*data, "queue"), Logger: log})
 	if err != nil {
 		return err
 	}
