@@ -69,10 +69,14 @@ func replica(dsn, brokerURL, name string) {
 		os.Exit(1)
 	}
 	go func() {
-		for !f.Leader() {
-			time.Sleep(10 * time.Millisecond)
+		poll := time.NewTicker(10 * time.Millisecond)
+		defer poll.Stop()
+		for range poll.C {
+			if f.Leader() {
+				fmt.Println("leading")
+				return
+			}
 		}
-		fmt.Println("leading")
 	}()
 	_ = f.Run(ctx)
 	os.Exit(0)
@@ -99,13 +103,32 @@ func simulate(addr string) {
 				fmt.Println("dial:", err)
 				os.Exit(1)
 			}
-			if _, err := fleettest.Start(ctx, id, c, func(string, *app.Deployment) error { return nil }); err != nil {
+			g, err := fleettest.Start(ctx, id, c, func(string, *app.Deployment) error { return nil })
+			if err != nil {
 				fmt.Println("start:", err)
 				os.Exit(1)
 			}
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
+			// A lost connection (the broker restarted) is made again, as
+			// a gateway would.
+			go func() {
+				retry := time.NewTicker(50 * time.Millisecond)
+				defer retry.Stop()
+				for {
+					<-c.Done()
+					for {
+						if c, err = mqttlite.Dial(ctx, addr, id); err == nil {
+							if err = g.Reconnect(ctx, c); err == nil {
+								break
+							}
+							_ = c.Close(ctx)
+						}
+						<-retry.C
+					}
+				}
+			}()
 		})
 	}
 	wg.Wait()
@@ -269,15 +292,28 @@ func peakRSS() int64 {
 	return 0
 }
 
-// TestReplicas: two fleet replicas on one PostgreSQL share the reports of
-// 200 simulated gateways through the broker's shared subscription; the one
-// holding the lease is killed (SIGKILL) in the middle of a rollout, and
-// the other takes the lease and finishes it: every target succeeds and
-// every report is in, none lost with the dead replica.
-func TestReplicas(t *testing.T) {
+// TestFailover: a rollout to 200 simulated gateways, spread over some 20
+// s by MaxPerMinute, survives what production throws at it midway, and
+// ends with every target succeeded and every report in:
+//
+//   - replicas: two fleet replicas on one PostgreSQL share the reports
+//     through the broker's shared subscription; the lease holder is
+//     SIGKILLed and the other takes the lease, reads the retained reports
+//     and finishes;
+//   - restarted: the only fleet process is SIGKILLed and started again,
+//     and goes on from the store where it was;
+//   - broker: Mosquitto is SIGKILLed (edge/broker starts it again); the
+//     fleet and the gateways connect again and the rollout goes on.
+func TestFailover(t *testing.T) {
+	for _, mode := range []string{"replicas", "restarted", "broker"} {
+		t.Run(mode, func(t *testing.T) { failover(t, mode) })
+	}
+}
+
+func failover(t *testing.T, mode string) {
 	const n = 200
 	ctx := context.Background()
-	b := brokertest.Start(t, &broker.Options{MaxConnections: -1})
+	b := brokertest.Start(t, &broker.Options{MaxConnections: -1, AutosaveInterval: time.Second})
 	pg := pgtest.Start(t)
 	st, err := pgstore.Open(ctx, pg.DSN, nil)
 	if err != nil {
@@ -289,8 +325,7 @@ func TestReplicas(t *testing.T) {
 		cmd     *exec.Cmd
 		leading chan struct{}
 	}
-	replicas := map[string]*child{}
-	for _, name := range []string{"replica-a", "replica-b"} {
+	start := func(name string) *child {
 		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), "EDGEKIT_FLEET_REPLICA="+pg.DSN, "EDGEKIT_FLEET_BROKER="+b.URL().String(), "EDGEKIT_FLEET_REPLICA_NAME="+name)
 		out, _ := cmd.StdoutPipe()
@@ -308,7 +343,11 @@ func TestReplicas(t *testing.T) {
 			}
 		}()
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		replicas[name] = c
+		return c
+	}
+	replicas := map[string]*child{"replica-a": start("replica-a")}
+	if mode == "replicas" {
+		replicas["replica-b"] = start("replica-b")
 	}
 	startSimulation(t, b, n)
 	// The test's own fleet only calls the API (it is not Run): the
@@ -327,7 +366,7 @@ func TestReplicas(t *testing.T) {
 	if _, err := api.AddVersion(ctx, "alarm", functionVersion("1")); err != nil {
 		t.Fatal(err)
 	}
-	// 600 a minute: the rollout takes some 20 s, long enough to kill in.
+	// 600 a minute: the rollout takes some 20 s, long enough to strike in.
 	if _, err := api.Deploy(ctx, fleet.Deployment{ID: "all", Apps: []fleet.AppVersion{{App: "alarm", Version: "1"}},
 		Policy: fleet.Policy{Waves: []fleet.Wave{{Percent: 10}, {Percent: 100}}, MaxPerMinute: 600}}); err != nil {
 		t.Fatal(err)
@@ -337,30 +376,47 @@ func TestReplicas(t *testing.T) {
 		return countStates(ts)[fleet.TargetSucceeded]
 	}
 	testenv.EventuallyWithin(t, "the rollout under way", time.Minute, func() bool { return succeeded() >= 40 })
-	var leader, other string
-	select {
-	case <-replicas["replica-a"].leading:
-		leader, other = "replica-a", "replica-b"
-	case <-replicas["replica-b"].leading:
-		leader, other = "replica-b", "replica-a"
+	leader := "replica-a"
+	if mode == "replicas" {
+		select {
+		case <-replicas["replica-a"].leading:
+		case <-replicas["replica-b"].leading:
+			leader = "replica-b"
+		}
 	}
 	done := succeeded()
 	if done >= n {
-		t.Fatalf("the rollout was over before the kill (%d of %d)", done, n)
+		t.Fatalf("the rollout was over before the fault (%d of %d)", done, n)
 	}
-	if err := replicas[leader].cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = replicas[leader].cmd.Wait()
-	t.Logf("killed %s, the lease holder, with %d of %d succeeded", leader, done, n)
-	select {
-	case <-replicas[other].leading:
-	case <-time.After(time.Minute):
-		t.Fatalf("%s never took the lease", other)
+	switch mode {
+	case "replicas", "restarted":
+		_ = replicas[leader].cmd.Process.Kill()
+		_ = replicas[leader].cmd.Wait()
+		t.Logf("killed %s, the lease holder, with %d of %d succeeded", leader, done, n)
+		next := "replica-b"
+		if mode == "restarted" {
+			replicas[leader] = start(leader) // the same name: it takes its own lease back
+			next = leader
+		}
+		select {
+		case <-replicas[next].leading:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s never took the lease", next)
+		}
+	case "broker":
+		pid := b.Status().PID
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("killed Mosquitto with %d of %d succeeded", done, n)
+		testenv.EventuallyWithin(t, "Mosquitto started again", time.Minute, func() bool {
+			st := b.Status()
+			return st.PID != pid && st.State == broker.StateRunning
+		})
 	}
 	var d fleet.Deployment
 	var ts []fleet.Target
-	testenv.EventuallyWithin(t, "the rollout finished by the other replica", 2*time.Minute, func() bool {
+	testenv.EventuallyWithin(t, "the rollout finished after the fault", 2*time.Minute, func() bool {
 		d, ts, _ = api.Deployment(ctx, "all")
 		return d.State == fleet.DeploymentSucceeded
 	})

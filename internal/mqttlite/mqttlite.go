@@ -297,6 +297,9 @@ func (s *subscription) Unsubscribe(ctx context.Context) error {
 	return s.c.request(ctx, 0xA2, s.filter, nil, func() { delete(s.c.subs, s.filter) })
 }
 
+// Done is closed when the connection has ended (closed, or lost).
+func (c *Client) Done() <-chan struct{} { return c.done }
+
 // Close disconnects.
 func (c *Client) Close(ctx context.Context) error {
 	_ = c.write(0xE0, nil)

@@ -60,10 +60,31 @@ func Start(ctx context.Context, id string, b Conn, behave Behave) (*Gateway, err
 	return g, nil
 }
 
+// Reconnect moves the gateway to a new connection after its old one was
+// lost, as a gateway does: it subscribes again, says it is online, and
+// reports its status again.
+func (g *Gateway) Reconnect(ctx context.Context, b Conn) error {
+	sub, err := b.Subscribe(ctx, app.DesiredTopic(g.ID), g.desired, &bus.SubscribeOptions{QoS: bus.AtLeastOnce, Buffer: 16})
+	if err != nil {
+		return fmt.Errorf("gateway %s: %w", g.ID, err)
+	}
+	g.mu.Lock()
+	g.bus, g.sub = b, sub
+	g.mu.Unlock()
+	if err := g.Presence(ctx, true); err != nil {
+		return err
+	}
+	g.Report(ctx)
+	return nil
+}
+
 // Presence publishes the gateway's presence.
 func (g *Gateway) Presence(ctx context.Context, online bool) error {
 	b, _ := json.Marshal(app.Presence{Instance: g.ID, Online: online, Time: time.Now().UTC()})
-	return g.bus.Publish(ctx, &bus.Message{Topic: app.PresenceTopic(g.ID), Payload: b, QoS: bus.AtLeastOnce, Retain: true})
+	g.mu.Lock()
+	conn := g.bus
+	g.mu.Unlock()
+	return conn.Publish(ctx, &bus.Message{Topic: app.PresenceTopic(g.ID), Payload: b, QoS: bus.AtLeastOnce, Retain: true})
 }
 
 func (g *Gateway) desired(ctx context.Context, msg *bus.Message) {
