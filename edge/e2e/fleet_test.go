@@ -3,11 +3,14 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
 	"github.com/edgekit/edgekit/edge/fleet/store/pgstore"
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/internal/gatewaytest"
@@ -228,5 +232,206 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	if got := runs(byID[second]); got["hello-go"] != "2" {
 		t.Errorf("%s runs %v", second, got)
+	}
+}
+
+// link is a TCP proxy to the broker that a test can cut and restore on
+// the same address: a gateway behind it loses its upstream while it runs.
+type link struct {
+	addr, target string
+	mu           sync.Mutex
+	ln           net.Listener
+	conns        []net.Conn
+}
+
+func newLink(t *testing.T, target string) *link {
+	l := &link{target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.addr = ln.Addr().String()
+	l.serve(ln)
+	t.Cleanup(l.cut)
+	return l
+}
+
+func (l *link) serve(ln net.Listener) {
+	l.mu.Lock()
+	l.ln = ln
+	l.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", l.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, c, up)
+			l.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+}
+
+// cut closes the listener and every connection through it.
+func (l *link) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ln != nil {
+		l.ln.Close()
+		l.ln = nil
+	}
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+func (l *link) restore(t *testing.T) {
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.serve(ln)
+}
+
+// TestFleetOfflineGateway: a gateway whose link is down while two
+// deployments and a configuration change are published shows unknown in
+// the fleet (never succeeded) while away, goes straight to the newest
+// revision when it is back — never applying the ones between — and the
+// status reports it made while offline arrive.
+func TestFleetOfflineGateway(t *testing.T) {
+	ctx := context.Background()
+	upstream := brokertest.Start(t, nil)
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "fleet.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(ctx) })
+	fleetBus := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "fleet", SessionExpiry: -1})
+	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 50 * time.Millisecond, RepublishAfter: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() { _ = f.Close(ctx); <-done })
+	reports := &statuses{}
+	watcher := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "watcher"})
+	if _, err := watcher.Subscribe(ctx, edge.StatusTopic("gw-off"), reports.handle, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bootstrap")
+	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/versionfn").CombinedOutput(); err != nil {
+		t.Fatalf("building the Go function: %v\n%s", err, out)
+	}
+	bootstrap, _ := os.ReadFile(bin)
+	arts := newArtifacts(t)
+	if _, err := f.CreateApp(ctx, fleet.App{Name: "hello-go", Kind: app.KindFunction}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2", "3"} {
+		manifest := `{"name":"hello-go","version":"` + v + `","runtime":"executable","handler":"bootstrap"}`
+		art := arts.publish(t, "/hello-go-"+v+".tgz", [][2]string{{"function.json", manifest}, {"bootstrap", string(bootstrap)}}, map[string]int64{"bootstrap": 0o755})
+		if _, err := f.AddVersion(ctx, "hello-go", app.Version{Version: v, Function: &app.FunctionVersion{Package: art}, Config: []byte(`{"greeting":"hi"}`), Probation: app.Duration(time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.RegisterInstance(ctx, "gw-off", map[string]string{"site": "ship"}); err != nil {
+		t.Fatal(err)
+	}
+	up := newLink(t, upstream.URL().Host)
+	g, _ := gatewaytest.Run(t, &edge.Options{DataDir: filepath.Join(dir, "data"), Instance: "gw-off", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
+		Upstream:       &mqttbus.Options{Brokers: []string{"mqtt://" + up.addr}, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond},
+		StatusInterval: 300 * time.Millisecond})
+	deploy := func(id string, priority int, version string) {
+		t.Helper()
+		if _, err := f.Deploy(ctx, fleet.Deployment{ID: id, Selector: "site=ship", Priority: priority, Apps: []fleet.AppVersion{{App: "hello-go", Version: version}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deploy("ship-1", 0, "1")
+	testenv.EventuallyWithin(t, "ship-1 on the gateway", time.Minute, func() bool {
+		d, _, _ := f.Deployment(ctx, "ship-1")
+		return d.State == fleet.DeploymentSucceeded
+	})
+
+	// The link goes down; while it is, two deployments and a
+	// configuration change are published.
+	up.cut()
+	testenv.EventuallyWithin(t, "the gateway shown offline", time.Minute, func() bool {
+		ins, _ := f.Instances(ctx)
+		return len(ins) == 1 && ins[0].Presence == "offline"
+	})
+	deploy("ship-2", 1, "2")
+	if _, err := f.SetConfig(ctx, "hello-go", fleet.Scope{Instance: "gw-off"}, []byte(`{"greeting":"ahoy"}`)); err != nil {
+		t.Fatal(err)
+	}
+	deploy("ship-3", 2, "3")
+	var ts []fleet.Target
+	testenv.EventuallyWithin(t, "ship-3's target unknown while the gateway is away", time.Minute, func() bool {
+		_, ts, _ = f.Deployment(ctx, "ship-3")
+		return len(ts) == 1 && ts[0].State == fleet.TargetUnknown
+	})
+	ins, _ := f.Instances(ctx)
+	if ins[0].Current || ins[0].Running != "ship-1" {
+		t.Fatalf("while away the fleet says %+v: want not current, running ship-1", ins[0])
+	}
+	// The gateway goes on reporting (its heartbeat) into its queue while
+	// away.
+	var queued int
+	testenv.EventuallyWithin(t, "status reports queued while the link is down", time.Minute, func() bool {
+		queued = g.Upstream().Stats().Queue.Messages
+		return queued >= 3
+	})
+	oldReports := func() int {
+		reports.mu.Lock()
+		defer reports.mu.Unlock()
+		n := 0
+		for _, s := range reports.all {
+			if s.Deployment == "ship-1" {
+				n++
+			}
+		}
+		return n
+	}
+	before := oldReports()
+
+	up.restore(t)
+	testenv.EventuallyWithin(t, "ship-3 succeeded on the gateway once it is back", 2*time.Minute, func() bool {
+		d, _, _ := f.Deployment(ctx, "ship-3")
+		return d.State == fleet.DeploymentSucceeded
+	})
+	if s := g.Reconciler().Status(); s.Deployment != "ship-3" {
+		t.Fatalf("the gateway's status is about %s", s.Deployment)
+	}
+	for _, a := range g.Reconciler().Status().Apps {
+		if a.App == "hello-go" && a.Version != "3" {
+			t.Errorf("hello-go %s, want 3", a.Version)
+		}
+	}
+	reports.mu.Lock()
+	between := 0
+	for _, s := range reports.all {
+		if s.Deployment == "ship-2" {
+			between++
+		}
+	}
+	reports.mu.Unlock()
+	if between != 0 {
+		t.Errorf("the gateway reported on ship-2 %d times: it must go straight to the newest revision", between)
+	}
+	testenv.EventuallyWithin(t, "the queue drained upstream", time.Minute, func() bool { return g.Upstream().Stats().Queue.Messages == 0 })
+	if arrived := oldReports() - before; arrived < queued {
+		t.Errorf("%d status reports were queued while offline, %d arrived", queued, arrived)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus"
@@ -189,4 +190,22 @@ func TestConfigChange(t *testing.T) {
 	if st.Deployment != "v1" || st.Revision != 3 {
 		t.Fatalf("status %s revision %d, want v1 revision 3", st.Deployment, st.Revision)
 	}
+}
+
+// TestOfflineWill: a gateway's offline Will carries the time it
+// connected, before the online it follows; the fleet goes by the order it
+// receives them, and shows the gateway offline.
+func TestOfflineWill(t *testing.T) {
+	h := newHarness(t, nil)
+	connected := time.Now().UTC()
+	g := h.gateway("gw-1", nil, succeed)
+	will, _ := json.Marshal(app.Presence{Instance: "gw-1", Online: false, Time: connected.Add(-time.Second)})
+	_ = g.Stop(h.ctx)
+	if err := h.bus.Publish(h.ctx, &bus.Message{Topic: app.PresenceTopic("gw-1"), Payload: will, QoS: bus.AtLeastOnce, Retain: true}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the gateway shown offline", func() bool {
+		ins, _ := h.fleet.Instances(h.ctx)
+		return len(ins) == 1 && ins[0].Presence == "offline"
+	})
 }

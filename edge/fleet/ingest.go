@@ -164,7 +164,7 @@ func mergeIncoming(a, b incoming) incoming {
 	if b.status != nil && (a.status == nil || newerStatus(b.status, a.status)) {
 		a.status = b.status
 	}
-	if b.presence != nil && (a.presence == nil || !b.presence.Time.Before(a.presence.Time)) {
+	if b.presence != nil { // the later received
 		a.presence = b.presence
 	}
 	a.at = maxTime(a.at, b.at)
@@ -182,8 +182,12 @@ func merged(r Report, rep incoming) (Report, bool) {
 	if rep.status != nil && (r.Status == nil || newerStatus(rep.status, r.Status) && !sameJSON(rep.status, r.Status)) {
 		r.Status, changed = rep.status, true
 	}
-	if p := rep.presence; p != nil && (r.PresenceTime.IsZero() || p.Time.After(r.PresenceTime)) {
-		r.Online, r.PresenceTime, changed = p.Online, p.Time, true
+	// Presence goes by when it was received, not by the time it carries:
+	// a gateway's offline Will is written when it connects, so it carries
+	// a time before the online it follows. Whatever comes on the topic is
+	// the broker's latest, live or retained.
+	if p := rep.presence; p != nil && (r.PresenceTime.IsZero() || !rep.at.Before(r.PresenceTime)) && (p.Online != r.Online || r.PresenceTime.IsZero()) {
+		r.Online, r.PresenceTime, changed = p.Online, rep.at, true
 	}
 	if rep.at.After(r.LastSeen) {
 		r.LastSeen, changed = rep.at, true

@@ -87,7 +87,8 @@ type Report struct {
 	Instance string `json:"instance"`
 	// Status is the newest status it reported (nil: none yet).
 	Status *app.Status `json:"status,omitempty"`
-	// Online is its presence; PresenceTime when it last changed.
+	// Online is its presence; PresenceTime when the fleet received the
+	// change (a gateway's offline Will carries the time it connected).
 	Online       bool      `json:"online"`
 	PresenceTime time.Time `json:"presenceTime,omitzero"`
 	// LastSeen is when the fleet last received anything from it.
