@@ -110,6 +110,21 @@ func (a *artifacts) publish(t *testing.T, path string, files [][2]string, modes 
 	return app.Artifact{URL: a.URL + path, Size: int64(buf.Len()), SHA256: hex.EncodeToString(sum[:])}
 }
 
+// versionFn builds the Go test function (internal/versionfn) in dir and
+// returns its binary.
+func versionFn(t *testing.T, dir string) []byte {
+	t.Helper()
+	bin := filepath.Join(dir, "bootstrap")
+	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/versionfn").CombinedOutput(); err != nil {
+		t.Fatalf("building the Go function: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // statuses collects the status documents the gateway publishes upstream.
 type statuses struct {
 	mu  sync.Mutex
@@ -179,11 +194,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// The packages: the Go function built here, the Node.js example's code.
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bootstrap")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/versionfn").CombinedOutput(); err != nil {
-		t.Fatalf("building the Go function: %v\n%s", err, out)
-	}
-	bootstrap, _ := os.ReadFile(bin)
+	bootstrap := versionFn(t, dir)
 	nodeCode, err := os.ReadFile("../../examples/function-node/index.js")
 	if err != nil {
 		t.Fatal(err)

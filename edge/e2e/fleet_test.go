@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -65,11 +62,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	// The function's versions: the Go function built here; v3 crashes at
 	// start.
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bootstrap")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/versionfn").CombinedOutput(); err != nil {
-		t.Fatalf("building the Go function: %v\n%s", err, out)
-	}
-	bootstrap, _ := os.ReadFile(bin)
+	bootstrap := versionFn(t, dir)
 	arts := newArtifacts(t)
 	goVersion := func(version, env string) app.Version {
 		manifest := `{"name":"hello-go","version":"` + version + `","runtime":"executable","handler":"bootstrap"` + env + `}`
@@ -330,11 +323,7 @@ func TestFleetOfflineGateway(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "bootstrap")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "./internal/versionfn").CombinedOutput(); err != nil {
-		t.Fatalf("building the Go function: %v\n%s", err, out)
-	}
-	bootstrap, _ := os.ReadFile(bin)
+	bootstrap := versionFn(t, dir)
 	arts := newArtifacts(t)
 	if _, err := f.CreateApp(ctx, fleet.App{Name: "hello-go", Kind: app.KindFunction}); err != nil {
 		t.Fatal(err)
