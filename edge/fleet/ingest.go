@@ -40,46 +40,63 @@ func newIngester(f *Fleet) *ingester {
 
 // handle is the subscriptions' handler: it checks a report and queues
 // it, waiting for room (the bus holds back its acknowledgement meanwhile).
+// A report that does not read is dropped and logged.
 func (in *ingester) handle(ctx context.Context, msg *bus.Message) {
-	id, kind, ok := app.InstanceOf(msg.Topic)
-	if !ok || !ValidInstance(id) {
-		in.f.log.Warn("fleet: a report on a topic that names no instance is dropped", "topic", msg.Topic)
+	rep, err := parseReport(msg.Topic, msg.Payload)
+	if err != nil {
+		if !errors.Is(err, errNoReport) {
+			in.f.log.Warn("fleet: a report is dropped", "topic", msg.Topic, "err", err)
+		}
 		return
 	}
-	rep := incoming{instance: id, at: in.f.now().UTC()}
-	if len(msg.Payload) == 0 {
-		return // a retained message cleared
-	}
-	if len(msg.Payload) > app.MaxDocument {
-		in.f.log.Warn("fleet: a report over the size limit is dropped", "instance", id, "bytes", len(msg.Payload))
-		return
-	}
-	switch kind {
-	case "status":
-		var st app.Status
-		if err := json.Unmarshal(msg.Payload, &st); err != nil {
-			in.f.log.Warn("fleet: a status that does not read is dropped", "instance", id, "err", err)
-			return
-		}
-		if st.Instance != id {
-			in.f.log.Warn("fleet: a status naming another instance than its topic is dropped", "instance", id, "names", st.Instance)
-			return
-		}
-		rep.status = &st
-	case "presence":
-		var pr app.Presence
-		if err := json.Unmarshal(msg.Payload, &pr); err != nil || pr.Instance != id {
-			in.f.log.Warn("fleet: a presence that does not read or names another instance is dropped", "instance", id, "err", err)
-			return
-		}
-		rep.presence = &pr
-	default:
-		return
-	}
+	rep.at = in.f.now().UTC()
 	select {
 	case in.queue <- rep:
 	case <-ctx.Done():
 	}
+}
+
+// errNoReport: the message is none (a retained message cleared, a topic
+// of another kind); nothing to say.
+var errNoReport = errors.New("no report")
+
+// parseReport reads a status or presence report off its topic: what
+// comes from the network, checked before anything is kept of it.
+func parseReport(topic string, payload []byte) (incoming, error) {
+	id, kind, ok := app.InstanceOf(topic)
+	if !ok || !ValidInstance(id) {
+		return incoming{}, fmt.Errorf("the topic %q names no instance", topic)
+	}
+	rep := incoming{instance: id}
+	if len(payload) == 0 {
+		return incoming{}, errNoReport
+	}
+	if len(payload) > app.MaxDocument {
+		return incoming{}, fmt.Errorf("instance %s: a report of %d bytes, over the limit", id, len(payload))
+	}
+	switch kind {
+	case "status":
+		var st app.Status
+		if err := json.Unmarshal(payload, &st); err != nil {
+			return incoming{}, fmt.Errorf("instance %s: the status does not read: %w", id, err)
+		}
+		if st.Instance != id {
+			return incoming{}, fmt.Errorf("instance %s: the status names instance %q", id, st.Instance)
+		}
+		rep.status = &st
+	case "presence":
+		var pr app.Presence
+		if err := json.Unmarshal(payload, &pr); err != nil {
+			return incoming{}, fmt.Errorf("instance %s: the presence does not read: %w", id, err)
+		}
+		if pr.Instance != id {
+			return incoming{}, fmt.Errorf("instance %s: the presence names instance %q", id, pr.Instance)
+		}
+		rep.presence = &pr
+	default:
+		return incoming{}, errNoReport
+	}
+	return rep, nil
 }
 
 // run writes queued reports until ctx ends, then what is left.

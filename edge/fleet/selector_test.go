@@ -2,6 +2,7 @@ package fleet_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/edgekit/edgekit/edge/fleet"
@@ -56,6 +57,33 @@ func FuzzParseSelector(f *testing.F) {
 		again, err := fleet.ParseSelector(s.String())
 		if err != nil || again.Matches(labels) != s.Matches(labels) {
 			t.Fatalf("%q reads back as %q differently (%v)", text, s.String(), err)
+		}
+	})
+}
+
+// FuzzParseReport: any topic and payload off the network is refused with
+// an error or read as one report about the instance its topic names.
+func FuzzParseReport(f *testing.F) {
+	for _, c := range [][2]string{
+		{"edgekit/instances/gw-1/status", `{"schema":1,"instance":"gw-1","deployment":"d","revision":3,"outcome":"succeeded","apps":[]}`},
+		{"edgekit/instances/gw-1/presence", `{"instance":"gw-1","online":true,"time":"2026-12-02T00:00:00Z"}`},
+		{"edgekit/instances/gw-1/status", `{"instance":"gw-2"}`},
+		{"edgekit/instances/../status", `{}`},
+		{"edgekit/instances/gw-1/desired", `{}`},
+		{"edgekit/instances/gw-1/status", ``},
+	} {
+		f.Add(c[0], []byte(c[1]))
+	}
+	f.Fuzz(func(t *testing.T, topic string, payload []byte) {
+		id, status, presence, err := fleet.ParseReport(topic, payload)
+		if err != nil {
+			return
+		}
+		if status == presence {
+			t.Fatalf("%q: status %v and presence %v", topic, status, presence)
+		}
+		if !fleet.ValidInstance(id) || !strings.HasPrefix(topic, "edgekit/instances/"+id+"/") {
+			t.Fatalf("%q read as a report about %q", topic, id)
 		}
 	})
 }

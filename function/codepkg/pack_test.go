@@ -16,10 +16,10 @@ import (
 func TestPack(t *testing.T) {
 	dir := t.TempDir()
 	for name, body := range map[string]string{
-		"function.json": `{"name":"whatever","version":"0","runtime":"python","handler":"main.handler"}`,
-		"main.py":       "def handler(e, c):\n    return e\n",
-		"tool.sh":       "#!/bin/sh\n",
-		".secret":       "not packed",
+		"function.json":                    `{"name":"whatever","version":"0","runtime":"python","handler":"main.handler"}`,
+		"main.py":                          "def handler(e, c):\n    return e\n",
+		"tool.sh":                          "#!/bin/sh\n",
+		".secret":                          "not packed",
 		"__pycache__/main.cpython-311.pyc": "cache",
 	} {
 		_ = os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
