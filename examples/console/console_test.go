@@ -10,13 +10,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
 	"github.com/edgekit/edgekit/edge/fleet/fleetapi"
 	"github.com/edgekit/edgekit/edge/fleet/fleettest"
+	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/invoke"
 )
 
 // TestConsole: console serve on a real Mosquitto; the console's commands
@@ -99,5 +103,38 @@ func TestConsole(t *testing.T) {
 	}
 	if _, err := console("version", "add", "hello", "1.0", "-dir", "../function-python", "-config", `{"greeting":"other"}`); err == nil || !strings.Contains(err.Error(), "immutable") {
 		t.Errorf("changing a version: %v", err)
+	}
+}
+
+// TestGatewayCommands: console invoke and console logs reach one
+// gateway's local API with its token.
+func TestGatewayCommands(t *testing.T) {
+	ctx := context.Background()
+	data := filepath.Join(t.TempDir(), "data")
+	g, _ := gatewaytest.Run(t, &edge.Options{DataDir: data, Instance: "gw-cmd", DeploymentFile: "-", API: &edge.APIOptions{Address: "127.0.0.1:0"},
+		Builtins: []function.Spec{{Name: "greet", Version: "1", Runtime: function.RuntimeGo, Handler: "greet"}}})
+	_ = g.Functions().Register("greet", function.HandlerFunc(func(ctx context.Context, req invoke.Request) (invoke.Response, error) {
+		function.Logger(ctx).Info("greeting someone")
+		return invoke.Response{Payload: []byte(`{"hello":` + string(req.Payload) + `}`)}, nil
+	}))
+	if err := g.Reconciler().Submit(&app.Deployment{Schema: 1, ID: "builtins", Revision: 1}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the builtin function deployed", func() bool {
+		_, err := g.Functions().Status("greet")
+		return err == nil
+	})
+	gw := []string{"-gateway", g.APIURL(), "-gateway-token-file", filepath.Join(data, "api-token")}
+	var out bytes.Buffer
+	if err := run(ctx, append([]string{"invoke", "greet", `"world"`}, gw...), &out); err != nil || !strings.Contains(out.String(), `"hello": "world"`) {
+		t.Fatalf("console invoke: %v %s", err, out.String())
+	}
+	testenv.Eventually(t, "the invocation's log through console logs", func() bool {
+		out.Reset()
+		err := run(ctx, append([]string{"logs", "greet"}, gw...), &out)
+		return err == nil && strings.Contains(out.String(), "greeting someone")
+	})
+	if err := run(ctx, []string{"invoke", "greet", "-gateway", g.APIURL(), "-gateway-token-file", filepath.Join(t.TempDir(), "none")}, &out); err == nil {
+		t.Error("console invoke without the gateway's token succeeded")
 	}
 }
