@@ -14,7 +14,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +32,7 @@ import (
 	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/logstore"
+	"github.com/edgekit/edgekit/internal/httpjson"
 	"github.com/edgekit/edgekit/invoke"
 	"github.com/edgekit/edgekit/trigger/httpcall"
 )
@@ -104,7 +104,7 @@ func New(opts *Options) (*API, error) {
 	operator := func(h http.Handler) http.Handler {
 		return calls.Authorize(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if c, _ := httpcall.Caller(r.Context()); c != "operator" {
-				writeError(w, http.StatusForbidden, "Forbidden", errors.New("this route takes the operator's token"))
+				httpjson.Error(w, http.StatusForbidden, "Forbidden", errors.New("this route takes the operator's token"))
 				return
 			}
 			h.ServeHTTP(w, r)
@@ -114,7 +114,7 @@ func New(opts *Options) (*API, error) {
 		h := rt.handle
 		if rt.absent != "" {
 			why := errors.New(rt.absent)
-			h = func(w http.ResponseWriter, _ *http.Request) { writeError(w, http.StatusNotFound, "NotFound", why) }
+			h = func(w http.ResponseWriter, _ *http.Request) { httpjson.Error(w, http.StatusNotFound, "NotFound", why) }
 		}
 		if rt.public || rt.callers { // httpcall's handler checks the callers' tokens itself
 			mux.Handle(rt.pattern, h)
@@ -169,58 +169,37 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.Serv
 // to call twice.
 func (a *API) Close(ctx context.Context) error { return a.calls.Close(ctx) }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, typ string, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error(), "error_type": typ})
-}
-
 // fail answers err with the status its sentinel says.
 func fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, invoke.ErrNotFound), errors.Is(err, device.ErrUnknownDevice), errors.Is(err, container.ErrNotFound):
-		writeError(w, http.StatusNotFound, "NotFound", err)
+		httpjson.Error(w, http.StatusNotFound, "NotFound", err)
 	case errors.Is(err, device.ErrUnknownProperty), errors.Is(err, device.ErrUnknownService), errors.Is(err, device.ErrInvalidValue),
 		errors.Is(err, device.ErrReadOnly), errors.Is(err, app.ErrInvalid), errors.Is(err, app.ErrSchema):
-		writeError(w, http.StatusBadRequest, "BadRequest", err)
+		httpjson.Error(w, http.StatusBadRequest, "BadRequest", err)
 	case errors.Is(err, reconcile.ErrStale):
-		writeError(w, http.StatusConflict, "Stale", err)
+		httpjson.Error(w, http.StatusConflict, "Stale", err)
 	case errors.Is(err, device.ErrOffline), errors.Is(err, container.ErrUnavailable):
-		writeError(w, http.StatusServiceUnavailable, "Unavailable", err)
+		httpjson.Error(w, http.StatusServiceUnavailable, "Unavailable", err)
 	case errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusGatewayTimeout, "Timeout", err)
+		httpjson.Error(w, http.StatusGatewayTimeout, "Timeout", err)
 	default:
-		writeError(w, http.StatusInternalServerError, "Internal", err)
+		httpjson.Error(w, http.StatusInternalServerError, "Internal", err)
 	}
-}
-
-// decode reads a bounded JSON body into v.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("body: %w", err))
-		return false
-	}
-	return true
 }
 
 func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
 	if a.opts.Ready != nil {
 		if err := a.opts.Ready(); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
@@ -228,24 +207,24 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deployment(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, a.opts.Deployments.Status())
+	httpjson.Write(w, http.StatusOK, a.opts.Deployments.Status())
 }
 
 func (a *API) submit(w http.ResponseWriter, r *http.Request) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, app.MaxDocument))
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: %w", err))
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: %w", err))
 		return
 	}
 	if err := a.opts.Deployments.SubmitDocument(b); err != nil {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, a.opts.Deployments.Status())
+	httpjson.Write(w, http.StatusAccepted, a.opts.Deployments.Status())
 }
 
 func (a *API) apps(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, a.opts.Deployments.Status().Apps)
+	httpjson.Write(w, http.StatusOK, a.opts.Deployments.Status().Apps)
 }
 
 func (a *API) history(w http.ResponseWriter, r *http.Request) {
@@ -258,11 +237,11 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	if h == nil {
 		h = []app.AppStatus{}
 	}
-	writeJSON(w, http.StatusOK, h)
+	httpjson.Write(w, http.StatusOK, h)
 }
 
 func (a *API) functions(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, a.opts.Functions.List())
+	httpjson.Write(w, http.StatusOK, a.opts.Functions.List())
 }
 
 func (a *API) function(w http.ResponseWriter, r *http.Request) {
@@ -271,7 +250,7 @@ func (a *API) function(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	httpjson.Write(w, http.StatusOK, st)
 }
 
 func (a *API) functionLogs(w http.ResponseWriter, r *http.Request) {
@@ -282,7 +261,7 @@ func (a *API) functionLogs(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(field); v != "" {
 			var err error
 			if *t, err = time.Parse(time.RFC3339, v); err != nil {
-				writeError(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("%s: %w", field, err))
+				httpjson.Error(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("%s: %w", field, err))
 				return
 			}
 		}
@@ -292,11 +271,11 @@ func (a *API) functionLogs(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, recs)
+	httpjson.Write(w, http.StatusOK, recs)
 }
 
 func (a *API) devices(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, a.opts.Devices.Devices())
+	httpjson.Write(w, http.StatusOK, a.opts.Devices.Devices())
 }
 
 func (a *API) device(w http.ResponseWriter, r *http.Request) {
@@ -305,7 +284,7 @@ func (a *API) device(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sh)
+	httpjson.Write(w, http.StatusOK, sh)
 }
 
 // readings is a Get's answer: values, and per property why it failed.
@@ -325,7 +304,7 @@ func (a *API) deviceGet(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Properties []string `json:"properties"`
 	}
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, maxBody, &body) {
 		return
 	}
 	got, err := a.opts.Devices.Get(r.Context(), r.PathValue("name"), body.Properties)
@@ -333,14 +312,14 @@ func (a *API) deviceGet(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, readings(got))
+	httpjson.Write(w, http.StatusOK, readings(got))
 }
 
 func (a *API) deviceSet(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Properties map[string]any `json:"properties"`
 	}
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, maxBody, &body) {
 		return
 	}
 	res, err := a.opts.Devices.Set(r.Context(), r.PathValue("name"), body.Properties)
@@ -356,12 +335,12 @@ func (a *API) deviceSet(w http.ResponseWriter, r *http.Request) {
 			out[id] = nil
 		}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": out})
+	httpjson.Write(w, http.StatusOK, map[string]any{"results": out})
 }
 
 func (a *API) deviceCall(w http.ResponseWriter, r *http.Request) {
 	var in map[string]any
-	if !decode(w, r, &in) {
+	if !httpjson.Decode(w, r, maxBody, &in) {
 		return
 	}
 	out, err := a.opts.Devices.Call(r.Context(), r.PathValue("name"), r.PathValue("service"), in)
@@ -369,11 +348,11 @@ func (a *API) deviceCall(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"output": out})
+	httpjson.Write(w, http.StatusOK, map[string]any{"output": out})
 }
 
 func (a *API) containers(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, a.opts.Containers.Status())
+	httpjson.Write(w, http.StatusOK, a.opts.Containers.Status())
 }
 
 func (a *API) containerLogs(w http.ResponseWriter, r *http.Request) {
@@ -395,5 +374,5 @@ func (a *API) containerStats(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	httpjson.Write(w, http.StatusOK, st)
 }

@@ -29,7 +29,6 @@ package httpcall
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -45,6 +44,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/internal/drain"
+	"github.com/edgekit/edgekit/internal/httpjson"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -215,30 +215,20 @@ func Caller(ctx context.Context) (string, bool) {
 // its body being read, and its connection closed. The token is compared
 // in constant time.
 func (h *Handler) Authorize(next http.Handler) http.Handler {
-	want := []byte("Bearer " + h.opts.Token)
+	want := httpjson.BearerHeader(h.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth := r.Header.Get("Authorization")
 		caller := ""
-		if subtle.ConstantTimeCompare([]byte(auth), want) == 1 {
+		if httpjson.Bearer(r, want) {
 			caller = "operator"
-		} else if tok, ok := strings.CutPrefix(auth, "Bearer "); ok {
+		} else if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 			caller, _ = h.opts.Callers.caller(tok)
 		}
 		if caller != "" {
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, caller)))
 			return
 		}
-		// The body is never read, and the connection ends with the answer
-		// (the server would otherwise read the body to reuse it).
-		w.Header().Set("Connection", "close")
-		writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("a bearer token is required in the Authorization header"))
+		httpjson.Unauthorized(w)
 	})
-}
-
-func writeError(w http.ResponseWriter, status int, typ string, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error(), "error_type": typ})
 }
 
 func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
@@ -247,10 +237,10 @@ func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: over the limit of %d bytes", h.opts.MaxBody))
+			httpjson.Error(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: over the limit of %d bytes", h.opts.MaxBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("body: %w", err))
+		httpjson.Error(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("body: %w", err))
 		return
 	}
 	caller, _ := Caller(r.Context())
@@ -259,7 +249,7 @@ func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 	if async := r.URL.Query().Get("async"); async == "1" || async == "true" {
 		res, ok := h.startAsync(name, req)
 		if !ok {
-			writeError(w, http.StatusServiceUnavailable, "Unavailable", errors.New("the endpoint is closing"))
+			httpjson.Error(w, http.StatusServiceUnavailable, "Unavailable", errors.New("the endpoint is closing"))
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -297,7 +287,7 @@ func (h *Handler) writeInvokeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, invoke.ErrUnavailable):
 		status = http.StatusServiceUnavailable
 	}
-	writeError(w, status, typ, err)
+	httpjson.Error(w, status, typ, err)
 }
 
 // startAsync runs req in the background and keeps its result.
@@ -369,7 +359,7 @@ func (h *Handler) invocation(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Unlock()
 	if !ok {
-		writeError(w, http.StatusNotFound, "NotFound", fmt.Errorf("invocation %q: unknown or no longer kept", id))
+		httpjson.Error(w, http.StatusNotFound, "NotFound", fmt.Errorf("invocation %q: unknown or no longer kept", id))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

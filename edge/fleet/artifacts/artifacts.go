@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -31,6 +30,7 @@ import (
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/function/spec"
+	"github.com/edgekit/edgekit/internal/httpjson"
 )
 
 // Sentinel errors.
@@ -225,17 +225,7 @@ func (s *Server) Handler() (http.Handler, error) {
 	if len(s.opts.Token) < 16 {
 		return nil, fmt.Errorf("artifacts: %w: a token of at least 16 characters is required", ErrInvalid)
 	}
-	want := []byte("Bearer " + s.opts.Token)
-	auth := func(next http.HandlerFunc) http.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) {
-			if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-				w.Header().Set("Connection", "close")
-				writeError(w, http.StatusUnauthorized, errors.New("a bearer token is required in the Authorization header"))
-				return
-			}
-			next(w, r)
-		}
-	}
+	auth := func(next http.HandlerFunc) http.HandlerFunc { return httpjson.RequireBearer(s.opts.Token, next) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /v1/blobs", auth(func(w http.ResponseWriter, r *http.Request) {
 		b, err := s.Put(r.Context(), http.MaxBytesReader(w, r.Body, s.opts.MaxBytes), r.URL.Query().Get("sha256"))
@@ -243,7 +233,7 @@ func (s *Server) Handler() (http.Handler, error) {
 			fail(w, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, b)
+		httpjson.Write(w, http.StatusCreated, b)
 	}))
 	mux.HandleFunc("GET /blobs/sha256/{digest}", func(w http.ResponseWriter, r *http.Request) {
 		digest := r.PathValue("digest")
@@ -264,21 +254,18 @@ func (s *Server) Handler() (http.Handler, error) {
 	})
 	mux.HandleFunc("PUT /v1/manifests/{app}/{version}", auth(func(w http.ResponseWriter, r *http.Request) {
 		var m Manifest
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&m); err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("body: %w", err))
+		if !httpjson.Decode(w, r, 1<<20, &m) {
 			return
 		}
 		if m.App != r.PathValue("app") || m.Version != r.PathValue("version") {
-			writeError(w, http.StatusBadRequest, fmt.Errorf("the manifest names %s %s, the path %s %s", m.App, m.Version, r.PathValue("app"), r.PathValue("version")))
+			httpjson.Error(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("the manifest names %s %s, the path %s %s", m.App, m.Version, r.PathValue("app"), r.PathValue("version")))
 			return
 		}
 		if err := s.PutManifest(m); err != nil {
 			fail(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, m)
+		httpjson.Write(w, http.StatusOK, m)
 	}))
 	mux.HandleFunc("GET /v1/manifests/{app}/{version}", func(w http.ResponseWriter, r *http.Request) {
 		m, err := s.Manifest(r.PathValue("app"), r.PathValue("version"))
@@ -286,31 +273,21 @@ func (s *Server) Handler() (http.Handler, error) {
 			fail(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, m)
+		httpjson.Write(w, http.StatusOK, m)
 	})
 	return mux, nil
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
 func fail(w http.ResponseWriter, err error) {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.Is(err, ErrNotFound):
-		writeError(w, http.StatusNotFound, err)
+		httpjson.Error(w, http.StatusNotFound, "NotFound", err)
 	case errors.Is(err, ErrInvalid), errors.Is(err, ErrDigest), errors.Is(err, ErrSignature):
-		writeError(w, http.StatusBadRequest, err)
+		httpjson.Error(w, http.StatusBadRequest, "BadRequest", err)
 	case errors.Is(err, ErrTooLarge), errors.As(err, &tooBig):
-		writeError(w, http.StatusRequestEntityTooLarge, err)
+		httpjson.Error(w, http.StatusRequestEntityTooLarge, "BadRequest", err)
 	default:
-		writeError(w, http.StatusInternalServerError, err)
+		httpjson.Error(w, http.StatusInternalServerError, "Internal", err)
 	}
 }

@@ -11,16 +11,15 @@ package fleetapi
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/internal/httpjson"
 )
 
 // Options configure the API. Token is required.
@@ -33,7 +32,6 @@ type Options struct {
 type API struct {
 	f   *fleet.Fleet
 	mux *http.ServeMux
-	tok []byte
 	log *slog.Logger
 }
 
@@ -48,14 +46,14 @@ func New(f *fleet.Fleet, opts *Options) (*API, error) {
 	if f == nil || opts == nil || len(opts.Token) < 16 {
 		return nil, fmt.Errorf("fleetapi: %w: a fleet and a token of at least 16 characters are required", fleet.ErrInvalid)
 	}
-	a := &API{f: f, mux: http.NewServeMux(), tok: []byte("Bearer " + opts.Token), log: opts.Logger}
+	a := &API{f: f, mux: http.NewServeMux(), log: opts.Logger}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	for _, r := range a.routes() {
 		h := r.handle
 		if !r.public {
-			h = a.authorize(h)
+			h = httpjson.RequireBearer(opts.Token, h)
 		}
 		a.mux.Handle(r.pattern, h)
 	}
@@ -65,7 +63,7 @@ func New(f *fleet.Fleet, opts *Options) (*API, error) {
 func (a *API) routes() []route {
 	return []route{
 		{pattern: "GET /healthz", public: true, handle: func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+			httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 		}},
 		{pattern: "GET /v1/apps", handle: a.apps},
 		{pattern: "POST /v1/apps", handle: a.createApp},
@@ -89,66 +87,23 @@ func (a *API) routes() []route {
 // ServeHTTP answers the API's routes.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
 
-func (a *API) authorize(next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), a.tok) != 1 {
-			w.Header().Set("Connection", "close")
-			writeError(w, http.StatusUnauthorized, "Unauthorized", errors.New("a bearer token is required in the Authorization header"))
-			return
-		}
-		next(w, r)
-	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, typ string, err error) {
-	writeJSON(w, status, map[string]string{"error": err.Error(), "error_type": typ})
-}
-
 // fail answers err with the status its sentinel says.
 func (a *API) fail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, app.ErrInvalid), errors.Is(err, app.ErrSchema):
-		writeError(w, http.StatusBadRequest, "BadRequest", err)
+		httpjson.Error(w, http.StatusBadRequest, "BadRequest", err)
 	case errors.Is(err, fleet.ErrNotFound):
-		writeError(w, http.StatusNotFound, "NotFound", err)
+		httpjson.Error(w, http.StatusNotFound, "NotFound", err)
 	case errors.Is(err, fleet.ErrExists):
-		writeError(w, http.StatusConflict, "Exists", err)
+		httpjson.Error(w, http.StatusConflict, "Exists", err)
 	case errors.Is(err, fleet.ErrState):
-		writeError(w, http.StatusConflict, "State", err)
+		httpjson.Error(w, http.StatusConflict, "State", err)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		writeError(w, http.StatusServiceUnavailable, "Unavailable", err)
+		httpjson.Error(w, http.StatusServiceUnavailable, "Unavailable", err)
 	default:
 		a.log.Error("fleetapi: a request failed", "err", err)
-		writeError(w, http.StatusInternalServerError, "Internal", err)
+		httpjson.Error(w, http.StatusInternalServerError, "Internal", err)
 	}
-}
-
-// decode reads a bounded, strict JSON body into v.
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, app.MaxDocument))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if _, extra := dec.Token(); !errors.Is(extra, io.EOF) {
-			err = errors.New("data after the JSON value")
-		}
-	}
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, "BadRequest", fmt.Errorf("body: over the limit of %d bytes", app.MaxDocument))
-		} else {
-			writeError(w, http.StatusBadRequest, "BadRequest", fmt.Errorf("body: %w", err))
-		}
-		return false
-	}
-	return true
 }
 
 // answer writes v, or the error.
@@ -157,7 +112,7 @@ func (a *API) answer(w http.ResponseWriter, status int, v any, err error) {
 		a.fail(w, err)
 		return
 	}
-	writeJSON(w, status, v)
+	httpjson.Write(w, status, v)
 }
 
 func (a *API) apps(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +126,7 @@ func (a *API) createApp(w http.ResponseWriter, r *http.Request) {
 		Kind        app.Kind `json:"kind"`
 		Description string   `json:"description,omitempty"`
 	}
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	v, err := a.f.CreateApp(r.Context(), fleet.App{Name: body.Name, Kind: body.Kind, Description: body.Description})
@@ -190,7 +145,7 @@ func (a *API) versions(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) addVersion(w http.ResponseWriter, r *http.Request) {
 	var body app.Version
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	v, err := a.f.AddVersion(r.Context(), r.PathValue("app"), body)
@@ -200,7 +155,7 @@ func (a *API) addVersion(w http.ResponseWriter, r *http.Request) {
 func (a *API) setConfig(w http.ResponseWriter, r *http.Request) {
 	scope := fleet.Scope{Group: r.URL.Query().Get("group"), Instance: r.URL.Query().Get("instance")}
 	var body json.RawMessage
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	v, err := a.f.SetConfig(r.Context(), r.PathValue("app"), scope, body)
@@ -216,7 +171,7 @@ func (a *API) setGroup(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Selector string `json:"selector"`
 	}
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	v, err := a.f.SetGroup(r.Context(), r.PathValue("name"), body.Selector)
@@ -232,7 +187,7 @@ func (a *API) registerInstance(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Labels map[string]string `json:"labels"`
 	}
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	v, err := a.f.RegisterInstance(r.Context(), r.PathValue("id"), body.Labels)
@@ -255,7 +210,7 @@ type DeploymentRequest struct {
 
 func (a *API) deploy(w http.ResponseWriter, r *http.Request) {
 	var body DeploymentRequest
-	if !decode(w, r, &body) {
+	if !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	v, err := a.f.Deploy(r.Context(), fleet.Deployment{ID: body.ID, Selector: body.Selector, Priority: body.Priority, Apps: body.Apps, Policy: body.Policy})
@@ -283,7 +238,7 @@ func (a *API) pause(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Reason string `json:"reason,omitempty"`
 	}
-	if r.ContentLength != 0 && !decode(w, r, &body) {
+	if r.ContentLength != 0 && !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	a.command(w, r, a.f.Pause(r.Context(), r.PathValue("id"), body.Reason))
@@ -297,7 +252,7 @@ func (a *API) cancel(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Rollback bool `json:"rollback,omitempty"`
 	}
-	if r.ContentLength != 0 && !decode(w, r, &body) {
+	if r.ContentLength != 0 && !httpjson.Decode(w, r, app.MaxDocument, &body) {
 		return
 	}
 	a.command(w, r, a.f.Cancel(r.Context(), r.PathValue("id"), body.Rollback))
