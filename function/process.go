@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgekit/edgekit/internal/procstat"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -453,25 +454,10 @@ func (pi *processInstance) report(requestID string, d time.Duration, err error) 
 	// The peak only grows; reading /proc costs more than the rest of the
 	// record, so it is read at most once a second.
 	if now := time.Now(); now.Sub(pi.rssAt) > time.Second {
-		pi.rssAt, pi.rssKB = now, peakRSSKB(pi.cmd.Process.Pid)
+		pi.rssAt, pi.rssKB = now, procstat.KB(pi.cmd.Process.Pid, "VmHWM")
 	}
 	pi.log.Info("REPORT", "request_id", requestID, "duration_ms", float64(d.Microseconds())/1e3,
 		"max_rss_kb", pi.rssKB, "outcome", outcome)
-}
-
-// peakRSSKB reads VmHWM from /proc (0 when it cannot).
-func peakRSSKB(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
 }
 
 func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {

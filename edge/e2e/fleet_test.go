@@ -16,6 +16,7 @@ import (
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/edge/fleet/fleettest"
 	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
 	"github.com/edgekit/edgekit/edge/fleet/store/pgstore"
 	"github.com/edgekit/edgekit/internal/brokertest"
@@ -46,18 +47,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	t.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		defer cancel()
-		if err := f.Close(cctx); err != nil {
-			t.Errorf("closing the fleet: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("the fleet's Run: %v", err)
-		}
-	})
+	fleettest.Run(t, f)
 
 	// The function's versions: the Go function built here; v3 crashes at
 	// start.
@@ -313,9 +303,7 @@ func TestFleetOfflineGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	t.Cleanup(func() { _ = f.Close(ctx); <-done })
+	fleettest.Run(t, f)
 	reports := &statuses{}
 	watcher := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "watcher"})
 	if _, err := watcher.Subscribe(ctx, edge.StatusTopic("gw-off"), reports.handle, nil); err != nil {

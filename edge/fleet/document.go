@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	"github.com/edgekit/edgekit/edge/app"
 )
@@ -75,15 +74,20 @@ func (f *Fleet) document(ctx context.Context, src source, id string, apps []AppV
 // document where the patches, applied in turn, take it; nil when they
 // change nothing.
 func composePatches(def json.RawMessage, patches []json.RawMessage) (json.RawMessage, error) {
-	var base any = map[string]any{}
-	if len(def) > 0 {
-		if err := json.Unmarshal(def, &base); err != nil {
-			return nil, err
+	decodeDefault := func() (any, error) {
+		var v any = map[string]any{}
+		if len(def) > 0 {
+			if err := json.Unmarshal(def, &v); err != nil {
+				return nil, err
+			}
 		}
+		return v, nil
 	}
-	var start any
-	_ = json.Unmarshal(mustJSON(base), &start) // a copy: MergePatch changes its target
-	doc := start
+	base, err := decodeDefault()
+	if err != nil {
+		return nil, err
+	}
+	doc, _ := decodeDefault() // a copy of its own: MergePatch changes its target
 	for _, p := range patches {
 		if len(p) == 0 {
 			continue
@@ -100,8 +104,6 @@ func composePatches(def json.RawMessage, patches []json.RawMessage) (json.RawMes
 	}
 	return json.Marshal(patch)
 }
-
-func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 
 // catalogue is a source read from the store.
 type catalogue struct {
@@ -124,24 +126,13 @@ func (c *catalogue) overrides(string) map[string]ConfigOverride { return nil }
 func (c *catalogue) labels(string) map[string]string            { return nil }
 
 // sortedGroups returns groups in name order with their selectors parsed
-// (a group whose selector no longer parses matches nothing).
+// (one whose selector does not parse matches nothing, so it is left out).
 func sortedGroups(gs map[string]Group) []groupView {
 	out := make([]groupView, 0, len(gs))
-	for _, g := range gs {
-		sel, err := ParseSelector(g.Selector)
-		if err != nil {
-			sel = Selector{reqs: []requirement{{op: 'e', key: "\x00never"}}}
+	for _, name := range sortedKeys(gs) {
+		if sel, err := ParseSelector(gs[name].Selector); err == nil {
+			out = append(out, groupView{Group: gs[name], sel: sel})
 		}
-		out = append(out, groupView{Group: g, sel: sel})
 	}
-	slices.SortFunc(out, func(a, b groupView) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
 	return out
 }

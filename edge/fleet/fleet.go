@@ -305,18 +305,14 @@ func (f *Fleet) RegisterInstance(ctx context.Context, id string, labels map[stri
 	}
 	for {
 		old, err := get[Instance](ctx, f.st, collInstances, id)
-		in := Instance{ID: id, Labels: labels, Created: f.now().UTC()}
-		var op store.Op
-		switch {
-		case errors.Is(err, ErrNotFound):
-			op = store.Create(collInstances, id, encode(in))
-		case err != nil:
+		if err != nil && !errors.Is(err, ErrNotFound) {
 			return Instance{}, err
-		default:
-			in.Created = old.v.Created
-			op = store.Update(collInstances, id, encode(in), old.version)
 		}
-		_, err = f.st.Apply(ctx, op)
+		in := Instance{ID: id, Labels: labels, Created: f.now().UTC()}
+		if old.version != 0 {
+			in.Created = old.v.Created
+		}
+		_, err = f.st.Apply(ctx, store.Replace(collInstances, id, encode(in), old.version))
 		if errors.Is(err, store.ErrConflict) {
 			continue // written meanwhile (its first report): read again
 		}
@@ -359,26 +355,19 @@ func (f *Fleet) Instances(ctx context.Context) ([]InstanceView, error) {
 	if err != nil {
 		return nil, err
 	}
-	byID := func(get func(int) string, n int) map[string]int {
-		m := make(map[string]int, n)
-		for i := range n {
-			m[get(i)] = i
-		}
-		return m
+	repOf := make(map[string]Report, len(reps))
+	for _, r := range reps {
+		repOf[r.v.Instance] = r.v
 	}
-	repOf := byID(func(i int) string { return reps[i].v.Instance }, len(reps))
-	desOf := byID(func(i int) string { return des[i].v.Instance }, len(des))
+	desOf := make(map[string]uint64, len(des))
+	for _, d := range des {
+		desOf[d.v.Instance] = d.v.Revision
+	}
 	out := make([]InstanceView, 0, len(ins))
 	for _, in := range ins {
-		v := InstanceView{Instance: in.v, Presence: "unknown"}
-		if i, ok := repOf[in.v.ID]; ok {
-			v.Report = reps[i].v
-			if !v.PresenceTime.IsZero() {
-				v.Presence = map[bool]string{true: "online", false: "offline"}[v.Online]
-			}
-		}
-		if i, ok := desOf[in.v.ID]; ok {
-			v.Desired = des[i].v.Revision
+		v := InstanceView{Instance: in.v, Report: repOf[in.v.ID], Desired: desOf[in.v.ID], Presence: "unknown"}
+		if !v.PresenceTime.IsZero() {
+			v.Presence = map[bool]string{true: "online", false: "offline"}[v.Online]
 		}
 		if st := v.Status; st != nil {
 			if st.Running != nil {
@@ -422,14 +411,13 @@ func (f *Fleet) Deploy(ctx context.Context, d Deployment) (Deployment, error) {
 	now := f.now().UTC()
 	d.State, d.Reason, d.Wave, d.Waves, d.BakedAt, d.Started = DeploymentRunning, "", 0, nil, time.Time{}, nil
 	d.Created, d.Updated = now, now
-	v, err := f.st.Apply(ctx, store.Create(collDeployments, d.ID, encode(d)))
+	_, err := f.st.Apply(ctx, store.Create(collDeployments, d.ID, encode(d)))
 	if errors.Is(err, store.ErrConflict) {
 		return Deployment{}, fmt.Errorf("%w: deployment %s", ErrExists, d.ID)
 	}
 	if err != nil {
 		return Deployment{}, fmt.Errorf("fleet: deployment %s: %w", d.ID, err)
 	}
-	d.Seq = v
 	return d, nil
 }
 
@@ -439,7 +427,6 @@ func (f *Fleet) Deployment(ctx context.Context, id string) (Deployment, []Target
 	if err != nil {
 		return Deployment{}, nil, err
 	}
-	d.v.Seq = d.v.seqOr(d.version)
 	ts, err := values(list[Target](ctx, f.st, collTargets, id+"/", f.bad))
 	return d.v, ts, err
 }
@@ -447,13 +434,6 @@ func (f *Fleet) Deployment(ctx context.Context, id string) (Deployment, []Target
 // Deployments lists the deployments by id.
 func (f *Fleet) Deployments(ctx context.Context) ([]Deployment, error) {
 	return values(list[Deployment](ctx, f.st, collDeployments, "", f.bad))
-}
-
-func (d Deployment) seqOr(v uint64) uint64 {
-	if d.Seq != 0 {
-		return d.Seq
-	}
-	return v
 }
 
 // Pause stops a running deployment's waves: no instance is sent the
@@ -508,7 +488,6 @@ func (f *Fleet) command(ctx context.Context, id string, change func(*Deployment)
 			return err
 		}
 		d := r.v
-		d.Seq = d.seqOr(r.version)
 		if err := change(&d); err != nil {
 			return err
 		}

@@ -4,18 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus"
-	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/fleet"
 	"github.com/edgekit/edgekit/edge/fleet/fleettest"
 	"github.com/edgekit/edgekit/edge/fleet/store"
-	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -32,45 +28,9 @@ type harness struct {
 
 func newHarness(t *testing.T, opts *fleet.Options) *harness {
 	t.Helper()
-	ctx := context.Background()
-	b := membus.New(nil)
-	t.Cleanup(func() { _ = b.Close(ctx) })
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "fleet.db"), &boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close(ctx) })
-	h := &harness{t: t, ctx: ctx, bus: b, store: st, gws: map[string]*fleettest.Gateway{}}
-	h.fleet = h.startFleet(opts)
-	return h
-}
-
-func (h *harness) startFleet(opts *fleet.Options) *fleet.Fleet {
-	var o fleet.Options
-	if opts != nil {
-		o = *opts
-	}
-	o.Store, o.Bus = h.store, h.bus
-	if o.Tick == 0 {
-		o.Tick = 10 * time.Millisecond
-	}
-	f, err := fleet.New(&o)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- f.Run(h.ctx) }()
-	h.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
-		defer cancel()
-		if err := f.Close(ctx); err != nil {
-			h.t.Errorf("closing the fleet: %v", err)
-		}
-		if err := <-done; err != nil {
-			h.t.Errorf("Run: %v", err)
-		}
-	})
-	return f
+	f, b, st := fleettest.New(t, opts)
+	fleettest.Run(t, f)
+	return &harness{t: t, ctx: context.Background(), bus: b, store: st, fleet: f, gws: map[string]*fleettest.Gateway{}}
 }
 
 func (h *harness) gateway(id string, labels map[string]string, behave fleettest.Behave) *fleettest.Gateway {

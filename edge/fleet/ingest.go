@@ -276,11 +276,7 @@ func (in *ingester) ops(batch map[string]incoming, order []string) ([]store.Op, 
 		if !changed {
 			continue
 		}
-		if old.version == 0 {
-			ops = append(ops, store.Create(collReports, id, encode(r)))
-		} else {
-			ops = append(ops, store.Update(collReports, id, encode(r), old.version))
-		}
+		ops = append(ops, store.Replace(collReports, id, encode(r), old.version))
 		recs = append(recs, r)
 	}
 	return ops, recs

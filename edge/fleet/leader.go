@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/fleet/store"
@@ -29,6 +31,7 @@ type leader struct {
 	reports     map[string]Report
 	desired     map[string]record[Desired]
 	deployments map[string]record[Deployment]
+	selectors   map[string]Selector                  // by deployment: parsed once, asked per instance
 	targets     map[string]map[string]record[Target] // deployment → instance
 	cursors     map[string]uint64
 
@@ -43,7 +46,7 @@ func loadLeader(ctx context.Context, f *Fleet) (*leader, error) {
 	l := &leader{
 		f: f, apps: map[string]App{}, versions: map[string]Version{}, groupsByN: map[string]Group{},
 		configs: map[string]map[string]ConfigOverride{}, instances: map[string]Instance{}, reports: map[string]Report{},
-		desired: map[string]record[Desired]{}, deployments: map[string]record[Deployment]{},
+		desired: map[string]record[Desired]{}, deployments: map[string]record[Deployment]{}, selectors: map[string]Selector{},
 		targets: map[string]map[string]record[Target]{}, cursors: map[string]uint64{},
 		published: map[string]time.Time{}, dirty: map[string]bool{},
 	}
@@ -54,7 +57,6 @@ func loadLeader(ctx context.Context, f *Fleet) (*leader, error) {
 		}
 		l.absorb(coll, rs)
 	}
-	l.groupList = sortedGroups(l.groupsByN)
 	// What the last holder may have written and not published, or the
 	// broker lost: every instance not on its desired revision gets it
 	// again at the first step.
@@ -78,9 +80,11 @@ func (l *leader) absorb(coll string, rs []store.Record) {
 	case collGroups:
 		for _, r := range decodeAll[Group](rs, l.f.bad) {
 			l.groupsByN[r.v.Name] = r.v
-			l.dirtyAll()
 		}
-		l.groupList = sortedGroups(l.groupsByN)
+		if len(rs) > 0 {
+			l.groupList = sortedGroups(l.groupsByN)
+			l.dirtyAll() // who is in a group may have changed
+		}
 	case collConfigs:
 		for _, r := range decodeAll[ConfigOverride](rs, l.f.bad) {
 			m := l.configs[r.v.App]
@@ -114,8 +118,10 @@ func (l *leader) absorb(coll string, rs []store.Record) {
 		}
 	case collDeployments:
 		for _, r := range decodeAll[Deployment](rs, l.f.bad) {
-			r.v.Seq = r.v.seqOr(r.version)
 			l.deployments[r.v.ID] = r
+			if sel, err := ParseSelector(r.v.Selector); err == nil {
+				l.selectors[r.v.ID] = sel
+			}
 		}
 	case collTargets:
 		for _, r := range decodeAll[Target](rs, l.f.bad) {
@@ -196,13 +202,12 @@ func (p *plan) add(c change) { p.changes = append(p.changes, c) }
 // putTarget records t (new or changed) in the plan.
 func (l *leader) putTarget(p *plan, t Target) {
 	t.Updated = l.f.now().UTC()
-	old, exists := l.targets[t.Deployment][t.Instance]
-	key := t.Deployment + "/" + t.Instance
-	op := store.Create(collTargets, key, encode(t))
-	if exists {
-		op = store.Update(collTargets, key, encode(t), old.version)
-	}
-	p.add(change{ops: []store.Op{op}, apply: func(v uint64) { l.setTarget(t, v) }})
+	p.add(change{ops: []store.Op{l.targetOp(t)}, apply: func(v uint64) { l.setTarget(t, v) }})
+}
+
+// targetOp writes t over the version the view has of it.
+func (l *leader) targetOp(t Target) store.Op {
+	return store.Replace(collTargets, t.Deployment+"/"+t.Instance, encode(t), l.targets[t.Deployment][t.Instance].version)
 }
 
 func (l *leader) setTarget(t Target, v uint64) {
@@ -249,38 +254,21 @@ func (l *leader) send(ctx context.Context, p *plan, id string, d *Deployment, ts
 	p.sent[id] = true
 	old := l.desired[id]
 	rev := old.v.Revision + 1
+	depID, docID := "", "empty" // no deployment: the document of no apps
 	var apps []AppVersion
 	if d != nil {
-		apps = d.Apps
-	}
-	depID := ""
-	if d != nil {
-		depID = d.ID
-	}
-	docID := depID
-	if docID == "" {
-		docID = "empty"
+		depID, docID, apps = d.ID, d.ID, d.Apps
 	}
 	doc, err := l.f.document(ctx, l, docID, apps, id, rev)
 	if err != nil {
 		return fmt.Errorf("instance %s: %w", id, err)
 	}
 	des := Desired{Instance: id, Revision: rev, Deployment: depID, Document: doc, Updated: l.f.now().UTC()}
-	op := store.Create(collDesired, id, encode(des))
-	if old.version != 0 {
-		op = store.Update(collDesired, id, encode(des), old.version)
-	}
-	c := change{ops: []store.Op{op}, publish: &des}
+	c := change{ops: []store.Op{store.Replace(collDesired, id, encode(des), old.version)}, publish: &des}
 	now := l.f.now().UTC()
 	for i := range ts {
-		t := &ts[i]
-		t.Updated = now
-		key := t.Deployment + "/" + t.Instance
-		if o, ok := l.targets[t.Deployment][t.Instance]; ok {
-			c.ops = append(c.ops, store.Update(collTargets, key, encode(*t), o.version))
-		} else {
-			c.ops = append(c.ops, store.Create(collTargets, key, encode(*t)))
-		}
+		ts[i].Updated = now
+		c.ops = append(c.ops, l.targetOp(ts[i]))
 	}
 	c.apply = func(v uint64) {
 		l.desired[id] = record[Desired]{v: des, version: v}
@@ -349,21 +337,18 @@ func (l *leader) publish(ctx context.Context, docs []*Desired) {
 	if len(docs) == 0 {
 		return
 	}
-	sem := make(chan struct{}, 64)
-	done := make(chan struct{}, len(docs))
+	var g errgroup.Group
+	g.SetLimit(64)
 	now := l.f.now()
 	for _, d := range docs {
 		l.published[d.Instance] = now
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; done <- struct{}{} }()
+		g.Go(func() error {
 			err := l.f.bus.Publish(ctx, &bus.Message{Topic: app.DesiredTopic(d.Instance), Payload: d.Document, QoS: bus.AtLeastOnce, Retain: true, ContentType: "application/json"})
 			if err != nil && ctx.Err() == nil {
 				l.f.log.Warn("fleet: publishing a desired document (it goes again when the instance reports an older revision)", "instance", d.Instance, "revision", d.Revision, "err", err)
 			}
-		}()
+			return nil // each document stands alone
+		})
 	}
-	for range docs {
-		<-done
-	}
+	_ = g.Wait()
 }

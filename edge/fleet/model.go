@@ -104,9 +104,7 @@ type Desired struct {
 	// empty document of an instance no deployment has reached).
 	Deployment string          `json:"deployment"`
 	Document   json.RawMessage `json:"document"`
-	// Published is the revision last published to the broker.
-	Published uint64    `json:"published"`
-	Updated   time.Time `json:"updated"`
+	Updated    time.Time       `json:"updated"`
 }
 
 // AppVersion names a version of an app in a deployment.
@@ -117,8 +115,8 @@ type AppVersion struct {
 
 // Deployment assigns app versions to the instances a selector matches,
 // rolled out by its policy. On each instance the matching deployment of
-// the highest priority wins (the newest among equals); a gateway runs
-// exactly its winner's apps.
+// the highest priority wins (the newest by Created among equals); a
+// gateway runs exactly its winner's apps.
 type Deployment struct {
 	ID       string       `json:"id"`
 	Selector string       `json:"selector"`
@@ -133,7 +131,6 @@ type Deployment struct {
 	BakedAt time.Time       `json:"bakedAt,omitzero"` // when the current wave met its success threshold
 	Created time.Time       `json:"created"`
 	Updated time.Time       `json:"updated"`
-	Seq     uint64          `json:"seq"`               // creation order, for ties of priority
 	Started []time.Time     `json:"started,omitempty"` // when instances were sent the document, the last minute's (MaxPerMinute)
 }
 

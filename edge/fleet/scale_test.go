@@ -11,11 +11,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/broker"
@@ -30,6 +31,7 @@ import (
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/internal/mqttlite"
 	"github.com/edgekit/edgekit/internal/pgtest"
+	"github.com/edgekit/edgekit/internal/procstat"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -89,14 +91,12 @@ func replica(dsn, brokerURL, name string) {
 func simulate(addr string) {
 	n, _ := strconv.Atoi(os.Getenv("EDGEKIT_FLEET_SIM_N"))
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
+	var eg errgroup.Group
+	eg.SetLimit(64)
 	var mu sync.Mutex
 	var conns []*mqttlite.Client
 	for i := range n {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
+		eg.Go(func() error {
 			id := fmt.Sprintf("sim-%05d", i)
 			c, err := mqttlite.Dial(ctx, addr, id)
 			if err != nil {
@@ -129,9 +129,10 @@ func simulate(addr string) {
 					}
 				}
 			}()
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = eg.Wait()
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	for _, c := range conns {
@@ -189,16 +190,16 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 	// QoS 1 documents of the same size to topics nobody reads.
 	doc := make([]byte, 900)
 	start := time.Now()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
+	var g errgroup.Group
+	g.SetLimit(64)
 	for i := range n {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			_ = fleetBus.Publish(ctx, &bus.Message{Topic: fmt.Sprintf("bench/baseline/%d", i), Payload: doc, QoS: bus.AtLeastOnce, Retain: true})
+		g.Go(func() error {
+			return fleetBus.Publish(ctx, &bus.Message{Topic: fmt.Sprintf("bench/baseline/%d", i), Payload: doc, QoS: bus.AtLeastOnce, Retain: true})
 		})
 	}
-	wg.Wait()
+	if err := g.Wait(); err != nil {
+		tb.Fatalf("the baseline's publishes: %v", err)
+	}
 	res := scaleResult{baseline: time.Since(start)}
 
 	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 200 * time.Millisecond,
@@ -206,14 +207,7 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	tb.Cleanup(func() {
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-		_ = f.Close(cctx)
-		<-done
-	})
+	fleettest.Run(tb, f)
 	testenv.EventuallyWithin(tb, fmt.Sprintf("%d instances registered by their presence", n), 2*time.Minute, func() bool {
 		ins, _ := f.Instances(ctx)
 		return len(ins) == n
@@ -244,7 +238,7 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 		tb.Fatalf("the rollout to every instance did not finish in 5 min: deployment %s (%s) wave %d of %v, targets by state %v", d.State, d.Reason, d.Wave, d.Waves, countStates(ts))
 	}
 	res.rollout, res.cpu = time.Since(start), cpuTime()-cpu0
-	res.peakRSSKB = peakRSS()
+	res.peakRSSKB = procstat.KB(0, "VmHWM")
 	ok := 0
 	for _, t := range ts {
 		if t.State == fleet.TargetSucceeded {
@@ -279,17 +273,6 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func peakRSS() int64 {
-	b, _ := os.ReadFile("/proc/self/status")
-	for line := range strings.SplitSeq(string(b), "\n") {
-		var kb int64
-		if _, err := fmt.Sscanf(line, "VmHWM: %d kB", &kb); err == nil {
-			return kb
-		}
-	}
-	return 0
 }
 
 // TestFailover: a rollout to 200 simulated gateways, spread over some 20

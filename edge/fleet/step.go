@@ -58,13 +58,19 @@ func (l *leader) sortedDeployments() []*Deployment {
 		d := r.v
 		out = append(out, &d)
 	}
-	slices.SortFunc(out, func(a, b *Deployment) int { return cmp.Compare(a.Seq, b.Seq) })
+	slices.SortFunc(out, olderFirst)
 	return out
+}
+
+// olderFirst orders deployments by creation, then id.
+func olderFirst(a, b *Deployment) int {
+	return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID))
 }
 
 // winner is the deployment an instance should run: of those matching its
 // labels and not given up (aborted, cancelled, superseded), the highest
-// priority, the newest among equals. nil when none matches.
+// priority, the newest (by Created, then id) among equals. nil when none
+// matches.
 func (l *leader) winner(id string) *Deployment {
 	in, ok := l.instances[id]
 	if !ok {
@@ -76,11 +82,10 @@ func (l *leader) winner(id string) *Deployment {
 		if d.State == DeploymentAborted || d.State == DeploymentCancelled || d.State == DeploymentSuperseded {
 			continue
 		}
-		sel, err := ParseSelector(d.Selector)
-		if err != nil || !sel.Matches(in.Labels) {
+		if sel, ok := l.selectors[d.ID]; !ok || !sel.Matches(in.Labels) {
 			continue
 		}
-		if best == nil || d.Priority > best.Priority || d.Priority == best.Priority && d.Seq > best.Seq {
+		if best == nil || d.Priority > best.Priority || d.Priority == best.Priority && olderFirst(best, &d) < 0 {
 			best = &d
 		}
 	}

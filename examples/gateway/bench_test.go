@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/edgekit/edgekit/internal/benchutil"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/procstat"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
@@ -116,26 +116,11 @@ func BenchmarkIdle(b *testing.B) {
 	defer tick.Stop()
 	for range 20 {
 		<-tick.C
-		gwRSS = append(gwRSS, time.Duration(rssKiB(g.Process.Pid)))
-		helloRSS = append(helloRSS, time.Duration(rssKiB(h.Process.Pid)))
+		gwRSS = append(gwRSS, time.Duration(procstat.KB(g.Process.Pid, "VmRSS")))
+		helloRSS = append(helloRSS, time.Duration(procstat.KB(h.Process.Pid, "VmRSS")))
 	}
 	b.ReportMetric(size(gw), "gateway-binary-MiB")
 	b.ReportMetric(size(hello), "baseline-binary-MiB")
 	b.ReportMetric(float64(benchutil.Median(gwRSS))/1024, "gateway-rss-MiB")
 	b.ReportMetric(float64(benchutil.Median(helloRSS))/1024, "baseline-rss-MiB")
-}
-
-// rssKiB reads a process's resident set from /proc.
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
-		}
-	}
-	return 0
 }

@@ -6,17 +6,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
-	"github.com/edgekit/edgekit/edge/bus/membus"
+	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/fleet"
 	"github.com/edgekit/edgekit/edge/fleet/fleetapi"
 	"github.com/edgekit/edgekit/edge/fleet/fleettest"
-	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
 	"github.com/edgekit/edgekit/internal/openapitest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
@@ -27,27 +24,14 @@ type server struct {
 	t   testing.TB
 	url string
 	f   *fleet.Fleet
-	bus *membus.Bus
+	bus bus.Bus
 }
 
 func newServer(t testing.TB, run bool) *server {
 	t.Helper()
-	ctx := context.Background()
-	b := membus.New(nil)
-	t.Cleanup(func() { _ = b.Close(ctx) })
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "fleet.db"), &boltstore.Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close(ctx) })
-	f, err := fleet.New(&fleet.Options{Store: st, Bus: b, Tick: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, b, _ := fleettest.New(t, nil)
 	if run {
-		done := make(chan error, 1)
-		go func() { done <- f.Run(ctx) }()
-		t.Cleanup(func() { _ = f.Close(ctx); <-done })
+		fleettest.Run(t, f)
 	}
 	a, err := fleetapi.New(f, &fleetapi.Options{Token: token})
 	if err != nil {

@@ -1,5 +1,5 @@
-// Package fleettest simulates gateways for the fleet's tests and
-// benchmarks: each speaks the gateway's protocol (package edge/app's
+// Package fleettest starts fleets for tests (New, Run) and simulates
+// gateways for the fleet's tests and benchmarks: each speaks the gateway's protocol (package edge/app's
 // topics and documents) over a bus of its own — a real MQTT connection at
 // scale — and reports plausible status: presence at connection, then for
 // each new desired revision "in progress" and a final outcome its Behave

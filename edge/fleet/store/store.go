@@ -82,6 +82,16 @@ func Update(coll, key string, value []byte, version uint64) Op {
 	return Op{Collection: coll, Key: key, Value: value, If: AtVersion, Version: version}
 }
 
+// Replace writes over the record read at version, or creates it when
+// version is 0 (it was absent): the write of a reader that keeps what it
+// read.
+func Replace(coll, key string, value []byte, version uint64) Op {
+	if version == 0 {
+		return Create(coll, key, value)
+	}
+	return Update(coll, key, value, version)
+}
+
 // Store is the fleet's storage. All methods are safe for concurrent use
 // by goroutines of one process; several processes share a store when the
 // backend says it can (pgstore).

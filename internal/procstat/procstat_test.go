@@ -1,0 +1,22 @@
+package procstat_test
+
+import (
+	"os"
+	"runtime"
+	"testing"
+
+	"github.com/edgekit/edgekit/internal/procstat"
+)
+
+func TestKB(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	rss, peak := procstat.KB(0, "VmRSS"), procstat.KB(os.Getpid(), "VmHWM")
+	if rss <= 0 || peak < rss {
+		t.Fatalf("VmRSS %d kB, VmHWM %d kB", rss, peak)
+	}
+	if procstat.KB(0, "NoSuchField") != 0 || procstat.KB(1<<30, "VmRSS") != 0 {
+		t.Fatal("a missing field or process reads as something")
+	}
+}
