@@ -1,7 +1,13 @@
 // Package timer is the time trigger: a function runs at a fixed interval
 // ("every": "1m"), on a cron schedule with seconds and a time zone, or once
-// at a time point (RFC 3339). Schedules run on github.com/go-co-op/gocron/v2;
-// one Scheduler serves all of a gateway's timer triggers.
+// at a time point (RFC 3339). Cron expressions are read and followed by
+// github.com/go-co-op/gocron/v2's parser; each trigger keeps one timer on the
+// Scheduler's clock, armed for its next tick, so an event names the exact time
+// it was scheduled for. One Scheduler serves all of a gateway's timer triggers.
+//
+// A tick the clock has passed without it firing (the machine slept, the clock
+// was set forward) is skipped, not made up; a clock set back starts the
+// schedule again from the new time.
 //
 // Params (trigger.Config.Params), exactly one of every, cron and at:
 //
@@ -33,6 +39,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -46,6 +53,9 @@ import (
 
 // Type is the trigger type this package makes.
 const Type = "timer"
+
+// ErrClosed is returned for a trigger started on a closed Scheduler.
+var ErrClosed = errors.New("the timer scheduler is closed")
 
 // Params are a timer trigger's parameters (see the package doc).
 type Params struct {
@@ -73,9 +83,13 @@ type Options struct {
 
 // Scheduler runs timer triggers.
 type Scheduler struct {
-	s    gocron.Scheduler
 	opts Options
-	once sync.Once
+	stop chan struct{} // closed by Close: the timers stop
+	runs atomic.Int64  // runs in flight, over all triggers
+
+	mu     sync.Mutex
+	closed bool
+	loops  sync.WaitGroup // the triggers' timers
 }
 
 // NewScheduler starts a scheduler; Close stops it.
@@ -95,29 +109,35 @@ func NewScheduler(opts *Options) (*Scheduler, error) {
 			return nil, fmt.Errorf("timer: state directory: %w", err)
 		}
 	}
-	s, err := gocron.NewScheduler(gocron.WithClock(o.Clock))
-	if err != nil {
-		return nil, fmt.Errorf("timer: %w", err)
-	}
-	s.Start()
-	return &Scheduler{s: s, opts: o}, nil
+	return &Scheduler{opts: o, stop: make(chan struct{})}, nil
 }
 
-// Close stops the scheduler; stop the triggers first (trigger.Set.Close).
-// It waits for the runs in flight until ctx ends, then returns, saying so
-// (the runs go on to their end). It is safe to call twice.
+// Close stops every trigger's timer; stop the triggers first
+// (trigger.Set.Close), which waits for their runs in flight. Triggers
+// started after Close do not tick. It returns by ctx's deadline and is safe
+// to call twice.
 func (s *Scheduler) Close(ctx context.Context) error {
-	var err error
-	s.once.Do(func() {
-		done := make(chan error, 1)
-		go func() { done <- s.s.Shutdown() }()
-		select {
-		case err = <-done:
-		case <-ctx.Done():
-			err = fmt.Errorf("timer: close: waiting for the scheduler to stop: %w", ctx.Err())
-		}
-	})
-	return err
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	if err := drain.Wait(ctx, &s.loops, func() {}); err != nil {
+		return fmt.Errorf("timer: close: %w", err)
+	}
+	return nil
+}
+
+// track counts one more trigger's timer, unless s is closed.
+func (s *Scheduler) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.loops.Add(1)
+	return true
 }
 
 // Factory makes timer triggers on s, for trigger.NewSet.
@@ -127,7 +147,6 @@ func (s *Scheduler) Factory() trigger.Factory {
 
 // schedule is a checked Params: when ticks come.
 type schedule struct {
-	def       gocron.JobDefinition
 	next      func(after time.Time) time.Time // the first tick after a time; zero: none
 	queue     bool                            // overlap "queue"
 	runMissed bool
@@ -172,7 +191,6 @@ func parse(c trigger.Config) (Params, schedule, error) {
 		if err != nil || d < time.Millisecond {
 			return p, sc, trigger.InvalidParam(c, "every", "%q: want a duration of at least 1ms, such as 30s or 5m", p.Every)
 		}
-		sc.def = gocron.DurationJob(d)
 		sc.next = func(after time.Time) time.Time { return after.Add(d) }
 	case p.Cron != "":
 		loc := time.Local
@@ -187,14 +205,12 @@ func parse(c trigger.Config) (Params, schedule, error) {
 		if err := cr.IsValid(expr, loc, time.Now()); err != nil {
 			return p, sc, trigger.InvalidParam(c, "cron", "%q: %v", p.Cron, err)
 		}
-		sc.def = gocron.CronJob(expr, true)
 		sc.next = cr.Next
 	default:
 		at, err := time.Parse(time.RFC3339, p.At)
 		if err != nil {
 			return p, sc, trigger.InvalidParam(c, "at", "%q: want an RFC 3339 time such as 2026-12-01T08:00:00Z", p.At)
 		}
-		sc.def = gocron.OneTimeJob(gocron.OneTimeJobStartDateTime(at))
 		sc.next = func(after time.Time) time.Time {
 			if after.Before(at) {
 				return at
@@ -217,10 +233,9 @@ type timerTrigger struct {
 	fire   trigger.Fire
 	ctx    context.Context // invocations; cancelled when a Stop gives up
 	cancel context.CancelFunc
-	job    gocron.Job
+	quit   chan struct{} // closed by Stop: the timer stops
 
 	mu      sync.Mutex
-	next    time.Time // the tick expected next
 	running bool
 	pending bool      // a queued tick (overlap "queue")
 	pendAt  time.Time // its scheduled time
@@ -237,6 +252,9 @@ func (s *Scheduler) newTrigger(c trigger.Config) (trigger.Trigger, error) {
 }
 
 func (t *timerTrigger) Start(ctx context.Context, fire trigger.Fire) error {
+	if !t.s.track() {
+		return fmt.Errorf("timer: starting %s: %w", t.name, ErrClosed)
+	}
 	t.fire = fire
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	now := t.s.opts.Clock.Now()
@@ -249,32 +267,56 @@ func (t *timerTrigger) Start(ctx context.Context, fire trigger.Fire) error {
 			}
 		}
 	}
-	if t.p.At != "" && !t.sc.next(now).After(now) {
+	next := t.sc.next(now)
+	if next.IsZero() {
+		t.s.loops.Done()
 		return nil // the time point has passed: nothing to schedule
 	}
-	job, err := t.s.s.NewJob(t.sc.def, gocron.NewTask(t.tick), gocron.WithName(t.name))
-	if err != nil {
-		t.cancel()
-		return fmt.Errorf("timer: scheduling %s: %w", t.name, err)
-	}
-	t.job = job
-	if next, err := job.NextRun(); err == nil {
-		t.next = next
-	} else {
-		t.next = t.sc.next(now)
-	}
+	t.quit = make(chan struct{})
+	t.wg.Add(1)
+	go t.follow(next)
 	return nil
 }
 
-// tick is the gocron task: one scheduled time has come.
-func (t *timerTrigger) tick() {
+// follow arms the trigger's timer for each tick in turn, from next, until
+// the trigger stops or the scheduler closes.
+func (t *timerTrigger) follow(next time.Time) {
+	defer t.s.loops.Done()
+	defer t.wg.Done()
+	clock := t.s.opts.Clock
+	for !next.IsZero() {
+		tm := clock.NewTimer(next.Sub(clock.Now()))
+		select {
+		case <-tm.Chan():
+		case <-t.quit:
+			tm.Stop()
+			return
+		case <-t.s.stop:
+			tm.Stop()
+			return
+		}
+		t.tick(next)
+		next = t.after(next)
+	}
+}
+
+// after is the tick to wait for once the one scheduled at prev has fired.
+func (t *timerTrigger) after(prev time.Time) time.Time {
+	now := t.s.opts.Clock.Now()
+	if now.Before(prev) {
+		return t.sc.next(now) // the clock was set back
+	}
+	next := t.sc.next(prev)
+	if !next.IsZero() && next.Before(now) {
+		return t.sc.next(now) // ticks the clock has passed are skipped
+	}
+	return next
+}
+
+// tick starts the run for one scheduled time, or queues or skips it.
+func (t *timerTrigger) tick(scheduled time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	scheduled := t.next
-	if now := t.s.opts.Clock.Now(); scheduled.IsZero() || scheduled.After(now.Add(time.Second)) {
-		scheduled = now // the schedule moved under us
-	}
-	t.next = t.sc.next(scheduled)
 	switch {
 	case t.stopped:
 	case !t.running:
@@ -290,8 +332,10 @@ func (t *timerTrigger) tick() {
 func (t *timerTrigger) startRun(scheduled time.Time, missed bool) {
 	t.running = true
 	t.wg.Add(1)
+	t.s.runs.Add(1)
 	go func() {
 		defer t.wg.Done()
+		defer t.s.runs.Add(-1)
 		for {
 			t.run(scheduled, missed)
 			t.mu.Lock()
@@ -335,13 +379,10 @@ func (t *timerTrigger) Stop(ctx context.Context) error {
 		return nil
 	}
 	t.stopped = true
-	job := t.job
-	t.mu.Unlock()
-	if job != nil {
-		if err := t.s.s.RemoveJob(job.ID()); err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
-			t.s.opts.Logger.Warn("timer: removing the job", "trigger", t.name, "err", err)
-		}
+	if t.quit != nil {
+		close(t.quit)
 	}
+	t.mu.Unlock()
 	if t.cancel == nil {
 		return nil // never started
 	}

@@ -61,6 +61,15 @@ func (r *recorder) handle(ctx context.Context, req invoke.Request) (invoke.Respo
 	return invoke.Response{}, nil
 }
 
+// release lets the held run go on, if it still holds.
+func (r *recorder) release() {
+	select {
+	case <-r.hold:
+	default:
+		close(r.hold)
+	}
+}
+
 func (r *recorder) snapshot() []event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -128,6 +137,22 @@ func (e *env) advance(t *testing.T, d time.Duration) {
 	e.clock.Advance(d)
 }
 
+// ran waits until rec has n events and their runs are over, so that the
+// next tick cannot find the last run still finishing (and be skipped):
+// a function's return is recorded a little before its run ends.
+func (e *env) ran(t *testing.T, rec *recorder, n int) []event {
+	t.Helper()
+	evs := rec.waitFor(t, n)
+	e.idle(t)
+	return evs
+}
+
+// idle waits until no run is in flight.
+func (e *env) idle(t *testing.T) {
+	t.Helper()
+	testenv.Eventually(t, "no run in flight", func() bool { return timer.Runs(e.sched) == 0 })
+}
+
 // skipped waits until n ticks were logged as skipped.
 func (e *env) skipped(t *testing.T, n int) {
 	t.Helper()
@@ -149,7 +174,7 @@ func TestInterval(t *testing.T) {
 	put(t, e.set, "tick", `{"every": "50ms", "data": {"sensor": "boiler"}}`)
 	for i := 1; i <= 4; i++ {
 		e.advance(t, 50*time.Millisecond)
-		evs := rec.waitFor(t, i)
+		evs := e.ran(t, rec, i)
 		ev := evs[i-1]
 		if want := t0.Add(time.Duration(i) * 50 * time.Millisecond); !ev.Scheduled.Equal(want) || !ev.Fired.Equal(want) {
 			t.Errorf("event %d scheduled %v, fired %v; want both %v", i, ev.Scheduled, ev.Fired, want)
@@ -160,12 +185,62 @@ func TestInterval(t *testing.T) {
 	}
 }
 
+// TestOneRunPerTick: each scheduled time runs once, however quickly the
+// runs end (gocron's scheduler, used until now, fired a job again at the
+// same instant when a run ended before it was rescheduled); and ticks the
+// clock has passed without firing (a machine asleep, a clock set forward)
+// are skipped, the schedule going on from the new time.
+func TestOneRunPerTick(t *testing.T) {
+	rec := &recorder{}
+	e := setup(t, rec, "", nil)
+	put(t, e.set, "fast", `{"every": "50ms"}`)
+	for i := 1; i <= 20; i++ {
+		e.advance(t, 50*time.Millisecond)
+		e.ran(t, rec, i)
+	}
+	e.advance(t, 500*time.Millisecond) // ten ticks pass at once: one runs
+	evs := e.ran(t, rec, 21)
+	if got, want := evs[20].Scheduled, t0.Add(time.Second+50*time.Millisecond); !got.Equal(want) {
+		t.Errorf("the run after the jump was scheduled at %v, want %v (the first tick passed)", got, want)
+	}
+	e.advance(t, 50*time.Millisecond)
+	evs = e.ran(t, rec, 22)
+	if got, want := evs[21].Scheduled, t0.Add(1550*time.Millisecond); !got.Equal(want) {
+		t.Errorf("the next run was scheduled at %v, want %v (50ms after the jump)", got, want)
+	}
+	if n := len(rec.snapshot()); n != 22 {
+		t.Errorf("%d events, want 22: one per tick", n)
+	}
+	for i, ev := range evs {
+		if i > 0 && !ev.Scheduled.After(evs[i-1].Scheduled) {
+			t.Errorf("event %d scheduled at %v, not after the one before (%v)", i, ev.Scheduled, evs[i-1].Scheduled)
+		}
+	}
+}
+
+// TestClosedScheduler: a trigger started on a closed scheduler is refused.
+func TestClosedScheduler(t *testing.T) {
+	rec := &recorder{}
+	e := setup(t, rec, "", nil)
+	if err := e.sched.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := e.set.Put(context.Background(), trigger.Config{Name: "late", Type: timer.Type, Function: "f", Params: json.RawMessage(`{"every": "1s"}`)})
+	if !errors.Is(err, timer.ErrClosed) {
+		t.Errorf("a trigger on a closed scheduler: %v, want ErrClosed", err)
+	}
+	if err := e.sched.Close(context.Background()); err != nil {
+		t.Errorf("the second Close: %v", err)
+	}
+}
+
 // TestOverlap: with "skip" a tick that comes while the previous run still
 // runs is dropped; with "queue" one waits and runs right after.
 func TestOverlap(t *testing.T) {
 	t.Run("skip", func(t *testing.T) {
 		rec := &recorder{hold: make(chan struct{})}
 		e := setup(t, rec, "", nil)
+		t.Cleanup(rec.release) // a failing test ends instead of waiting on the held run
 		put(t, e.set, "slow", `{"every": "50ms", "overlap": "skip"}`)
 		e.advance(t, 50*time.Millisecond) // the first run starts and holds
 		rec.waitFor(t, 1)
@@ -173,8 +248,8 @@ func TestOverlap(t *testing.T) {
 			e.advance(t, 50*time.Millisecond)
 		}
 		e.skipped(t, 3)
-		close(rec.hold)
-		testenv.Eventually(t, "the first run ended", func() bool { return rec.running.Load() == 0 })
+		rec.release()
+		e.idle(t) // the first run ended
 		e.advance(t, 50*time.Millisecond)
 		evs := rec.waitFor(t, 2)
 		if got := evs[1].Scheduled.Sub(evs[0].Scheduled); got != 200*time.Millisecond {
@@ -187,13 +262,14 @@ func TestOverlap(t *testing.T) {
 	t.Run("queue", func(t *testing.T) {
 		rec := &recorder{hold: make(chan struct{})}
 		e := setup(t, rec, "", nil)
+		t.Cleanup(rec.release) // a failing test ends instead of waiting on the held run
 		put(t, e.set, "slow", `{"every": "50ms", "overlap": "queue"}`)
 		e.advance(t, 50*time.Millisecond) // the first run starts and holds
 		rec.waitFor(t, 1)
 		e.advance(t, 50*time.Millisecond) // queued
 		e.advance(t, 50*time.Millisecond) // one is queued already: skipped
 		e.skipped(t, 1)
-		close(rec.hold)
+		rec.release()
 		// The queued tick runs once the held run ends, with no tick more.
 		evs := rec.waitFor(t, 2)
 		if !evs[1].Scheduled.Equal(t0.Add(100*time.Millisecond)) || !evs[1].Fired.Equal(t0.Add(150*time.Millisecond)) {
@@ -211,7 +287,7 @@ func TestCron(t *testing.T) {
 	e := setup(t, rec, "", nil)
 	put(t, e.set, "each-second", `{"cron": "* * * * * *", "timezone": "Europe/Berlin"}`)
 	e.advance(t, time.Second)
-	rec.waitFor(t, 1)
+	e.ran(t, rec, 1)
 	e.advance(t, time.Second)
 	evs := rec.waitFor(t, 2)
 	if !evs[0].Scheduled.Equal(t0.Add(time.Second)) || evs[1].Scheduled.Sub(evs[0].Scheduled) != time.Second {
@@ -263,7 +339,7 @@ func TestMissedRunOnce(t *testing.T) {
 			n := 1
 			if tc.want {
 				// The missed run starts with the trigger.
-				if evs := rec.waitFor(t, 1); !evs[0].Missed {
+				if evs := e.ran(t, rec, 1); !evs[0].Missed {
 					t.Errorf("first event %+v, want the missed run", evs[0])
 				}
 				n = 2
@@ -314,7 +390,7 @@ func TestBadParams(t *testing.T) {
 	}
 	for i := 1; i <= 2; i++ { // the good trigger still fires
 		e.advance(t, 50*time.Millisecond)
-		rec.waitFor(t, i)
+		e.ran(t, rec, i)
 	}
 	if cfgs := set.List(); len(cfgs) != 1 || string(cfgs[0].Params) != `{"every": "50ms"}` {
 		t.Errorf("triggers after the refused changes: %+v", cfgs)
