@@ -2,6 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,132 +19,114 @@ import (
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
-	"github.com/edgekit/edgekit/edge/fleet/fleettest"
-	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
-	"github.com/edgekit/edgekit/edge/fleet/store/pgstore"
+	"github.com/edgekit/edgekit/edge/fleet/fleetapi"
+	"github.com/edgekit/edgekit/function/codepkg"
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/pgtest"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
-// TestFleetEndToEnd: the fleet on a real Mosquitto and a real
-// PostgreSQL, with three real gateways (each its own data directory; the
-// two that run the container app each their own podman): a function app
-// and a container app deployed by label to two of the three run there; v2
-// of the function rolls out in two waves; v3, which crashes at start, is
-// stopped by its failure threshold in its first wave, and the gateway it
-// reached is back on v2, reported with the reason, while the other never
-// receives v3.
+// TestFleetEndToEnd: the fleet's console program on a real Mosquitto and
+// a real PostgreSQL, with three real gateways (each its own data
+// directory; the two that run the container app each their own podman).
+// Every operator step is a console command: a function app (packed from
+// its directory, signed, uploaded to the fleet's artifact server) and a
+// container app, deployed by label to two of the three, run there and the
+// console shows them current; v2 of the function rolls out in two waves;
+// v3, which crashes at start, is stopped by its failure threshold in its
+// first wave, and the gateway it reached is back on v2, reported with the
+// reason, while the other never receives v3.
 func TestFleetEndToEnd(t *testing.T) {
-	ctx := context.Background()
 	upstream := brokertest.Start(t, nil)
 	pg := pgtest.Start(t)
-	st, err := pgstore.Open(ctx, pg.DSN, nil)
-	if err != nil {
-		t.Fatal(err)
+	con := startConsole(t, upstream.URL().String(), "postgres:"+pg.DSN)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "signing-key.hex")
+	pub, err := hex.DecodeString(strings.TrimSpace(con.must(nil, "keygen", key)))
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		t.Fatalf("console keygen: %x %v", pub, err)
 	}
-	t.Cleanup(func() { _ = st.Close(ctx) })
-	fleetBus := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "fleet-1"})
-	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 50 * time.Millisecond, RepublishAfter: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleettest.Run(t, f)
 
 	// The function's versions: the Go function built here; v3 crashes at
 	// start.
-	dir := t.TempDir()
 	bootstrap := versionFn(t, dir)
-	arts := newArtifacts(t)
-	goVersion := func(version, env string) app.Version {
-		manifest := `{"name":"hello-go","version":"` + version + `","runtime":"executable","handler":"bootstrap"` + env + `}`
-		art := arts.publish(t, "/hello-go-"+version+".tgz", [][2]string{{"function.json", manifest}, {"bootstrap", string(bootstrap)}}, map[string]int64{"bootstrap": 0o755})
-		return app.Version{Version: version, Function: &app.FunctionVersion{Package: art}, Probation: app.Duration(time.Second)}
-	}
-	if _, err := f.CreateApp(ctx, fleet.App{Name: "hello-go", Kind: app.KindFunction}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.CreateApp(ctx, fleet.App{Name: "web", Kind: app.KindContainer}); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []app.Version{goVersion("1", ""), goVersion("2", ""), goVersion("3", `,"env":{"CRASH":"1"}`)} {
-		if _, err := f.AddVersion(ctx, "hello-go", v); err != nil {
-			t.Fatal(err)
+	con.must(nil, "app", "create", "hello-go", "-kind", "function")
+	con.must(nil, "app", "create", "web", "-kind", "container")
+	for v, env := range map[string]map[string]string{"1": nil, "2": nil, "3": {"CRASH": "1"}} {
+		fn := functionDir(t, filepath.Join(dir, "hello-go-"+v), bootstrap, env)
+		var added fleet.Version
+		con.must(&added, "version", "add", "hello-go", v, "-dir", fn, "-sign", key, "-probation", "1s")
+		if added.Version.Function == nil || len(added.Version.Function.Package.Signature) == 0 {
+			t.Fatalf("version %s added unsigned: %+v", v, added)
 		}
 	}
-	if _, err := f.AddVersion(ctx, "web", app.Version{Version: "1", Probation: app.Duration(2 * time.Second),
-		Container: &app.ContainerVersion{Image: image, Spec: app.ContainerSpec{Command: []string{"/testprog"}, NetworkMode: "none", StopGrace: app.Duration(time.Second)},
-			Health: &app.Probe{Exec: []string{"/testprog", "echo", "ok"}, Interval: app.Duration(200 * time.Millisecond)}}}); err != nil {
-		t.Fatal(err)
-	}
+	webSpec, _ := json.Marshal(app.ContainerVersion{Spec: app.ContainerSpec{Command: []string{"/testprog"}, NetworkMode: "none", StopGrace: app.Duration(time.Second)},
+		Health: &app.Probe{Exec: []string{"/testprog", "echo", "ok"}, Interval: app.Duration(200 * time.Millisecond)}})
+	con.must(nil, "version", "add", "web", "1", "-image", image, "-container", string(webSpec), "-probation", "2s")
 
-	// Three gateways; the two labelled site=plant-1 have a podman each.
-	type gw struct {
-		g  *edge.Gateway
-		id string
-	}
-	var gws []gw
+	// Three gateways, labelled by the console; the two at site=plant-1
+	// have a podman each. They take only packages signed with the key.
+	byID := map[string]*edge.Gateway{}
 	for i, site := range []string{"plant-1", "plant-1", "plant-2"} {
 		id := fmt.Sprintf("gw-%d", i+1)
+		con.must(nil, "instance", "label", id, "site="+site)
 		o := &edge.Options{DataDir: filepath.Join(dir, id), Instance: id, DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
-			Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}}, StatusInterval: time.Second}
+			Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}}, StatusInterval: time.Second,
+			Packages: &codepkg.Options{PublicKey: pub}}
 		if site == "plant-1" {
 			_, rt := privatePodman(t)
 			o.ContainerRuntime = rt
 			o.Containers = &container.ManagerOptions{RestartMin: 100 * time.Millisecond, RestartMax: time.Second}
 		}
-		if _, err := f.RegisterInstance(ctx, id, map[string]string{"site": site}); err != nil {
-			t.Fatal(err)
-		}
-		g, _ := gatewaytest.Run(t, o)
-		gws = append(gws, gw{g, id})
+		byID[id], _ = gatewaytest.Run(t, o)
 	}
-	runs := func(g *edge.Gateway) map[string]string {
+	runs := func(id string) map[string]string {
 		out := map[string]string{}
-		for _, a := range g.Reconciler().Status().Apps {
+		for _, a := range byID[id].Reconciler().Status().Apps {
 			if a.Phase == app.PhaseRunning {
 				out[a.App] = a.Version
 			}
 		}
 		return out
 	}
-	deployment := func(id string, want fleet.DeploymentState) (fleet.Deployment, map[string]fleet.Target) {
+	// rollout waits until the console shows the deployment in state want.
+	rollout := func(id string, want fleet.DeploymentState) (fleet.Deployment, map[string]fleet.Target) {
 		t.Helper()
-		var d fleet.Deployment
-		var ts []fleet.Target
-		testenv.EventuallyWithin(t, "deployment "+id+" "+string(want), 2*time.Minute, func() bool {
-			d, ts, err = f.Deployment(ctx, id)
-			return err == nil && d.State == want
+		var view fleetapi.DeploymentView
+		testenv.EventuallyWithin(t, "console rollout status "+id+": "+string(want), 2*time.Minute, func() bool {
+			out, err := con.run("rollout", "status", id)
+			return err == nil && json.Unmarshal([]byte(out), &view) == nil && view.Deployment.State == want
 		})
 		m := map[string]fleet.Target{}
-		for _, tg := range ts {
+		for _, tg := range view.Targets {
 			m[tg.Instance] = tg
 		}
-		return d, m
+		return view.Deployment, m
 	}
 
 	// v1 of both apps by label: on gw-1 and gw-2, not gw-3.
-	if _, err := f.Deploy(ctx, fleet.Deployment{ID: "plant-1-v1", Selector: "site=plant-1",
-		Apps: []fleet.AppVersion{{App: "hello-go", Version: "1"}, {App: "web", Version: "1"}}}); err != nil {
-		t.Fatal(err)
+	con.must(nil, "deploy", "plant-1-v1", "-selector", "site=plant-1", "hello-go=1", "web=1")
+	if _, ts := rollout("plant-1-v1", fleet.DeploymentSucceeded); len(ts) != 2 || ts["gw-3"].Instance != "" {
+		t.Fatalf("v1 reached %v, want gw-1 and gw-2", ts)
 	}
-	if _, ts := deployment("plant-1-v1", fleet.DeploymentSucceeded); len(ts) != 2 {
-		t.Fatalf("v1 reached %d instances, want 2", len(ts))
-	}
-	for _, g := range gws[:2] {
-		if got := runs(g.g); got["hello-go"] != "1" || got["web"] != "1" {
-			t.Errorf("%s runs %v, want hello-go 1 and web 1", g.id, got)
+	for _, id := range []string{"gw-1", "gw-2"} {
+		if got := runs(id); got["hello-go"] != "1" || got["web"] != "1" {
+			t.Errorf("%s runs %v, want hello-go 1 and web 1", id, got)
 		}
 	}
-	if got := runs(gws[2].g); len(got) != 0 {
+	if got := runs("gw-3"); len(got) != 0 {
 		t.Errorf("gw-3 (plant-2) runs %v", got)
 	}
-	testenv.Eventually(t, "the instances shown current", func() bool {
-		ins, _ := f.Instances(ctx)
+	testenv.Eventually(t, "console instance list: gw-1 and gw-2 online and current on plant-1-v1", func() bool {
+		var ins []fleet.InstanceView
+		out, err := con.run("instance", "list")
+		if err != nil || json.Unmarshal([]byte(out), &ins) != nil {
+			return false
+		}
 		current := 0
 		for _, in := range ins {
-			if in.Current && in.Presence == "online" && in.Running == "plant-1-v1" {
+			if in.Current && in.Presence == "online" && in.Running == "plant-1-v1" && in.Status != nil && in.Status.Outcome == app.OutcomeSucceeded {
 				current++
 			}
 		}
@@ -149,28 +134,20 @@ func TestFleetEndToEnd(t *testing.T) {
 	})
 
 	// v2 in two waves.
-	if _, err := f.Deploy(ctx, fleet.Deployment{ID: "plant-1-v2", Selector: "site=plant-1", Priority: 1,
-		Apps:   []fleet.AppVersion{{App: "hello-go", Version: "2"}, {App: "web", Version: "1"}},
-		Policy: fleet.Policy{Waves: []fleet.Wave{{Count: 1}, {Percent: 100}}}}); err != nil {
-		t.Fatal(err)
-	}
-	d2, ts2 := deployment("plant-1-v2", fleet.DeploymentSucceeded)
+	con.must(nil, "deploy", "plant-1-v2", "-selector", "site=plant-1", "-priority", "1", "-waves", "1,100%", "hello-go=2", "web=1")
+	d2, ts2 := rollout("plant-1-v2", fleet.DeploymentSucceeded)
 	if fmt.Sprint(d2.Waves) != "[1 1]" || ts2["gw-1"].Wave == ts2["gw-2"].Wave {
 		t.Errorf("v2's waves %v, targets %+v", d2.Waves, ts2)
 	}
-	for _, g := range gws[:2] {
-		if got := runs(g.g); got["hello-go"] != "2" || got["web"] != "1" {
-			t.Errorf("%s runs %v after v2", g.id, got)
+	for _, id := range []string{"gw-1", "gw-2"} {
+		if got := runs(id); got["hello-go"] != "2" || got["web"] != "1" {
+			t.Errorf("%s runs %v after v2", id, got)
 		}
 	}
 
 	// v3 crashes at start: stopped in its first wave.
-	if _, err := f.Deploy(ctx, fleet.Deployment{ID: "plant-1-v3", Selector: "site=plant-1", Priority: 2,
-		Apps:   []fleet.AppVersion{{App: "hello-go", Version: "3"}, {App: "web", Version: "1"}},
-		Policy: fleet.Policy{Waves: []fleet.Wave{{Count: 1}, {Percent: 100}}}}); err != nil {
-		t.Fatal(err)
-	}
-	d3, ts3 := deployment("plant-1-v3", fleet.DeploymentAborted)
+	con.must(nil, "deploy", "plant-1-v3", "-selector", "site=plant-1", "-priority", "2", "-waves", "1,100%", "hello-go=3", "web=1")
+	d3, ts3 := rollout("plant-1-v3", fleet.DeploymentAborted)
 	var first, second string
 	for id, tg := range ts3 {
 		if tg.Wave == 0 {
@@ -180,40 +157,26 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("v3 aborted: %s", d3.Reason)
-	byID := map[string]*edge.Gateway{}
-	for _, g := range gws {
-		byID[g.id] = g.g
-	}
 	testenv.EventuallyWithin(t, "the first wave's gateway back on v2, confirmed", time.Minute, func() bool {
-		_, ts, _ := f.Deployment(ctx, "plant-1-v3")
-		for _, tg := range ts {
-			if tg.Instance == first {
-				s := byID[first].Reconciler().Status()
-				return tg.State == fleet.TargetRolledBack && s.Revision == tg.Revision+1 && s.Outcome == app.OutcomeSucceeded
-			}
-		}
-		return false
+		_, ts := rollout("plant-1-v3", fleet.DeploymentAborted)
+		tg := ts[first]
+		s := byID[first].Reconciler().Status()
+		return tg.State == fleet.TargetRolledBack && s.Revision == tg.Revision+1 && s.Outcome == app.OutcomeSucceeded
 	})
-	_, ts, _ := f.Deployment(ctx, "plant-1-v3")
-	for _, tg := range ts {
-		switch tg.Instance {
-		case first:
-			if tg.Code != app.CodeStart || !strings.Contains(tg.Reason, "rolled-back") || tg.Previous != "plant-1-v2" {
-				t.Errorf("the rolled back target: %+v, want the gateway's StartFailed and its reason, previous plant-1-v2", tg)
-			}
-		case second:
-			if tg.State != fleet.TargetCancelled || tg.Revision != 0 {
-				t.Errorf("the second wave's target %+v: want cancelled, never sent", tg)
-			}
-		}
+	_, ts3 = rollout("plant-1-v3", fleet.DeploymentAborted)
+	if tg := ts3[first]; tg.Code != app.CodeStart || !strings.Contains(tg.Reason, "rolled-back") || tg.Previous != "plant-1-v2" {
+		t.Errorf("the rolled back target: %+v, want the gateway's StartFailed and its reason, previous plant-1-v2", tg)
 	}
-	if got := runs(byID[first]); got["hello-go"] != "2" || got["web"] != "1" {
+	if tg := ts3[second]; tg.State != fleet.TargetCancelled || tg.Revision != 0 {
+		t.Errorf("the second wave's target %+v: want cancelled, never sent", tg)
+	}
+	if got := runs(first); got["hello-go"] != "2" || got["web"] != "1" {
 		t.Errorf("%s runs %v after the rollback, want hello-go 2, web 1", first, got)
 	}
 	if s := byID[second].Reconciler().Status(); s.Deployment != "plant-1-v2" {
 		t.Errorf("%s's status is about %s (revision %d): it must never have received v3", second, s.Deployment, s.Revision)
 	}
-	if got := runs(byID[second]); got["hello-go"] != "2" {
+	if got := runs(second); got["hello-go"] != "2" {
 		t.Errorf("%s runs %v", second, got)
 	}
 }
@@ -293,17 +256,7 @@ func (l *link) restore(t *testing.T) {
 func TestFleetOfflineGateway(t *testing.T) {
 	ctx := context.Background()
 	upstream := brokertest.Start(t, nil)
-	st, err := boltstore.Open(filepath.Join(t.TempDir(), "fleet.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close(ctx) })
-	fleetBus := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "fleet", SessionExpiry: -1})
-	f, err := fleet.New(&fleet.Options{Store: st, Bus: fleetBus, Tick: 50 * time.Millisecond, RepublishAfter: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	fleettest.Run(t, f)
+	con := startConsole(t, upstream.URL().String(), "") // the embedded store
 	reports := &statuses{}
 	watcher := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "watcher"})
 	if _, err := watcher.Subscribe(ctx, edge.StatusTopic("gw-off"), reports.handle, nil); err != nil {
@@ -311,57 +264,56 @@ func TestFleetOfflineGateway(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bootstrap := versionFn(t, dir)
-	arts := newArtifacts(t)
-	if _, err := f.CreateApp(ctx, fleet.App{Name: "hello-go", Kind: app.KindFunction}); err != nil {
-		t.Fatal(err)
-	}
+	fn := functionDir(t, filepath.Join(dir, "hello-go"), versionFn(t, dir), nil)
+	con.must(nil, "app", "create", "hello-go", "-kind", "function")
 	for _, v := range []string{"1", "2", "3"} {
-		manifest := `{"name":"hello-go","version":"` + v + `","runtime":"executable","handler":"bootstrap"}`
-		art := arts.publish(t, "/hello-go-"+v+".tgz", [][2]string{{"function.json", manifest}, {"bootstrap", string(bootstrap)}}, map[string]int64{"bootstrap": 0o755})
-		if _, err := f.AddVersion(ctx, "hello-go", app.Version{Version: v, Function: &app.FunctionVersion{Package: art}, Config: []byte(`{"greeting":"hi"}`), Probation: app.Duration(time.Second)}); err != nil {
-			t.Fatal(err)
-		}
+		con.must(nil, "version", "add", "hello-go", v, "-dir", fn, "-config", `{"greeting":"hi"}`, "-probation", "1s")
 	}
-	if _, err := f.RegisterInstance(ctx, "gw-off", map[string]string{"site": "ship"}); err != nil {
-		t.Fatal(err)
-	}
+	con.must(nil, "instance", "label", "gw-off", "site=ship")
 	up := newLink(t, upstream.URL().Host)
 	g, _ := gatewaytest.Run(t, &edge.Options{DataDir: filepath.Join(dir, "data"), Instance: "gw-off", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
 		Upstream:       &mqttbus.Options{Brokers: []string{"mqtt://" + up.addr}, ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond},
 		StatusInterval: 300 * time.Millisecond})
-	deploy := func(id string, priority int, version string) {
+	deploy := func(id, priority, version string) {
 		t.Helper()
-		if _, err := f.Deploy(ctx, fleet.Deployment{ID: id, Selector: "site=ship", Priority: priority, Apps: []fleet.AppVersion{{App: "hello-go", Version: version}}}); err != nil {
-			t.Fatal(err)
-		}
+		con.must(nil, "deploy", id, "-selector", "site=ship", "-priority", priority, "hello-go="+version)
 	}
-	deploy("ship-1", 0, "1")
+	rollout := func(id string) fleetapi.DeploymentView {
+		var view fleetapi.DeploymentView
+		out, err := con.run("rollout", "status", id)
+		if err == nil {
+			_ = json.Unmarshal([]byte(out), &view)
+		}
+		return view
+	}
+	instance := func() fleet.InstanceView {
+		var ins []fleet.InstanceView
+		out, err := con.run("instance", "list")
+		if err != nil || json.Unmarshal([]byte(out), &ins) != nil || len(ins) != 1 {
+			return fleet.InstanceView{}
+		}
+		return ins[0]
+	}
+	deploy("ship-1", "0", "1")
 	testenv.EventuallyWithin(t, "ship-1 on the gateway", time.Minute, func() bool {
-		d, _, _ := f.Deployment(ctx, "ship-1")
-		return d.State == fleet.DeploymentSucceeded
+		return rollout("ship-1").Deployment.State == fleet.DeploymentSucceeded
 	})
 
 	// The link goes down; while it is, two deployments and a
 	// configuration change are published.
 	up.cut()
-	testenv.EventuallyWithin(t, "the gateway shown offline", time.Minute, func() bool {
-		ins, _ := f.Instances(ctx)
-		return len(ins) == 1 && ins[0].Presence == "offline"
+	testenv.EventuallyWithin(t, "the console shows the gateway offline", time.Minute, func() bool {
+		return instance().Presence == "offline"
 	})
-	deploy("ship-2", 1, "2")
-	if _, err := f.SetConfig(ctx, "hello-go", fleet.Scope{Instance: "gw-off"}, []byte(`{"greeting":"ahoy"}`)); err != nil {
-		t.Fatal(err)
-	}
-	deploy("ship-3", 2, "3")
-	var ts []fleet.Target
-	testenv.EventuallyWithin(t, "ship-3's target unknown while the gateway is away", time.Minute, func() bool {
-		_, ts, _ = f.Deployment(ctx, "ship-3")
-		return len(ts) == 1 && ts[0].State == fleet.TargetUnknown
+	deploy("ship-2", "1", "2")
+	con.must(nil, "config", "set", "hello-go", "-instance", "gw-off", `{"greeting":"ahoy"}`)
+	deploy("ship-3", "2", "3")
+	testenv.EventuallyWithin(t, "the console shows ship-3's target unknown while the gateway is away", time.Minute, func() bool {
+		v := rollout("ship-3")
+		return len(v.Targets) == 1 && v.Targets[0].State == fleet.TargetUnknown && v.Counts[fleet.TargetSucceeded] == 0
 	})
-	ins, _ := f.Instances(ctx)
-	if ins[0].Current || ins[0].Running != "ship-1" {
-		t.Fatalf("while away the fleet says %+v: want not current, running ship-1", ins[0])
+	if in := instance(); in.Current || in.Running != "ship-1" {
+		t.Fatalf("while away the console shows %+v: want not current, running ship-1", in)
 	}
 	// The gateway goes on reporting (its heartbeat) into its queue while
 	// away.
@@ -385,8 +337,7 @@ func TestFleetOfflineGateway(t *testing.T) {
 
 	up.restore(t)
 	testenv.EventuallyWithin(t, "ship-3 succeeded on the gateway once it is back", 2*time.Minute, func() bool {
-		d, _, _ := f.Deployment(ctx, "ship-3")
-		return d.State == fleet.DeploymentSucceeded
+		return rollout("ship-3").Deployment.State == fleet.DeploymentSucceeded
 	})
 	if s := g.Reconciler().Status(); s.Deployment != "ship-3" {
 		t.Fatalf("the gateway's status is about %s", s.Deployment)

@@ -31,8 +31,10 @@ const usage = `usage: console <command> [flags]
   keygen FILE                write a signing key, print its public key
   app create NAME -kind function|container [-description D]
   app list
-  version add APP VERSION (-dir DIR | -archive FILE | -image REF) [-sign KEYFILE]
-                             [-config JSON] [-triggers JSON] [-probation 30s]
+  version add APP VERSION (-dir DIR | -archive FILE | -image REF [-container JSON])
+                             [-sign KEYFILE] [-config JSON] [-triggers JSON] [-probation 30s]
+                             (-container: the rest of a container version, as JSON:
+                             {"spec": {...}, "health": {...}, "restart": "...", "after": [...]})
   version list APP
   config set APP (-group G | -instance ID) JSON
   group set NAME SELECTOR
@@ -62,18 +64,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&c.url, "url", envOr("EDGEKIT_FLEET_URL", "http://127.0.0.1:7700"), "the fleet's URL")
 	tokenFile := fs.String("token-file", envOr("EDGEKIT_FLEET_TOKEN_FILE", filepath.Join("fleet", "api-token")), "the file holding the fleet's token")
 	var (
-		kind, description, dir, archive, image, sign, config, triggers, probation string
-		group, instance, selector, waves, bake, onFailure, reason                 string
-		gateway, gatewayToken                                                     string
-		priority, minSample, maxPerMinute                                         int
-		success, failure                                                          float64
-		rollback                                                                  bool
+		kind, description, dir, archive, image, containerJSON, sign, config, triggers, probation string
+		group, instance, selector, waves, bake, onFailure, reason                                string
+		gateway, gatewayToken                                                                    string
+		priority, minSample, maxPerMinute                                                        int
+		success, failure                                                                         float64
+		rollback                                                                                 bool
 	)
 	fs.StringVar(&kind, "kind", "", "")
 	fs.StringVar(&description, "description", "", "")
 	fs.StringVar(&dir, "dir", "", "")
 	fs.StringVar(&archive, "archive", "", "")
 	fs.StringVar(&image, "image", "", "")
+	fs.StringVar(&containerJSON, "container", "", "")
 	fs.StringVar(&sign, "sign", "", "")
 	fs.StringVar(&config, "config", "", "")
 	fs.StringVar(&triggers, "triggers", "", "")
@@ -125,7 +128,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err := need(2, "APP VERSION"); err != nil {
 			return err
 		}
-		v, err := c.version(ctx, pos[0], pos[1], dir, archive, image, sign, config, triggers, probation)
+		v, err := c.version(ctx, pos[0], pos[1], dir, archive, image, containerJSON, sign, config, triggers, probation)
 		if err != nil {
 			return err
 		}
@@ -331,7 +334,7 @@ func (c *client) print(ctx context.Context, out io.Writer, method, path string, 
 // version makes an app version: a function's package packed from a
 // directory (or taken as an archive), uploaded to the fleet's artifact
 // server and, with a key, signed; or a container's image.
-func (c *client) version(ctx context.Context, appName, version, dir, archive, image, sign, config, triggers, probation string) (app.Version, error) {
+func (c *client) version(ctx context.Context, appName, version, dir, archive, image, containerJSON, sign, config, triggers, probation string) (app.Version, error) {
 	v := app.Version{Version: version}
 	if config != "" {
 		v.Config = json.RawMessage(config)
@@ -343,8 +346,19 @@ func (c *client) version(ctx context.Context, appName, version, dir, archive, im
 		}
 		v.Probation = app.Duration(d)
 	}
+	if containerJSON != "" && image == "" {
+		return v, errors.New("version add: -container needs -image")
+	}
 	if image != "" {
-		v.Container = &app.ContainerVersion{Image: image}
+		v.Container = &app.ContainerVersion{}
+		if containerJSON != "" {
+			dec := json.NewDecoder(strings.NewReader(containerJSON))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(v.Container); err != nil {
+				return v, fmt.Errorf("version add: -container: %w", err)
+			}
+		}
+		v.Container.Image = image
 		return v, nil
 	}
 	if dir != "" {

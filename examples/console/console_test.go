@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -103,6 +104,18 @@ func TestConsole(t *testing.T) {
 	}
 	if _, err := console("version", "add", "hello", "1.0", "-dir", "../function-python", "-config", `{"greeting":"other"}`); err == nil || !strings.Contains(err.Error(), "immutable") {
 		t.Errorf("changing a version: %v", err)
+	}
+	must("app", "create", "web", "-kind", "container")
+	out = must("version", "add", "web", "1", "-image", "localhost/web:1", "-container", `{"spec": {"command": ["/web"]}, "health": {"exec": ["/web", "check"]}}`)
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Version.Container == nil || v.Version.Container.Image != "localhost/web:1" ||
+		fmt.Sprint(v.Version.Container.Spec.Command) != "[/web]" || v.Version.Container.Health == nil {
+		t.Errorf("a container version: %s", out)
+	}
+	if _, err := console("version", "add", "web", "2", "-image", "localhost/web:2", "-container", `{"spek": {}}`); err == nil || !strings.Contains(err.Error(), `unknown field "spek"`) {
+		t.Errorf("a container version with a misspelt field: %v", err)
+	}
+	if _, err := console("version", "add", "web", "2", "-container", `{}`); err == nil || !strings.Contains(err.Error(), "-container needs -image") {
+		t.Errorf("-container without -image: %v", err)
 	}
 }
 
