@@ -17,6 +17,7 @@ import (
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/edge"
 	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
 	"github.com/edgekit/edgekit/edge/fleet/fleetapi"
@@ -361,5 +362,113 @@ func TestFleetOfflineGateway(t *testing.T) {
 	testenv.EventuallyWithin(t, "the queue drained upstream", time.Minute, func() bool { return g.Upstream().Stats().Queue.Messages == 0 })
 	if arrived := oldReports() - before; arrived < queued {
 		t.Errorf("%d status reports were queued while offline, %d arrived", queued, arrived)
+	}
+}
+
+// TestFleetLostDocument: the broker loses a gateway's retained desired
+// document behind the fleet's back (it is deleted on the real Mosquitto
+// while the gateway is down, and the gateway keeps no broker session, so
+// nothing is queued for it either). The gateway comes back on what it
+// ran, reports that older revision, and the fleet sends the document
+// again: the gateway is corrected at its next report, and nothing it ran
+// was removed meanwhile.
+func TestFleetLostDocument(t *testing.T) {
+	ctx := context.Background()
+	upstream := brokertest.Start(t, nil)
+	con := startConsole(t, upstream.URL().String(), "")
+	dir := t.TempDir()
+	fn := functionDir(t, filepath.Join(dir, "hello-go"), versionFn(t, dir), nil)
+	con.must(nil, "app", "create", "hello-go", "-kind", "function")
+	for _, v := range []string{"1", "2"} {
+		con.must(nil, "version", "add", "hello-go", v, "-dir", fn, "-probation", "1s")
+	}
+	con.must(nil, "instance", "label", "gw-lost", "site=dock")
+	opts := &edge.Options{DataDir: filepath.Join(dir, "data"), Instance: "gw-lost", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
+		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}, SessionExpiry: -1}, StatusInterval: 300 * time.Millisecond}
+	g, stop := gatewaytest.Run(t, opts)
+	rollout := func(id string) fleetapi.DeploymentView {
+		var view fleetapi.DeploymentView
+		if out, err := con.run("rollout", "status", id); err == nil {
+			_ = json.Unmarshal([]byte(out), &view)
+		}
+		return view
+	}
+	runs := func(g *edge.Gateway) string {
+		for _, a := range g.Reconciler().Status().Apps {
+			if a.App == "hello-go" && a.Phase == app.PhaseRunning {
+				return a.Version
+			}
+		}
+		return ""
+	}
+	con.must(nil, "deploy", "dock-1", "-selector", "site=dock", "hello-go=1")
+	testenv.EventuallyWithin(t, "dock-1 on the gateway", time.Minute, func() bool {
+		return rollout("dock-1").Deployment.State == fleet.DeploymentSucceeded
+	})
+	stop()
+
+	con.must(nil, "deploy", "dock-2", "-selector", "site=dock", "-priority", "1", "hello-go=2")
+	var sent uint64
+	testenv.EventuallyWithin(t, "dock-2's document published", time.Minute, func() bool {
+		v := rollout("dock-2")
+		if len(v.Targets) == 1 {
+			sent = v.Targets[0].Revision
+		}
+		return sent > 0
+	})
+	// Behind the fleet's back: the retained document is deleted, and
+	// seen to be gone.
+	cloud := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "behind-the-fleet", SessionExpiry: -1})
+	if err := cloud.Publish(ctx, &bus.Message{Topic: edge.DesiredTopic("gw-lost"), Retain: true, QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	retained := make(chan []byte, 1)
+	probe := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "probe", SessionExpiry: -1})
+	if _, err := probe.Subscribe(ctx, edge.DesiredTopic("gw-lost"), func(_ context.Context, m *bus.Message) {
+		select {
+		case retained <- m.Payload:
+		default:
+		}
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A message of its own after the subscription arrives after anything
+	// retained would have.
+	marked := make(chan struct{})
+	var once sync.Once
+	if _, err := probe.Subscribe(ctx, "probe/marker", func(context.Context, *bus.Message) { once.Do(func() { close(marked) }) }, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.Publish(ctx, &bus.Message{Topic: "probe/marker", Payload: []byte("m"), QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-marked:
+	case <-time.After(time.Minute):
+		t.Fatal("the probe's own message never came back")
+	}
+	select {
+	case b := <-retained:
+		if len(b) != 0 {
+			t.Fatalf("the retained document is still there: %.80s", b)
+		}
+	default: // nothing retained: as wanted
+	}
+
+	// The gateway comes back: no document waits for it. It runs v1 from
+	// its own state, reports so, and the fleet corrects it.
+	g, _ = gatewaytest.Run(t, opts)
+	testenv.EventuallyWithin(t, "the gateway back on what it ran (or already corrected)", time.Minute, func() bool {
+		v := runs(g)
+		return v == "1" || v == "2"
+	})
+	testenv.EventuallyWithin(t, "dock-2 reaches the gateway after its stale report", time.Minute, func() bool {
+		return rollout("dock-2").Deployment.State == fleet.DeploymentSucceeded
+	})
+	if v := runs(g); v != "2" {
+		t.Errorf("the gateway runs %q after the correction, want 2", v)
+	}
+	if s := g.Reconciler().Status(); s.Deployment != "dock-2" || s.Revision < sent {
+		t.Errorf("the gateway's status: deployment %s revision %d, want dock-2 at %d or later", s.Deployment, s.Revision, sent)
 	}
 }
