@@ -64,6 +64,9 @@ var errNoReport = errors.New("no report")
 // comes from the network, checked before anything is kept of it.
 func parseReport(topic string, payload []byte) (incoming, error) {
 	id, kind, ok := app.InstanceOf(topic)
+	if ok && id == resyncInstance {
+		return incoming{}, errNoReport // a replica's marker (resync)
+	}
 	if !ok || !ValidInstance(id) {
 		return incoming{}, fmt.Errorf("the topic %q names no instance", topic)
 	}

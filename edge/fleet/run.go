@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
@@ -50,15 +51,19 @@ func (f *Fleet) Run(ctx context.Context) error {
 	wg.Go(func() { f.ingest.run(ctx) })
 	defer wg.Wait()
 
-	tick := time.NewTicker(f.opts.Tick)
-	defer tick.Stop()
+	var keeper sync.WaitGroup
+	lease := &heldLease{}
+	keeper.Go(func() { f.keepLease(ctx, lease) })
 	defer func() {
+		keeper.Wait() // renews no more
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer rcancel()
 		_ = f.st.Release(rctx, leaseName, f.opts.Replica)
 	}()
+	tick := time.NewTicker(f.opts.Tick)
+	defer tick.Stop()
 	for {
-		f.lead(ctx)
+		f.lead(lease.context())
 		select {
 		case <-ctx.Done():
 			return nil
@@ -67,19 +72,68 @@ func (f *Fleet) Run(ctx context.Context) error {
 	}
 }
 
-// lead takes or renews the lease, and steps the rollouts while held.
-func (f *Fleet) lead(ctx context.Context) {
-	held, err := f.st.Lease(ctx, leaseName, f.opts.Replica, f.opts.LeaseTTL)
-	if err != nil {
-		if ctx.Err() == nil {
-			f.log.Warn("fleet: the lease", "err", err)
-		}
-		held = false
+// heldLease is the rollouts' lease as this replica's keeper last saw it:
+// while held, a context that is cancelled when the lease is lost, so that
+// a step, a resync or a load in flight stops writing at once.
+type heldLease struct {
+	mu     sync.Mutex
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (h *heldLease) set(parent context.Context, held bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case held && h.ctx == nil:
+		h.ctx, h.cancel = context.WithCancel(parent)
+	case !held && h.ctx != nil:
+		h.cancel()
+		h.ctx, h.cancel = nil, nil
 	}
+}
+
+// context is nil while the lease is not held.
+func (h *heldLease) context() context.Context {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.ctx
+}
+
+// keepLease takes or renews the lease every third of LeaseTTL (at most
+// every Tick) until ctx ends. It runs on a goroutine of its own: the
+// lease lapsed, and passed between the replicas, while the holder's own
+// loop spent longer than LeaseTTL reading 10,000 retained reports at
+// takeover or sending a wave's documents.
+func (f *Fleet) keepLease(ctx context.Context, h *heldLease) {
+	defer h.set(ctx, false)
+	every := min(f.opts.LeaseTTL/3, f.opts.Tick)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		held, err := f.st.Lease(ctx, leaseName, f.opts.Replica, f.opts.LeaseTTL)
+		if err != nil {
+			if ctx.Err() == nil {
+				f.log.Warn("fleet: the lease", "err", err)
+			}
+			held = false
+		}
+		h.set(ctx, held)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// lead steps the rollouts while the lease is held (ctx is the lease's;
+// nil while it is not).
+func (f *Fleet) lead(ctx context.Context) {
 	f.mu.Lock()
 	l := f.leader
 	f.mu.Unlock()
-	if !held {
+	if ctx == nil || ctx.Err() != nil {
 		if f.holding {
 			f.log.Info("fleet: lost the rollouts' lease")
 			f.setLeader(nil)
@@ -87,6 +141,7 @@ func (f *Fleet) lead(ctx context.Context) {
 		}
 		return
 	}
+	var err error
 	if l == nil {
 		if !f.holding {
 			f.log.Info("fleet: holding the rollouts' lease")
@@ -94,13 +149,17 @@ func (f *Fleet) lead(ctx context.Context) {
 			f.holding = true
 		}
 		if l, err = loadLeader(ctx, f); err != nil {
-			f.log.Error("fleet: loading the fleet's state", "err", err)
+			if ctx.Err() == nil {
+				f.log.Error("fleet: loading the fleet's state", "err", err)
+			}
 			return
 		}
 		f.setLeader(l)
 	}
 	if err := l.follow(ctx); err != nil {
-		f.log.Error("fleet: following the store", "err", err)
+		if ctx.Err() == nil {
+			f.log.Error("fleet: following the store", "err", err)
+		}
 		f.setLeader(nil)
 		return
 	}
@@ -119,18 +178,44 @@ func (f *Fleet) setLeader(l *leader) {
 	f.mu.Unlock()
 }
 
+// resyncInstance names the marker a replica sends itself on the status
+// and presence topics after subscribing to the retained reports: a broker
+// sends a subscription's retained messages before anything published after
+// it was made, and one subscription's messages reach its handler in order,
+// so when the marker arrives every retained report has. No instance is
+// named so (ValidInstance refuses '~'); the ingester passes over it.
+const resyncInstance = "~fleet-resync"
+
 // resync takes in the retained status and presence of every instance
 // (a shared subscription is not sent retained messages, MQTT v5 3.8.4):
 // what a replica that died had taken off the bus and not written is in
-// them. It listens until they stop coming (no message for 300 ms) or 15 s.
+// them. It listens until its markers come back behind them, or 60 s.
+// Live reports on the same subscription (a broker sends them without the
+// retain flag) are left to the shared subscription. (It listened until
+// the reports stopped for 300 ms: live ones kept that from coming while a
+// rollout ran, so each takeover waited its whole bound, and counting only
+// retained ones, a busy link's gaps ended it with 3,585 of 20,000 read —
+// the rollout then waited on reports that were never written.)
 func (f *Fleet) resync(ctx context.Context) {
-	got := make(chan struct{}, 1)
+	began := time.Now()
+	nonce := fmt.Appendf(nil, "%s %d", f.opts.Replica, began.UnixNano())
+	back := make(chan string, 2)
+	var retained atomic.Int64
 	h := func(ctx context.Context, msg *bus.Message) {
-		f.ingest.handle(ctx, msg)
-		select {
-		case got <- struct{}{}:
-		default:
+		if id, _, ok := app.InstanceOf(msg.Topic); ok && id == resyncInstance {
+			if string(msg.Payload) == string(nonce) {
+				select {
+				case back <- msg.Topic:
+				default: // a duplicate
+				}
+			}
+			return
 		}
+		if !msg.Retain {
+			return
+		}
+		retained.Add(1)
+		f.ingest.handle(ctx, msg)
 	}
 	var subs []bus.Subscription
 	for _, filter := range []string{app.StatusFilter, app.PresenceFilter} {
@@ -141,18 +226,32 @@ func (f *Fleet) resync(ctx context.Context) {
 		}
 		subs = append(subs, s)
 	}
-	quiet := time.NewTimer(300 * time.Millisecond)
-	limit := time.NewTimer(15 * time.Second)
+	// A marker sent before the broker had the subscription (the link was
+	// down, and the bus sent it first when it came up) never comes back:
+	// they are sent again each second; any that comes back is behind the
+	// retained reports.
+	pending := map[string]bool{app.StatusTopic(resyncInstance): true, app.PresenceTopic(resyncInstance): true}
+	send := func() {
+		for topic := range pending {
+			if err := f.bus.Publish(ctx, &bus.Message{Topic: topic, Payload: nonce, QoS: bus.AtLeastOnce}); err != nil && ctx.Err() == nil {
+				f.log.Warn("fleet: reading the retained reports: the marker", "topic", topic, "err", err)
+			}
+		}
+	}
+	send()
+	again := time.NewTicker(time.Second)
+	defer again.Stop()
+	limit := time.NewTimer(time.Minute)
 	defer limit.Stop()
-	defer quiet.Stop()
 wait:
-	for {
+	for len(pending) > 0 {
 		select {
-		case <-got:
-			quiet.Reset(300 * time.Millisecond)
-		case <-quiet.C:
-			break wait
+		case topic := <-back:
+			delete(pending, topic)
+		case <-again.C:
+			send()
 		case <-limit.C:
+			f.log.Warn("fleet: reading the retained reports: the markers did not come back in a minute; going on with what came", "reports", retained.Load())
 			break wait
 		case <-ctx.Done():
 			break wait
@@ -161,6 +260,7 @@ wait:
 	for _, s := range subs {
 		_ = s.Unsubscribe(context.WithoutCancel(ctx))
 	}
+	f.log.Info("fleet: read the retained reports", "reports", retained.Load(), "took", time.Since(began).Round(time.Millisecond))
 }
 
 // Close stops Run (waiting for it up to ctx's deadline) and gives up the

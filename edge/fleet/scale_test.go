@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,7 +51,8 @@ func TestMain(m *testing.M) {
 // replica is a child process of TestReplicas: a fleet on the PostgreSQL
 // at dsn and the broker, keeping no broker session (a replica that dies
 // leaves no share of the reports behind it). It says "leading" on stdout
-// when it holds the lease, and runs until it is killed.
+// when it comes to hold the lease and "following" when it loses it, and
+// runs until it is killed.
 func replica(dsn, brokerURL, name string) {
 	ctx := context.Background()
 	st, err := pgstore.Open(ctx, dsn, nil)
@@ -65,7 +67,8 @@ func replica(dsn, brokerURL, name string) {
 		fmt.Println("bus:", err)
 		os.Exit(1)
 	}
-	f, err := fleet.New(&fleet.Options{Store: st, Bus: b, Replica: name, Tick: 50 * time.Millisecond, LeaseTTL: 2 * time.Second})
+	f, err := fleet.New(&fleet.Options{Store: st, Bus: b, Replica: name, Tick: 50 * time.Millisecond, LeaseTTL: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	if err != nil {
 		fmt.Println("fleet:", err)
 		os.Exit(1)
@@ -73,10 +76,15 @@ func replica(dsn, brokerURL, name string) {
 	go func() {
 		poll := time.NewTicker(10 * time.Millisecond)
 		defer poll.Stop()
+		leading := false
 		for range poll.C {
-			if f.Leader() {
-				fmt.Println("leading")
-				return
+			if now := f.Leader(); now != leading {
+				leading = now
+				if leading {
+					fmt.Println("leading")
+				} else {
+					fmt.Println("following")
+				}
 			}
 		}
 	}()
@@ -309,8 +317,9 @@ func failover(t testing.TB, mode string, n, perMinute int) time.Duration {
 	defer st.Close(ctx)
 	exe, _ := os.Executable()
 	type child struct {
-		cmd     *exec.Cmd
-		leading chan struct{}
+		cmd      *exec.Cmd
+		leading  atomic.Bool // as it last said
+		handover atomic.Int32
 	}
 	start := func(name string) *child {
 		cmd := exec.Command(exe)
@@ -320,12 +329,16 @@ func failover(t testing.TB, mode string, n, perMinute int) time.Duration {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		c := &child{cmd: cmd, leading: make(chan struct{})}
+		c := &child{cmd: cmd}
 		go func() {
 			sc := bufio.NewScanner(out)
 			for sc.Scan() {
-				if sc.Text() == "leading" {
-					close(c.leading)
+				switch sc.Text() {
+				case "leading":
+					c.leading.Store(true)
+				case "following":
+					c.leading.Store(false)
+					c.handover.Add(1)
 				}
 			}
 		}()
@@ -363,14 +376,16 @@ func failover(t testing.TB, mode string, n, perMinute int) time.Duration {
 		return countStates(ts)[fleet.TargetSucceeded]
 	}
 	testenv.EventuallyWithin(t, "the rollout under way", 2*time.Minute, func() bool { return succeeded() >= n/5 })
-	leader := "replica-a"
-	if mode == "replicas" {
-		select {
-		case <-replicas["replica-a"].leading:
-		case <-replicas["replica-b"].leading:
-			leader = "replica-b"
+	var leader string
+	testenv.EventuallyWithin(t, "a replica holding the lease", time.Minute, func() bool {
+		for name, c := range replicas {
+			if c.leading.Load() {
+				leader = name
+				return true
+			}
 		}
-	}
+		return false
+	})
 	done := succeeded()
 	if done >= n {
 		t.Fatalf("the rollout was over before the fault (%d of %d)", done, n)
@@ -379,17 +394,19 @@ func failover(t testing.TB, mode string, n, perMinute int) time.Duration {
 	case "replicas", "restarted":
 		_ = replicas[leader].cmd.Process.Kill()
 		_ = replicas[leader].cmd.Wait()
-		t.Logf("killed %s, the lease holder, with %d of %d succeeded", leader, done, n)
+		killed := time.Now()
+		t.Logf("killed %s, the lease holder, %v after Deploy with %d of %d succeeded", leader, killed.Sub(began).Round(time.Millisecond), done, n)
+		defer func() { t.Logf("the rollout finished %v after the kill", time.Since(killed).Round(time.Millisecond)) }()
 		next := "replica-b"
+		if leader == next {
+			next = "replica-a"
+		}
 		if mode == "restarted" {
 			replicas[leader] = start(leader) // the same name: it takes its own lease back
 			next = leader
 		}
-		select {
-		case <-replicas[next].leading:
-		case <-time.After(time.Minute):
-			t.Fatalf("%s never took the lease", next)
-		}
+		testenv.EventuallyWithin(t, next+" taking the lease", time.Minute, func() bool { return replicas[next].leading.Load() })
+		t.Logf("%s took the lease %v after the kill", next, time.Since(killed).Round(time.Millisecond))
 	case "broker":
 		pid := b.Status().PID
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
@@ -408,6 +425,11 @@ func failover(t testing.TB, mode string, n, perMinute int) time.Duration {
 		return d.State == fleet.DeploymentSucceeded
 	})
 	took := time.Since(began)
+	for name, c := range replicas {
+		if n := c.handover.Load(); n > 0 {
+			t.Errorf("%s lost the lease %d times while it ran: the lease lapsed under a live holder", name, n)
+		}
+	}
 	if c := countStates(ts); c[fleet.TargetSucceeded] != n {
 		t.Fatalf("targets by state %v, want all %d succeeded", c, n)
 	}
