@@ -131,7 +131,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 			peer = pi.checkPeer
 		}
 		pi.peerReady = make(chan struct{})
-		pi.api = newRuntimeAPI(p, spec.Name, spec.Version, secret, peer, l.log)
+		pi.api = newRuntimeAPI(p, spec, secret, peer, l.log)
 		// A connection that sends no request headers within 10 s is
 		// closed; one that is not the instance's is refused at its first
 		// request, before its body is read, and closed. No ReadTimeout or
@@ -463,7 +463,7 @@ func (pi *processInstance) report(requestID string, d time.Duration, err error) 
 func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
 	c := &call{
 		id: id, req: req, deadline: ctx.inv.Deadline,
-		arn:    "arn:aws:lambda:edge:000000000000:function:" + pi.spec.Name + ":" + pi.spec.Version,
+		arn:    "arn:aws:lambda:" + edgeRegion + ":" + edgeAccount + ":function:" + pi.spec.Name + ":" + pi.spec.Version,
 		result: make(chan callResult, 1),
 	}
 	if !pi.alive() {

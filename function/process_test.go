@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -229,14 +230,34 @@ func instancePID(t *testing.T, h *function.Host, name string) int {
 	return got.PID
 }
 
+// TestFunctionComputeProfile: a function that speaks the FC runtime API
+// as fc-runtime-go-sdk does — asking for the next invocation before it
+// answers the current one, and refusing one without the timeout header —
+// is served: every call answered, with FC's headers (the credentials ones
+// present and empty), and its errors kept.
 func TestFunctionComputeProfile(t *testing.T) {
 	h := newHost(t, nil)
-	deploy(t, h, function.Spec{Name: "fc-echo", Version: "1", Runtime: function.RuntimeExecutable, API: function.APIFC, Handler: "fc", CodeDir: binDir})
-	resp, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`{"n":1}`)})
-	if err != nil || string(resp.Payload) != `{"fc":true,"event":{"n":1},"deadline_set":true}` {
-		t.Fatalf("FC function: %q %v", resp.Payload, err)
+	deploy(t, h, function.Spec{Name: "fc-echo", Version: "1", Runtime: function.RuntimeExecutable, API: function.APIFC, Handler: "fc", CodeDir: binDir,
+		Timeout: function.Duration(7 * time.Second), MemoryLimitMB: 96})
+	for i := range 5 { // pipelined: each /next waits while the call before it is answered
+		resp, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(fmt.Sprintf(`{"n":%d}`, i))})
+		var got struct {
+			FC          bool              `json:"fc"`
+			Event       map[string]int    `json:"event"`
+			DeadlineSet bool              `json:"deadline_set"`
+			Headers     map[string]string `json:"headers"`
+		}
+		if err != nil || json.Unmarshal(resp.Payload, &got) != nil || !got.FC || got.Event["n"] != i || !got.DeadlineSet {
+			t.Fatalf("FC call %d: %q %v", i, resp.Payload, err)
+		}
+		want := map[string]string{"x-fc-function-name": "fc-echo", "x-fc-qualifier": "1", "x-fc-service-name": "fc-echo", "x-fc-function-handler": "fc",
+			"x-fc-function-memory": "96", "x-fc-function-timeout": "7", "x-fc-region": "edge", "x-fc-account-id": "000000000000",
+			"x-fc-access-key-id": "", "x-fc-access-key-secret": "", "x-fc-security-token": ""}
+		if !maps.Equal(got.Headers, want) {
+			t.Fatalf("FC headers %v, want %v", got.Headers, want)
+		}
 	}
-	_, err = h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`"fail"`)})
+	_, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`"fail"`)})
 	var fe *invoke.Error
 	if !errors.As(err, &fe) || fe.Type != "FCError" || fe.Message != "asked to fail" {
 		t.Errorf("FC error: %v", err)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgekit/edgekit/invoke"
@@ -57,11 +58,18 @@ type callResult struct {
 	err  error
 }
 
-// runtimeAPI serves one instance's runtime API: one invocation per /next,
-// and the next /next completes the previous one.
+// runtimeAPI serves one instance's runtime API: one invocation per /next.
+// A runtime may ask for the next invocation before it answers the current
+// one, as fc-runtime-go-sdk does and as both services allow: the current
+// invocation stays answerable by its id until it is answered or its
+// deadline passes (which ends the process).
 type runtimeAPI struct {
 	p       *profile
 	fn, ver string
+	// static are the headers every /next carries for this instance (FC:
+	// the function's name, handler, memory and timeout, where it runs, and
+	// the credentials headers, empty: the edge has no STS).
+	static http.Header
 	// secret is the first path segment of every request: the instance
 	// has it in its address (AWS_LAMBDA_RUNTIME_API or FC_RUNTIME_API).
 	secret []byte
@@ -70,6 +78,8 @@ type runtimeAPI struct {
 	peer  func(net.Conn) error
 	log   *slog.Logger
 	calls chan *call // run hands invocations to the /next long poll
+	// polling counts the /next requests waiting for an invocation.
+	polling atomic.Int32
 
 	mu        sync.Mutex
 	current   *call
@@ -78,10 +88,33 @@ type runtimeAPI struct {
 	initErr   chan error // receives an /init/error
 }
 
-func newRuntimeAPI(p *profile, fn, ver string, secret string, peer func(net.Conn) error, log *slog.Logger) *runtimeAPI {
-	return &runtimeAPI{p: p, fn: fn, ver: ver, secret: []byte(secret), peer: peer, log: log,
+func newRuntimeAPI(p *profile, spec Spec, secret string, peer func(net.Conn) error, log *slog.Logger) *runtimeAPI {
+	static := http.Header{}
+	if p == profiles[APIFC] {
+		// What Function Compute sends a custom runtime with every request
+		// ("custom runtime specification: common request headers").
+		// fc-runtime-go-sdk refuses an invocation without the timeout.
+		// The region and account are the ones the Lambda ARN names.
+		for k, v := range map[string]string{
+			"x-fc-function-name": spec.Name, "x-fc-qualifier": spec.Version, "x-fc-service-name": spec.Name,
+			"x-fc-function-handler": spec.Handler, "x-fc-function-memory": strconv.Itoa(spec.MemoryLimitMB),
+			"x-fc-function-timeout": strconv.Itoa(int(time.Duration(spec.Timeout).Seconds())),
+			"x-fc-region":           edgeRegion, "x-fc-account-id": edgeAccount,
+			"x-fc-access-key-id": "", "x-fc-access-key-secret": "", "x-fc-security-token": "",
+		} {
+			static[http.CanonicalHeaderKey(k)] = []string{v}
+		}
+	}
+	return &runtimeAPI{p: p, fn: spec.Name, ver: spec.Version, static: static, secret: []byte(secret), peer: peer, log: log,
 		calls: make(chan *call), ready: make(chan struct{}), initErr: make(chan error, 1)}
 }
+
+// edgeRegion and edgeAccount stand for the cloud's region and account in
+// what a function is told of where it runs (the Lambda ARN, FC's headers).
+const (
+	edgeRegion  = "edge"
+	edgeAccount = "000000000000"
+)
 
 // connKey finds a connection's check in its requests' contexts.
 type connKey struct{}
@@ -164,24 +197,22 @@ func apiError(w http.ResponseWriter, status int, typ, msg string) {
 
 func (a *runtimeAPI) next(w http.ResponseWriter, r *http.Request) {
 	a.readyOnce.Do(func() { close(a.ready) })
-	// The next /next completes the previous invocation; one left without
-	// a response or error failed.
-	a.mu.Lock()
-	if prev := a.current; prev != nil {
-		a.current = nil
-		prev.result <- callResult{err: &invoke.Error{Function: a.fn, Version: a.ver, Type: "Runtime.NoResponse", Message: "the runtime asked for the next invocation without answering this one"}}
-	}
-	a.mu.Unlock()
 	var c *call
+	a.polling.Add(1)
 	select {
 	case c = <-a.calls:
+		a.polling.Add(-1)
 	case <-r.Context().Done():
+		a.polling.Add(-1)
 		return
 	}
 	a.mu.Lock()
 	a.current = c
 	a.mu.Unlock()
 	h := w.Header()
+	for k, v := range a.static {
+		h[k] = v
+	}
 	h.Set(a.p.hdrRequestID, c.id)
 	h.Set(a.p.hdrDeadline, strconv.FormatInt(c.deadline.UnixMilli(), 10))
 	ct := c.req.ContentType
@@ -202,9 +233,6 @@ func (a *runtimeAPI) next(w http.ResponseWriter, r *http.Request) {
 			cc, _ := json.Marshal(map[string]any{"custom": c.req.Source})
 			h.Set("Lambda-Runtime-Client-Context", string(cc))
 		}
-	} else {
-		h.Set("x-fc-function-name", a.fn)
-		h.Set("x-fc-qualifier", a.ver)
 	}
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(c.req.Payload)

@@ -1,34 +1,69 @@
 // Command fc is a function speaking the Alibaba Function Compute runtime
-// API (FC_RUNTIME_API, 2020-11-11), as fc-runtime-go-sdk's invoke loop does:
-// GET .../invocation/next, then POST .../{id}/response or .../{id}/error,
-// expecting 200.
+// API (FC_RUNTIME_API, 2020-11-11) in the order fc-runtime-go-sdk's invoke
+// loop uses: it asks for the next invocation before it answers the current
+// one (GET .../invocation/next, then, while that waits, POST
+// .../{id}/response or .../{id}/error, expecting 200), and like the SDK it
+// refuses an invocation without x-fc-function-timeout.
 package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 )
 
+type next struct {
+	resp  *http.Response
+	event []byte
+	err   error
+}
+
 func main() {
 	base := "http://" + os.Getenv("FC_RUNTIME_API") + "/2020-11-11/runtime/invocation/"
+	get := func() <-chan next {
+		ch := make(chan next, 1)
+		go func() {
+			resp, err := http.Get(base + "next")
+			if err != nil {
+				ch <- next{err: err}
+				return
+			}
+			event, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ch <- next{resp: resp, event: event}
+		}()
+		return ch
+	}
+	pending := get()
 	for {
-		resp, err := http.Get(base + "next")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "next:", err)
+		n := <-pending
+		if n.err != nil {
+			fmt.Fprintln(os.Stderr, "next:", n.err)
 			os.Exit(1)
 		}
-		event, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		id := resp.Header.Get("x-fc-request-id")
+		pending = get() // the next, asked for before this one is answered
+		h := n.resp.Header
+		id := h.Get("x-fc-request-id")
 		var post *http.Response
-		if bytes.Equal(event, []byte(`"fail"`)) {
+		var err error
+		switch {
+		case h.Get("x-fc-function-timeout") == "":
+			post, err = http.Post(base+id+"/error", "application/json", bytes.NewBufferString(`{"errorMessage":"no x-fc-function-timeout","errorType":"InvalidInvocation"}`))
+		case bytes.Equal(n.event, []byte(`"fail"`)):
 			post, err = http.Post(base+id+"/error", "application/json", bytes.NewBufferString(`{"errorMessage":"asked to fail","errorType":"FCError"}`))
-		} else {
-			out := fmt.Sprintf(`{"fc":true,"event":%s,"deadline_set":%t}`, event, resp.Header.Get("x-fc-function-deadline") != "")
-			post, err = http.Post(base+id+"/response", "application/json", bytes.NewBufferString(out))
+		default:
+			headers := map[string]string{}
+			for _, k := range []string{"x-fc-function-name", "x-fc-qualifier", "x-fc-service-name", "x-fc-function-handler", "x-fc-function-memory",
+				"x-fc-function-timeout", "x-fc-region", "x-fc-account-id", "x-fc-access-key-id", "x-fc-access-key-secret", "x-fc-security-token"} {
+				if v, ok := h[http.CanonicalHeaderKey(k)]; ok {
+					headers[k] = v[0]
+				}
+			}
+			out, _ := json.Marshal(map[string]any{"fc": true, "event": json.RawMessage(n.event), "deadline_set": h.Get("x-fc-function-deadline") != "", "headers": headers})
+			post, err = http.Post(base+id+"/response", "application/json", bytes.NewReader(out))
 		}
 		if err != nil || post.StatusCode != http.StatusOK {
 			fmt.Fprintln(os.Stderr, "post:", err, post)
