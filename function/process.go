@@ -463,7 +463,6 @@ func (pi *processInstance) report(requestID string, d time.Duration, err error) 
 func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
 	c := &call{
 		id: id, req: req, deadline: ctx.inv.Deadline,
-		arn:    "arn:aws:lambda:" + edgeRegion + ":" + edgeAccount + ":function:" + pi.spec.Name + ":" + pi.spec.Version,
 		result: make(chan callResult, 1),
 	}
 	if !pi.alive() {

@@ -49,7 +49,6 @@ type call struct {
 	id       string
 	req      invoke.Request
 	deadline time.Time
-	arn      string
 	result   chan callResult // receives once
 }
 
@@ -66,9 +65,10 @@ type callResult struct {
 type runtimeAPI struct {
 	p       *profile
 	fn, ver string
-	// static are the headers every /next carries for this instance (FC:
-	// the function's name, handler, memory and timeout, where it runs, and
-	// the credentials headers, empty: the edge has no STS).
+	// static are the headers every /next carries for this instance
+	// (Lambda: the function's ARN; FC: the function's name, handler,
+	// memory and timeout, where it runs, and the credentials headers,
+	// empty: the edge has no STS).
 	static http.Header
 	// secret is the first path segment of every request: the instance
 	// has it in its address (AWS_LAMBDA_RUNTIME_API or FC_RUNTIME_API).
@@ -90,6 +90,9 @@ type runtimeAPI struct {
 
 func newRuntimeAPI(p *profile, spec Spec, secret string, peer func(net.Conn) error, log *slog.Logger) *runtimeAPI {
 	static := http.Header{}
+	if p == profiles[APILambda] {
+		static.Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:"+edgeRegion+":"+edgeAccount+":function:"+spec.Name+":"+spec.Version)
+	}
 	if p == profiles[APIFC] {
 		// What Function Compute sends a custom runtime with every request
 		// ("custom runtime specification: common request headers").
@@ -221,7 +224,6 @@ func (a *runtimeAPI) next(w http.ResponseWriter, r *http.Request) {
 	}
 	h.Set("Content-Type", ct)
 	if a.p == profiles[APILambda] {
-		h.Set("Lambda-Runtime-Invoked-Function-Arn", c.arn)
 		// The caller's W3C trace context, in the X-Ray form the runtime
 		// clients expect (aws-lambda-go sets _X_AMZN_TRACE_ID from it).
 		if x := c.req.Trace.XRay(); x != "" {

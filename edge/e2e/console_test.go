@@ -13,6 +13,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/edgekit/edgekit/edge"
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/edge/fleet/fleetapi"
 )
 
 // fleetConsole is the fleet's program (examples/console), built for the
@@ -118,4 +123,34 @@ func functionDir(t *testing.T, dir string, bootstrap []byte, env map[string]stri
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// rollout is what console rollout status prints for the deployment (the
+// zero view when the command fails).
+func (c *fleetConsole) rollout(id string) fleetapi.DeploymentView {
+	var view fleetapi.DeploymentView
+	if out, err := c.run("rollout", "status", id); err == nil {
+		_ = json.Unmarshal([]byte(out), &view)
+	}
+	return view
+}
+
+// instances is what console instance list prints (nil when it fails).
+func (c *fleetConsole) instances() []fleet.InstanceView {
+	var ins []fleet.InstanceView
+	if out, err := c.run("instance", "list"); err == nil {
+		_ = json.Unmarshal([]byte(out), &ins)
+	}
+	return ins
+}
+
+// running is the version of each app a gateway runs.
+func running(g *edge.Gateway) map[string]string {
+	out := map[string]string{}
+	for _, a := range g.Reconciler().Status().Apps {
+		if a.Phase == app.PhaseRunning {
+			out[a.App] = a.Version
+		}
+	}
+	return out
 }

@@ -82,22 +82,14 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 		byID[id], _ = gatewaytest.Run(t, o)
 	}
-	runs := func(id string) map[string]string {
-		out := map[string]string{}
-		for _, a := range byID[id].Reconciler().Status().Apps {
-			if a.Phase == app.PhaseRunning {
-				out[a.App] = a.Version
-			}
-		}
-		return out
-	}
-	// rollout waits until the console shows the deployment in state want.
-	rollout := func(id string, want fleet.DeploymentState) (fleet.Deployment, map[string]fleet.Target) {
+	runs := func(id string) map[string]string { return running(byID[id]) }
+	// settled waits until the console shows the deployment in state want.
+	settled := func(id string, want fleet.DeploymentState) (fleet.Deployment, map[string]fleet.Target) {
 		t.Helper()
 		var view fleetapi.DeploymentView
 		testenv.EventuallyWithin(t, "console rollout status "+id+": "+string(want), 2*time.Minute, func() bool {
-			out, err := con.run("rollout", "status", id)
-			return err == nil && json.Unmarshal([]byte(out), &view) == nil && view.Deployment.State == want
+			view = con.rollout(id)
+			return view.Deployment.State == want
 		})
 		m := map[string]fleet.Target{}
 		for _, tg := range view.Targets {
@@ -108,7 +100,7 @@ func TestFleetEndToEnd(t *testing.T) {
 
 	// v1 of both apps by label: on gw-1 and gw-2, not gw-3.
 	con.must(nil, "deploy", "plant-1-v1", "-selector", "site=plant-1", "hello-go=1", "web=1")
-	if _, ts := rollout("plant-1-v1", fleet.DeploymentSucceeded); len(ts) != 2 || ts["gw-3"].Instance != "" {
+	if _, ts := settled("plant-1-v1", fleet.DeploymentSucceeded); len(ts) != 2 || ts["gw-3"].Instance != "" {
 		t.Fatalf("v1 reached %v, want gw-1 and gw-2", ts)
 	}
 	for _, id := range []string{"gw-1", "gw-2"} {
@@ -120,13 +112,8 @@ func TestFleetEndToEnd(t *testing.T) {
 		t.Errorf("gw-3 (plant-2) runs %v", got)
 	}
 	testenv.Eventually(t, "console instance list: gw-1 and gw-2 online and current on plant-1-v1", func() bool {
-		var ins []fleet.InstanceView
-		out, err := con.run("instance", "list")
-		if err != nil || json.Unmarshal([]byte(out), &ins) != nil {
-			return false
-		}
 		current := 0
-		for _, in := range ins {
+		for _, in := range con.instances() {
 			if in.Current && in.Presence == "online" && in.Running == "plant-1-v1" && in.Status != nil && in.Status.Outcome == app.OutcomeSucceeded {
 				current++
 			}
@@ -136,7 +123,7 @@ func TestFleetEndToEnd(t *testing.T) {
 
 	// v2 in two waves.
 	con.must(nil, "deploy", "plant-1-v2", "-selector", "site=plant-1", "-priority", "1", "-waves", "1,100%", "hello-go=2", "web=1")
-	d2, ts2 := rollout("plant-1-v2", fleet.DeploymentSucceeded)
+	d2, ts2 := settled("plant-1-v2", fleet.DeploymentSucceeded)
 	if fmt.Sprint(d2.Waves) != "[1 1]" || ts2["gw-1"].Wave == ts2["gw-2"].Wave {
 		t.Errorf("v2's waves %v, targets %+v", d2.Waves, ts2)
 	}
@@ -148,7 +135,7 @@ func TestFleetEndToEnd(t *testing.T) {
 
 	// v3 crashes at start: stopped in its first wave.
 	con.must(nil, "deploy", "plant-1-v3", "-selector", "site=plant-1", "-priority", "2", "-waves", "1,100%", "hello-go=3", "web=1")
-	d3, ts3 := rollout("plant-1-v3", fleet.DeploymentAborted)
+	d3, ts3 := settled("plant-1-v3", fleet.DeploymentAborted)
 	var first, second string
 	for id, tg := range ts3 {
 		if tg.Wave == 0 {
@@ -159,12 +146,15 @@ func TestFleetEndToEnd(t *testing.T) {
 	}
 	t.Logf("v3 aborted: %s", d3.Reason)
 	testenv.EventuallyWithin(t, "the first wave's gateway back on v2, confirmed", time.Minute, func() bool {
-		_, ts := rollout("plant-1-v3", fleet.DeploymentAborted)
-		tg := ts[first]
-		s := byID[first].Reconciler().Status()
-		return tg.State == fleet.TargetRolledBack && s.Revision == tg.Revision+1 && s.Outcome == app.OutcomeSucceeded
+		for _, tg := range con.rollout("plant-1-v3").Targets {
+			if tg.Instance == first {
+				s := byID[first].Reconciler().Status()
+				return tg.State == fleet.TargetRolledBack && s.Revision == tg.Revision+1 && s.Outcome == app.OutcomeSucceeded
+			}
+		}
+		return false
 	})
-	_, ts3 = rollout("plant-1-v3", fleet.DeploymentAborted)
+	_, ts3 = settled("plant-1-v3", fleet.DeploymentAborted)
 	if tg := ts3[first]; tg.Code != app.CodeStart || !strings.Contains(tg.Reason, "rolled-back") || tg.Previous != "plant-1-v2" {
 		t.Errorf("the rolled back target: %+v, want the gateway's StartFailed and its reason, previous plant-1-v2", tg)
 	}
@@ -279,25 +269,15 @@ func TestFleetOfflineGateway(t *testing.T) {
 		t.Helper()
 		con.must(nil, "deploy", id, "-selector", "site=ship", "-priority", priority, "hello-go="+version)
 	}
-	rollout := func(id string) fleetapi.DeploymentView {
-		var view fleetapi.DeploymentView
-		out, err := con.run("rollout", "status", id)
-		if err == nil {
-			_ = json.Unmarshal([]byte(out), &view)
-		}
-		return view
-	}
 	instance := func() fleet.InstanceView {
-		var ins []fleet.InstanceView
-		out, err := con.run("instance", "list")
-		if err != nil || json.Unmarshal([]byte(out), &ins) != nil || len(ins) != 1 {
-			return fleet.InstanceView{}
+		if ins := con.instances(); len(ins) == 1 {
+			return ins[0]
 		}
-		return ins[0]
+		return fleet.InstanceView{}
 	}
 	deploy("ship-1", "0", "1")
 	testenv.EventuallyWithin(t, "ship-1 on the gateway", time.Minute, func() bool {
-		return rollout("ship-1").Deployment.State == fleet.DeploymentSucceeded
+		return con.rollout("ship-1").Deployment.State == fleet.DeploymentSucceeded
 	})
 
 	// The link goes down; while it is, two deployments and a
@@ -310,7 +290,7 @@ func TestFleetOfflineGateway(t *testing.T) {
 	con.must(nil, "config", "set", "hello-go", "-instance", "gw-off", `{"greeting":"ahoy"}`)
 	deploy("ship-3", "2", "3")
 	testenv.EventuallyWithin(t, "the console shows ship-3's target unknown while the gateway is away", time.Minute, func() bool {
-		v := rollout("ship-3")
+		v := con.rollout("ship-3")
 		return len(v.Targets) == 1 && v.Targets[0].State == fleet.TargetUnknown && v.Counts[fleet.TargetSucceeded] == 0
 	})
 	if in := instance(); in.Current || in.Running != "ship-1" {
@@ -338,7 +318,7 @@ func TestFleetOfflineGateway(t *testing.T) {
 
 	up.restore(t)
 	testenv.EventuallyWithin(t, "ship-3 succeeded on the gateway once it is back", 2*time.Minute, func() bool {
-		return rollout("ship-3").Deployment.State == fleet.DeploymentSucceeded
+		return con.rollout("ship-3").Deployment.State == fleet.DeploymentSucceeded
 	})
 	if s := g.Reconciler().Status(); s.Deployment != "ship-3" {
 		t.Fatalf("the gateway's status is about %s", s.Deployment)
@@ -386,31 +366,17 @@ func TestFleetLostDocument(t *testing.T) {
 	opts := &edge.Options{DataDir: filepath.Join(dir, "data"), Instance: "gw-lost", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
 		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}, SessionExpiry: -1}, StatusInterval: 300 * time.Millisecond}
 	g, stop := gatewaytest.Run(t, opts)
-	rollout := func(id string) fleetapi.DeploymentView {
-		var view fleetapi.DeploymentView
-		if out, err := con.run("rollout", "status", id); err == nil {
-			_ = json.Unmarshal([]byte(out), &view)
-		}
-		return view
-	}
-	runs := func(g *edge.Gateway) string {
-		for _, a := range g.Reconciler().Status().Apps {
-			if a.App == "hello-go" && a.Phase == app.PhaseRunning {
-				return a.Version
-			}
-		}
-		return ""
-	}
+	runs := func(g *edge.Gateway) string { return running(g)["hello-go"] }
 	con.must(nil, "deploy", "dock-1", "-selector", "site=dock", "hello-go=1")
 	testenv.EventuallyWithin(t, "dock-1 on the gateway", time.Minute, func() bool {
-		return rollout("dock-1").Deployment.State == fleet.DeploymentSucceeded
+		return con.rollout("dock-1").Deployment.State == fleet.DeploymentSucceeded
 	})
 	stop()
 
 	con.must(nil, "deploy", "dock-2", "-selector", "site=dock", "-priority", "1", "hello-go=2")
 	var sent uint64
 	testenv.EventuallyWithin(t, "dock-2's document published", time.Minute, func() bool {
-		v := rollout("dock-2")
+		v := con.rollout("dock-2")
 		if len(v.Targets) == 1 {
 			sent = v.Targets[0].Revision
 		}
@@ -463,7 +429,7 @@ func TestFleetLostDocument(t *testing.T) {
 		return v == "1" || v == "2"
 	})
 	testenv.EventuallyWithin(t, "dock-2 reaches the gateway after its stale report", time.Minute, func() bool {
-		return rollout("dock-2").Deployment.State == fleet.DeploymentSucceeded
+		return con.rollout("dock-2").Deployment.State == fleet.DeploymentSucceeded
 	})
 	if v := runs(g); v != "2" {
 		t.Errorf("the gateway runs %q after the correction, want 2", v)

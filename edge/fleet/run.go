@@ -52,7 +52,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 	defer wg.Wait()
 
 	var keeper sync.WaitGroup
-	lease := &heldLease{}
+	lease := newHeldLease()
 	keeper.Go(func() { f.keepLease(ctx, lease) })
 	defer func() {
 		keeper.Wait() // renews no more
@@ -76,6 +76,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 // while held, a context that is cancelled when the lease is lost, so that
 // a step, a resync or a load in flight stops writing at once.
 type heldLease struct {
+	none   context.Context // cancelled: the context while not held
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -93,11 +94,20 @@ func (h *heldLease) set(parent context.Context, held bool) {
 	}
 }
 
-// context is nil while the lease is not held.
+// context is the lease's context while it is held, else a cancelled one.
 func (h *heldLease) context() context.Context {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.ctx == nil {
+		return h.none
+	}
 	return h.ctx
+}
+
+func newHeldLease() *heldLease {
+	none, cancel := context.WithCancel(context.Background())
+	cancel()
+	return &heldLease{none: none}
 }
 
 // keepLease takes or renews the lease every third of LeaseTTL (at most
@@ -127,13 +137,13 @@ func (f *Fleet) keepLease(ctx context.Context, h *heldLease) {
 	}
 }
 
-// lead steps the rollouts while the lease is held (ctx is the lease's;
-// nil while it is not).
+// lead steps the rollouts while the lease is held: ctx is the lease's,
+// cancelled when it is not.
 func (f *Fleet) lead(ctx context.Context) {
 	f.mu.Lock()
 	l := f.leader
 	f.mu.Unlock()
-	if ctx == nil || ctx.Err() != nil {
+	if ctx.Err() != nil {
 		if f.holding {
 			f.log.Info("fleet: lost the rollouts' lease")
 			f.setLeader(nil)

@@ -1,17 +1,15 @@
+//go:build linux
+
 package procstat_test
 
 import (
 	"os"
-	"runtime"
 	"testing"
 
 	"github.com/edgekit/edgekit/internal/procstat"
 )
 
 func TestKB(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("/proc is Linux's")
-	}
 	rss, peak := procstat.KB(0, "VmRSS"), procstat.KB(os.Getpid(), "VmHWM")
 	if rss <= 0 || peak < rss {
 		t.Fatalf("VmRSS %d kB, VmHWM %d kB", rss, peak)

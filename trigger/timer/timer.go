@@ -87,9 +87,8 @@ type Scheduler struct {
 	stop chan struct{} // closed by Close: the timers stop
 	runs atomic.Int64  // runs in flight, over all triggers
 
-	mu     sync.Mutex
-	closed bool
-	loops  sync.WaitGroup // the triggers' timers
+	mu    sync.Mutex     // orders track against Close
+	loops sync.WaitGroup // the triggers' timers
 }
 
 // NewScheduler starts a scheduler; Close stops it.
@@ -118,8 +117,9 @@ func NewScheduler(opts *Options) (*Scheduler, error) {
 // to call twice.
 func (s *Scheduler) Close(ctx context.Context) error {
 	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
+	select {
+	case <-s.stop:
+	default:
 		close(s.stop)
 	}
 	s.mu.Unlock()
@@ -133,11 +133,13 @@ func (s *Scheduler) Close(ctx context.Context) error {
 func (s *Scheduler) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	select {
+	case <-s.stop:
 		return false
+	default:
+		s.loops.Add(1)
+		return true
 	}
-	s.loops.Add(1)
-	return true
 }
 
 // Factory makes timer triggers on s, for trigger.NewSet.
