@@ -655,6 +655,25 @@ func (s *suite) close(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A handler that unsubscribed itself still belongs to the client:
+	// Close waits for it too.
+	var self bus.Subscription
+	ready, leaving, left := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	self, err = b.Subscribe(ctxT(t), p+"/leave", func(ctx context.Context, m *bus.Message) {
+		<-ready
+		if err := self.Unsubscribe(ctx); err != nil {
+			t.Errorf("Unsubscribe from the handler: %v", err)
+		}
+		close(leaving)
+		<-release
+		close(left)
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(ready)
+	publish(t, other, &bus.Message{Topic: p + "/leave", QoS: bus.AtLeastOnce})
+	<-leaving
 	publish(t, other, &bus.Message{Topic: p, QoS: bus.AtLeastOnce})
 	<-running
 	closed := make(chan error, 1)
@@ -672,6 +691,11 @@ func (s *suite) close(t *testing.T) {
 	case <-finished:
 	default:
 		t.Fatal("Close returned before the running handler finished")
+	}
+	select {
+	case <-left:
+	default:
+		t.Fatal("Close returned before the handler that had unsubscribed itself")
 	}
 	if err := b.Close(ctxT(t)); err != nil {
 		t.Errorf("second Close: %v", err)

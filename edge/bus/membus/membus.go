@@ -60,6 +60,7 @@ type Bus struct {
 	shared   *bus.FilterIndex[*group]
 	retained map[string]retainedMsg
 	all      map[*entry]struct{}
+	subs     dispatch.Set // owned by their *Client
 }
 
 // Client is one participant of a Bus. It implements bus.Bus; its Close ends
@@ -140,17 +141,16 @@ func (b *Bus) Close(ctx context.Context) error {
 		return nil
 	}
 	b.closed = true
-	all := make([]*entry, 0, len(b.all))
-	for e := range b.all {
-		all = append(all, e)
-	}
 	b.all = make(map[*entry]struct{})
 	b.plain = bus.NewFilterIndex[*entry]()
 	b.shared = bus.NewFilterIndex[*group]()
 	b.groups = make(map[groupKey]*group)
 	b.retained = make(map[string]retainedMsg)
 	b.mu.Unlock()
-	return stopAll(ctx, all)
+	if err := b.subs.Stop(ctx, nil); err != nil {
+		return fmt.Errorf("membus: close: %w", err)
+	}
+	return nil
 }
 
 // Close removes this client's subscriptions and waits for their running
@@ -164,23 +164,12 @@ func (c *Client) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closed = true
-	mine := make([]*entry, 0, len(c.entries))
 	for e := range c.entries {
-		mine = append(mine, e)
 		b.removeLocked(e)
 	}
 	b.mu.Unlock()
-	return stopAll(ctx, mine)
-}
-
-func stopAll(ctx context.Context, entries []*entry) error {
-	for _, e := range entries {
-		e.sub.Stop()
-	}
-	for _, e := range entries {
-		if err := e.sub.Wait(ctx); err != nil {
-			return fmt.Errorf("membus: waiting for the handler of %q: %w", e.sub.Filter(), err)
-		}
+	if err := b.subs.Stop(ctx, c); err != nil {
+		return fmt.Errorf("membus: close: %w", err)
 	}
 	return nil
 }
@@ -296,12 +285,12 @@ func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, op
 	if !shared {
 		first = b.retainedLocked(inner, o.QoS)
 	}
-	e.sub = dispatch.Start(filter, h, o.Buffer, first, b.log, func(context.Context) error {
+	e.sub = b.subs.Start(dispatch.Spec{Owner: c, Filter: filter, Handler: h, Buffer: o.Buffer, First: first, Log: b.log, Remove: func(context.Context) error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.removeLocked(e)
 		return nil
-	})
+	}})
 	if shared {
 		k := groupKey{name, inner}
 		g := b.groups[k]

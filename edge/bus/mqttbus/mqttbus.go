@@ -176,7 +176,7 @@ type Client struct {
 	entries map[string]*entry
 	byID    map[int]subRef
 	nextID  int
-	locals  map[*local]struct{}
+	subs    dispatch.Set // every subscription until its handler has returned
 
 	conn    sync.Mutex
 	up      bool
@@ -280,7 +280,6 @@ func New(opts *Options) (*Client, error) {
 		log:     log.With("component", "mqttbus", "client_id", o.ClientID),
 		entries: make(map[string]*entry),
 		byID:    make(map[int]subRef),
-		locals:  make(map[*local]struct{}),
 		upCh:    make(chan struct{}),
 		downCh:  make(chan struct{}),
 		authCh:  make(chan struct{}),

@@ -40,12 +40,11 @@ func (c *Client) Subscribe(ctx context.Context, filter string, h bus.Handler, op
 		c.entries[filter] = e
 	}
 	l := &local{qos: o.QoS}
-	l.sub = dispatch.Start(filter, h, o.Buffer, nil, c.log, func(ctx context.Context) error {
+	l.sub = c.subs.Start(dispatch.Spec{Filter: filter, Handler: h, Buffer: o.Buffer, Log: c.log, Remove: func(ctx context.Context) error {
 		return c.unsubscribe(ctx, e, l)
-	})
+	}})
 	e.locals = append(e.locals, l)
 	e.qos = max(e.qos, o.QoS)
-	c.locals[l] = struct{}{}
 	id := c.newIDLocked(e, l)
 	packet := subscribePacket(e, id, 0)
 	c.mu.Unlock()
@@ -132,7 +131,6 @@ func (c *Client) resubscribe() {
 
 func (c *Client) unsubscribe(ctx context.Context, e *entry, l *local) error {
 	c.mu.Lock()
-	delete(c.locals, l)
 	i := slices.Index(e.locals, l)
 	if i < 0 {
 		c.mu.Unlock()
@@ -283,10 +281,6 @@ func (c *Client) Close(ctx context.Context) error {
 		return nil
 	}
 	c.closed = true
-	locals := make([]*local, 0, len(c.locals))
-	for l := range c.locals {
-		locals = append(locals, l)
-	}
 	c.mu.Unlock()
 
 	var errs []error
@@ -305,14 +299,8 @@ func (c *Client) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mqttbus: close: resubscriptions: %w", err))
 	}
 	c.releaseWaiters(nil)
-	for _, l := range locals {
-		l.sub.Stop()
-	}
-	for _, l := range locals {
-		if err := l.sub.Wait(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("mqttbus: close: handler of %q: %w", l.sub.Filter(), err))
-			break
-		}
+	if err := c.subs.Stop(ctx, nil); err != nil {
+		errs = append(errs, fmt.Errorf("mqttbus: close: %w", err))
 	}
 	if wasUp {
 		_ = c.q.ForgetWindow()

@@ -14,6 +14,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"sync"
@@ -21,6 +22,89 @@ import (
 
 	"github.com/edgekit/edgekit/edge/bus"
 )
+
+// Set holds the subscriptions of one bus from Start until their handler
+// goroutines have returned, each with the owner it was started for (a
+// client of the bus). A handler that unsubscribed itself and still runs is
+// still in the Set: Stop ends its context and waits for it like any other.
+// The zero Set is ready to use.
+type Set struct {
+	mu   sync.Mutex
+	subs map[*Sub]any
+}
+
+// Spec says what Start runs.
+type Spec struct {
+	Owner   any // what Set.Stop selects by
+	Filter  string
+	Handler bus.Handler
+	Buffer  int
+	// First are delivered before anything else (retained messages).
+	First []*bus.Message
+	Log   *slog.Logger
+	// Remove is called once by Unsubscribe, before the goroutine is
+	// stopped, to take the subscription out of the bus's routing; it may
+	// be nil. It is not called once the bus has stopped the subscription.
+	Remove func(context.Context) error
+}
+
+// Start starts the handler goroutine of a new subscription.
+func (set *Set) Start(sp Spec) *Sub {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Sub{
+		filter:  sp.Filter,
+		h:       sp.Handler,
+		ch:      make(chan delivery, sp.Buffer),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		drained: make(chan struct{}),
+		log:     sp.Log,
+		remove:  sp.Remove,
+	}
+	set.mu.Lock()
+	if set.subs == nil {
+		set.subs = make(map[*Sub]any)
+	}
+	set.subs[s] = sp.Owner
+	set.mu.Unlock()
+	go func() {
+		defer close(s.done)
+		defer set.forget(s)
+		s.run(sp.First)
+	}()
+	return s
+}
+
+func (set *Set) forget(s *Sub) {
+	set.mu.Lock()
+	delete(set.subs, s)
+	set.mu.Unlock()
+}
+
+// Stop stops the subscriptions started for owner (every one when owner is
+// nil) without calling their Remove, and waits until their handlers have
+// returned or ctx ends. Messages they had buffered are dropped without
+// their done.
+func (set *Set) Stop(ctx context.Context, owner any) error {
+	set.mu.Lock()
+	var subs []*Sub
+	for s, o := range set.subs {
+		if owner == nil || o == owner {
+			subs = append(subs, s)
+		}
+	}
+	set.mu.Unlock()
+	for _, s := range subs {
+		s.Stop()
+	}
+	for _, s := range subs {
+		if err := s.Wait(ctx); err != nil {
+			return fmt.Errorf("waiting for the handler of %q: %w", s.filter, err)
+		}
+	}
+	return nil
+}
 
 // Sub is one running subscription. It implements bus.Subscription.
 type Sub struct {
@@ -33,9 +117,10 @@ type Sub struct {
 	dropped atomic.Uint64
 	log     *slog.Logger
 
-	once   sync.Once
-	remove func(ctx context.Context) error
-	err    error
+	once    sync.Once
+	remove  func(ctx context.Context) error
+	err     error
+	stopped atomic.Bool // by the bus: Remove is not called any more
 
 	// gate is held shared by Deliver while it may put into ch, and
 	// exclusively by run's final drain, so nothing lands in ch after it.
@@ -59,29 +144,7 @@ type delivery struct {
 
 var _ bus.Subscription = (*Sub)(nil)
 
-// Start starts the handler goroutine. first are delivered before anything
-// else (retained messages). remove is called once by Unsubscribe, before
-// the goroutine is stopped, to take the subscription out of the bus's
-// routing; it may be nil.
-func Start(filter string, h bus.Handler, buffer int, first []*bus.Message, log *slog.Logger, remove func(context.Context) error) *Sub {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &Sub{
-		filter:  filter,
-		h:       h,
-		ch:      make(chan delivery, buffer),
-		ctx:     ctx,
-		cancel:  cancel,
-		done:    make(chan struct{}),
-		drained: make(chan struct{}),
-		log:     log,
-		remove:  remove,
-	}
-	go s.run(first)
-	return s
-}
-
 func (s *Sub) run(first []*bus.Message) {
-	defer close(s.done)
 	defer s.drain()
 	for _, m := range first {
 		if s.ctx.Err() != nil {
@@ -216,7 +279,7 @@ func (s *Sub) Dropped() uint64 { return s.dropped.Load() }
 func (s *Sub) Unsubscribe(ctx context.Context) error {
 	s.once.Do(func() {
 		s.unsubscribed.Store(true)
-		if s.remove != nil {
+		if s.remove != nil && !s.stopped.Load() {
 			s.err = s.remove(ctx)
 		}
 		s.cancel()
@@ -232,7 +295,7 @@ func (s *Sub) Unsubscribe(ctx context.Context) error {
 func (s *Sub) Drain(ctx context.Context) error {
 	s.once.Do(func() {
 		s.unsubscribed.Store(true)
-		if s.remove != nil {
+		if s.remove != nil && !s.stopped.Load() {
 			s.err = s.remove(ctx)
 		}
 		// Deliveries under way finish (the handler goroutine makes room
@@ -252,8 +315,11 @@ func (s *Sub) Drain(ctx context.Context) error {
 }
 
 // Stop stops delivery without calling remove; the bus uses it on Close.
+// It does not wait for an Unsubscribe under way: it ends the handler's
+// context, so a handler that unsubscribes itself on that context returns.
 func (s *Sub) Stop() {
-	s.once.Do(s.cancel)
+	s.stopped.Store(true)
+	s.cancel()
 }
 
 // Wait blocks until the handler goroutine has returned or ctx ends.
