@@ -3,8 +3,8 @@ package dispatch
 import (
 	"context"
 	"errors"
-	"strings"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
