@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/logstore"
@@ -27,15 +26,13 @@ func TestLogsQuery(t *testing.T) {
 	}
 	_ = json.Unmarshal(resp.Payload, &got)
 
-	// Output lines reach the store asynchronously.
-	var byID []logstore.Record
-	for deadline := time.Now().Add(5 * time.Second); len(byID) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		byID, err = h.Logs(logstore.Query{Function: "logged", Contains: got.RequestID})
-		if err != nil {
-			t.Fatal(err)
-		}
+	// Output lines are in the store, with the request id, by the time the
+	// invocation returns.
+	byID, err := h.Logs(logstore.Query{Function: "logged", Contains: got.RequestID})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(byID) != 1 || byID[0].Message != "handling "+got.RequestID || byID[0].Attrs["stream"] != "stderr" || byID[0].Instance == "" {
+	if len(byID) != 1 || byID[0].Message != "handling "+got.RequestID || byID[0].Attrs["stream"] != "stderr" || byID[0].Instance == "" || byID[0].RequestID != got.RequestID {
 		t.Errorf("output line for %s: %+v", got.RequestID, byID)
 	}
 	reports, _ := h.Logs(logstore.Query{Function: "logged", Contains: "REPORT"})

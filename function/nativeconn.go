@@ -127,14 +127,7 @@ func (c *nativeConn) telemetry() {
 }
 
 func (c *nativeConn) functionError(body []byte) *invoke.Error {
-	var re runtimeError
-	if err := json.Unmarshal(body, &re); err != nil {
-		re.Message = string(body)
-	}
-	if re.Type == "" {
-		re.Type = "Unhandled"
-	}
-	return &invoke.Error{Function: c.fn, Version: c.ver, Type: re.Type, Message: re.Message, Stack: re.Stack}
+	return functionError(c.fn, c.ver, body, "")
 }
 
 // send writes one invoke frame.

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,7 +55,8 @@ func (i handlerInstance) run(ctx *invCtx, req invoke.Request) (resp invoke.Respo
 			stack := string(debug.Stack())
 			ctx.inv.log.Error("function panicked", "function", ctx.inv.Function, "version", ctx.inv.Version,
 				"instance", ctx.inv.Instance, "request_id", ctx.inv.RequestID(), "panic", r, "stack", stack)
-			err = &invoke.Error{Function: ctx.inv.Function, Version: ctx.inv.Version, Type: "Panic", Message: fmt.Sprint(r)}
+			err = &invoke.Error{Function: ctx.inv.Function, Version: ctx.inv.Version, Type: "Panic", Message: fmt.Sprint(r),
+				Stack: strings.Split(strings.TrimSpace(stack), "\n")}
 		}
 	}()
 	resp, err = i.h.Handle(ctx, req)

@@ -1,13 +1,11 @@
 package function
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -52,6 +50,11 @@ type processInstance struct {
 	// dead is set when the host kills the process: from then on the
 	// instance is not handed out, though its exit may take a moment.
 	dead atomic.Bool
+
+	// out and errOut are stdout and stderr; request is the request id of
+	// the invocation under way, which their lines carry.
+	out, errOut *outputPipe
+	request     atomic.Pointer[string]
 
 	rssAt   time.Time // when peakRSS was last read (run's goroutine only)
 	rssKB   int64
@@ -113,7 +116,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.native = newNativeConn(spec.Name, spec.Version, ps,
 			l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
 			func(name string, v float64) { l.metric(spec.Name, name, v) })
-		cmd.Env = append(l.baseEnv(spec), instanceEnv(spec, nil, "")...)
+		cmd.Env = append(l.baseEnv(spec), l.instanceEnv(spec, id, nil, "")...)
 	} else {
 		p, ok := profiles[spec.API]
 		if !ok {
@@ -143,16 +146,14 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		go func() { _ = pi.srv.Serve(ln) }()
 		// The secret rides in the address, as a path prefix: every
 		// runtime API client joins "http://" + address + "/2018-06-01/...".
-		cmd.Env = append(l.baseEnv(spec), instanceEnv(spec, p, ln.Addr().String()+"/"+secret)...)
+		cmd.Env = append(l.baseEnv(spec), l.instanceEnv(spec, id, p, ln.Addr().String()+"/"+secret)...)
 	}
 	// stdout and stderr are pipes of our own, not exec's: the exit is
 	// learnt from the process (waitid), never from the pipes' end, which a
 	// child that outlives the instance could hold open.
-	var outR, outW, errR, errW *os.File
-	if outR, outW, err = os.Pipe(); err == nil {
-		if errR, errW, err = os.Pipe(); err != nil {
-			outR.Close()
-			outW.Close()
+	if pi.out, err = newOutputPipe("stdout", slog.LevelInfo); err == nil {
+		if pi.errOut, err = newOutputPipe("stderr", slog.LevelWarn); err != nil {
+			pi.out.close()
 		}
 	}
 	if err != nil {
@@ -162,14 +163,13 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		pi.closeTransport()
 		return nil, fmt.Errorf("function %s: output pipes: %w", spec.Name, err)
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	childFiles = append(childFiles, outW, errW)
+	cmd.Stdout, cmd.Stderr = pi.out.child, pi.errOut.child
 	cleanup := func() {
 		for _, f := range childFiles {
 			f.Close()
 		}
-		outR.Close()
-		errR.Close()
+		pi.out.close()
+		pi.errOut.close()
 		pi.closeTransport()
 	}
 	if pi.limit, err = l.mem.prepare(spec.Name+"-"+id, spec.MemoryLimitMB, spec.MaxProcesses, cmd.SysProcAttr); err != nil {
@@ -184,6 +184,8 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	for _, f := range childFiles {
 		f.Close() // the child has its copies
 	}
+	pi.out.started()
+	pi.errOut.started()
 	pi.cmd = cmd
 	if err := pi.limit.enter(cmd.Process.Pid, pi.uid()); err != nil {
 		if pi.peerReady != nil {
@@ -191,8 +193,8 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		}
 		pi.kill()
 		_ = cmd.Wait()
-		outR.Close()
-		errR.Close()
+		pi.out.close()
+		pi.errOut.close()
 		pi.closeTransport()
 		pi.limit.killAll()
 		pi.limit.release()
@@ -208,9 +210,13 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 	pi.log = flog
 	var lines sync.WaitGroup
 	lines.Add(2)
-	go pi.logLines(&lines, outR, flog, slog.LevelInfo)
-	go pi.logLines(&lines, errR, flog, slog.LevelWarn)
-	go pi.reap(&lines, outR, errR)
+	for _, o := range []*outputPipe{pi.out, pi.errOut} {
+		go func() {
+			defer lines.Done()
+			o.lines(flog, pi.currentRequest, pi.keepTail)
+		}()
+	}
+	go pi.reap(&lines)
 
 	ready, initErr, started := pi.readiness()
 	t := time.NewTimer(startupTimeout)
@@ -286,7 +292,7 @@ const outputDrain = 200 * time.Millisecond
 // the instance (its process group, and every process in its cgroups: a
 // child that called setsid too), reads the output written before the exit,
 // and then reports the exit (pi.exited).
-func (pi *processInstance) reap(lines *sync.WaitGroup, outR, errR *os.File) {
+func (pi *processInstance) reap(lines *sync.WaitGroup) {
 	pid := pi.cmd.Process.Pid
 	// WNOWAIT leaves the process a zombie, so that its process group id
 	// cannot be taken by another process while the group is killed.
@@ -301,11 +307,13 @@ func (pi *processInstance) reap(lines *sync.WaitGroup, outR, errR *os.File) {
 	pi.limit.killAll()
 	err := pi.cmd.Wait()
 	drain := time.Now().Add(outputDrain)
-	_ = outR.SetReadDeadline(drain)
-	_ = errR.SetReadDeadline(drain)
+	for _, o := range []*outputPipe{pi.out, pi.errOut} {
+		o.closeWrite()
+		_ = o.r.SetReadDeadline(drain)
+	}
 	lines.Wait()
-	outR.Close()
-	errR.Close()
+	pi.out.close()
+	pi.errOut.close()
 	pi.mu.Lock()
 	pi.waitErr = err
 	pi.mu.Unlock()
@@ -331,14 +339,8 @@ func (pi *processInstance) readiness() (ready <-chan struct{}, initErr <-chan er
 func command(spec Spec, bootstrapDir string) (string, []string, error) {
 	switch spec.Runtime {
 	case RuntimeExecutable:
-		exe := spec.Handler
-		if !filepath.IsAbs(exe) {
-			exe = filepath.Join(spec.CodeDir, exe)
-		}
-		if st, err := os.Stat(exe); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return "", nil, fmt.Errorf("function %s version %s: handler %q is not an executable file in %s", spec.Name, spec.Version, spec.Handler, spec.CodeDir)
-		}
-		return exe, nil, nil
+		exe, err := executable(spec)
+		return exe, nil, err
 	case RuntimeNode, RuntimePython:
 		it := interpreterFor(spec.Runtime)
 		bin, err := exec.LookPath(it.bin)
@@ -355,6 +357,29 @@ func command(spec Spec, bootstrapDir string) (string, []string, error) {
 	}
 }
 
+// executable is the program an executable function runs: its handler when
+// that names an executable file in the code directory, else the code
+// directory's bootstrap, as Lambda's custom runtimes (where the handler is
+// what _HANDLER tells the runtime client, "index.handler" for
+// aws-lambda-ric).
+func executable(spec Spec) (string, error) {
+	isExe := func(p string) bool {
+		st, err := os.Stat(p)
+		return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+	}
+	exe := spec.Handler
+	if !filepath.IsAbs(exe) {
+		exe = filepath.Join(spec.CodeDir, exe)
+	}
+	if isExe(exe) {
+		return exe, nil
+	}
+	if boot := filepath.Join(spec.CodeDir, "bootstrap"); isExe(boot) {
+		return boot, nil
+	}
+	return "", fmt.Errorf("function %s version %s: handler %q is not an executable file in %s, and there is no executable bootstrap beside it", spec.Name, spec.Version, spec.Handler, spec.CodeDir)
+}
+
 // interpreter is how an interpreted runtime is started.
 type interpreter struct {
 	bin, debian    string   // executable and the Debian package that has it
@@ -369,51 +394,120 @@ func interpreterFor(r Runtime) interpreter {
 	return interpreter{bin: "node", debian: "nodejs", lambda: "bootstrap.js", native: "native.js"}
 }
 
-// instanceEnv is what the runtime API promises a function process.
-func instanceEnv(spec Spec, p *profile, addr string) []string {
+// instanceEnv is what the function's service defines for a function
+// process (docs/CLOUD.md has the tables), its runtime API's address, and
+// edgekit's own variables. AWS_EXECUTION_ENV is set by the bootstraps,
+// which know their interpreter's version.
+func (l *launcher) instanceEnv(spec Spec, id string, p *profile, addr string) []string {
 	var env []string
+	// Defaults a spec's own variables may replace (they come later).
+	if spec.Service == ServiceFC {
+		env = append(env,
+			"FC_FUNC_CODE_PATH="+spec.CodeDir,
+			"FC_FUNCTION_NAME="+spec.Name,
+			"FC_FUNCTION_HANDLER="+spec.Handler,
+			"FC_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
+			"FC_FUNCTION_VERSION="+spec.Version,
+			"FC_VER_ID="+spec.Version,
+			"FC_QUALIFIER="+spec.Version,
+			"FC_SERVICE_NAME="+spec.Name,
+			"FC_REGION="+edgeRegion,
+			"FC_ACCOUNT_ID="+edgeAccount,
+			"FC_INSTANCE_ID="+id,
+		)
+	} else {
+		env = append(env,
+			"AWS_REGION="+edgeRegion,
+			"AWS_DEFAULT_REGION="+edgeRegion,
+			"TZ=:UTC",
+			"AWS_LAMBDA_FUNCTION_NAME="+spec.Name,
+			"AWS_LAMBDA_FUNCTION_VERSION="+spec.Version,
+			"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
+			"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/"+spec.Name,
+			"AWS_LAMBDA_LOG_STREAM_NAME="+time.Now().UTC().Format("2006/01/02")+"/["+spec.Version+"]"+id,
+			"AWS_LAMBDA_INITIALIZATION_TYPE="+initializationType(spec.Mode),
+			"LAMBDA_TASK_ROOT="+spec.CodeDir,
+			"LAMBDA_RUNTIME_DIR="+l.bootstrapDir,
+		)
+	}
+	// Both bootstraps and aws-lambda-ric read the handler from _HANDLER.
+	env = append(env, "_HANDLER="+spec.Handler)
 	if p != nil {
 		env = append(env, p.envVar+"="+addr)
 	} else {
 		env = append(env, "EDGEKIT_NATIVE=1")
 	}
+	// What the bootstraps need of the runtime API's headers when they
+	// speak the native protocol: the ARN and the timeout in seconds.
 	env = append(env,
-		"AWS_LAMBDA_FUNCTION_NAME="+spec.Name,
-		"AWS_LAMBDA_FUNCTION_VERSION="+spec.Version,
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
-		"_HANDLER="+spec.Handler,
-		"LAMBDA_TASK_ROOT="+spec.CodeDir,
-		"FC_FUNCTION_NAME="+spec.Name,
-		"FC_QUALIFIER="+spec.Version,
-		"FC_FUNCTION_MEMORY_SIZE="+strconv.Itoa(spec.MemoryLimitMB),
+		"EDGEKIT_SERVICE="+string(spec.Service),
+		"EDGEKIT_FUNCTION_ARN="+functionARN(spec),
+		"EDGEKIT_FUNCTION_TIMEOUT="+strconv.Itoa(int(time.Duration(spec.Timeout).Seconds())),
 		"EDGEKIT_FUNCTION_CONFIG="+string(spec.Config),
 	)
 	if spec.Runtime == RuntimePython {
 		// Installed code directories are immutable: no __pycache__ in them.
 		env = append(env, "PYTHONDONTWRITEBYTECODE=1")
 	}
-	for k, v := range spec.Env {
-		env = append(env, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		env = append(env, k+"="+spec.Env[k])
 	}
 	return env
 }
 
-// logLines turns each output line into a log record.
-func (pi *processInstance) logLines(wg *sync.WaitGroup, r io.Reader, log *slog.Logger, level slog.Level) {
-	defer wg.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		pi.mu.Lock()
-		pi.tail = append(pi.tail, line)
-		if len(pi.tail) > 10 {
-			pi.tail = pi.tail[1:]
-		}
-		pi.mu.Unlock()
-		log.Log(context.Background(), level, line, "stream", map[slog.Level]string{slog.LevelInfo: "stdout", slog.LevelWarn: "stderr"}[level])
+// initializationType is Lambda's AWS_LAMBDA_INITIALIZATION_TYPE for a run
+// mode: instances kept running are Lambda's provisioned concurrency.
+func initializationType(m Mode) string {
+	if m == Continuous {
+		return "provisioned-concurrency"
 	}
-	_, _ = io.Copy(io.Discard, r) // a line over 1 MiB: keep draining
+	return "on-demand"
+}
+
+// keepTail keeps an output line among the last ten, for exit errors.
+func (pi *processInstance) keepTail(line string) {
+	pi.mu.Lock()
+	pi.tail = append(pi.tail, line)
+	if len(pi.tail) > 10 {
+		pi.tail = pi.tail[1:]
+	}
+	pi.mu.Unlock()
+}
+
+// currentRequest is the request id of the invocation under way, or "".
+func (pi *processInstance) currentRequest() string {
+	if id := pi.request.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
+
+// settleOutput returns once the output the process wrote during the
+// invocation that began at marks is logged (see outputPipe), or after
+// fenceWait.
+func (pi *processInstance) settleOutput(marks [2]int64) {
+	var fences [2]int64
+	pipes := [2]*outputPipe{pi.out, pi.errOut}
+	var deadline time.Time
+	for i, o := range pipes {
+		if o.quiet(marks[i]) {
+			continue
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(fenceWait)
+		}
+		fences[i] = o.fence(deadline)
+	}
+	if deadline.IsZero() {
+		return
+	}
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	for i, o := range pipes {
+		if fences[i] > 0 && !o.await(fences[i], t) {
+			return
+		}
+	}
 }
 
 func (pi *processInstance) exitError(what string) error {
@@ -433,6 +527,9 @@ func (pi *processInstance) exitError(what string) error {
 func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response, error) {
 	start := time.Now()
 	id := ctx.inv.RequestID()
+	// Output lines carry the request id, and are logged before the REPORT.
+	marks := [2]int64{pi.out.mark(), pi.errOut.mark()}
+	pi.request.Store(&id)
 	var resp invoke.Response
 	var err error
 	if pi.native != nil {
@@ -440,6 +537,8 @@ func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response
 	} else {
 		resp, err = pi.runAPI(ctx, req, id)
 	}
+	pi.settleOutput(marks)
+	pi.request.Store(nil)
 	pi.report(id, time.Since(start), err)
 	return resp, err
 }

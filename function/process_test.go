@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,31 @@ func TestLambdaGoFunctionUnmodified(t *testing.T) {
 	if id, _ := got["request_id"].(string); id == "" {
 		t.Errorf("no request id: %v", got)
 	}
+	// The environment Lambda defines (docs/CLOUD.md), and none of FC's.
+	env, _ := got["env"].(map[string]any)
+	for k, want := range map[string]string{
+		"AWS_LAMBDA_FUNCTION_NAME": "lambda-echo", "AWS_LAMBDA_FUNCTION_VERSION": "1", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
+		"AWS_REGION": "edge", "AWS_DEFAULT_REGION": "edge", "TZ": ":UTC", "_HANDLER": "lambda", "LAMBDA_TASK_ROOT": binDir,
+		"AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/lambda-echo", "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+	} {
+		if env[k] != want {
+			t.Errorf("%s = %q, want %q", k, env[k], want)
+		}
+	}
+	if v, _ := env["AWS_LAMBDA_LOG_STREAM_NAME"].(string); !strings.Contains(v, "/[1]") {
+		t.Errorf("AWS_LAMBDA_LOG_STREAM_NAME = %q, want YYYY/MM/DD/[version]instance", v)
+	}
+	if v, _ := env["LAMBDA_RUNTIME_DIR"].(string); v == "" {
+		t.Error("no LAMBDA_RUNTIME_DIR")
+	}
+	if v, _ := env["AWS_LAMBDA_RUNTIME_API"].(string); !strings.HasPrefix(v, "127.0.0.1:") {
+		t.Errorf("AWS_LAMBDA_RUNTIME_API = %q", v)
+	}
+	for k := range env {
+		if strings.HasPrefix(k, "FC_") {
+			t.Errorf("a Lambda function has FC's %s", k)
+		}
+	}
 	if arn, _ := got["arn"].(string); !strings.Contains(arn, ":function:lambda-echo:1") {
 		t.Errorf("arn %q", arn)
 	}
@@ -96,6 +122,10 @@ func TestLambdaErrorsAndPanics(t *testing.T) {
 		_, err = h.Invoke(context.Background(), "lambda-panic", invoke.Request{Payload: []byte(`{}`)})
 		if !errors.As(err, &fe) || !strings.Contains(fe.Message, "handler panicked") {
 			t.Errorf("panic %d: %v", i, err)
+		}
+		// aws-lambda-go posts the stack as frame objects; they used to be lost.
+		if !slices.ContainsFunc(fe.Stack, func(f string) bool { return strings.Contains(f, "lambda/main.go:") }) {
+			t.Errorf("panic %d: the stack does not name the handler's file: %q", i, fe.Stack)
 		}
 	}
 	if st, _ := h.Status("lambda-panic"); st.CrashLoop != "" {
@@ -246,6 +276,7 @@ func TestFunctionComputeProfile(t *testing.T) {
 			Event       map[string]int    `json:"event"`
 			DeadlineSet bool              `json:"deadline_set"`
 			Headers     map[string]string `json:"headers"`
+			Env         map[string]string `json:"env"`
 		}
 		if err != nil || json.Unmarshal(resp.Payload, &got) != nil || !got.FC || got.Event["n"] != i || !got.DeadlineSet {
 			t.Fatalf("FC call %d: %q %v", i, resp.Payload, err)
@@ -255,6 +286,22 @@ func TestFunctionComputeProfile(t *testing.T) {
 			"x-fc-access-key-id": "", "x-fc-access-key-secret": "", "x-fc-security-token": ""}
 		if !maps.Equal(got.Headers, want) {
 			t.Fatalf("FC headers %v, want %v", got.Headers, want)
+		}
+		// The environment FC defines (docs/CLOUD.md), and none of Lambda's.
+		for k, want := range map[string]string{"FC_FUNCTION_NAME": "fc-echo", "FC_FUNCTION_HANDLER": "fc", "FC_FUNCTION_MEMORY_SIZE": "96",
+			"FC_FUNC_CODE_PATH": binDir, "FC_REGION": "edge", "FC_ACCOUNT_ID": "000000000000", "FC_SERVICE_NAME": "fc-echo",
+			"FC_FUNCTION_VERSION": "1", "FC_QUALIFIER": "1"} {
+			if got.Env[k] != want {
+				t.Errorf("%s = %q, want %q", k, got.Env[k], want)
+			}
+		}
+		if got.Env["FC_INSTANCE_ID"] == "" || !strings.HasPrefix(got.Env["FC_RUNTIME_API"], "127.0.0.1:") {
+			t.Errorf("FC_INSTANCE_ID %q, FC_RUNTIME_API %q", got.Env["FC_INSTANCE_ID"], got.Env["FC_RUNTIME_API"])
+		}
+		for k := range got.Env {
+			if strings.HasPrefix(k, "AWS_") || strings.HasPrefix(k, "LAMBDA_") {
+				t.Errorf("an FC function has Lambda's %s", k)
+			}
 		}
 	}
 	_, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`"fail"`)})

@@ -91,7 +91,7 @@ type runtimeAPI struct {
 func newRuntimeAPI(p *profile, spec Spec, secret string, peer func(net.Conn) error, log *slog.Logger) *runtimeAPI {
 	static := http.Header{}
 	if p == profiles[APILambda] {
-		static.Set("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:"+edgeRegion+":"+edgeAccount+":function:"+spec.Name+":"+spec.Version)
+		static.Set("Lambda-Runtime-Invoked-Function-Arn", functionARN(spec))
 	}
 	if p == profiles[APIFC] {
 		// What Function Compute sends a custom runtime with every request
@@ -110,6 +110,12 @@ func newRuntimeAPI(p *profile, spec Spec, secret string, peer func(net.Conn) err
 	}
 	return &runtimeAPI{p: p, fn: spec.Name, ver: spec.Version, static: static, secret: []byte(secret), peer: peer, log: log,
 		calls: make(chan *call), ready: make(chan struct{}), initErr: make(chan error, 1)}
+}
+
+// functionARN is the Lambda ARN a function is told it has: its name and
+// version in the edge's region and account.
+func functionARN(spec Spec) string {
+	return "arn:aws:lambda:" + edgeRegion + ":" + edgeAccount + ":function:" + spec.Name + ":" + spec.Version
 }
 
 // edgeRegion and edgeAccount stand for the cloud's region and account in
@@ -279,35 +285,9 @@ func (a *runtimeAPI) ok(w http.ResponseWriter) {
 	_, _ = io.WriteString(w, `{"status":"OK"}`)
 }
 
-// runtimeError is the body a runtime posts to /error and /init/error.
-type runtimeError struct {
-	Message string   `json:"errorMessage"`
-	Type    string   `json:"errorType"`
-	Stack   []string `json:"stackTrace"`
-}
-
 func (a *runtimeAPI) parseError(r *http.Request) *invoke.Error {
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	var re runtimeError
-	if err := json.Unmarshal(body, &re); err != nil {
-		// aws-lambda-go sends stack frames as objects; keep what parses.
-		var loose struct {
-			Message string `json:"errorMessage"`
-			Type    string `json:"errorType"`
-		}
-		if json.Unmarshal(body, &loose) == nil {
-			re.Message, re.Type = loose.Message, loose.Type
-		} else {
-			re.Message = strings.TrimSpace(string(body))
-		}
-	}
-	if t := r.Header.Get("Lambda-Runtime-Function-Error-Type"); re.Type == "" && t != "" {
-		re.Type = t
-	}
-	if re.Type == "" {
-		re.Type = "Unhandled"
-	}
-	return &invoke.Error{Function: a.fn, Version: a.ver, Type: re.Type, Message: re.Message, Stack: re.Stack}
+	return functionError(a.fn, a.ver, body, r.Header.Get("Lambda-Runtime-Function-Error-Type"))
 }
 
 func (a *runtimeAPI) fail(w http.ResponseWriter, r *http.Request, id string) {

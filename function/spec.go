@@ -14,13 +14,15 @@ type (
 	Mode = spec.Mode
 	// API names the runtime API an out-of-process function speaks.
 	API = spec.API
+	// Service names the cloud service a function was written for.
+	Service = spec.Service
 	// Duration is a time.Duration that reads and writes JSON as "10s".
 	Duration = spec.Duration
 	// User is a numeric uid and gid.
 	User = spec.User
 )
 
-// Runtimes, run modes and runtime APIs (see package spec).
+// Runtimes, run modes, runtime APIs and services (see package spec).
 const (
 	RuntimeGo         = spec.RuntimeGo
 	RuntimeExecutable = spec.RuntimeExecutable
@@ -33,6 +35,9 @@ const (
 	APILambda = spec.APILambda
 	APIFC     = spec.APIFC
 	APINative = spec.APINative
+
+	ServiceLambda = spec.ServiceLambda
+	ServiceFC     = spec.ServiceFC
 )
 
 // The defaults of a Spec (see package spec for why each).

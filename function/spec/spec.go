@@ -46,6 +46,23 @@ const (
 	APINative API = "native"
 )
 
+// Service names the cloud function service a function was written for.
+// The host gives the function what that service gives it: its event shape,
+// its context object, its environment and, for an executable, its runtime
+// API (docs/CLOUD.md lists them member by member).
+type Service string
+
+// Services.
+const (
+	// ServiceLambda is AWS Lambda: a JSON event parsed for the handler,
+	// Lambda's context, AWS_* and LAMBDA_* variables.
+	ServiceLambda Service = "lambda"
+	// ServiceFC is Alibaba Function Compute: the event as bytes (a Buffer
+	// in Node.js), FC's context (requestId, credentials, function,
+	// service, region, accountId), FC_* variables.
+	ServiceFC Service = "fc"
+)
+
 // Mode is when a function's instances run.
 type Mode string
 
@@ -99,9 +116,12 @@ type Function struct {
 	// registered under; for the others the entry point in the code
 	// directory.
 	Handler string `json:"handler"`
-	// API is the protocol between host and function: "lambda" (the
-	// default for executables), "fc", or "native" (the default for Node.js
-	// and Python).
+	// Service is the cloud service the code was written for: "lambda"
+	// (the default) or "fc" (the default when API is "fc").
+	Service Service `json:"service,omitempty"`
+	// API is the protocol between host and function: the service's own
+	// runtime API ("lambda" or "fc", the default for executables) or
+	// "native" (the default for Node.js and Python, which speak either).
 	API API `json:"api,omitempty"`
 	// CodeDir holds an out-of-process function's code; the package store
 	// sets it when it unpacks a version.
@@ -201,12 +221,26 @@ func (s Function) Resolve() (Function, error) {
 	if s.Handler == "" {
 		return bad("handler", "empty")
 	}
+	switch s.Service {
+	case "":
+		s.Service = ServiceLambda
+		if s.API == APIFC {
+			s.Service = ServiceFC
+		}
+	case ServiceLambda, ServiceFC:
+	default:
+		return bad("service", "%q (want lambda or fc)", s.Service)
+	}
 	if s.Runtime != RuntimeGo {
+		own := APILambda
+		if s.Service == ServiceFC {
+			own = APIFC
+		}
 		switch s.API {
 		case "":
-			// Executables are usually aws-lambda-go builds; the
-			// bootstraps take the faster native protocol.
-			s.API = APILambda
+			// Executables are usually builds of the service's runtime
+			// client; the bootstraps take the faster native protocol.
+			s.API = own
 			if s.Runtime != RuntimeExecutable {
 				s.API = APINative
 			}
@@ -214,8 +248,8 @@ func (s Function) Resolve() (Function, error) {
 		default:
 			return bad("api", "%q (want lambda, fc or native)", s.API)
 		}
-		if s.API == APIFC && s.Runtime != RuntimeExecutable {
-			return bad("api", "fc: the %s bootstrap speaks the Lambda runtime API", s.Runtime)
+		if s.API != APINative && s.API != own {
+			return bad("api", "%s is not the runtime API of service %s (use %s or native)", s.API, s.Service, own)
 		}
 		if s.CodeDir == "" {
 			return bad("codeDir", "empty; an out-of-process function needs its code directory")
@@ -275,14 +309,18 @@ func (s Function) Resolve() (Function, error) {
 	return s, nil
 }
 
-// hostEnv reports whether the function host sets the variable k for every
-// out-of-process instance, so a spec may not.
+// hostEnv reports whether the function host sets the variable k for an
+// out-of-process instance, so a spec may not: the variables Lambda
+// reserves, everything FC reserves (FC_*), and EDGEKIT_*. The defaults it
+// sets that a function may change (AWS_REGION, AWS_DEFAULT_REGION, TZ)
+// are not among them.
 func hostEnv(k string) bool {
 	switch k {
-	case "AWS_LAMBDA_RUNTIME_API", "FC_RUNTIME_API", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "_HANDLER", "LAMBDA_TASK_ROOT", "FC_FUNCTION_NAME", "FC_QUALIFIER",
-		"FC_FUNCTION_MEMORY_SIZE":
+	case "AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION",
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+		"AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_EXECUTION_ENV", "_HANDLER", "_X_AMZN_TRACE_ID",
+		"LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR":
 		return true
 	}
-	return strings.HasPrefix(k, "EDGEKIT_")
+	return strings.HasPrefix(k, "EDGEKIT_") || strings.HasPrefix(k, "FC_")
 }

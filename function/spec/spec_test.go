@@ -3,6 +3,7 @@ package spec_test
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/edgekit/edgekit/function/spec"
@@ -43,4 +44,53 @@ func FuzzSpecJSON(f *testing.F) {
 			t.Fatalf("round trip changed the spec:\n%s\n%s", out, a)
 		}
 	})
+}
+
+// TestService: the service a spec names sets its executable's runtime API;
+// a runtime API of the other service is refused, naming both.
+func TestService(t *testing.T) {
+	base := func(r spec.Runtime, svc spec.Service, api spec.API) spec.Function {
+		return spec.Function{Name: "f", Version: "1", Runtime: r, Handler: "index.handler", CodeDir: "/code", Service: svc, API: api}
+	}
+	for _, c := range []struct {
+		in      spec.Function
+		svc     spec.Service
+		api     spec.API
+		refused string
+	}{
+		{base(spec.RuntimeExecutable, "", ""), spec.ServiceLambda, spec.APILambda, ""},
+		{base(spec.RuntimeExecutable, spec.ServiceFC, ""), spec.ServiceFC, spec.APIFC, ""},
+		{base(spec.RuntimeExecutable, "", spec.APIFC), spec.ServiceFC, spec.APIFC, ""},
+		{base(spec.RuntimeNode, spec.ServiceFC, ""), spec.ServiceFC, spec.APINative, ""},
+		{base(spec.RuntimePython, spec.ServiceFC, spec.APIFC), spec.ServiceFC, spec.APIFC, ""},
+		{base(spec.RuntimeNode, "", spec.APILambda), spec.ServiceLambda, spec.APILambda, ""},
+		{base(spec.RuntimeExecutable, spec.ServiceLambda, spec.APIFC), "", "", "fc is not the runtime API of service lambda"},
+		{base(spec.RuntimeNode, spec.ServiceFC, spec.APILambda), "", "", "lambda is not the runtime API of service fc"},
+		{base(spec.RuntimeNode, "gcf", ""), "", "", `service: "gcf"`},
+	} {
+		got, err := c.in.Resolve()
+		if c.refused != "" {
+			if !errors.Is(err, spec.ErrInvalid) || !strings.Contains(err.Error(), c.refused) {
+				t.Errorf("%+v: %v, want a refusal saying %q", c.in, err, c.refused)
+			}
+			continue
+		}
+		if err != nil || got.Service != c.svc || got.API != c.api {
+			t.Errorf("%+v: service %q api %q (%v), want %q %q", c.in, got.Service, got.API, err, c.svc, c.api)
+		}
+	}
+	for _, k := range []string{"FC_ANYTHING", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_EXECUTION_ENV", "LAMBDA_RUNTIME_DIR", "_X_AMZN_TRACE_ID"} {
+		s := base(spec.RuntimeNode, "", "")
+		s.Env = map[string]string{k: "x"}
+		if _, err := s.Resolve(); !errors.Is(err, spec.ErrInvalid) {
+			t.Errorf("env %s: %v, want refused (the host sets it)", k, err)
+		}
+	}
+	for _, k := range []string{"AWS_REGION", "TZ", "AWS_LAMBDA_LOG_LEVEL"} {
+		s := base(spec.RuntimeNode, "", "")
+		s.Env = map[string]string{k: "x"}
+		if _, err := s.Resolve(); err != nil {
+			t.Errorf("env %s: %v, want allowed", k, err)
+		}
+	}
 }

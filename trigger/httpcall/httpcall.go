@@ -9,7 +9,8 @@
 // A synchronous call answers 200 with the function's result (its content
 // type, else application/json). A function's own error answers 200 with the
 // header X-Edgekit-Function-Error naming its type and a JSON body
-// {"error", "error_type"}, as the Lambda Invoke API does; the host's errors
+// {"error", "error_type"} with the function's own errorMessage, errorType
+// and stackTrace, as the Lambda Invoke API does; the host's errors
 // map to statuses: unknown function 404, throttled 429, timeout 504,
 // unavailable 503. A missing or wrong token is 401, a body over the limit
 // 413.
@@ -274,10 +275,19 @@ func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) writeInvokeError(w http.ResponseWriter, err error) {
 	typ := invoke.ErrorType(err)
 	status := http.StatusInternalServerError
+	var fe *invoke.Error
 	switch {
-	case errors.Is(err, invoke.ErrFunction):
+	case errors.As(err, &fe):
+		// The function's own error, also in the shape Lambda's Invoke
+		// answers it (what the runtime client posted), stack included.
 		w.Header().Set("X-Edgekit-Function-Error", typ)
-		status = http.StatusOK
+		stack := fe.Stack
+		if stack == nil {
+			stack = []string{}
+		}
+		httpjson.Write(w, http.StatusOK, map[string]any{"error": err.Error(), "error_type": typ,
+			"errorMessage": fe.Message, "errorType": fe.Type, "stackTrace": stack})
+		return
 	case errors.Is(err, invoke.ErrNotFound):
 		status = http.StatusNotFound
 	case errors.Is(err, invoke.ErrThrottled):

@@ -60,6 +60,9 @@ func gatewayWithCallers(t *testing.T) (*function.Host, *httpcall.Server, string,
 		if string(req.Payload) == `"fail"` {
 			return invoke.Response{}, errors.New("cannot greet")
 		}
+		if string(req.Payload) == `"stack"` {
+			return invoke.Response{}, &invoke.Error{Type: "ValueError", Message: "no such boiler", Stack: []string{"  File \"f.py\", line 3, in handler"}}
+		}
 		if string(req.Payload) == `"who"` {
 			return invoke.Response{Payload: []byte(`"` + req.Source["caller"] + `"`), ContentType: "application/json"}, nil
 		}
@@ -101,6 +104,18 @@ func TestInvoke(t *testing.T) {
 	a := do(t, "POST", url, token, `"fail"`)
 	if a.status != 200 || a.header.Get("X-Edgekit-Function-Error") == "" || !strings.Contains(a.body, "cannot greet") {
 		t.Errorf("function error: %d %q %v", a.status, a.body, a.header)
+	}
+	// A function's error keeps its stack, in the shape Lambda's Invoke
+	// answers it.
+	a = do(t, "POST", url, token, `"stack"`)
+	var doc struct {
+		Message string   `json:"errorMessage"`
+		Type    string   `json:"errorType"`
+		Stack   []string `json:"stackTrace"`
+	}
+	if err := json.Unmarshal([]byte(a.body), &doc); err != nil || doc.Type != "ValueError" || doc.Message != "no such boiler" ||
+		len(doc.Stack) != 1 || !strings.Contains(doc.Stack[0], "line 3") || a.header.Get("X-Edgekit-Function-Error") != "ValueError" {
+		t.Errorf("function error with a stack: %d %q %v", a.status, a.body, a.header)
 	}
 	for _, tc := range []struct {
 		what, method, url, token, body string

@@ -1,27 +1,34 @@
-// edgekit bootstrap for Node.js functions: the Lambda Runtime API loop,
-// standard library only. The host runs `node bootstrap.js` with
-// LAMBDA_TASK_ROOT (the code directory) and _HANDLER ("file.export").
-// Handlers: `async (event, context)`, `(event, context)` returning a value
-// or a promise, or the callback style `(event, context, callback)`.
+// edgekit bootstrap for Node.js functions: the runtime API loop of the
+// function's service — Lambda's (AWS_LAMBDA_RUNTIME_API, 2018-06-01) or
+// Function Compute's (FC_RUNTIME_API, 2020-11-11) — standard library only.
+// The host runs `node bootstrap.js` in the code directory with _HANDLER
+// ("file.export"); edgekit_common.js has the handler styles, the context
+// and the shapes of results and errors.
 'use strict';
 const http = require('http');
 const path = require('path');
-const { loadHandler, call, errorFields } = require(path.join(__dirname, 'edgekit_common.js'));
+const common = require(path.join(__dirname, 'edgekit_common.js'));
+
+const fc = common.service === 'fc';
+const profile = fc
+  ? { addr: process.env.FC_RUNTIME_API, prefix: '/2020-11-11/runtime', ok: 200, id: 'x-fc-request-id', deadline: 'x-fc-function-deadline' }
+  : { addr: process.env.AWS_LAMBDA_RUNTIME_API, prefix: '/2018-06-01/runtime', ok: 202, id: 'lambda-runtime-aws-request-id', deadline: 'lambda-runtime-deadline-ms' };
 
 // The address is host:port, optionally followed by a path prefix (the
 // instance's secret on edgekit): host:port/prefix.
-const api = process.env.AWS_LAMBDA_RUNTIME_API;
-const slash = api.indexOf('/');
-const [host, port] = (slash < 0 ? api : api.slice(0, slash)).split(':');
+const slash = profile.addr.indexOf('/');
+const [host, port] = (slash < 0 ? profile.addr : profile.addr.slice(0, slash)).split(':');
+// Idle keep-alive sockets are unref'd by the agent: between requests they
+// do not keep the event loop from emptying.
 const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-const base = (slash < 0 ? '' : api.slice(slash)) + '/2018-06-01/runtime';
+const base = (slash < 0 ? '' : profile.addr.slice(slash)) + profile.prefix;
 
 function request(method, urlPath, body, headers) {
   return new Promise((resolve, reject) => {
     const req = http.request({ host, port, method, path: base + urlPath, agent, headers: headers || {} }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
     });
     req.on('error', reject);
     if (body !== undefined) req.write(body);
@@ -29,16 +36,33 @@ function request(method, urlPath, body, headers) {
   });
 }
 
-function errorBody(err) {
-  return JSON.stringify(errorFields(err));
+function postError(urlPath, err) {
+  const fields = common.errorFields(err);
+  return request('POST', urlPath, JSON.stringify(fields), {
+    'Content-Type': 'application/json',
+    'Lambda-Runtime-Function-Error-Type': fields.errorType,
+  });
+}
+
+function context(h) {
+  const f = { requestId: h[profile.id], deadline: Number(h[profile.deadline]) };
+  if (fc) {
+    f.headers = h;
+  } else {
+    f.arn = h['lambda-runtime-invoked-function-arn'];
+    f.clientContext = h['lambda-runtime-client-context'];
+    f.identity = h['lambda-runtime-cognito-identity'];
+  }
+  return common.contextFor(f);
 }
 
 async function main() {
   let handler;
   try {
-    handler = loadHandler();
+    handler = await common.loadHandler();
   } catch (e) {
-    await request('POST', '/init/error', errorBody(e), { 'Lambda-Runtime-Function-Error-Type': 'Runtime.ImportModuleError' });
+    console.error(e);
+    if (!fc) await postError('/init/error', e);
     process.exit(1);
   }
   for (;;) {
@@ -47,30 +71,20 @@ async function main() {
       console.error(`runtime API /next answered ${next.status}: ${next.body}`);
       process.exit(1);
     }
-    const id = next.headers['lambda-runtime-aws-request-id'];
-    const deadline = Number(next.headers['lambda-runtime-deadline-ms']);
-    let clientContext;
-    try { clientContext = JSON.parse(next.headers['lambda-runtime-client-context'] || 'null'); } catch { clientContext = null; }
-    const context = {
-      awsRequestId: id,
-      invokedFunctionArn: next.headers['lambda-runtime-invoked-function-arn'],
-      functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
-      functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
-      memoryLimitInMB: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
-      clientContext,
-      callbackWaitsForEmptyEventLoop: false,
-      getRemainingTimeInMillis: () => deadline - Date.now(),
-    };
-    let event;
-    try { event = JSON.parse(next.body); } catch { event = next.body; }
+    const h = next.headers;
+    const id = h[profile.id];
+    if (!fc) {
+      if (h['lambda-runtime-trace-id']) process.env._X_AMZN_TRACE_ID = h['lambda-runtime-trace-id'];
+      else delete process.env._X_AMZN_TRACE_ID;
+    }
     let posted;
     try {
-      const result = await call(handler, event, context);
-      posted = await request('POST', `/invocation/${id}/response`, JSON.stringify(result === undefined ? null : result), { 'Content-Type': 'application/json' });
+      const [body, type] = common.encodeResult(await common.invoke(handler, common.decodeEvent(next.body), context(h)));
+      posted = await request('POST', `/invocation/${id}/response`, body, { 'Content-Type': type });
     } catch (e) {
-      posted = await request('POST', `/invocation/${id}/error`, errorBody(e), { 'Lambda-Runtime-Function-Error-Type': (e && e.name) || 'Error' });
+      posted = await postError(`/invocation/${id}/error`, e);
     }
-    if (posted.status !== 202) {
+    if (posted.status !== profile.ok) {
       console.error(`runtime API refused the result (${posted.status}): ${posted.body}`);
       process.exit(1);
     }

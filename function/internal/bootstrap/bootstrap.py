@@ -1,19 +1,27 @@
-# edgekit bootstrap for Python functions: the Lambda Runtime API loop,
-# standard library only. The host runs `python3 -u bootstrap.py` with
-# LAMBDA_TASK_ROOT (the code directory) and _HANDLER ("module.function");
-# handlers are `def handler(event, context)`.
+# edgekit bootstrap for Python functions: the runtime API loop of the
+# function's service — Lambda's (AWS_LAMBDA_RUNTIME_API, 2018-06-01) or
+# Function Compute's (FC_RUNTIME_API, 2020-11-11) — standard library only.
+# The host runs `python3 -u bootstrap.py` in the code directory with
+# _HANDLER ("module.function"); handlers are `def handler(event, context)`.
 import http.client
 import json
 import os
 import sys
-import time
 
-from edgekit_bootstrap_common import error_fields, load_handler
+import edgekit_bootstrap_common as common
+
+FC = common.SERVICE == "fc"
+if FC:
+    ADDR, PREFIX, OK = os.environ["FC_RUNTIME_API"], "/2020-11-11/runtime", 200
+    ID, DEADLINE = "x-fc-request-id", "x-fc-function-deadline"
+else:
+    ADDR, PREFIX, OK = os.environ["AWS_LAMBDA_RUNTIME_API"], "/2018-06-01/runtime", 202
+    ID, DEADLINE = "Lambda-Runtime-Aws-Request-Id", "Lambda-Runtime-Deadline-Ms"
 
 # The address is host:port, optionally followed by a path prefix (the
 # instance's secret on edgekit): host:port/prefix.
-HOST_PORT, SLASH, PREFIX = os.environ["AWS_LAMBDA_RUNTIME_API"].partition("/")
-BASE = SLASH + PREFIX + "/2018-06-01/runtime"
+HOST_PORT, SLASH, SECRET = ADDR.partition("/")
+BASE = SLASH + SECRET + PREFIX
 conn = http.client.HTTPConnection(HOST_PORT)
 
 
@@ -23,52 +31,50 @@ def request(method, path, body=None, headers=None):
     return resp.status, resp.headers, resp.read()
 
 
-def error_body(exc, type_name=None):
-    return json.dumps(error_fields(exc, type_name))
+def post_error(path, exc, type_name=None):
+    fields = common.error_fields(exc, type_name)
+    return request("POST", path, json.dumps(fields),
+                   {"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": fields["errorType"]})
 
 
-class Context:
-    def __init__(self, headers):
-        self.aws_request_id = headers.get("Lambda-Runtime-Aws-Request-Id")
-        self.invoked_function_arn = headers.get("Lambda-Runtime-Invoked-Function-Arn")
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
-        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        try:
-            self.client_context = json.loads(headers.get("Lambda-Runtime-Client-Context") or "null")
-        except ValueError:
-            self.client_context = None
-        self._deadline = int(headers.get("Lambda-Runtime-Deadline-Ms") or 0)
-
-    def get_remaining_time_in_millis(self):
-        return self._deadline - int(time.time() * 1000)
+def fields_of(headers):
+    if FC:
+        return lambda: {"headers": {k.lower(): v for k, v in headers.items()}}
+    return lambda: {"arn": headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+                    "client_context": headers.get("Lambda-Runtime-Client-Context"),
+                    "identity": headers.get("Lambda-Runtime-Cognito-Identity")}
 
 
 def main():
+    common.install_logging()
     try:
-        handler = load_handler()
+        handler = common.load_handler()
     except Exception as exc:
-        request("POST", "/init/error", error_body(exc, "Runtime.ImportModuleError"),
-                {"Lambda-Runtime-Function-Error-Type": "Runtime.ImportModuleError"})
+        print("init error: %s" % exc, file=sys.stderr)
+        if not FC:
+            post_error("/init/error", exc)
         sys.exit(1)
     while True:
         status, headers, body = request("GET", "/invocation/next")
         if status != 200:
             print("runtime API /next answered %d: %s" % (status, body), file=sys.stderr)
             sys.exit(1)
-        rid = headers.get("Lambda-Runtime-Aws-Request-Id")
+        rid = headers.get(ID)
+        if not FC:
+            trace = headers.get("Lambda-Runtime-Trace-Id")
+            if trace:
+                os.environ["_X_AMZN_TRACE_ID"] = trace
+            else:
+                os.environ.pop("_X_AMZN_TRACE_ID", None)
+        context = common.Context(rid, int(headers.get(DEADLINE) or 0), fields_of(headers))
+        common.current[0] = context
         try:
-            event = json.loads(body)
-        except ValueError:
-            event = body.decode("utf-8", "replace")
-        try:
-            result = handler(event, Context(headers))
-            status, _, answer = request("POST", "/invocation/%s/response" % rid, json.dumps(result),
-                                        {"Content-Type": "application/json"})
+            out, ctype = common.encode_result(handler(common.decode_event(body), context))
+            status, _, answer = request("POST", "/invocation/%s/response" % rid, out, {"Content-Type": ctype})
         except Exception as exc:
-            status, _, answer = request("POST", "/invocation/%s/error" % rid, error_body(exc),
-                                        {"Lambda-Runtime-Function-Error-Type": type(exc).__name__})
-        if status != 202:
+            status, _, answer = post_error("/invocation/%s/error" % rid, exc)
+        common.current[0] = None
+        if status != OK:
             print("runtime API refused the result (%d): %s" % (status, answer), file=sys.stderr)
             sys.exit(1)
 

@@ -1,43 +1,338 @@
-# What the Lambda and native Python bootstraps share: loading the handler
-# named by _HANDLER from LAMBDA_TASK_ROOT and describing an error.
+# What the runtime-API and native Python bootstraps share: loading the
+# handler named by _HANDLER (module.function or path/to/module.function),
+# the context object of the function's service (Lambda's or Function
+# Compute's, EDGEKIT_SERVICE), the root logging handler, and the shapes of
+# results, events and errors as that service's Python runtime has them.
+# Standard library only.
+import decimal
 import importlib
+import json
+import logging
 import os
 import sys
+import time
 import traceback
+
+SERVICE = "fc" if os.environ.get("EDGEKIT_SERVICE") == "fc" else "lambda"
+_ENV = os.environ
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+if SERVICE == "lambda":
+    # What Lambda's managed runtime says of itself.
+    os.environ["AWS_EXECUTION_ENV"] = "AWS_Lambda_python%d.%d" % sys.version_info[:2]
+
+
+class RuntimeError_(Exception):
+    """An error the runtime raises itself, with Lambda's type name."""
+
+    def __init__(self, type_name, message):
+        super().__init__(message)
+        self.type_name = type_name
 
 
 def load_handler():
-    spec = os.environ.get("_HANDLER", "")
+    """Loads the handler as Lambda's Python runtime does: "pkg/mod.fn" and
+    "pkg.mod.fn" are fn of module pkg.mod, found from the code root."""
+    spec = _ENV.get("_HANDLER") or _ENV.get("FC_FUNCTION_HANDLER", "")
     module, _, name = spec.rpartition(".")
-    if not module:
-        raise ValueError('handler "%s" must be module.function' % spec)
-    sys.path.insert(0, os.environ.get("LAMBDA_TASK_ROOT", "."))
-    fn = getattr(importlib.import_module(module), name, None)
+    if not module or not name:
+        raise RuntimeError_("Runtime.MalformedHandlerName", "Bad handler '%s': not enough values to unpack (expected 2, got 1)" % spec)
+    root = _ENV.get("LAMBDA_TASK_ROOT") or _ENV.get("FC_FUNC_CODE_PATH") or os.getcwd()
+    sys.path.insert(0, root)
+    modname = module.replace("/", ".")
+    try:
+        m = importlib.import_module(modname)
+    except ImportError as exc:
+        raise RuntimeError_("Runtime.ImportModuleError", "Unable to import module '%s': %s" % (modname, exc)) from exc
+    except SyntaxError as exc:
+        raise RuntimeError_("Runtime.UserCodeSyntaxError", "Syntax error in module '%s': %s" % (modname, exc)) from exc
+    fn = getattr(m, name, None)
     if not callable(fn):
-        raise ValueError('handler "%s": %s is not a function' % (spec, name))
+        raise RuntimeError_("Runtime.HandlerNotFound", "Handler '%s' missing on module '%s'" % (name, modname))
     return fn
 
 
+def _user_frames(tb):
+    """The traceback without the bootstrap's own frames, as Lambda's."""
+    frames = traceback.extract_tb(tb)
+    while frames and os.path.dirname(os.path.abspath(frames[0].filename)) == _HERE:
+        frames = frames[1:]
+    return traceback.format_list(frames)
+
+
 def error_fields(exc, type_name=None):
+    """An exception as the service reports it: errorMessage, errorType and
+    stackTrace, a list of formatted frames."""
     return {
-        "errorType": type_name or type(exc).__name__,
         "errorMessage": str(exc),
-        "stackTrace": traceback.format_exception(type(exc), exc, exc.__traceback__),
+        "errorType": type_name or getattr(exc, "type_name", None) or type(exc).__name__,
+        "stackTrace": _user_frames(exc.__traceback__),
     }
 
 
+def _default(o):
+    # As Lambda's runtime: a Decimal (what DynamoDB reads return) is a
+    # number; anything else json cannot hold is a marshal error.
+    if isinstance(o, decimal.Decimal):
+        return float(o)
+    raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
+
+
+_dumps = json.JSONEncoder(default=_default).encode
+
+
+def encode_result(value):
+    """The handler's result as the service returns it, and its content
+    type: bytes as they are (both services); FC's str as its UTF-8;
+    anything else JSON. What JSON cannot hold raises Runtime.MarshalError."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value), "application/unknown" if SERVICE == "lambda" else "application/octet-stream"
+    if SERVICE == "fc":
+        if isinstance(value, str):
+            return value.encode(), "text/plain; charset=utf-8"
+    try:
+        return _dumps(value).encode(), "application/json"
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RuntimeError_("Runtime.MarshalError", "Unable to marshal response: %s" % exc) from None
+
+
+def decode_event(data, loads=json.loads):
+    """The event as the service hands it over: Lambda parses JSON (a
+    payload that is not JSON stays a string); FC gives the bytes."""
+    if SERVICE == "fc":
+        return bytes(data)
+    try:
+        return loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")
+
+
+class _Object:
+    """A context member read from JSON: its fields as attributes."""
+
+    def __init__(self, **fields):
+        self.__dict__.update(fields)
+
+    def __repr__(self):
+        return "%s(%r)" % (type(self).__name__, self.__dict__)
+
+
+class Client(_Object):
+    """The mobile client of Lambda's client context."""
+
+
+class ClientContext(_Object):
+    """Lambda's client_context: client, custom, env."""
+
+
+class CognitoIdentity(_Object):
+    """Lambda's identity: cognito_identity_id, cognito_identity_pool_id."""
+
+
+def client_context(raw):
+    """Lambda's ClientContext from its JSON, or None."""
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(d, dict):
+        return None
+    c = d.get("client")
+    client = None
+    if isinstance(c, dict):
+        client = Client(installation_id=c.get("installation_id"), app_title=c.get("app_title"),
+                        app_version_name=c.get("app_version_name"), app_version_code=c.get("app_version_code"),
+                        app_package_name=c.get("app_package_name"))
+    return ClientContext(client=client, custom=d.get("custom"), env=d.get("env"))
+
+
+def cognito_identity(raw):
+    d = {}
+    if raw:
+        try:
+            d = json.loads(raw) or {}
+        except ValueError:
+            d = {}
+    return CognitoIdentity(cognito_identity_id=d.get("cognitoIdentityId"), cognito_identity_pool_id=d.get("cognitoIdentityPoolId"))
+
+
+class LambdaContext:
+    """Lambda's context object. What comes with the invocation is read from
+    fields, a callable returning them (decoded on first use: most handlers
+    never look): request_id, arn, client_context and identity (JSON)."""
+
+    function_name = _ENV.get("AWS_LAMBDA_FUNCTION_NAME")
+    function_version = _ENV.get("AWS_LAMBDA_FUNCTION_VERSION")
+    memory_limit_in_mb = _ENV.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    log_group_name = _ENV.get("AWS_LAMBDA_LOG_GROUP_NAME")
+    log_stream_name = _ENV.get("AWS_LAMBDA_LOG_STREAM_NAME")
+
+    def __init__(self, request_id, deadline_ms, fields):
+        self._rid = request_id
+        self._deadline = deadline_ms
+        self._fields = fields
+        self._decoded = None
+
+    def _field(self, name):
+        if self._decoded is None:
+            self._decoded = self._fields()
+        return self._decoded.get(name)
+
+    @property
+    def aws_request_id(self):
+        if self._rid is None:
+            self._rid = self._field("request_id")
+        return self._rid
+
+    @property
+    def invoked_function_arn(self):
+        return self._field("arn") or _ENV.get("EDGEKIT_FUNCTION_ARN")
+
+    @property
+    def client_context(self):
+        return client_context(self._field("client_context"))
+
+    @property
+    def identity(self):
+        return cognito_identity(self._field("identity"))
+
+    @property
+    def traceparent(self):
+        """The W3C trace context of the invocation's cause, or None."""
+        return self._field("traceparent")
+
+    @property
+    def tracestate(self):
+        return self._field("tracestate")
+
+    def get_remaining_time_in_millis(self):
+        return self._deadline - int(time.time() * 1000)
+
+
+class Credentials(_Object):
+    """FC's credentials: access_key_id, access_key_secret, security_token."""
+
+
+class FunctionMeta(_Object):
+    """FC's function: name, handler, memory, timeout, initializer,
+    initialization_timeout."""
+
+
+class ServiceMeta(_Object):
+    """FC's service: name, log_project, log_store, qualifier, version_id."""
+
+
+class FCContext:
+    """Function Compute's context object. fields returns the invocation's
+    FC headers (lower-case) where the runtime API brought them; the
+    environment has the rest. The credentials are empty: the edge has no
+    STS."""
+
+    region = _ENV.get("FC_REGION")
+    account_id = _ENV.get("FC_ACCOUNT_ID")
+    retry_count = 0
+
+    def __init__(self, request_id, deadline_ms, fields):
+        self._rid = request_id
+        self._deadline = deadline_ms
+        self._fields = fields
+        self._decoded = None
+
+    def _h(self, name, env=None):
+        if self._decoded is None:
+            self._decoded = self._fields()
+        v = (self._decoded.get("headers") or {}).get(name)
+        return v if v is not None else (_ENV.get(env) if env else None)
+
+    @property
+    def request_id(self):
+        if self._rid is None:
+            if self._decoded is None:
+                self._decoded = self._fields()
+            self._rid = self._decoded.get("request_id")
+        return self._rid
+
+    @property
+    def credentials(self):
+        return Credentials(access_key_id=self._h("x-fc-access-key-id") or "",
+                           access_key_secret=self._h("x-fc-access-key-secret") or "",
+                           security_token=self._h("x-fc-security-token") or "")
+
+    @property
+    def function(self):
+        def num(v):
+            return int(v) if v not in (None, "") else None
+        return FunctionMeta(name=self._h("x-fc-function-name", "FC_FUNCTION_NAME"),
+                            handler=self._h("x-fc-function-handler", "FC_FUNCTION_HANDLER"),
+                            memory=num(self._h("x-fc-function-memory", "FC_FUNCTION_MEMORY_SIZE")),
+                            timeout=num(self._h("x-fc-function-timeout", "EDGEKIT_FUNCTION_TIMEOUT")),
+                            initializer=None, initialization_timeout=None)
+
+    @property
+    def service(self):
+        return ServiceMeta(name=self._h("x-fc-service-name", "FC_SERVICE_NAME"), log_project="", log_store="",
+                           qualifier=self._h("x-fc-qualifier", "FC_QUALIFIER"), version_id=_ENV.get("FC_FUNCTION_VERSION"))
+
+    def get_remaining_time_in_millis(self):
+        return self._deadline - int(time.time() * 1000)
+
+
+Context = FCContext if SERVICE == "fc" else LambdaContext
+
+# The context of the invocation under way, for the log records.
+current = [None]
+
+
+def _request_id():
+    c = current[0]
+    if c is None:
+        return ""
+    return (c.request_id if SERVICE == "fc" else c.aws_request_id) or ""
+
+
+class _Handler(logging.StreamHandler):
+    """The root handler the service's runtime installs: each record is one
+    line on stdout with its level, time and request id (a message's line
+    breaks become carriage returns, as Lambda's)."""
+
+    def emit(self, record):
+        try:
+            msg = self.format(record).replace("\n", "\r")
+            t = time.gmtime(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", t) + ".%03dZ" % record.msecs
+            rid = _request_id()
+            if SERVICE == "fc":
+                line = "%s %s [%s] %s\n" % (stamp, rid, record.levelname, msg)
+            else:
+                line = "[%s]\t%s\t%s\t%s\n" % (record.levelname, stamp, rid, msg)
+            self.stream.write(line)
+            self.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def install_logging():
+    """Installs the root handler; AWS_LAMBDA_LOG_LEVEL sets the root level
+    where Lambda reads it."""
+    root = logging.getLogger()
+    root.addHandler(_Handler(sys.stdout))
+    level = _ENV.get("AWS_LAMBDA_LOG_LEVEL", "").upper()
+    if SERVICE == "lambda" and level in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"):
+        root.setLevel("WARNING" if level == "WARN" else level)
+
+
 def json_codec():
-    """Returns (loads, dumps) that behave as json.loads and json.dumps with
-    their defaults, for the per-invocation event and result: where CPython's
-    C scanner and encoder can be called directly they are, which saves
-    ~2 µs an invocation over the json module's Python-level wrappers."""
-    import json
+    """Returns (loads, dumps) that behave as json.loads and Lambda's dumps,
+    for the per-invocation event and result: where CPython's C scanner and
+    encoder can be called directly they are, which saves ~2 µs an
+    invocation over the json module's Python-level wrappers."""
     import json.decoder
     import json.encoder
 
     scan_once = json.decoder.JSONDecoder().scan_once
     make_encoder = getattr(json.encoder, "c_make_encoder", None)
-    default = json.JSONEncoder().default
     ascii_string = json.encoder.encode_basestring_ascii
     blank = " \t\n\r"
 
@@ -52,10 +347,16 @@ def json_codec():
             pass
         return json.loads(data)  # the slow path, and its error
 
-    if make_encoder is None:
-        return loads, json.dumps
+    if make_encoder is None or SERVICE == "fc":
+        return loads, encode_result
 
     def dumps(value):
-        return "".join(make_encoder({}, default, ascii_string, None, ": ", ", ", False, False, True)(value, 0))
+        if isinstance(value, (bytes, bytearray)):
+            return encode_result(value)
+        try:
+            out = make_encoder({}, _default, ascii_string, None, ": ", ", ", False, False, True)(value, 0)
+            return "".join(out).encode(), "application/json"
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RuntimeError_("Runtime.MarshalError", "Unable to marshal response: %s" % exc) from None
 
     return loads, dumps

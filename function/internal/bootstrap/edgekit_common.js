@@ -1,42 +1,301 @@
-// What the Lambda and native Node.js bootstraps share: loading the handler
-// named by _HANDLER from LAMBDA_TASK_ROOT, calling it in any of the Lambda
-// styles, and describing an error.
+// What the runtime-API and native Node.js bootstraps share: loading the
+// handler named by _HANDLER (CommonJS or ESM), the context object of the
+// function's service (Lambda's or Function Compute's, EDGEKIT_SERVICE),
+// calling the handler in every style that service allows, and the shapes of
+// its results and errors. Standard library only.
 'use strict';
+const fs = require('fs');
 const path = require('path');
+const { pathToFileURL } = require('url');
 
-exports.loadHandler = function loadHandler() {
-  const spec = process.env._HANDLER || '';
-  const dot = spec.lastIndexOf('.');
-  if (dot <= 0) throw new Error(`handler "${spec}" must be file.export`);
-  const mod = require(path.resolve(process.env.LAMBDA_TASK_ROOT || '.', spec.slice(0, dot)));
-  const fn = mod[spec.slice(dot + 1)];
-  if (typeof fn !== 'function') throw new Error(`handler "${spec}": ${spec.slice(dot + 1)} is not an exported function`);
+const service = process.env.EDGEKIT_SERVICE === 'fc' ? 'fc' : 'lambda';
+exports.service = service;
+
+if (service === 'lambda') {
+  // What Lambda's managed runtime says of itself.
+  process.env.AWS_EXECUTION_ENV = `AWS_Lambda_nodejs${process.versions.node.split('.')[0]}.x`;
+}
+
+function named(err, name) {
+  err.name = name;
+  return err;
+}
+
+// The code root: LAMBDA_TASK_ROOT, FC_FUNC_CODE_PATH, else the directory
+// the host started the process in.
+function codeRoot() {
+  return process.env.LAMBDA_TASK_ROOT || process.env.FC_FUNC_CODE_PATH || process.cwd();
+}
+
+// isESM tells whether a .js file is an ES module: the nearest package.json
+// above it, within the code root, says "type": "module".
+function isESM(file, root) {
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    const pj = path.join(dir, 'package.json');
+    if (fs.existsSync(pj)) {
+      try {
+        return JSON.parse(fs.readFileSync(pj, 'utf8')).type === 'module';
+      } catch {
+        return false;
+      }
+    }
+    if (dir === root || dir === path.dirname(dir)) return false;
+  }
+}
+
+// loadHandler loads the handler as Lambda's Node.js runtime does: the
+// handler "dir/module.fn.nested" is fn.nested of dir/module.js (CommonJS,
+// or ESM under "type": "module"), dir/module.mjs (ESM) or dir/module.cjs
+// (CommonJS). Errors are Runtime.ImportModuleError, Runtime.HandlerNotFound
+// or Runtime.MalformedHandlerName, as Lambda names them.
+exports.loadHandler = async function loadHandler() {
+  const spec = process.env._HANDLER || process.env.FC_FUNCTION_HANDLER || '';
+  const slash = spec.lastIndexOf('/');
+  const base = spec.slice(slash + 1);
+  const dot = base.indexOf('.');
+  if (dot <= 0 || dot === base.length - 1) {
+    throw named(new Error(`Bad handler ${spec}: it must be module.function`), 'Runtime.MalformedHandlerName');
+  }
+  const root = codeRoot();
+  const stem = path.resolve(root, spec.slice(0, slash + 1) + base.slice(0, dot));
+  const fnPath = base.slice(dot + 1).split('.');
+  let mod;
+  try {
+    if (fs.existsSync(stem + '.js')) {
+      mod = isESM(stem + '.js', root) ? await import(pathToFileURL(stem + '.js').href) : require(stem + '.js');
+    } else if (fs.existsSync(stem + '.mjs')) {
+      mod = await import(pathToFileURL(stem + '.mjs').href);
+    } else if (fs.existsSync(stem + '.cjs')) {
+      mod = require(stem + '.cjs');
+    } else {
+      mod = require(require.resolve(base.slice(0, dot), { paths: [path.dirname(stem)] }));
+    }
+  } catch (e) {
+    if (e && e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(base.slice(0, dot))) {
+      throw named(new Error(`Cannot find module '${base.slice(0, dot)}' in ${path.dirname(stem)}`), 'Runtime.ImportModuleError');
+    }
+    throw e;
+  }
+  let fn = mod;
+  for (const k of fnPath) fn = fn == null ? undefined : fn[k];
+  if (typeof fn !== 'function') {
+    throw named(new Error(`${spec} is undefined or not exported`), 'Runtime.HandlerNotFound');
+  }
   return fn;
 };
 
-// call runs an async handler, one returning a value or a promise, or the
-// callback style (event, context, callback).
-exports.call = function call(handler, event, context) {
+// The one pending "when the event loop is empty" action, as Lambda's
+// runtime keeps it: a callback with callbackWaitsForEmptyEventLoop set, or
+// a handler that returned without answering, finishes when nothing the
+// handler started is left. idle holds the bootstrap's own hooks that let
+// the loop empty while it waits (the native bootstrap unrefs its pipe).
+let onEmpty = null;
+const idle = { pause() {}, resume() {} };
+exports.setIdleHooks = (pause, resume) => {
+  idle.pause = pause;
+  idle.resume = resume;
+};
+process.on('beforeExit', () => {
+  const f = onEmpty;
+  if (!f) return;
+  onEmpty = null;
+  idle.resume();
+  f();
+});
+function whenEmpty(f) {
+  if (!onEmpty) idle.pause();
+  onEmpty = f;
+}
+function cancelEmpty(f) {
+  if (onEmpty === f) {
+    onEmpty = null;
+    idle.resume();
+  }
+}
+
+// invoke calls handler with event and context in any of the styles the
+// service allows, and resolves to its result or rejects with its error:
+//   - async, or returning a promise: its outcome, at once;
+//   - the callback style (event, context, callback): the callback's
+//     outcome, once the event loop is empty when
+//     context.callbackWaitsForEmptyEventLoop is true (Lambda's default),
+//     at once when false;
+//   - context.succeed(result), context.fail(error), context.done(error,
+//     result): at once;
+//   - returning without answering: null once the event loop is empty;
+//   - edgekit's own: a synchronous handler of one or two parameters that
+//     returns a value answers with it.
+// The first answer counts; later ones are ignored.
+exports.invoke = function invoke(handler, event, context) {
   return new Promise((resolve, reject) => {
-    let settled = false;
-    const callback = (err, result) => {
-      if (settled) return;
-      settled = true;
-      if (err) reject(err); else resolve(result);
+    let done = false;
+    let pending = null;
+    const finish = (failed, value) => {
+      if (done) return;
+      done = true;
+      if (pending) cancelEmpty(pending);
+      if (failed) reject(value);
+      else resolve(value);
     };
+    const later = (failed, value) => {
+      if (done) return;
+      if (pending) cancelEmpty(pending);
+      pending = () => finish(failed, value);
+      whenEmpty(pending);
+    };
+    const callback = (err, result) => {
+      if (err !== null && err !== undefined) {
+        if (context.callbackWaitsForEmptyEventLoop) later(true, err);
+        else finish(true, err);
+      } else if (context.callbackWaitsForEmptyEventLoop) later(false, result);
+      else finish(false, result);
+    };
+    context.succeed = (result) => finish(false, result);
+    context.fail = (err) => finish(true, err);
+    context.done = (err, result) => (err !== null && err !== undefined ? finish(true, err) : finish(false, result));
     let r;
     try {
       r = handler(event, context, callback);
     } catch (e) {
-      callback(e);
+      finish(true, e);
       return;
     }
-    if (r && typeof r.then === 'function') r.then((v) => callback(null, v), (e) => callback(e));
-    else if (handler.length < 3) callback(null, r);
+    if (r && typeof r.then === 'function') {
+      r.then((v) => finish(false, v), (e) => finish(true, e));
+    } else if (handler.length < 3 && r !== undefined) {
+      finish(false, r);
+    } else if (!done && !pending) {
+      later(false, null);
+    }
   });
 };
 
+// errorFields is an error as the service's Node.js runtime reports it:
+// Lambda {errorType, errorMessage, trace}, FC {errorType, errorMessage,
+// stackTrace}; the stack keeps its first line. A thrown value that is not
+// an Error is typed by typeof, as Lambda does (callback('text') is a
+// "string" error).
 exports.errorFields = function errorFields(err) {
-  const e = err instanceof Error ? err : new Error(String(err));
-  return { errorType: e.name || 'Error', errorMessage: e.message, stackTrace: (e.stack || '').split('\n').slice(1).map((l) => l.trim()) };
+  let out;
+  if (err instanceof Error) {
+    out = { errorType: err.name || 'Error', errorMessage: err.message, stack: String(err.stack || '').split('\n') };
+  } else {
+    let msg;
+    try {
+      msg = typeof err === 'object' && err !== null ? JSON.stringify(err) : String(err);
+    } catch {
+      msg = String(err);
+    }
+    out = { errorType: typeof err, errorMessage: msg, stack: [] };
+  }
+  const key = service === 'fc' ? 'stackTrace' : 'trace';
+  return { errorType: out.errorType, errorMessage: out.errorMessage, [key]: out.stack };
 };
+
+// encodeResult is a handler's result as the service returns it, and its
+// content type: Lambda JSON (undefined is null); FC a Buffer or string as
+// its bytes, anything else JSON. A result JSON cannot hold throws a
+// Runtime.MarshalError.
+exports.encodeResult = function encodeResult(value) {
+  if (service === 'fc') {
+    if (Buffer.isBuffer(value)) return [value, 'application/octet-stream'];
+    if (typeof value === 'string') return [Buffer.from(value), 'text/plain; charset=utf-8'];
+  }
+  let s;
+  try {
+    s = JSON.stringify(value === undefined ? null : value);
+  } catch (e) {
+    throw named(new Error(`Unable to stringify response body: ${e.message}`), 'Runtime.MarshalError');
+  }
+  return [Buffer.from(s === undefined ? 'null' : s), 'application/json'];
+};
+
+// decodeEvent is the event as the service hands it over: Lambda parses
+// JSON (a payload that is not JSON stays a string); FC gives the bytes.
+exports.decodeEvent = function decodeEvent(buf) {
+  if (service === 'fc') return buf;
+  const s = buf.toString('utf8');
+  try {
+    return JSON.parse(s);
+  } catch {
+    return s;
+  }
+};
+
+function parseJSON(s) {
+  if (!s) return undefined;
+  try {
+    return JSON.parse(s);
+  } catch {
+    return undefined;
+  }
+}
+
+// lambdaContext is Lambda's context object for one invocation.
+exports.lambdaContext = function lambdaContext(f) {
+  const env = process.env;
+  return {
+    callbackWaitsForEmptyEventLoop: true,
+    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
+    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
+    invokedFunctionArn: f.arn || env.EDGEKIT_FUNCTION_ARN,
+    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    awsRequestId: f.requestId,
+    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
+    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    identity: parseJSON(f.identity),
+    clientContext: parseJSON(f.clientContext),
+    getRemainingTimeInMillis: () => f.deadline - Date.now(),
+  };
+};
+
+function logger(requestId) {
+  const line = (level, stream) => (...args) => {
+    stream.write(`${new Date().toISOString()} ${requestId} [${level}] ${require('util').format(...args)}\n`);
+  };
+  return {
+    debug: line('DEBUG', process.stdout),
+    info: line('INFO', process.stdout),
+    log: line('INFO', process.stdout),
+    warn: line('WARNING', process.stderr),
+    error: line('ERROR', process.stderr),
+  };
+}
+
+// fcContext is Function Compute's context object for one invocation. The
+// credentials are empty: the edge has no STS.
+exports.fcContext = function fcContext(f) {
+  const env = process.env;
+  const h = f.headers || {};
+  const num = (v) => (v === undefined || v === '' ? undefined : Number(v));
+  return {
+    requestId: f.requestId,
+    credentials: {
+      accessKeyId: h['x-fc-access-key-id'] || '',
+      accessKeySecret: h['x-fc-access-key-secret'] || '',
+      securityToken: h['x-fc-security-token'] || '',
+    },
+    function: {
+      name: h['x-fc-function-name'] || env.FC_FUNCTION_NAME,
+      handler: h['x-fc-function-handler'] || env.FC_FUNCTION_HANDLER,
+      memory: num(h['x-fc-function-memory'] || env.FC_FUNCTION_MEMORY_SIZE),
+      timeout: num(h['x-fc-function-timeout'] || env.EDGEKIT_FUNCTION_TIMEOUT),
+    },
+    service: {
+      name: h['x-fc-service-name'] || env.FC_SERVICE_NAME,
+      logProject: '',
+      logStore: '',
+      qualifier: h['x-fc-qualifier'] || env.FC_QUALIFIER,
+      versionId: env.FC_FUNCTION_VERSION,
+    },
+    region: h['x-fc-region'] || env.FC_REGION,
+    accountId: h['x-fc-account-id'] || env.FC_ACCOUNT_ID,
+    retryCount: 0,
+    logger: logger(f.requestId),
+    callbackWaitsForEmptyEventLoop: false,
+    getRemainingTimeInMillis: () => f.deadline - Date.now(),
+  };
+};
+
+// contextFor is the service's context object.
+exports.contextFor = service === 'fc' ? exports.fcContext : exports.lambdaContext;

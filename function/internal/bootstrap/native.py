@@ -1,14 +1,15 @@
 # edgekit native-protocol bootstrap for Python functions, standard library
 # only: invocations on fd 3 (from the host), replies on fd 4 and metrics on
-# fd 5 (to the host), as package function/native documents. Handlers are
-# `def handler(event, context)`.
+# fd 5 (to the host), as package function/native documents. Handlers,
+# context, results and errors as in bootstrap.py
+# (edgekit_bootstrap_common.py).
 import json
 import os
+import re
 import struct
 import sys
-import time
 
-from edgekit_bootstrap_common import error_fields, json_codec, load_handler
+import edgekit_bootstrap_common as common
 
 
 def write_frame(kind, body, fd=4):
@@ -19,55 +20,36 @@ def write_frame(kind, body, fd=4):
 
 
 def error_json(exc, type_name=None):
-    return json.dumps(error_fields(exc, type_name)).encode()
+    return json.dumps(common.error_fields(exc, type_name)).encode()
 
 
-class Context:
-    """The Lambda context object. The metadata is decoded on first use:
-    many handlers never look."""
+def _metric(name, value):
+    n = name.encode()
+    write_frame(b"M", struct.pack("<H", len(n)) + n + struct.pack("<d", float(value)), 5)
 
-    def __init__(self, meta, deadline):
-        self._meta = meta
-        self._decoded = None
-        self._deadline = deadline
 
-    def _field(self, name):
-        if self._decoded is None:
-            self._decoded = json.loads(self._meta or b"{}")
-        return self._decoded.get(name)
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
-    @property
-    def aws_request_id(self):
-        return self._field("requestId")
 
-    @property
-    def function_name(self):
-        return self._field("function")
+def _xray(tp):
+    """The W3C trace context in the X-Ray form Lambda puts in
+    _X_AMZN_TRACE_ID, or None."""
+    m = _TRACEPARENT.match(tp or "")
+    if not m:
+        return None
+    t = m.group(1)
+    return "Root=1-%s-%s;Parent=%s;Sampled=%d" % (t[:8], t[8:], m.group(2), int(m.group(3), 16) & 1)
 
-    @property
-    def function_version(self):
-        return self._field("version")
 
-    @property
-    def client_context(self):
-        source = self._field("source")
-        return {"custom": source} if source else None
-
-    @property
-    def traceparent(self):
-        """The W3C trace context of the invocation's cause, or None."""
-        return self._field("traceparent")
-
-    @property
-    def tracestate(self):
-        return self._field("tracestate")
-
-    def get_remaining_time_in_millis(self):
-        return self._deadline - int(time.time() * 1000)
-
-    def metric(self, name, value):
-        n = name.encode()
-        write_frame(b"M", struct.pack("<H", len(n)) + n + struct.pack("<d", float(value)), 5)
+def _fields(meta):
+    """The invocation's metadata (JSON: requestId, source, traceparent,
+    tracestate) as the context reads it, decoded on first use."""
+    def decode():
+        d = json.loads(meta or b"{}")
+        source = d.get("source")
+        return {"request_id": d.get("requestId"), "traceparent": d.get("traceparent"), "tracestate": d.get("tracestate"),
+                "client_context": json.dumps({"custom": source}) if source else None}
+    return decode
 
 
 def serve(handler, fd_in=3, fd_out=4):
@@ -78,7 +60,12 @@ def serve(handler, fd_in=3, fd_out=4):
     invoke = struct.Struct("<QqI")
     reply = struct.Struct("<IcQ")
     read, write = os.read, os.write
-    loads, dumps = json_codec()
+    loads, dumps = common.json_codec()
+    decode_event = common.decode_event
+    Context = common.Context
+    current = common.current
+    lam = common.SERVICE == "lambda"
+    environ = os.environ
     buf = b""
     while True:
         while len(buf) < 4 or len(buf) < 4 + header.unpack_from(buf)[0]:
@@ -91,26 +78,34 @@ def serve(handler, fd_in=3, fd_out=4):
         if body[:1] != b"V":
             continue
         seq, deadline, m = invoke.unpack_from(body, 1)
-        payload = body[21 + m:]
+        meta, payload = body[21:21 + m], body[21 + m:]
+        context = Context(None, deadline, _fields(meta))
+        context.metric = _metric
+        current[0] = context
+        if lam:
+            if b'"traceparent"' in meta:
+                x = _xray(context.traceparent)
+                if x:
+                    environ["_X_AMZN_TRACE_ID"] = x
+            else:
+                environ.pop("_X_AMZN_TRACE_ID", None)
         try:
-            event = loads(payload)
-        except ValueError:
-            event = payload.decode("utf-8", "replace")
-        try:
-            out = dumps(handler(event, Context(body[21:21 + m], deadline))).encode()
+            out = dumps(handler(decode_event(payload, loads), context))[0]
             kind = b"O"
         except Exception as exc:
             out, kind = error_json(exc), b"E"
+        current[0] = None
         data = reply.pack(len(out) + 9, kind, seq) + out
         while data:
             data = data[write(fd_out, data):]
 
 
 def main():
+    common.install_logging()
     try:
-        handler = load_handler()
+        handler = common.load_handler()
     except Exception as exc:
-        write_frame(b"I", error_json(exc, "Runtime.ImportModuleError"))
+        write_frame(b"I", error_json(exc))
         sys.exit(1)
     write_frame(b"R", b"")
     serve(handler)

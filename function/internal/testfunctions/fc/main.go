@@ -13,6 +13,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+
+	"github.com/edgekit/edgekit/function/internal/testfunctions/serviceenv"
 )
 
 type next struct {
@@ -62,7 +64,7 @@ func main() {
 					headers[k] = v[0]
 				}
 			}
-			out, _ := json.Marshal(map[string]any{"fc": true, "event": json.RawMessage(n.event), "deadline_set": h.Get("x-fc-function-deadline") != "", "headers": headers})
+			out, _ := json.Marshal(map[string]any{"fc": true, "event": json.RawMessage(n.event), "deadline_set": h.Get("x-fc-function-deadline") != "", "headers": headers, "env": serviceenv.Read()})
 			post, err = http.Post(base+id+"/response", "application/json", bytes.NewReader(out))
 		}
 		if err != nil || post.StatusCode != http.StatusOK {

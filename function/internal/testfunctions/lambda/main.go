@@ -18,6 +18,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/edgekit/edgekit/function/internal/testfunctions/serviceenv"
 )
 
 func main() {
@@ -84,6 +86,7 @@ func main() {
 			"config":      os.Getenv("EDGEKIT_FUNCTION_CONFIG"),
 			"trace":       os.Getenv("_X_AMZN_TRACE_ID"),
 			"extra_env":   os.Getenv("EXTRA"),
+			"env":         serviceenv.Read(),
 			"pid":         os.Getpid(),
 			"uid":         os.Getuid(),
 			"gid":         os.Getgid(),
