@@ -104,15 +104,30 @@ func (o *outputPipe) close() {
 // mark is where an invocation begins, for quiet.
 func (o *outputPipe) mark() int64 { return o.read.Load() }
 
-// quiet reports whether the process wrote nothing since mark: the pipe
-// holds nothing and the reader has taken nothing from it.
-func (o *outputPipe) quiet(mark int64) bool {
-	n := 0
-	// TIOCINQ is FIONREAD: the bytes waiting in the pipe.
-	if err := o.raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) }); err != nil {
-		return true // closed: nothing more to wait for
+// pending reports, for each of a and b, whether the process wrote
+// anything since its mark: its pipe holds bytes, or its reader has taken
+// some. One poll(2) asks for both pipes.
+func pending(a, b *outputPipe, markA, markB int64) (bool, bool) {
+	fds := [2]unix.PollFd{{Fd: -1, Events: unix.POLLIN}, {Fd: -1, Events: unix.POLLIN}}
+	polled := false
+	// A pipe that is closed (the instance has gone) has nothing to wait for.
+	_ = a.raw.Control(func(fa uintptr) {
+		fds[0].Fd = int32(fa)
+		_ = b.raw.Control(func(fb uintptr) {
+			fds[1].Fd = int32(fb)
+			for {
+				_, err := unix.Poll(fds[:], 0)
+				if err != unix.EINTR {
+					polled = err == nil
+					return
+				}
+			}
+		})
+	})
+	if !polled {
+		return false, false
 	}
-	return n == 0 && o.read.Load() == mark
+	return fds[0].Revents&unix.POLLIN != 0 || a.read.Load() != markA, fds[1].Revents&unix.POLLIN != 0 || b.read.Load() != markB
 }
 
 // fence writes a fence and returns the number the reader will count when

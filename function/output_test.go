@@ -65,9 +65,14 @@ func TestOutputFence(t *testing.T) {
 		<-done
 	}()
 
+	other, err := newOutputPipe("stderr", slog.LevelWarn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.close()
 	mark := o.mark()
-	if !o.quiet(mark) {
-		t.Fatal("quiet before any output: false")
+	if a, b := pending(o, other, mark, other.mark()); a || b {
+		t.Fatalf("output pending before any: %v %v", a, b)
 	}
 	idMu.Lock()
 	id = "r1"
@@ -76,8 +81,8 @@ func TestOutputFence(t *testing.T) {
 	if _, err := o.child.WriteString("one\n" + forged + "\nno end"); err != nil {
 		t.Fatal(err)
 	}
-	if o.quiet(mark) {
-		t.Fatal("quiet after output: true")
+	if a, b := pending(o, other, mark, other.mark()); !a || b {
+		t.Fatalf("output pending after some on the first pipe: %v %v, want true false", a, b)
 	}
 	n := o.fence(time.Now().Add(10 * time.Second))
 	timer := time.NewTimer(10 * time.Second)
@@ -89,7 +94,7 @@ func TestOutputFence(t *testing.T) {
 	if got := rec.got(); !slices.Equal(got, want) {
 		t.Fatalf("records %q, want %q", got, want)
 	}
-	if !o.quiet(o.mark()) {
+	if a, _ := pending(o, other, o.mark(), other.mark()); a {
 		t.Error("the fence itself counts as output")
 	}
 }
@@ -120,5 +125,26 @@ func TestOutputLongLine(t *testing.T) {
 	}
 	if total != maxLine+10 || got[len(got)-1] != "|after" {
 		t.Errorf("%d records holding %d bytes, last %q; want %d bytes then after", len(got), total, got[len(got)-1], maxLine+10)
+	}
+}
+
+// BenchmarkOutputSettleQuiet: what an invocation that wrote nothing pays
+// for the output fence (one poll of both pipes).
+func BenchmarkOutputSettleQuiet(b *testing.B) {
+	o, err := newOutputPipe("stdout", slog.LevelInfo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.close()
+	e, err := newOutputPipe("stderr", slog.LevelWarn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.close()
+	mo, me := o.mark(), e.mark()
+	for b.Loop() {
+		if x, y := pending(o, e, mo, me); x || y {
+			b.Fatal("pending")
+		}
 	}
 }

@@ -488,9 +488,11 @@ func (pi *processInstance) currentRequest() string {
 func (pi *processInstance) settleOutput(marks [2]int64) {
 	var fences [2]int64
 	pipes := [2]*outputPipe{pi.out, pi.errOut}
+	wrote := [2]bool{}
+	wrote[0], wrote[1] = pending(pi.out, pi.errOut, marks[0], marks[1])
 	var deadline time.Time
 	for i, o := range pipes {
-		if o.quiet(marks[i]) {
+		if !wrote[i] {
 			continue
 		}
 		if deadline.IsZero() {

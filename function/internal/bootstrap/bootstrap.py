@@ -37,12 +37,16 @@ def post_error(path, exc, type_name=None):
                    {"Content-Type": "application/json", "Lambda-Runtime-Function-Error-Type": fields["errorType"]})
 
 
-def fields_of(headers):
+def decode(headers):
+    """What the context reads from an invocation's headers."""
     if FC:
-        return lambda: {"headers": {k.lower(): v for k, v in headers.items()}}
-    return lambda: {"arn": headers.get("Lambda-Runtime-Invoked-Function-Arn"),
-                    "client_context": headers.get("Lambda-Runtime-Client-Context"),
-                    "identity": headers.get("Lambda-Runtime-Cognito-Identity")}
+        return {"headers": {k.lower(): v for k, v in headers.items()}}
+    return {"arn": headers.get("Lambda-Runtime-Invoked-Function-Arn"),
+            "client_context": headers.get("Lambda-Runtime-Client-Context"),
+            "identity": headers.get("Lambda-Runtime-Cognito-Identity")}
+
+
+common.Context.decode = staticmethod(decode)
 
 
 def main():
@@ -66,7 +70,7 @@ def main():
                 os.environ["_X_AMZN_TRACE_ID"] = trace
             else:
                 os.environ.pop("_X_AMZN_TRACE_ID", None)
-        context = common.Context(rid, int(headers.get(DEADLINE) or 0), fields_of(headers))
+        context = common.Context(rid, int(headers.get(DEADLINE) or 0), headers)
         common.current[0] = context
         try:
             out, ctype = common.encode_result(handler(common.decode_event(body), context))

@@ -158,10 +158,17 @@ def cognito_identity(raw):
     return CognitoIdentity(cognito_identity_id=d.get("cognitoIdentityId"), cognito_identity_pool_id=d.get("cognitoIdentityPoolId"))
 
 
+def _no_fields(raw):
+    return {}
+
+
 class LambdaContext:
-    """Lambda's context object. What comes with the invocation is read from
-    fields, a callable returning them (decoded on first use: most handlers
-    never look): request_id, arn, client_context and identity (JSON)."""
+    """Lambda's context object. What comes with the invocation is decoded
+    from raw on first use (most handlers never look) by the class's
+    decode, which each bootstrap sets: request_id, arn, client_context and
+    identity (JSON)."""
+
+    decode = staticmethod(_no_fields)
 
     function_name = _ENV.get("AWS_LAMBDA_FUNCTION_NAME")
     function_version = _ENV.get("AWS_LAMBDA_FUNCTION_VERSION")
@@ -169,15 +176,15 @@ class LambdaContext:
     log_group_name = _ENV.get("AWS_LAMBDA_LOG_GROUP_NAME")
     log_stream_name = _ENV.get("AWS_LAMBDA_LOG_STREAM_NAME")
 
-    def __init__(self, request_id, deadline_ms, fields):
+    def __init__(self, request_id, deadline_ms, raw):
         self._rid = request_id
         self._deadline = deadline_ms
-        self._fields = fields
+        self._raw = raw
         self._decoded = None
 
     def _field(self, name):
         if self._decoded is None:
-            self._decoded = self._fields()
+            self._decoded = self.decode(self._raw)
         return self._decoded.get(name)
 
     @property
@@ -225,24 +232,26 @@ class ServiceMeta(_Object):
 
 
 class FCContext:
-    """Function Compute's context object. fields returns the invocation's
-    FC headers (lower-case) where the runtime API brought them; the
-    environment has the rest. The credentials are empty: the edge has no
-    STS."""
+    """Function Compute's context object. The class's decode returns from
+    raw the invocation's request_id, and its FC headers (lower-case) where
+    the runtime API brought them; the environment has the rest. The
+    credentials are empty: the edge has no STS."""
+
+    decode = staticmethod(_no_fields)
 
     region = _ENV.get("FC_REGION")
     account_id = _ENV.get("FC_ACCOUNT_ID")
     retry_count = 0
 
-    def __init__(self, request_id, deadline_ms, fields):
+    def __init__(self, request_id, deadline_ms, raw):
         self._rid = request_id
         self._deadline = deadline_ms
-        self._fields = fields
+        self._raw = raw
         self._decoded = None
 
     def _h(self, name, env=None):
         if self._decoded is None:
-            self._decoded = self._fields()
+            self._decoded = self.decode(self._raw)
         v = (self._decoded.get("headers") or {}).get(name)
         return v if v is not None else (_ENV.get(env) if env else None)
 
@@ -250,7 +259,7 @@ class FCContext:
     def request_id(self):
         if self._rid is None:
             if self._decoded is None:
-                self._decoded = self._fields()
+                self._decoded = self.decode(self._raw)
             self._rid = self._decoded.get("request_id")
         return self._rid
 

@@ -231,18 +231,46 @@ function parseJSON(s) {
   }
 }
 
-// lambdaContext is Lambda's context object for one invocation.
+// What the contexts take from the environment, read once: each read of
+// process.env is a call into the C library.
+const env = {
+  functionName: process.env.AWS_LAMBDA_FUNCTION_NAME,
+  functionVersion: process.env.AWS_LAMBDA_FUNCTION_VERSION,
+  arn: process.env.EDGEKIT_FUNCTION_ARN,
+  memory: process.env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+  logGroup: process.env.AWS_LAMBDA_LOG_GROUP_NAME,
+  logStream: process.env.AWS_LAMBDA_LOG_STREAM_NAME,
+  fcName: process.env.FC_FUNCTION_NAME,
+  fcHandler: process.env.FC_FUNCTION_HANDLER,
+  fcMemory: process.env.FC_FUNCTION_MEMORY_SIZE,
+  fcTimeout: process.env.EDGEKIT_FUNCTION_TIMEOUT,
+  fcService: process.env.FC_SERVICE_NAME,
+  fcQualifier: process.env.FC_QUALIFIER,
+  fcVersion: process.env.FC_FUNCTION_VERSION,
+  fcRegion: process.env.FC_REGION,
+  fcAccount: process.env.FC_ACCOUNT_ID,
+};
+
+// lambdaContext is Lambda's context object for one invocation. Every
+// member is there from the start (invoke sets succeed, fail and done; the
+// native bootstrap brings traceparent, tracestate and metric): an object
+// whose shape does not change stays on V8's fast path.
 exports.lambdaContext = function lambdaContext(f) {
-  const env = process.env;
   return {
+    succeed: null,
+    fail: null,
+    done: null,
+    traceparent: f.traceparent || null,
+    tracestate: f.tracestate || null,
+    metric: f.metric,
     callbackWaitsForEmptyEventLoop: true,
-    functionName: env.AWS_LAMBDA_FUNCTION_NAME,
-    functionVersion: env.AWS_LAMBDA_FUNCTION_VERSION,
-    invokedFunctionArn: f.arn || env.EDGEKIT_FUNCTION_ARN,
-    memoryLimitInMB: env.AWS_LAMBDA_FUNCTION_MEMORY_SIZE,
+    functionName: env.functionName,
+    functionVersion: env.functionVersion,
+    invokedFunctionArn: f.arn || env.arn,
+    memoryLimitInMB: env.memory,
     awsRequestId: f.requestId,
-    logGroupName: env.AWS_LAMBDA_LOG_GROUP_NAME,
-    logStreamName: env.AWS_LAMBDA_LOG_STREAM_NAME,
+    logGroupName: env.logGroup,
+    logStreamName: env.logStream,
     identity: parseJSON(f.identity),
     clientContext: parseJSON(f.clientContext),
     getRemainingTimeInMillis: () => f.deadline - Date.now(),
@@ -265,10 +293,15 @@ function logger(requestId) {
 // fcContext is Function Compute's context object for one invocation. The
 // credentials are empty: the edge has no STS.
 exports.fcContext = function fcContext(f) {
-  const env = process.env;
   const h = f.headers || {};
   const num = (v) => (v === undefined || v === '' ? undefined : Number(v));
   return {
+    succeed: null,
+    fail: null,
+    done: null,
+    traceparent: f.traceparent || null,
+    tracestate: f.tracestate || null,
+    metric: f.metric,
     requestId: f.requestId,
     credentials: {
       accessKeyId: h['x-fc-access-key-id'] || '',
@@ -276,20 +309,20 @@ exports.fcContext = function fcContext(f) {
       securityToken: h['x-fc-security-token'] || '',
     },
     function: {
-      name: h['x-fc-function-name'] || env.FC_FUNCTION_NAME,
-      handler: h['x-fc-function-handler'] || env.FC_FUNCTION_HANDLER,
-      memory: num(h['x-fc-function-memory'] || env.FC_FUNCTION_MEMORY_SIZE),
-      timeout: num(h['x-fc-function-timeout'] || env.EDGEKIT_FUNCTION_TIMEOUT),
+      name: h['x-fc-function-name'] || env.fcName,
+      handler: h['x-fc-function-handler'] || env.fcHandler,
+      memory: num(h['x-fc-function-memory'] || env.fcMemory),
+      timeout: num(h['x-fc-function-timeout'] || env.fcTimeout),
     },
     service: {
-      name: h['x-fc-service-name'] || env.FC_SERVICE_NAME,
+      name: h['x-fc-service-name'] || env.fcService,
       logProject: '',
       logStore: '',
-      qualifier: h['x-fc-qualifier'] || env.FC_QUALIFIER,
-      versionId: env.FC_FUNCTION_VERSION,
+      qualifier: h['x-fc-qualifier'] || env.fcQualifier,
+      versionId: env.fcVersion,
     },
-    region: h['x-fc-region'] || env.FC_REGION,
-    accountId: h['x-fc-account-id'] || env.FC_ACCOUNT_ID,
+    region: h['x-fc-region'] || env.fcRegion,
+    accountId: h['x-fc-account-id'] || env.fcAccount,
     retryCount: 0,
     logger: logger(f.requestId),
     callbackWaitsForEmptyEventLoop: false,

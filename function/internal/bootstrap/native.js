@@ -28,21 +28,25 @@ function errorJSON(err) {
   return Buffer.from(JSON.stringify(common.errorFields(err)));
 }
 
+// metric sends a metric frame on fd 5.
+function metric(name, value) {
+  const n = Buffer.from(String(name));
+  const body = Buffer.allocUnsafe(2 + n.length + 8);
+  body.writeUInt16LE(n.length, 0);
+  n.copy(body, 2);
+  body.writeDoubleLE(Number(value), 2 + n.length);
+  frame('M', body, 5);
+}
+
 function context(deadline, meta) {
-  const f = { requestId: meta.requestId, deadline };
-  if (meta.source) f.clientContext = JSON.stringify({ custom: meta.source });
-  const c = common.contextFor(f);
-  c.traceparent = meta.traceparent || null;
-  c.tracestate = meta.tracestate || null;
-  c.metric = (name, value) => {
-    const n = Buffer.from(String(name));
-    const body = Buffer.allocUnsafe(2 + n.length + 8);
-    body.writeUInt16LE(n.length, 0);
-    n.copy(body, 2);
-    body.writeDoubleLE(Number(value), 2 + n.length);
-    frame('M', body, 5);
-  };
-  return c;
+  return common.contextFor({
+    requestId: meta.requestId,
+    deadline,
+    clientContext: meta.source ? JSON.stringify({ custom: meta.source }) : undefined,
+    traceparent: meta.traceparent,
+    tracestate: meta.tracestate,
+    metric,
+  });
 }
 
 // xray is the W3C trace context in the X-Ray form Lambda puts in
@@ -53,11 +57,16 @@ function xray(tp) {
   return `Root=1-${m[1].slice(0, 8)}-${m[1].slice(8)};Parent=${m[2]};Sampled=${Number.parseInt(m[3], 16) & 1}`;
 }
 
+// traced is whether _X_AMZN_TRACE_ID is set: it is the invocation's, or
+// absent (changing the environment costs a call into the C library).
+let traced = false;
+
 async function invoke(handler, seq, deadline, meta, payload) {
-  if (common.service === 'lambda') {
+  if (common.service === 'lambda' && (traced || meta.traceparent)) {
     const x = xray(meta.traceparent);
     if (x) process.env._X_AMZN_TRACE_ID = x;
     else delete process.env._X_AMZN_TRACE_ID;
+    traced = x !== null;
   }
   try {
     const [body] = common.encodeResult(await common.invoke(handler, common.decodeEvent(payload), context(deadline, meta)));

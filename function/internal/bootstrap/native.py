@@ -41,15 +41,17 @@ def _xray(tp):
     return "Root=1-%s-%s;Parent=%s;Sampled=%d" % (t[:8], t[8:], m.group(2), int(m.group(3), 16) & 1)
 
 
-def _fields(meta):
+def _decode(meta):
     """The invocation's metadata (JSON: requestId, source, traceparent,
-    tracestate) as the context reads it, decoded on first use."""
-    def decode():
-        d = json.loads(meta or b"{}")
-        source = d.get("source")
-        return {"request_id": d.get("requestId"), "traceparent": d.get("traceparent"), "tracestate": d.get("tracestate"),
-                "client_context": json.dumps({"custom": source}) if source else None}
-    return decode
+    tracestate) as the context reads it."""
+    d = json.loads(meta or b"{}")
+    source = d.get("source")
+    return {"request_id": d.get("requestId"), "traceparent": d.get("traceparent"), "tracestate": d.get("tracestate"),
+            "client_context": json.dumps({"custom": source}) if source else None}
+
+
+common.Context.decode = staticmethod(_decode)
+common.Context.metric = staticmethod(_metric)
 
 
 def serve(handler, fd_in=3, fd_out=4):
@@ -61,11 +63,12 @@ def serve(handler, fd_in=3, fd_out=4):
     reply = struct.Struct("<IcQ")
     read, write = os.read, os.write
     loads, dumps = common.json_codec()
-    decode_event = common.decode_event
+    fc = common.SERVICE == "fc"
     Context = common.Context
     current = common.current
     lam = common.SERVICE == "lambda"
     environ = os.environ
+    traced = False
     buf = b""
     while True:
         while len(buf) < 4 or len(buf) < 4 + header.unpack_from(buf)[0]:
@@ -79,18 +82,25 @@ def serve(handler, fd_in=3, fd_out=4):
             continue
         seq, deadline, m = invoke.unpack_from(body, 1)
         meta, payload = body[21:21 + m], body[21 + m:]
-        context = Context(None, deadline, _fields(meta))
-        context.metric = _metric
+        context = Context(None, deadline, meta)
         current[0] = context
-        if lam:
-            if b'"traceparent"' in meta:
-                x = _xray(context.traceparent)
-                if x:
-                    environ["_X_AMZN_TRACE_ID"] = x
+        if lam and (traced or b'"traceparent"' in meta):
+            # _X_AMZN_TRACE_ID is the invocation's, or absent.
+            x = _xray(context.traceparent)
+            if x:
+                environ["_X_AMZN_TRACE_ID"] = x
             else:
                 environ.pop("_X_AMZN_TRACE_ID", None)
+            traced = x is not None
         try:
-            out = dumps(handler(decode_event(payload, loads), context))[0]
+            if fc:
+                event = payload
+            else:
+                try:
+                    event = loads(payload)
+                except ValueError:
+                    event = payload.decode("utf-8", "replace")
+            out = dumps(handler(event, context))[0]
             kind = b"O"
         except Exception as exc:
             out, kind = error_json(exc), b"E"
