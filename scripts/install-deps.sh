@@ -4,8 +4,11 @@
 # Python interpreters that run functions, and QEMU with a kernel image for
 # the tests that boot a virtual machine (package internal/vmtest), podman
 # with runc for the container backend's tests, and PostgreSQL for the
-# fleet's shared store (package internal/pgtest). Needs
-# root for apt-get; without root it only says what is missing.
+# fleet's shared store (package internal/pgtest), and AWS's Node.js runtime
+# interface client (npm aws-lambda-ric, whose native client builds with
+# cmake, autoconf, automake, libtool and g++) for the function host's
+# test of it. Needs root for apt-get; without root it only says what is
+# missing.
 set -euo pipefail
 
 need=()
@@ -18,6 +21,27 @@ command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 compgen -G '/boot/vmlinuz-*' >/dev/null || need+=(linux-image-amd64)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+for tool in cmake:cmake autoconf:autoconf automake:automake libtoolize:libtool g++:g++ make:make; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+
+# npm packages the tests use, each in the directory whose package-lock.json
+# pins it, installed when missing.
+npm_packages() {
+  local dir=function/testdata/ric
+  [ -e "$dir/node_modules/aws-lambda-ric/dist/rapid-client.node" ] && return 0
+  if ! command -v npm >/dev/null 2>&1 || ! command -v cmake >/dev/null 2>&1; then
+    echo "npm or cmake is missing: cannot install $dir's packages" >&2
+    return 0
+  fi
+  echo "installing the npm packages of $dir" >&2
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  if [ ! -e "$dir/node_modules/aws-lambda-ric/dist/rapid-client.node" ]; then
+    echo "aws-lambda-ric installed without its native client (dist/rapid-client.node): its build failed" >&2
+    exit 1
+  fi
+}
+trap npm_packages EXIT
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
