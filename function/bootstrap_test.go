@@ -79,6 +79,10 @@ func testNode(t *testing.T, api function.API) {
 	if err == nil || !strings.Contains(err.Error(), "init error") || !strings.Contains(err.Error(), "Runtime.HandlerNotFound") {
 		t.Errorf("deploy with a missing export: %v", err)
 	}
+	err = h.Deploy(ctx, function.Spec{Name: "node-broken", Version: "1", Runtime: function.RuntimeNode, API: api, Handler: "broken/index.handler", CodeDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "Runtime.UserCodeSyntaxError") {
+		t.Errorf("deploy of a module with a syntax error: %v", err)
+	}
 	testNodeLambda(t, h, api, dir)
 }
 

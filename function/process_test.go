@@ -59,6 +59,9 @@ func TestLambdaGoFunctionUnmodified(t *testing.T) {
 	if id, _ := got["request_id"].(string); id == "" {
 		t.Errorf("no request id: %v", got)
 	}
+	if got["log_group"] != "/aws/lambda/lambda-echo" || !strings.Contains(fmt.Sprint(got["log_stream"]), "[1]") {
+		t.Errorf("lambdacontext.LogGroupName %v, LogStreamName %v", got["log_group"], got["log_stream"])
+	}
 	// The environment Lambda defines (docs/CLOUD.md), and none of FC's.
 	env, _ := got["env"].(map[string]any)
 	for k, want := range map[string]string{
@@ -283,7 +286,9 @@ func TestFunctionComputeProfile(t *testing.T) {
 		}
 		want := map[string]string{"x-fc-function-name": "fc-echo", "x-fc-qualifier": "1", "x-fc-service-name": "fc-echo", "x-fc-function-handler": "fc",
 			"x-fc-function-memory": "96", "x-fc-function-timeout": "7", "x-fc-region": "edge", "x-fc-account-id": "000000000000",
-			"x-fc-access-key-id": "", "x-fc-access-key-secret": "", "x-fc-security-token": ""}
+			"x-fc-access-key-id": "", "x-fc-access-key-secret": "", "x-fc-security-token": "", "x-fc-version-id": "1",
+			"x-fc-function-initializer": "", "x-fc-initialization-timeout": "", "x-fc-instance-lifecycle-pre-stop-handler": "",
+			"x-fc-instance-lifecycle-pre-freeze-handler": "", "x-fc-service-logproject": "", "x-fc-service-logstore": "", "x-fc-control-path": "/invoke"}
 		if !maps.Equal(got.Headers, want) {
 			t.Fatalf("FC headers %v, want %v", got.Headers, want)
 		}

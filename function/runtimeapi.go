@@ -102,8 +102,14 @@ func newRuntimeAPI(p *profile, spec Spec, secret string, peer func(net.Conn) err
 			"x-fc-function-name": spec.Name, "x-fc-qualifier": spec.Version, "x-fc-service-name": spec.Name,
 			"x-fc-function-handler": spec.Handler, "x-fc-function-memory": strconv.Itoa(spec.MemoryLimitMB),
 			"x-fc-function-timeout": strconv.Itoa(int(time.Duration(spec.Timeout).Seconds())),
-			"x-fc-region":           edgeRegion, "x-fc-account-id": edgeAccount,
+			"x-fc-region":           edgeRegion, "x-fc-account-id": edgeAccount, "x-fc-version-id": spec.Version,
 			"x-fc-access-key-id": "", "x-fc-access-key-secret": "", "x-fc-security-token": "",
+			// No initializer or lifecycle hooks, no log project: present
+			// and empty, as FC sends them for a function without.
+			"x-fc-function-initializer": "", "x-fc-initialization-timeout": "",
+			"x-fc-instance-lifecycle-pre-stop-handler": "", "x-fc-instance-lifecycle-pre-freeze-handler": "",
+			"x-fc-service-logproject": "", "x-fc-service-logstore": "",
+			"x-fc-control-path": "/invoke", // an event invocation
 		} {
 			static[http.CanonicalHeaderKey(k)] = []string{v}
 		}

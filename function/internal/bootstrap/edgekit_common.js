@@ -46,8 +46,9 @@ function isESM(file, root) {
 // loadHandler loads the handler as Lambda's Node.js runtime does: the
 // handler "dir/module.fn.nested" is fn.nested of dir/module.js (CommonJS,
 // or ESM under "type": "module"), dir/module.mjs (ESM) or dir/module.cjs
-// (CommonJS). Errors are Runtime.ImportModuleError, Runtime.HandlerNotFound
-// or Runtime.MalformedHandlerName, as Lambda names them.
+// (CommonJS). Errors are Runtime.ImportModuleError, Runtime.HandlerNotFound,
+// Runtime.MalformedHandlerName or Runtime.UserCodeSyntaxError, as Lambda
+// names them.
 exports.loadHandler = async function loadHandler() {
   const spec = process.env._HANDLER || process.env.FC_FUNCTION_HANDLER || '';
   const slash = spec.lastIndexOf('/');
@@ -74,6 +75,7 @@ exports.loadHandler = async function loadHandler() {
     if (e && e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(base.slice(0, dot))) {
       throw named(new Error(`Cannot find module '${base.slice(0, dot)}' in ${path.dirname(stem)}`), 'Runtime.ImportModuleError');
     }
+    if (e instanceof SyntaxError) throw named(new Error(`${e.message} (in ${spec})`), 'Runtime.UserCodeSyntaxError');
     throw e;
   }
   let fn = mod;

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 
 	"github.com/edgekit/edgekit/function/internal/testfunctions/serviceenv"
 )
@@ -58,9 +59,8 @@ func main() {
 			post, err = http.Post(base+id+"/error", "application/json", bytes.NewBufferString(`{"errorMessage":"asked to fail","errorType":"FCError"}`))
 		default:
 			headers := map[string]string{}
-			for _, k := range []string{"x-fc-function-name", "x-fc-qualifier", "x-fc-service-name", "x-fc-function-handler", "x-fc-function-memory",
-				"x-fc-function-timeout", "x-fc-region", "x-fc-account-id", "x-fc-access-key-id", "x-fc-access-key-secret", "x-fc-security-token"} {
-				if v, ok := h[http.CanonicalHeaderKey(k)]; ok {
+			for k, v := range h {
+				if k := strings.ToLower(k); strings.HasPrefix(k, "x-fc-") && k != "x-fc-request-id" && k != "x-fc-function-deadline" {
 					headers[k] = v[0]
 				}
 			}

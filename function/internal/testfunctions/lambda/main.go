@@ -82,6 +82,8 @@ func main() {
 			"function":    lambdacontext.FunctionName,
 			"version":     lambdacontext.FunctionVersion,
 			"memory":      lambdacontext.MemoryLimitInMB,
+			"log_group":   lambdacontext.LogGroupName,
+			"log_stream":  lambdacontext.LogStreamName,
 			"deadline_in": time.Until(deadline).Milliseconds(),
 			"config":      os.Getenv("EDGEKIT_FUNCTION_CONFIG"),
 			"trace":       os.Getenv("_X_AMZN_TRACE_ID"),
