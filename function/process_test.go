@@ -275,14 +275,25 @@ func TestFunctionComputeProfile(t *testing.T) {
 	for i := range 5 { // pipelined: each /next waits while the call before it is answered
 		resp, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(fmt.Sprintf(`{"n":%d}`, i))})
 		var got struct {
-			FC          bool              `json:"fc"`
-			Event       map[string]int    `json:"event"`
-			DeadlineSet bool              `json:"deadline_set"`
-			Headers     map[string]string `json:"headers"`
-			Env         map[string]string `json:"env"`
+			FC         bool              `json:"fc"`
+			Event      map[string]any    `json:"event"`
+			RequestID  string            `json:"request_id"`
+			Function   map[string]any    `json:"function"`
+			Service    map[string]any    `json:"service"`
+			Region     string            `json:"region"`
+			Account    string            `json:"account_id"`
+			DeadlineIn float64           `json:"deadline_in"`
+			Headers    map[string]string `json:"headers"`
+			Env        map[string]string `json:"env"`
 		}
-		if err != nil || json.Unmarshal(resp.Payload, &got) != nil || !got.FC || got.Event["n"] != i || !got.DeadlineSet {
+		if err != nil || json.Unmarshal(resp.Payload, &got) != nil || !got.FC || got.Event["n"] != float64(i) || got.RequestID == "" {
 			t.Fatalf("FC call %d: %q %v", i, resp.Payload, err)
+		}
+		// What fccontext.FromContext gives a handler.
+		if fmt.Sprint(got.Function) != "map[Handler:fc Memory:96 Name:fc-echo Timeout:7]" ||
+			fmt.Sprint(got.Service) != "map[LogProject: LogStore: Qualifier:1 ServiceName:fc-echo VersionId:1]" ||
+			got.Region != "edge" || got.Account != "000000000000" || got.DeadlineIn <= 0 || got.DeadlineIn > 7000 {
+			t.Errorf("FC context: %s", resp.Payload)
 		}
 		want := map[string]string{"x-fc-function-name": "fc-echo", "x-fc-qualifier": "1", "x-fc-service-name": "fc-echo", "x-fc-function-handler": "fc",
 			"x-fc-function-memory": "96", "x-fc-function-timeout": "7", "x-fc-region": "edge", "x-fc-account-id": "000000000000",
@@ -309,9 +320,9 @@ func TestFunctionComputeProfile(t *testing.T) {
 			}
 		}
 	}
-	_, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`"fail"`)})
+	_, err := h.Invoke(context.Background(), "fc-echo", invoke.Request{Payload: []byte(`{"fail":true}`)})
 	var fe *invoke.Error
-	if !errors.As(err, &fe) || fe.Type != "FCError" || fe.Message != "asked to fail" {
+	if !errors.As(err, &fe) || fe.Type != "*errors.errorString" || fe.Message != "asked to fail" {
 		t.Errorf("FC error: %v", err)
 	}
 }
