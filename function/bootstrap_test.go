@@ -64,6 +64,12 @@ func testNode(t *testing.T, api function.API) {
 	if c, _ := got["custom"].(map[string]any); c["topic"] != "x/y" {
 		t.Errorf("client context %v", got["custom"])
 	}
+	// What the handler printed is in the log store with its request id by
+	// the time the invocation returns.
+	rid, _ := got["requestId"].(string)
+	if recs, err := h.Logs(logstore.Query{Function: "node-asyncHandler", RequestID: rid, Contains: "node handling"}); err != nil || len(recs) != 1 {
+		t.Errorf("console.log line of %s: %+v %v", rid, recs, err)
+	}
 	resp, err = h.Invoke(ctx, "node-callbackHandler", invoke.Request{Payload: []byte(`"e"`)})
 	if err != nil || string(resp.Payload) != `{"callback":true,"event":"e"}` {
 		t.Errorf("callback handler: %q %v", resp.Payload, err)

@@ -36,6 +36,11 @@ type nativeConn struct {
 	// Used by one invocation at a time.
 	wbuf, rbuf []byte
 	metaHead   []byte // {"function":…,"version":…,"requestId":"
+	// counts is set (before ready is closed) when the function reports
+	// its output with each reply; wrote is what the current reply said
+	// (the invocation's goroutine only).
+	counts bool
+	wrote  bool
 }
 
 // nativePipes are the three pipes of the protocol: the child gets
@@ -97,6 +102,7 @@ func (c *nativeConn) start() {
 			}
 			switch f.Type {
 			case native.FrameReady:
+				c.counts = bytes.Equal(f.Payload, countsOutput)
 				close(c.ready)
 				return
 			case native.FrameInitError:
@@ -132,6 +138,7 @@ func (c *nativeConn) functionError(body []byte) *invoke.Error {
 
 // send writes one invoke frame.
 func (c *nativeConn) send(seq uint64, deadline time.Time, requestID string, source map[string]string, trace invoke.Trace, payload []byte) error {
+	c.wrote = false
 	meta := append(append(c.metaHead[:len(c.metaHead):len(c.metaHead)], requestID...), '"')
 	if len(source) > 0 {
 		src, _ := json.Marshal(source)
@@ -165,12 +172,27 @@ func (c *nativeConn) reply(seq uint64) (invoke.Response, error) {
 			continue // not ours: a reply to nothing the host is waiting for
 		}
 		switch f.Type {
+		case native.FrameWrote:
+			c.wrote = true
 		case native.FrameResult:
 			return invoke.Response{Payload: bytes.Clone(f.Payload)}, nil
 		case native.FrameError:
 			return invoke.Response{}, c.functionError(f.Payload)
 		}
 	}
+}
+
+// countsOutput is what a ready frame says when the function tells, with
+// each reply, whether it wrote output ('W').
+var countsOutput = []byte("counts-output")
+
+// quiet reports whether the invocation whose reply was just read wrote
+// no output, as the function says; false when it does not count. It
+// clears what the reply said.
+func (c *nativeConn) quiet() bool {
+	wrote := c.wrote
+	c.wrote = false
+	return c.counts && !wrote
 }
 
 // setDeadline bounds the next write of an invocation and reads of

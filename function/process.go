@@ -51,10 +51,10 @@ type processInstance struct {
 	// instance is not handed out, though its exit may take a moment.
 	dead atomic.Bool
 
-	// out and errOut are stdout and stderr; request is the request id of
-	// the invocation under way, which their lines carry.
+	// out and errOut are stdout and stderr; request is the invocation
+	// under way, whose request id their lines carry.
 	out, errOut *outputPipe
-	request     atomic.Pointer[string]
+	request     atomic.Pointer[Invocation]
 
 	rssAt   time.Time // when peakRSS was last read (run's goroutine only)
 	rssKB   int64
@@ -476,8 +476,8 @@ func (pi *processInstance) keepTail(line string) {
 
 // currentRequest is the request id of the invocation under way, or "".
 func (pi *processInstance) currentRequest() string {
-	if id := pi.request.Load(); id != nil {
-		return *id
+	if inv := pi.request.Load(); inv != nil {
+		return inv.RequestID()
 	}
 	return ""
 }
@@ -531,15 +531,22 @@ func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response
 	id := ctx.inv.RequestID()
 	// Output lines carry the request id, and are logged before the REPORT.
 	marks := [2]int64{pi.out.mark(), pi.errOut.mark()}
-	pi.request.Store(&id)
+	pi.request.Store(&ctx.inv)
 	var resp invoke.Response
 	var err error
+	quiet := false
 	if pi.native != nil {
 		resp, err = pi.runNative(ctx, req, id)
+		// A function that counts its output (the bootstraps) says in its
+		// reply whether it wrote any; otherwise the pipes are asked.
+		var fe *invoke.Error
+		quiet = (err == nil || errors.As(err, &fe)) && pi.native.quiet()
 	} else {
 		resp, err = pi.runAPI(ctx, req, id)
 	}
-	pi.settleOutput(marks)
+	if !quiet {
+		pi.settleOutput(marks)
+	}
 	pi.request.Store(nil)
 	pi.report(id, time.Since(start), err)
 	return resp, err

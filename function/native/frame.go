@@ -12,11 +12,17 @@ import (
 // The wire format, version 2. Every frame is a little-endian uint32 body
 // length followed by the body; the body's first byte is its type:
 //
-//	'R' ready       function → host  (empty): the handler is loaded
+//	'R' ready       function → host  the handler is loaded; the body may say
+//	                                 "counts-output": the function sends 'W'
+//	                                 whenever it wrote to stdout or stderr
+//	                                 during an invocation
 //	'I' init error  function → host  JSON {"errorType","errorMessage","stackTrace"}
 //	'V' invoke      host → function  u64 seq, i64 deadline (Unix ms), u32 n, n bytes of JSON metadata, payload
 //	'O' result      function → host  u64 seq, payload
 //	'E' error       function → host  u64 seq, JSON {"errorType","errorMessage","stackTrace"}
+//	'W' wrote       function → host  u64 seq: before the result or error of
+//	                                 invocation seq, it wrote output (sent by
+//	                                 functions that count their output)
 //	'L' log         function → host  u8 level (0 debug, 1 info, 2 warn, 3 error), text
 //	'M' metric      function → host  u16 n, n bytes of name, f64 value
 //
@@ -31,6 +37,7 @@ const (
 	FrameInvoke    = 'V'
 	FrameResult    = 'O'
 	FrameError     = 'E'
+	FrameWrote     = 'W'
 	FrameLog       = 'L'
 	FrameMetric    = 'M'
 )
@@ -65,10 +72,10 @@ func AppendFrame(b []byte, f *Frame) []byte {
 		b = le.AppendUint32(b, uint32(len(f.Meta)))
 		b = append(b, f.Meta...)
 		b = append(b, f.Payload...)
-	case FrameResult, FrameError:
+	case FrameResult, FrameError, FrameWrote:
 		b = le.AppendUint64(b, f.Seq)
 		b = append(b, f.Payload...)
-	case FrameInitError:
+	case FrameInitError, FrameReady:
 		b = append(b, f.Payload...)
 	case FrameLog:
 		b = append(b, f.Level)
@@ -118,8 +125,7 @@ func ParseFrame(body []byte) (*Frame, error) {
 		return nil
 	}
 	switch f.Type {
-	case FrameReady:
-	case FrameInitError:
+	case FrameReady, FrameInitError:
 		f.Payload = rest
 	case FrameInvoke:
 		if err := need(20); err != nil {
@@ -132,7 +138,7 @@ func ParseFrame(body []byte) (*Frame, error) {
 			return nil, err
 		}
 		f.Meta, f.Payload = rest[:m], rest[m:]
-	case FrameResult, FrameError:
+	case FrameResult, FrameError, FrameWrote:
 		if err := need(8); err != nil {
 			return nil, err
 		}

@@ -17,11 +17,35 @@ function frame(type, body, fd = 4) {
   while (off < out.length) off += fs.writeSync(fd, out, off);
 }
 
+// wrote is set when the function writes to stdout or stderr (console
+// and process.stdout/stderr go through write): the reply then says so
+// ('W'), and the host makes sure those lines are logged before the
+// invocation's REPORT. Output of the function's own child processes is not
+// counted; it is logged as it comes.
+let wrote = false;
+for (const stream of [process.stdout, process.stderr]) {
+  const write = stream.write;
+  stream.write = function countedWrite(...args) {
+    wrote = true;
+    return write.apply(this, args);
+  };
+}
+
 function seqFrame(type, seq, payload) {
-  const body = Buffer.allocUnsafe(8 + payload.length);
-  body.writeBigUInt64LE(seq, 0);
-  payload.copy(body, 8);
-  frame(type, body);
+  const w = wrote ? 13 : 0;
+  wrote = false;
+  const out = Buffer.allocUnsafe(w + 13 + payload.length);
+  if (w) {
+    out.writeUInt32LE(9, 0);
+    out[4] = 87; // 'W'
+    out.writeBigUInt64LE(seq, 5);
+  }
+  out.writeUInt32LE(9 + payload.length, w);
+  out[w + 4] = type.charCodeAt(0);
+  out.writeBigUInt64LE(seq, w + 5);
+  payload.copy(out, w + 13);
+  let off = 0;
+  while (off < out.length) off += fs.writeSync(4, out, off);
 }
 
 function errorJSON(err) {
@@ -84,6 +108,7 @@ async function main() {
     frame('I', errorJSON(e));
     process.exit(1);
   }
+  wrote = false; // what loading printed is not an invocation's
   // Frames arrive on fd 3; invocations run one at a time, in order.
   let pending = Buffer.alloc(0);
   let chain = Promise.resolve();
@@ -110,7 +135,7 @@ async function main() {
     }
   });
   input.on('end', () => process.exit(0));
-  frame('R', Buffer.alloc(0));
+  frame('R', Buffer.from('counts-output'));
 }
 
 main().catch((e) => {

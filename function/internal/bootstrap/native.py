@@ -54,6 +54,32 @@ common.Context.decode = staticmethod(_decode)
 common.Context.metric = staticmethod(_metric)
 
 
+# wrote[0] is set when the function writes to sys.stdout or sys.stderr
+# (print, the logging handler): the reply then says so ('W'), and the host
+# makes sure those lines are logged before the invocation's REPORT. Writes
+# that bypass them (os.write, C extensions, child processes) are not
+# counted; they are logged as they come.
+wrote = [False]
+
+
+class _Counted:
+    """A text stream that notes that it was written to."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, s):
+        wrote[0] = True
+        return self._stream.write(s)
+
+    def writelines(self, lines):
+        wrote[0] = True
+        return self._stream.writelines(lines)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def serve(handler, fd_in=3, fd_out=4):
     """Runs invocations until the host closes fd_in. The loop is written for
     CPython's speed: one read brings as many frames as are there, names are
@@ -61,6 +87,7 @@ def serve(handler, fd_in=3, fd_out=4):
     header = struct.Struct("<I")
     invoke = struct.Struct("<QqI")
     reply = struct.Struct("<IcQ")
+    wrote_frame = struct.Struct("<IcQ")
     read, write = os.read, os.write
     loads, dumps = common.json_codec()
     fc = common.SERVICE == "fc"
@@ -100,24 +127,29 @@ def serve(handler, fd_in=3, fd_out=4):
                     event = loads(payload)
                 except ValueError:
                     event = payload.decode("utf-8", "replace")
-            out = dumps(handler(event, context))[0]
+            out = dumps(handler(event, context))
             kind = b"O"
         except Exception as exc:
             out, kind = error_json(exc), b"E"
         current[0] = None
         data = reply.pack(len(out) + 9, kind, seq) + out
+        if wrote[0]:
+            wrote[0] = False
+            data = wrote_frame.pack(9, b"W", seq) + data
         while data:
             data = data[write(fd_out, data):]
 
 
 def main():
+    sys.stdout, sys.stderr = _Counted(sys.stdout), _Counted(sys.stderr)
     common.install_logging()
     try:
         handler = common.load_handler()
     except Exception as exc:
         write_frame(b"I", error_json(exc))
         sys.exit(1)
-    write_frame(b"R", b"")
+    wrote[0] = False  # what loading printed is not an invocation's
+    write_frame(b"R", b"counts-output")
     serve(handler)
 
 
