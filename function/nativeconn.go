@@ -187,13 +187,9 @@ func (c *nativeConn) reply(seq uint64) (invoke.Response, error) {
 var countsOutput = []byte("counts-output")
 
 // quiet reports whether the invocation whose reply was just read wrote
-// no output, as the function says; false when it does not count. It
-// clears what the reply said.
-func (c *nativeConn) quiet() bool {
-	wrote := c.wrote
-	c.wrote = false
-	return c.counts && !wrote
-}
+// no output, as the function says; false when it does not count (send
+// clears what the last reply said).
+func (c *nativeConn) quiet() bool { return c.counts && !c.wrote }
 
 // setDeadline bounds the next write of an invocation and reads of
 // replies.

@@ -400,7 +400,8 @@ func interpreterFor(r Runtime) interpreter {
 // which know their interpreter's version.
 func (l *launcher) instanceEnv(spec Spec, id string, p *profile, addr string) []string {
 	var env []string
-	// Defaults a spec's own variables may replace (they come later).
+	// The service's variables; the spec's own come last, and may only
+	// replace the defaults AWS_REGION, AWS_DEFAULT_REGION and TZ (Resolve).
 	if spec.Service == ServiceFC {
 		env = append(env,
 			"FC_FUNC_CODE_PATH="+spec.CodeDir,
@@ -488,7 +489,7 @@ func (pi *processInstance) currentRequest() string {
 func (pi *processInstance) settleOutput(marks [2]int64) {
 	var fences [2]int64
 	pipes := [2]*outputPipe{pi.out, pi.errOut}
-	wrote := [2]bool{}
+	var wrote [2]bool
 	wrote[0], wrote[1] = pending(pi.out, pi.errOut, marks[0], marks[1])
 	var deadline time.Time
 	for i, o := range pipes {

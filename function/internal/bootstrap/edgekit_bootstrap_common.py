@@ -78,22 +78,45 @@ def _default(o):
     raise TypeError("Object of type %s is not JSON serializable" % type(o).__name__)
 
 
-_dumps = json.JSONEncoder(default=_default).encode
+def _make_encoder():
+    """The JSON encoder of results, made once: CPython's C encoder called
+    directly where there is one (it saves ~2 µs an invocation over the json
+    module's Python-level wrappers), without the circular-reference check —
+    a cycle ends in RecursionError —, else json's own."""
+    import json.encoder
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.JSONEncoder(default=_default).encode
+    encode = make(None, _default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    join = "".join
+    return lambda value: join(encode(value, 0))
+
+
+_encode = _make_encoder()
+
+
+def to_json(value):
+    """value as Lambda's runtime serialises a result: bytes as they are,
+    anything else JSON; what JSON cannot hold raises Runtime.MarshalError."""
+    try:
+        return _encode(value).encode()
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        if isinstance(value, (bytes, bytearray)):
+            return bytes(value)
+        if isinstance(exc, RecursionError):
+            exc = ValueError("Circular reference detected")
+        raise RuntimeError_("Runtime.MarshalError", "Unable to marshal response: %s" % exc) from None
 
 
 def encode_result(value):
     """The handler's result as the service returns it, and its content
     type: bytes as they are (both services); FC's str as its UTF-8;
-    anything else JSON. What JSON cannot hold raises Runtime.MarshalError."""
+    anything else JSON (to_json)."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value), "application/unknown" if SERVICE == "lambda" else "application/octet-stream"
-    if SERVICE == "fc":
-        if isinstance(value, str):
-            return value.encode(), "text/plain; charset=utf-8"
-    try:
-        return _dumps(value).encode(), "application/json"
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise RuntimeError_("Runtime.MarshalError", "Unable to marshal response: %s" % exc) from None
+    if SERVICE == "fc" and isinstance(value, str):
+        return value.encode(), "text/plain; charset=utf-8"
+    return to_json(value), "application/json"
 
 
 def decode_event(data, loads=json.loads):
@@ -333,18 +356,12 @@ def install_logging():
 
 
 def json_codec():
-    """Returns (loads, dumps) for the per-invocation event and result:
-    loads is json.loads, dumps the result's bytes as encode_result gives
-    them. Where CPython's C scanner and encoder can be called directly they
-    are, and the encoder is made once (without the circular-reference
-    check: a cycle ends in RecursionError, reported as Lambda's marshal
-    error), which saves ~2 µs an invocation over the json module's
-    Python-level wrappers."""
+    """Returns (loads, dumps) for the native loop's event and result: loads
+    is json.loads through CPython's C scanner where it can be called
+    directly, dumps the result's bytes as encode_result gives them."""
     import json.decoder
-    import json.encoder
 
     scan_once = json.decoder.JSONDecoder().scan_once
-    make_encoder = getattr(json.encoder, "c_make_encoder", None)
     blank = " \t\n\r"
 
     def loads(data):
@@ -358,20 +375,6 @@ def json_codec():
             pass
         return json.loads(data)  # the slow path, and its error
 
-    if make_encoder is None or SERVICE == "fc":
+    if SERVICE == "fc":
         return loads, lambda value: encode_result(value)[0]
-
-    encode = make_encoder(None, _default, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
-    join = "".join
-
-    def dumps(value):
-        try:
-            return join(encode(value, 0)).encode()
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            if isinstance(value, (bytes, bytearray)):
-                return bytes(value)
-            if isinstance(exc, RecursionError):
-                exc = ValueError("Circular reference detected")
-            raise RuntimeError_("Runtime.MarshalError", "Unable to marshal response: %s" % exc) from None
-
-    return loads, dumps
+    return loads, to_json

@@ -7,6 +7,7 @@
 const fs = require('fs');
 const path = require('path');
 const { pathToFileURL } = require('url');
+const util = require('util');
 
 const service = process.env.EDGEKIT_SERVICE === 'fc' ? 'fc' : 'lambda';
 exports.service = service;
@@ -253,18 +254,9 @@ const env = {
   fcAccount: process.env.FC_ACCOUNT_ID,
 };
 
-// lambdaContext is Lambda's context object for one invocation. Every
-// member is there from the start (invoke sets succeed, fail and done; the
-// native bootstrap brings traceparent, tracestate and metric): an object
-// whose shape does not change stays on V8's fast path.
-exports.lambdaContext = function lambdaContext(f) {
+// lambdaMembers are Lambda's own context members for one invocation.
+function lambdaMembers(f) {
   return {
-    succeed: null,
-    fail: null,
-    done: null,
-    traceparent: f.traceparent || null,
-    tracestate: f.tracestate || null,
-    metric: f.metric,
     callbackWaitsForEmptyEventLoop: true,
     functionName: env.functionName,
     functionVersion: env.functionVersion,
@@ -275,13 +267,12 @@ exports.lambdaContext = function lambdaContext(f) {
     logStreamName: env.logStream,
     identity: parseJSON(f.identity),
     clientContext: parseJSON(f.clientContext),
-    getRemainingTimeInMillis: () => f.deadline - Date.now(),
   };
-};
+}
 
 function logger(requestId) {
   const line = (level, stream) => (...args) => {
-    stream.write(`${new Date().toISOString()} ${requestId} [${level}] ${require('util').format(...args)}\n`);
+    stream.write(`${new Date().toISOString()} ${requestId} [${level}] ${util.format(...args)}\n`);
   };
   return {
     debug: line('DEBUG', process.stdout),
@@ -292,18 +283,13 @@ function logger(requestId) {
   };
 }
 
-// fcContext is Function Compute's context object for one invocation. The
-// credentials are empty: the edge has no STS.
-exports.fcContext = function fcContext(f) {
+// fcMembers are Function Compute's own context members for one
+// invocation. The credentials are empty: the edge has no STS.
+function fcMembers(f) {
   const h = f.headers || {};
   const num = (v) => (v === undefined || v === '' ? undefined : Number(v));
   return {
-    succeed: null,
-    fail: null,
-    done: null,
-    traceparent: f.traceparent || null,
-    tracestate: f.tracestate || null,
-    metric: f.metric,
+    callbackWaitsForEmptyEventLoop: false,
     requestId: f.requestId,
     credentials: {
       accessKeyId: h['x-fc-access-key-id'] || '',
@@ -327,10 +313,25 @@ exports.fcContext = function fcContext(f) {
     accountId: h['x-fc-account-id'] || env.fcAccount,
     retryCount: 0,
     logger: logger(f.requestId),
-    callbackWaitsForEmptyEventLoop: false,
+  };
+}
+
+const serviceMembers = service === 'fc' ? fcMembers : lambdaMembers;
+
+// contextFor is the service's context object for one invocation (f: its
+// request id, deadline and what came with it). Every member is there from
+// the start (invoke sets succeed, fail and done; the native bootstrap
+// brings traceparent, tracestate and metric): an object whose shape does
+// not change stays on V8's fast path.
+exports.contextFor = function contextFor(f) {
+  return {
+    succeed: null,
+    fail: null,
+    done: null,
+    traceparent: f.traceparent || null,
+    tracestate: f.tracestate || null,
+    metric: f.metric,
     getRemainingTimeInMillis: () => f.deadline - Date.now(),
+    ...serviceMembers(f),
   };
 };
-
-// contextFor is the service's context object.
-exports.contextFor = service === 'fc' ? exports.fcContext : exports.lambdaContext;
