@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -69,7 +70,14 @@ func (c *times) snapshot() map[string][]string {
 // output arrives upstream once it is back, in order per device.
 func TestOffline(t *testing.T) {
 	ctx := context.Background()
-	upstream := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second})
+	// The cloud's session must hold all that the gateway sends at once when
+	// the link is back (some 12,000 messages): Mosquitto drops what is over
+	// MaxQueuedMessages when the cloud reconnects after the gateway or
+	// falls behind it. Its notices, and the gateway's errors, are kept for
+	// the failure message.
+	var brokerLog testenv.Buffer
+	upstream := brokertest.Start(t, &broker.Options{AutosaveInterval: time.Second, MaxQueuedMessages: 100_000,
+		Logger: slog.New(slog.NewTextHandler(&brokerLog, nil))})
 	cloud := brokertest.Connect(t, upstream, mqttbus.Options{ClientID: "cloud"})
 	reportsUp, outputsUp := newTimes(), newTimes()
 	prefix := edge.TopicPrefix("gw-off")
@@ -84,8 +92,10 @@ func TestOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var gatewayLog testenv.Buffer
 	g, _ := gatewaytest.Run(t, &edge.Options{
 		DataDir: filepath.Join(t.TempDir(), "data"), Instance: "gw-off",
+		Logger:   slog.New(slog.NewTextHandler(&gatewayLog, &slog.HandlerOptions{Level: slog.LevelError})),
 		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 200 * time.Millisecond},
 		API:      &edge.APIOptions{Address: "-"}, DeploymentFile: "-",
 		Drivers:  []edge.Driver{{Name: "sim", Driver: sim.New()}},
@@ -148,7 +158,7 @@ func TestOffline(t *testing.T) {
 		local := pair[0].snapshot()
 		// Some 6,000 of each wait in the queue: under load (and -race)
 		// draining them takes longer than Eventually's 10 s.
-		testenv.EventuallyWithin(t, "every one of the "+what+" upstream", 2*time.Minute, func() bool {
+		arrived := testenv.Await(2*time.Minute, func() bool {
 			up := pair[1].snapshot()
 			for d, l := range local {
 				if len(up[d]) < len(l) {
@@ -157,6 +167,13 @@ func TestOffline(t *testing.T) {
 			}
 			return true
 		})
+		if !arrived {
+			up := pair[1].snapshot()
+			for d, l := range local {
+				t.Logf("%s of %s: %d local, %d upstream", what, d, len(l), len(up[d]))
+			}
+			t.Fatalf("timed out waiting for every one of the %s upstream; upstream connection: %+v; the broker said:\n%s\nthe gateway said:\n%s", what, g.Upstream().Stats(), brokerLog.String(), gatewayLog.String())
+		}
 		up := pair[1].snapshot()
 		for d, l := range local {
 			if len(l) < 2000 {
