@@ -31,25 +31,31 @@ for (const stream of [process.stdout, process.stderr]) {
   };
 }
 
+// seqFrame writes a frame of seq and payload (a Buffer, or a string sent
+// as UTF-8, written straight into the frame), after a 'W' frame when the
+// invocation wrote output.
 function seqFrame(type, seq, payload) {
   const w = wrote ? 13 : 0;
   wrote = false;
-  const out = Buffer.allocUnsafe(w + 13 + payload.length);
+  const text = typeof payload === 'string';
+  const n = text ? Buffer.byteLength(payload) : payload.length;
+  const out = Buffer.allocUnsafe(w + 13 + n);
   if (w) {
     out.writeUInt32LE(9, 0);
     out[4] = 87; // 'W'
     out.writeBigUInt64LE(seq, 5);
   }
-  out.writeUInt32LE(9 + payload.length, w);
+  out.writeUInt32LE(9 + n, w);
   out[w + 4] = type.charCodeAt(0);
   out.writeBigUInt64LE(seq, w + 5);
-  payload.copy(out, w + 13);
+  if (text) out.write(payload, w + 13);
+  else payload.copy(out, w + 13);
   let off = 0;
   while (off < out.length) off += fs.writeSync(4, out, off);
 }
 
 function errorJSON(err) {
-  return Buffer.from(JSON.stringify(common.errorFields(err)));
+  return JSON.stringify(common.errorFields(err));
 }
 
 // metric sends a metric frame on fd 5.
@@ -66,7 +72,7 @@ function context(deadline, meta) {
   return common.contextFor({
     requestId: meta.requestId,
     deadline,
-    clientContext: meta.source ? JSON.stringify({ custom: meta.source }) : undefined,
+    clientContext: meta.source ? { custom: meta.source } : undefined,
     traceparent: meta.traceparent,
     tracestate: meta.tracestate,
     metric,
@@ -105,7 +111,7 @@ async function main() {
   try {
     handler = await common.loadHandler();
   } catch (e) {
-    frame('I', errorJSON(e));
+    frame('I', Buffer.from(errorJSON(e)));
     process.exit(1);
   }
   wrote = false; // what loading printed is not an invocation's
@@ -130,7 +136,10 @@ async function main() {
       const deadline = Number(body.readBigInt64LE(9));
       const m = body.readUInt32LE(17);
       const meta = JSON.parse(body.subarray(21, 21 + m).toString('utf8') || '{}');
-      const payload = Buffer.from(body.subarray(21 + m));
+      // Lambda's event is parsed from the frame in place; FC's handler
+      // gets the bytes, copied so as not to hold the whole read.
+      const view = body.subarray(21 + m);
+      const payload = common.service === 'fc' ? Buffer.from(view) : view;
       chain = chain.then(() => invoke(handler, seq, deadline, meta, payload));
     }
   });
