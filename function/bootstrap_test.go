@@ -165,6 +165,24 @@ func testNodeLambda(t *testing.T, h *function.Host, api function.API, dir string
 		!strings.Contains(c.Stream, "[1]") || c.Version != "1" || !c.Waits || !strings.HasPrefix(c.ExecEnv, "AWS_Lambda_nodejs") {
 		t.Errorf("context: %+v", c)
 	}
+	// _X_AMZN_TRACE_ID is the invocation's X-Ray trace id. Without a
+	// trace it is gone on the native protocol; on the runtime API the host
+	// sends a root of its own, as Lambda does.
+	trace := invoke.Trace{Parent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+	traced := `"traceId":"Root=1-0af76519-16cd43dd8448eb211c80319c;Parent=b7ad6b7169203331;Sampled=1"`
+	untraced := `"traceId":null`
+	if api == function.APILambda {
+		untraced = `"traceId":"Root=1-`
+	}
+	for _, c := range []struct {
+		trace invoke.Trace
+		want  string
+	}{{trace, traced}, {invoke.Trace{}, untraced}, {trace, traced}} {
+		resp, err := h.Invoke(context.Background(), "node-context", invoke.Request{Payload: []byte(`{}`), Trace: c.trace})
+		if got := string(resp.Payload); err != nil || !strings.Contains(got, c.want) || (!c.trace.Valid() && strings.Contains(got, "b7ad6b7169203331")) {
+			t.Errorf("trace %q: %s %v, want %s", c.trace.Parent, got, err, c.want)
+		}
+	}
 }
 
 // TestNodeFunctionCompute: a Node.js function written for Function

@@ -74,8 +74,7 @@ async function main() {
     const h = next.headers;
     const id = h[profile.id];
     if (!fc) {
-      if (h['lambda-runtime-trace-id']) process.env._X_AMZN_TRACE_ID = h['lambda-runtime-trace-id'];
-      else delete process.env._X_AMZN_TRACE_ID;
+      common.setTraceId(h['lambda-runtime-trace-id']);
     }
     let posted;
     try {

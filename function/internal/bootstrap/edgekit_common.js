@@ -87,6 +87,21 @@ exports.loadHandler = async function loadHandler() {
   return fn;
 };
 
+// setTraceId sets _X_AMZN_TRACE_ID to the invocation's X-Ray trace id, or
+// removes it when the invocation has none. It is touched only when that
+// changes something: each change of the environment is a call into the C
+// library, which an invocation without a trace should not pay.
+let traced = false;
+exports.setTraceId = function setTraceId(id) {
+  if (id) {
+    process.env._X_AMZN_TRACE_ID = id;
+    traced = true;
+  } else if (traced) {
+    delete process.env._X_AMZN_TRACE_ID;
+    traced = false;
+  }
+};
+
 // The one pending "when the event loop is empty" action, as Lambda's
 // runtime keeps it: a callback with callbackWaitsForEmptyEventLoop set, or
 // a handler that returned without answering, finishes when nothing the

@@ -87,17 +87,8 @@ function xray(tp) {
   return `Root=1-${m[1].slice(0, 8)}-${m[1].slice(8)};Parent=${m[2]};Sampled=${Number.parseInt(m[3], 16) & 1}`;
 }
 
-// traced is whether _X_AMZN_TRACE_ID is set: it is the invocation's, or
-// absent (changing the environment costs a call into the C library).
-let traced = false;
-
 async function invoke(handler, seq, deadline, meta, payload) {
-  if (common.service === 'lambda' && (traced || meta.traceparent)) {
-    const x = xray(meta.traceparent);
-    if (x) process.env._X_AMZN_TRACE_ID = x;
-    else delete process.env._X_AMZN_TRACE_ID;
-    traced = x !== null;
-  }
+  if (common.service === 'lambda') common.setTraceId(meta.traceparent ? xray(meta.traceparent) : null);
   try {
     const [body] = common.encodeResult(await common.invoke(handler, common.decodeEvent(payload), context(deadline, meta)));
     seqFrame('O', seq, body);
