@@ -26,6 +26,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/bridge"
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/edge/fncall"
 	"github.com/edgekit/edgekit/edge/metrics"
 	"github.com/edgekit/edgekit/edge/reconcile"
 	"github.com/edgekit/edgekit/edge/state"
@@ -71,6 +72,7 @@ type parts struct {
 	state      *state.Store
 	packages   *codepkg.Store
 	functions  *function.Host
+	calls      *fncall.Server // what functions ask of the gateway
 	scheduler  *timer.Scheduler
 	triggers   *trigger.Set
 	devices    *device.Manager
@@ -500,11 +502,17 @@ func (g *Gateway) startFunctions(ctx context.Context, stack *stopper, apiURL str
 			return env
 		}
 	}
+	if fo.Calls == nil {
+		// The server needs the host, which needs the handler: no
+		// instance starts before the server is set below.
+		fo.Calls = func(ctx context.Context, c *function.Call) ([]byte, error) { return g.parts.calls.Serve(ctx, c) }
+	}
 	host, err := function.New(&fo)
 	if err != nil {
 		return fmt.Errorf("edge: function host: %w", err)
 	}
 	g.parts.functions = host
+	g.parts.calls = fncall.New(g.parts.bus, host, &fncall.Options{Logger: o.Logger})
 	stack.push("the function host", host.Close)
 	calls, err := mqttcall.Serve(ctx, g.parts.bus, host, &mqttcall.Options{Logger: o.Logger})
 	if err != nil {
@@ -550,6 +558,7 @@ func (g *Gateway) startDevices(ctx context.Context, stack *stopper) error {
 		do.Logger = o.Logger
 	}
 	g.parts.devices = device.NewManager(&do)
+	g.parts.calls.SetDevices(g.parts.devices)
 	stack.push("the device manager", g.parts.devices.Close)
 	srv, err := devicebus.Serve(ctx, g.parts.bus, g.parts.devices, &devicebus.Options{Logger: o.Logger})
 	if err != nil {

@@ -80,6 +80,11 @@ type Options struct {
 	// OnAsyncResult, if set, is called with every InvokeAsync result, on
 	// the goroutine that waited for it.
 	OnAsyncResult func(AsyncResult)
+	// Calls, when set, serves what native-protocol functions ask of the
+	// gateway (package fnapi's methods: publish, invoke, devices,
+	// configuration), each call on a goroutine of its own; without it
+	// every call is answered fnapi.ErrUnavailable.
+	Calls CallHandler
 	// OnChange, if set, receives a function's status after each change of
 	// its version, phase or deploy error, and a Status with PhaseRemoved
 	// (and only the name) when it goes (for the gateway to publish). It
@@ -250,7 +255,7 @@ func New(opts *Options) (*Host, error) {
 	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
 		env = append(env, k+"="+o.Env[k])
 	}
-	h.launch = launcher{log: h.log, env: env, envFor: o.EnvFor, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable()}
+	h.launch = launcher{log: h.log, env: env, envFor: o.EnvFor, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable(), calls: o.Calls}
 	if !h.launch.peerCheck {
 		h.log.Warn("function: neither sock_diag nor /proc/net/tcp is available: the runtime API checks its secret, not who connects")
 	}

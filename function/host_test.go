@@ -6,15 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/testenv"
@@ -29,26 +25,8 @@ func TestMain(m *testing.M) {
 		killedHost(dir)
 		return
 	}
-	dir, err := os.MkdirTemp("", "edgekit-function-test-")
-	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	for _, name := range []string{"lambda", "fc", "native", "pipeecho"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./internal/testfunctions/"+name).CombinedOutput()
-		if err != nil {
-			panic(fmt.Sprintf("building test function %s: %v\n%s", name, err, out))
-		}
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	if code == 0 {
-		if err := goleak.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	testenv.MainWithPrograms(m, &binDir, "./internal/testfunctions/lambda", "./internal/testfunctions/fc",
+		"./internal/testfunctions/native", "./internal/testfunctions/pipeecho")
 }
 
 func newHost(t *testing.T, o *function.Options) *function.Host {

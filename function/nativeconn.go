@@ -19,13 +19,15 @@ import (
 // instance's fd 3. Its replies come back on fd 4, read by whoever runs the
 // invocation, on its own goroutine: no handoff between the write and the
 // result. Log and metric frames come on fd 5, read by a goroutine of their
-// own so that a function may send them at any time.
+// own so that a function may send them at any time; so do its calls of the
+// gateway's API, answered on fd 6 (callServer).
 type nativeConn struct {
 	fn, ver string
 	w       *os.File // the instance's fd 3
 	r       *os.File // its fd 4
 	br      *bufio.Reader
 	tel     *os.File // its fd 5
+	calls   *callServer
 	log     *slog.Logger
 	metric  func(name string, v float64)
 
@@ -43,11 +45,11 @@ type nativeConn struct {
 	wrote  bool
 }
 
-// nativePipes are the three pipes of the protocol: the child gets
-// child[0], child[1] and child[2] as fds 3, 4 and 5.
+// nativePipes are the four pipes of the protocol: the child gets
+// child[0], child[1], child[2] and child[3] as fds 3, 4, 5 and 6.
 type nativePipes struct {
-	hostW, hostR, hostTel *os.File
-	child                 []*os.File
+	hostW, hostR, hostTel, hostAnswers *os.File
+	child                              []*os.File
 }
 
 func newNativePipes() (*nativePipes, error) {
@@ -73,12 +75,18 @@ func newNativePipes() (*nativePipes, error) {
 	if err != nil {
 		return fail(err)
 	}
-	ps.hostW, ps.hostR, ps.hostTel = hostW, hostR, hostTel
-	ps.child = []*os.File{childIn, childOut, childTel}
+	files = append(files, hostTel, childTel)
+	childAnswers, hostAnswers, err := os.Pipe()
+	if err != nil {
+		return fail(err)
+	}
+	ps.hostW, ps.hostR, ps.hostTel, ps.hostAnswers = hostW, hostR, hostTel, hostAnswers
+	ps.child = []*os.File{childIn, childOut, childTel, childAnswers}
 	return &ps, nil
 }
 
-func newNativeConn(fn, ver string, ps *nativePipes, log *slog.Logger, metric func(string, float64)) *nativeConn {
+func newNativeConn(spec Spec, ps *nativePipes, calls CallHandler, log *slog.Logger, metric func(string, float64)) *nativeConn {
+	fn, ver := spec.Name, spec.Version
 	head, _ := json.Marshal(struct {
 		Function string `json:"function"`
 		Version  string `json:"version"`
@@ -86,7 +94,8 @@ func newNativeConn(fn, ver string, ps *nativePipes, log *slog.Logger, metric fun
 	head = append(head[:len(head)-1], `,"requestId":"`...)
 	return &nativeConn{
 		fn: fn, ver: ver, w: ps.hostW, r: ps.hostR, br: bufio.NewReaderSize(ps.hostR, 64<<10), tel: ps.hostTel,
-		log: log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), started: make(chan struct{}), metaHead: head,
+		calls: newCallServer(spec, calls, ps.hostAnswers, log),
+		log:   log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), started: make(chan struct{}), metaHead: head,
 	}
 }
 
@@ -128,6 +137,8 @@ func (c *nativeConn) telemetry() {
 			c.log.Log(context.Background(), level, string(f.Payload), "stream", "native")
 		case native.FrameMetric:
 			c.metric(f.Name, f.Value)
+		case native.FrameCall:
+			c.calls.serve(f)
 		}
 	}
 }
@@ -212,4 +223,5 @@ func (c *nativeConn) close() {
 	c.w.Close()
 	c.r.Close()
 	c.tel.Close()
+	c.calls.close()
 }

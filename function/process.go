@@ -73,6 +73,7 @@ type launcher struct {
 	mem          *memoryLimiter
 	metric       func(function, name string, v float64)
 	peerCheck    bool // the runtime API checks who connects (peer.go)
+	calls        CallHandler
 }
 
 // baseEnv is what an instance of spec inherits before the variables of
@@ -112,8 +113,8 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 			return nil, fmt.Errorf("function %s: native protocol pipes: %w", spec.Name, err)
 		}
 		childFiles = ps.child
-		cmd.ExtraFiles = childFiles // fds 3, 4 and 5
-		pi.native = newNativeConn(spec.Name, spec.Version, ps,
+		cmd.ExtraFiles = childFiles // fds 3, 4, 5 and 6
+		pi.native = newNativeConn(spec, ps, l.calls,
 			l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
 			func(name string, v float64) { l.metric(spec.Name, name, v) })
 		cmd.Env = append(l.baseEnv(spec), l.instanceEnv(spec, id, nil, "")...)

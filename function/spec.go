@@ -20,6 +20,8 @@ type (
 	Duration = spec.Duration
 	// User is a numeric uid and gid.
 	User = spec.User
+	// Permissions is spec.Permissions.
+	Permissions = spec.Permissions
 )
 
 // Runtimes, run modes, runtime APIs and services (see package spec).

@@ -103,7 +103,7 @@ func Serve(ctx context.Context, b bus.Bus, m *device.Manager, opts *Options) (*S
 		if err := bus.ValidateFilter(filter); err != nil {
 			return nil, fmt.Errorf("devicebus: prefix %q: %w", o.Prefix, err)
 		}
-		rr, err := busrr.Serve(ctx, b, filter, h.handle, &busrr.Options{Concurrency: o.Concurrency, ResponsePrefix: o.ResponsePrefix, ErrorType: errorType, Logger: o.Logger})
+		rr, err := busrr.Serve(ctx, b, filter, h.handle, &busrr.Options{Concurrency: o.Concurrency, ResponsePrefix: o.ResponsePrefix, ErrorType: ErrorType, Logger: o.Logger})
 		if err != nil {
 			_ = s.Close(ctx)
 			return nil, fmt.Errorf("devicebus: %w", err)
@@ -206,8 +206,9 @@ func decode(payload []byte, v any) error {
 	return nil
 }
 
-// errorType names an error for the wire.
-func errorType(err error) string {
+// ErrorType names an error for the wire: the error_type of a failed request
+// (docs/TOPICS.md), "Error" for what is none of the device errors.
+func ErrorType(err error) string {
 	for _, kind := range []struct {
 		err  error
 		name string

@@ -454,6 +454,15 @@ func TestRejected(t *testing.T) {
 	if st := r.rec.Status(); st.Outcome != app.OutcomeRejected || st.Revision != 99 || !strings.Contains(st.Reason, "apps[0]") {
 		t.Errorf("status after a broken document: %+v", st)
 	}
+	// A manifest whose publish permissions are no MQTT filters fails the
+	// deployment, naming the field, and the version before serves on.
+	badPerm := fnApp("fn", "3", srv.publish("/fn/3.tgz", pyPackageWith(t, "fn", "3", "", `,"permissions":{"publish":["a/#/b"]}`)))
+	if st := r.submit(dep(100, badPerm)); st.Outcome == app.OutcomeSucceeded || !strings.Contains(st.Reason, "permissions.publish[0]") {
+		t.Errorf("bad publish permission: %s %s", st.Outcome, st.Reason)
+	}
+	if v, _ := r.invoke("fn"); v != "1" {
+		t.Errorf("after the bad permission, version %s answered", v)
+	}
 }
 
 // TestFetchFaults: a transfer broken halfway resumes with a Range request;

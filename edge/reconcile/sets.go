@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekit/edgekit/container"
 	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/codepkg"
 	"github.com/edgekit/edgekit/internal/safefile"
@@ -183,6 +184,10 @@ func (r *Reconciler) setsOf(d *app.Deployment, verify bool) (sets, error) {
 				errs = append(errs, fail(a.App.Name, app.CodeRollbackMissing, err))
 				continue
 			}
+			if err := checkPublish(spec.Permissions.Publish); err != nil {
+				errs = append(errs, fail(a.App.Name, app.CodeInvalid, err))
+				continue
+			}
 			if len(cfg) > 2 || len(spec.Config) == 0 { // the deployment's configuration, unless it is {} and the package has its own
 				spec.Config = cfg
 			}
@@ -297,4 +302,15 @@ func (r *Reconciler) failedFunction(next sets, changed map[string]bool) string {
 		}
 	}
 	return ""
+}
+
+// checkPublish refuses a manifest's publish permissions that are not MQTT
+// topic filters (package spec leaves their syntax to the gateway).
+func checkPublish(filters []string) error {
+	for i, f := range filters {
+		if err := bus.ValidateFilter(f); err != nil {
+			return fmt.Errorf("the manifest's permissions.publish[%d]: %w", i, err)
+		}
+	}
+	return nil
 }

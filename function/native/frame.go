@@ -25,12 +25,16 @@ import (
 //	                                 functions that count their output)
 //	'L' log         function → host  u8 level (0 debug, 1 info, 2 warn, 3 error), text
 //	'M' metric      function → host  u16 n, n bytes of name, f64 value
+//	'C' call        function → host  u64 id, i64 deadline (Unix ms, 0: none), u16 n, n bytes of
+//	                                 method, u32 m, m bytes of JSON arguments, payload
 //
 // The host writes invoke frames on the function's file descriptor 3. The
 // function writes ready, init error, result and error frames on fd 4, and
-// log and metric frames on fd 5: the host reads replies on the goroutine
-// that runs the invocation, and the rest at any time. stdout and stderr
-// stay free for plain log lines.
+// log, metric and call frames on fd 5: the host reads replies on the
+// goroutine that runs the invocation, and the rest at any time. A call
+// (package fnapi names the methods) is answered on fd 6 by a result or an
+// error frame whose seq is the call's id; a call with id 0 wants no
+// answer. stdout and stderr stay free for plain log lines.
 const (
 	FrameReady     = 'R'
 	FrameInitError = 'I'
@@ -40,6 +44,7 @@ const (
 	FrameWrote     = 'W'
 	FrameLog       = 'L'
 	FrameMetric    = 'M'
+	FrameCall      = 'C'
 )
 
 // MaxFrame bounds a frame body (a payload plus its header).
@@ -51,12 +56,12 @@ var ErrFrame = errors.New("malformed native protocol frame")
 // Frame is one decoded frame. Which fields are set depends on Type.
 type Frame struct {
 	Type     byte
-	Seq      uint64
-	Deadline int64  // invoke: Unix milliseconds
-	Meta     []byte // invoke: JSON metadata
-	Payload  []byte // invoke, result: payload; error, init error: JSON; log: text
+	Seq      uint64 // invoke, result, error, wrote: the invocation; call: its id
+	Deadline int64  // invoke, call: Unix milliseconds
+	Meta     []byte // invoke: JSON metadata; call: JSON arguments
+	Payload  []byte // invoke, result, call: payload; error, init error: JSON; log: text
 	Level    byte   // log
-	Name     string // metric
+	Name     string // metric; call: the method
 	Value    float64
 }
 
@@ -84,6 +89,14 @@ func AppendFrame(b []byte, f *Frame) []byte {
 		b = le.AppendUint16(b, uint16(len(f.Name)))
 		b = append(b, f.Name...)
 		b = le.AppendUint64(b, math.Float64bits(f.Value))
+	case FrameCall:
+		b = le.AppendUint64(b, f.Seq)
+		b = le.AppendUint64(b, uint64(f.Deadline))
+		b = le.AppendUint16(b, uint16(len(f.Name)))
+		b = append(b, f.Name...)
+		b = le.AppendUint32(b, uint32(len(f.Meta)))
+		b = append(b, f.Meta...)
+		b = append(b, f.Payload...)
 	}
 	le.PutUint32(b[start:], uint32(len(b)-start-4))
 	return b
@@ -118,8 +131,10 @@ func ParseFrame(body []byte) (*Frame, error) {
 	f := &Frame{Type: body[0]}
 	rest := body[1:]
 	le := binary.LittleEndian
-	need := func(n int) error {
-		if len(rest) < n {
+	// need takes the count as read from the frame: on a 32-bit gateway a
+	// uint32 does not fit an int.
+	need := func(n uint64) error {
+		if uint64(len(rest)) < n {
 			return fmt.Errorf("%w: type %q needs %d more bytes, has %d", ErrFrame, f.Type, n, len(rest))
 		}
 		return nil
@@ -132,7 +147,7 @@ func ParseFrame(body []byte) (*Frame, error) {
 			return nil, err
 		}
 		f.Seq, f.Deadline = le.Uint64(rest), int64(le.Uint64(rest[8:]))
-		m := int(le.Uint32(rest[16:]))
+		m := uint64(le.Uint32(rest[16:]))
 		rest = rest[20:]
 		if err := need(m); err != nil {
 			return nil, err
@@ -152,12 +167,29 @@ func ParseFrame(body []byte) (*Frame, error) {
 		if err := need(2); err != nil {
 			return nil, err
 		}
-		m := int(le.Uint16(rest))
+		m := uint64(le.Uint16(rest))
 		rest = rest[2:]
 		if err := need(m + 8); err != nil {
 			return nil, err
 		}
 		f.Name, f.Value = string(rest[:m]), math.Float64frombits(le.Uint64(rest[m:]))
+	case FrameCall:
+		if err := need(18); err != nil {
+			return nil, err
+		}
+		f.Seq, f.Deadline = le.Uint64(rest), int64(le.Uint64(rest[8:]))
+		m := uint64(le.Uint16(rest[16:]))
+		rest = rest[18:]
+		if err := need(m + 4); err != nil {
+			return nil, err
+		}
+		f.Name = string(rest[:m])
+		n := uint64(le.Uint32(rest[m:]))
+		rest = rest[m+4:]
+		if err := need(n); err != nil {
+			return nil, err
+		}
+		f.Meta, f.Payload = rest[:n], rest[n:]
 	default:
 		return nil, fmt.Errorf("%w: unknown type %q", ErrFrame, f.Type)
 	}

@@ -12,6 +12,15 @@
 // The handler's context ends at the invocation's deadline and carries its
 // metadata (FromContext). Metric sends a named value to the host. Anything
 // written to stdout or stderr becomes a log record on the host.
+//
+// Through the same context the function calls the gateway: Publish a
+// message, Invoke a function, read and write devices (GetProperties,
+// SetProperties, CallService, ListDevices), read its Config. Each call is
+// bounded by the context's deadline (and the function's timeout); the
+// gateway allows what the function's spec.Permissions list and refuses the
+// rest with an *fnapi.Error naming why (errors.Is matches the fnapi
+// sentinels). A goroutine that outlives the invocation calls with
+// context.WithoutCancel(ctx), which keeps the connection.
 package native
 
 import (
@@ -65,10 +74,11 @@ func (p *pipe) send(f *Frame) {
 	}
 }
 
-// conn is the function's end of the protocol: replies on fd 4, log and
-// metric frames on fd 5.
+// conn is the function's end of the protocol: replies on fd 4; log,
+// metric and call frames on fd 5; answers to calls on fd 6.
 type conn struct {
 	replies, telemetry *pipe
+	calls              *calls
 }
 
 type connKey struct{}
@@ -92,6 +102,7 @@ func Start(h Handler) {
 		os.Exit(2)
 	}
 	c := &conn{replies: &pipe{out: out}, telemetry: &pipe{out: tel}}
+	c.calls = newCalls(os.NewFile(6, "edgekit-answers"), c.telemetry)
 	c.replies.send(&Frame{Type: FrameReady})
 	r := bufio.NewReaderSize(in, 64<<10)
 	var buf []byte

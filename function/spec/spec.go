@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strings"
 	"time"
@@ -155,6 +156,26 @@ type Function struct {
 	// Config is a document the function reads (function.Invocation's
 	// Config in process; a file and variable out of process).
 	Config json.RawMessage `json:"config,omitempty"`
+	// Permissions is what the function may reach through the gateway's
+	// API (package fnapi); what it does not list is refused.
+	Permissions Permissions `json:"permissions,omitzero"`
+}
+
+// Permissions lists what a function may reach through the gateway's API
+// beyond its own: the gateway refuses everything else, naming what was
+// asked.
+type Permissions struct {
+	// Publish lists the MQTT topic filters the function may publish on
+	// besides its own prefix, outputs/{name}/#, which it always may. The
+	// gateway's own topics (edgekit/#, $-topics) and the devices' reports
+	// (devices/+/properties, devices/+/state, devices/+/events/#) are
+	// refused whatever is listed: only a device's driver reports it.
+	Publish []string `json:"publish,omitempty"`
+	// Devices lists the devices the function may read, write, call and
+	// list: names, or patterns as path.Match reads them ("boiler-*", "*").
+	Devices []string `json:"devices,omitempty"`
+	// Invoke lists the functions it may invoke: names or patterns.
+	Invoke []string `json:"invoke,omitempty"`
 }
 
 // User is a numeric uid and gid.
@@ -306,6 +327,9 @@ func (s Function) Resolve() (Function, error) {
 	if len(s.Config) > 0 && !json.Valid(s.Config) {
 		return bad("config", "not valid JSON")
 	}
+	if err := s.Permissions.check(); err != nil {
+		return bad("permissions", "%v", err)
+	}
 	return s, nil
 }
 
@@ -323,4 +347,36 @@ func hostEnv(k string) bool {
 		return true
 	}
 	return strings.HasPrefix(k, "EDGEKIT_") || strings.HasPrefix(k, "FC_")
+}
+
+// check refuses patterns that cannot match as written. The topic
+// filters' MQTT syntax is the gateway's to check (it knows the bus).
+func (p Permissions) check() error {
+	for i, f := range p.Publish {
+		if f == "" || strings.ContainsRune(f, 0) {
+			return fmt.Errorf("publish[%d]: %q is not a topic filter", i, f)
+		}
+	}
+	for _, l := range []struct {
+		field string
+		pats  []string
+	}{{"devices", p.Devices}, {"invoke", p.Invoke}} {
+		for i, pat := range l.pats {
+			if _, err := path.Match(pat, ""); err != nil || pat == "" {
+				return fmt.Errorf("%s[%d]: %q is not a name or pattern", l.field, i, pat)
+			}
+		}
+	}
+	return nil
+}
+
+// Allows reports whether one of pats (names or path.Match patterns, as
+// Permissions holds them) matches name.
+func Allows(pats []string, name string) bool {
+	for _, p := range pats {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
 }

@@ -94,3 +94,34 @@ func TestService(t *testing.T) {
 		}
 	}
 }
+
+// TestPermissions: the manifest's permissions read back as written, and
+// patterns that cannot match are refused naming the field.
+func TestPermissions(t *testing.T) {
+	base := `{"name":"f","version":"1","runtime":"python","handler":"m.h","codeDir":"/x","permissions":`
+	var s spec.Function
+	if err := json.Unmarshal([]byte(base+`{"publish":["alerts/+/high"],"devices":["boiler-*"],"invoke":["g"]}}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Resolve()
+	if err != nil || r.Permissions.Publish[0] != "alerts/+/high" || !spec.Allows(r.Permissions.Devices, "boiler-7") || spec.Allows(r.Permissions.Devices, "meter-1") || !spec.Allows(r.Permissions.Invoke, "g") {
+		t.Errorf("%+v %v", r.Permissions, err)
+	}
+	for body, field := range map[string]string{
+		`{"devices":["boiler-["]}`: "devices[0]",
+		`{"invoke":[""]}`:          "invoke[0]",
+		`{"publish":[""]}`:         "publish[0]",
+	} {
+		var s spec.Function
+		if err := json.Unmarshal([]byte(base+body+`}`), &s); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Resolve(); !errors.Is(err, spec.ErrInvalid) || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: %v, want ErrInvalid naming %s", body, err, field)
+		}
+	}
+	// Without permissions the field is left out of the manifest.
+	if b, _ := json.Marshal(spec.Function{Name: "f"}); strings.Contains(string(b), "permissions") {
+		t.Errorf("empty permissions written: %s", b)
+	}
+}

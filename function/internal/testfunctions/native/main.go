@@ -3,7 +3,8 @@
 // sleep, exit (during the invocation), bench (echo, nothing else), leak
 // (touches 512 MB), setsid (starts itself again as a child in a session of
 // its own that sleeps, and answers with the child's pid), many-metrics
-// (reports 10,000 metrics of distinct names, then "last").
+// (reports 10,000 metrics of distinct names, then "last"), api (makes the
+// gateway API call the event names, answers what it got: see callAPI).
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/edgekit/edgekit/function/fnapi"
 	"github.com/edgekit/edgekit/function/native"
 )
 
@@ -36,6 +38,8 @@ func main() {
 			time.Sleep(time.Hour)
 		case "bench":
 			return event, nil
+		case "api":
+			return callAPI(ctx, event)
 		case "many-metrics":
 			for i := range 10_000 {
 				native.Metric(ctx, "metric-"+strconv.Itoa(i), float64(i))
@@ -74,4 +78,94 @@ func main() {
 		deadline, _ := ctx.Deadline()
 		return json.Marshal(map[string]any{"event": json.RawMessage(event), "inv": inv, "deadline_ok": time.Until(deadline) > 0})
 	})
+}
+
+// apiCall is the event of behaviour api: which call, with what.
+type apiCall struct {
+	Call     string         `json:"call"` // publish, invoke, invoke-async, get, set, service, list, config, late
+	Topic    string         `json:"topic"`
+	Payload  string         `json:"payload"`
+	QoS      byte           `json:"qos"`
+	Function string         `json:"function"`
+	Device   string         `json:"device"`
+	IDs      []string       `json:"ids"`
+	Values   map[string]any `json:"values"`
+	Service  string         `json:"service"`
+	Repeat   int            `json:"repeat"` // publish: this many messages, payloads numbered
+}
+
+// callAPI makes the call and answers {"answer": ...} or {"error": {"type", "message", "is"}},
+// "is" naming the fnapi sentinel errors.Is matches.
+func callAPI(ctx context.Context, event []byte) ([]byte, error) {
+	var c apiCall
+	if err := json.Unmarshal(event, &c); err != nil {
+		return nil, err
+	}
+	var answer any
+	var err error
+	switch c.Call {
+	case "publish":
+		for i := range max(c.Repeat, 1) {
+			p := c.Payload
+			if c.Repeat > 0 {
+				p = strconv.Itoa(i)
+			}
+			if err = native.Publish(ctx, c.Topic, []byte(p), &native.PublishOptions{QoS: c.QoS, UserProperties: [][2]string{{"from", "native"}}}); err != nil {
+				break
+			}
+		}
+	case "invoke":
+		var out []byte
+		out, err = native.Invoke(ctx, c.Function, []byte(c.Payload))
+		answer = json.RawMessage(out)
+	case "invoke-async":
+		err = native.InvokeAsync(ctx, c.Function, []byte(c.Payload))
+	case "get":
+		answer, err = native.GetProperties(ctx, c.Device, c.IDs...)
+	case "set":
+		var res map[string]error
+		if res, err = native.SetProperties(ctx, c.Device, c.Values); err == nil {
+			why := map[string]any{}
+			for id, e := range res {
+				why[id] = nil
+				if e != nil {
+					why[id] = e.Error()
+				}
+			}
+			answer = why
+		}
+	case "service":
+		answer, err = native.CallService(ctx, c.Device, c.Service, c.Values)
+	case "list":
+		answer, err = native.ListDevices(ctx)
+	case "config":
+		var cfg json.RawMessage
+		cfg, err = native.Config(ctx)
+		answer = cfg
+	case "late":
+		// A goroutine that kept the invocation's context calls after
+		// the deadline.
+		late, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Millisecond))
+		defer cancel()
+		err = native.Publish(late, c.Topic, nil, nil)
+	default:
+		return nil, errors.New("unknown call " + c.Call)
+	}
+	if err != nil {
+		var fe *fnapi.Error
+		errors.As(err, &fe)
+		is := ""
+		for _, s := range []error{fnapi.ErrForbidden, fnapi.ErrBadRequest, fnapi.ErrTimeout, fnapi.ErrUnavailable, fnapi.ErrUnknownFunction,
+			fnapi.ErrUnknownDevice, fnapi.ErrInvalidValue, fnapi.ErrReadOnly, fnapi.ErrUnknownService} {
+			if errors.Is(err, s) {
+				is = s.Error()
+			}
+		}
+		e := map[string]any{"message": err.Error(), "is": is}
+		if fe != nil {
+			e["type"], e["message"], e["stack"] = fe.Type, fe.Message, fe.Stack
+		}
+		return json.Marshal(map[string]any{"error": e})
+	}
+	return json.Marshal(map[string]any{"answer": answer})
 }

@@ -1,0 +1,309 @@
+// Package fncall serves what functions ask of the gateway (package fnapi's
+// methods) on the gateway's own parts: a publish goes on its bus, an
+// invoke to its function host, a device call to its device manager, and
+// the configuration comes from the caller's deployed spec. It is the
+// function host's CallHandler (function.Options.Calls).
+//
+// Everything a function asks is checked against its spec.Permissions and
+// refused, naming what was asked, when they do not allow it:
+//
+//   - publish: its own prefix outputs/{name}/#, and the filters its
+//     permissions list. Never the gateway's own topics (edgekit/#,
+//     $-topics) nor a device's reports (devices/+/properties,
+//     devices/+/state, devices/+/events/#), whatever is listed; user
+//     properties named edgekit-* are the gateway's (edgekit-device marks a
+//     device's messages) and are refused. Each message carries
+//     edgekit-function, the caller's name.
+//   - invoke: the functions its permissions list.
+//   - device calls and the device list: the devices its permissions list.
+package fncall
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/device/devicebus"
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/fnapi"
+	"github.com/edgekit/edgekit/function/spec"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// Functions is what an invoke reaches: function.Host is one.
+type Functions interface {
+	invoke.Invoker
+	InvokeAsync(ctx context.Context, function string, req invoke.Request) (string, error)
+}
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Logger receives refused calls at debug level; nil discards.
+	Logger *slog.Logger
+}
+
+// Server serves function calls. Its Serve is a function.CallHandler.
+type Server struct {
+	bus       bus.Bus
+	functions Functions
+	devices   atomic.Pointer[device.Manager]
+	log       *slog.Logger
+}
+
+// New returns a server publishing on b and invoking through functions.
+// Device calls are answered fnapi.ErrUnavailable until SetDevices.
+func New(b bus.Bus, functions Functions, opts *Options) *Server {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{bus: b, functions: functions, log: o.Logger}
+}
+
+// SetDevices gives the server the device manager its device calls reach
+// (the gateway starts it after the function host).
+func (s *Server) SetDevices(m *device.Manager) { s.devices.Store(m) }
+
+// Serve answers one call.
+func (s *Server) Serve(ctx context.Context, c *function.Call) ([]byte, error) {
+	out, err := s.serve(ctx, c)
+	if err != nil {
+		s.log.Debug("fncall: call refused or failed", "function", c.Function.Name, "method", c.Method, "error", err)
+	}
+	return out, err
+}
+
+func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
+	perm := c.Function.Permissions
+	switch c.Method {
+	case fnapi.Publish:
+		var a fnapi.PublishArgs
+		if err := decode(c, &a); err != nil {
+			return nil, err
+		}
+		return nil, s.publish(ctx, c.Function.Name, perm, &a, c.Payload)
+	case fnapi.Invoke:
+		var a fnapi.InvokeArgs
+		if err := decode(c, &a); err != nil {
+			return nil, err
+		}
+		if !spec.Allows(perm.Invoke, a.Function) {
+			return nil, fnapi.Errorf(fnapi.ErrForbidden, "invoke %q: not among the functions its permissions.invoke list", a.Function)
+		}
+		req := invoke.Request{Payload: c.Payload, Source: map[string]string{"type": "function", "function": c.Function.Name}}
+		if a.Async {
+			_, err := s.functions.InvokeAsync(ctx, a.Function, req)
+			return nil, invokeError(a.Function, err)
+		}
+		resp, err := s.functions.Invoke(ctx, a.Function, req)
+		return resp.Payload, invokeError(a.Function, err)
+	case fnapi.DeviceGet:
+		var a fnapi.DeviceGetArgs
+		m, err := s.deviceCall(c, &a, &a.Device)
+		if err != nil {
+			return nil, err
+		}
+		got, err := m.Get(ctx, a.Device, a.Properties)
+		if err != nil {
+			return nil, deviceError(a.Device, err)
+		}
+		ans := fnapi.DeviceGetAnswer{Properties: map[string]json.RawMessage{}, Errors: map[string]string{}}
+		for id, r := range got {
+			if r.Err != nil {
+				ans.Errors[id] = r.Err.Error()
+			} else if ans.Properties[id], err = json.Marshal(r.Value); err != nil {
+				return nil, fmt.Errorf("device %s: property %s: %w", a.Device, id, err)
+			}
+		}
+		return json.Marshal(ans)
+	case fnapi.DeviceSet:
+		var a fnapi.DeviceSetArgs
+		m, err := s.deviceCall(c, &a, &a.Device)
+		if err != nil {
+			return nil, err
+		}
+		if len(a.Properties) == 0 {
+			return nil, fnapi.Errorf(fnapi.ErrBadRequest, "device.set %s: no properties given", a.Device)
+		}
+		values, err := decodeValues("properties", a.Properties)
+		if err != nil {
+			return nil, err
+		}
+		res, err := m.Set(ctx, a.Device, values)
+		if err != nil {
+			return nil, deviceError(a.Device, err)
+		}
+		ans := fnapi.DeviceSetAnswer{Results: map[string]*string{}}
+		for id, e := range res {
+			ans.Results[id] = nil
+			if e != nil {
+				msg := e.Error()
+				ans.Results[id] = &msg
+			}
+		}
+		return json.Marshal(ans)
+	case fnapi.DeviceCall:
+		var a fnapi.DeviceCallArgs
+		m, err := s.deviceCall(c, &a, &a.Device)
+		if err != nil {
+			return nil, err
+		}
+		in, err := decodeValues("input", a.Input)
+		if err != nil {
+			return nil, err
+		}
+		out, err := m.Call(ctx, a.Device, a.Service, in)
+		if err != nil {
+			return nil, deviceError(a.Device, err)
+		}
+		return json.Marshal(map[string]any{"output": out})
+	case fnapi.DeviceList:
+		m := s.devices.Load()
+		if m == nil {
+			return nil, fnapi.Errorf(fnapi.ErrUnavailable, "device.list: this gateway runs no device manager")
+		}
+		ans := fnapi.DeviceListAnswer{Devices: []fnapi.DeviceInfo{}}
+		for _, name := range m.Devices() {
+			if !spec.Allows(perm.Devices, name) {
+				continue
+			}
+			if sh, err := m.Shadow(name); err == nil {
+				ans.Devices = append(ans.Devices, fnapi.DeviceInfo{Name: name, State: string(sh.State)})
+			}
+		}
+		return json.Marshal(ans)
+	case fnapi.ConfigGet:
+		if len(c.Function.Config) == 0 {
+			return []byte("null"), nil
+		}
+		return c.Function.Config, nil
+	}
+	return nil, fnapi.Errorf(fnapi.ErrBadRequest, "unknown method %q", c.Method)
+}
+
+// reserved are the filters no function publishes on, whatever its
+// permissions say: the gateway's own topics and the devices' reports.
+var reserved = [...]string{"edgekit/#", "devices/+/properties", "devices/+/state", "devices/+/events/#"}
+
+func (s *Server) publish(ctx context.Context, fn string, perm spec.Permissions, a *fnapi.PublishArgs, payload []byte) error {
+	if err := bus.ValidateTopic(a.Topic); err != nil {
+		return fnapi.Errorf(fnapi.ErrBadRequest, "publish: topic %q: %v", a.Topic, err)
+	}
+	if a.QoS > 2 {
+		return fnapi.Errorf(fnapi.ErrBadRequest, "publish %s: QoS %d (want 0, 1 or 2)", a.Topic, a.QoS)
+	}
+	if strings.HasPrefix(a.Topic, "$") || slices.ContainsFunc(reserved[:], func(f string) bool { return bus.Match(f, a.Topic) }) {
+		return fnapi.Errorf(fnapi.ErrForbidden, "publish %s: the gateway's own topic (edgekit/#, $-topics and the devices' reports are never a function's)", a.Topic)
+	}
+	if !bus.Match("outputs/"+fn+"/#", a.Topic) && !slices.ContainsFunc(perm.Publish, func(f string) bool {
+		return bus.ValidateFilter(f) == nil && bus.Match(f, a.Topic)
+	}) {
+		return fnapi.Errorf(fnapi.ErrForbidden, "publish %s: outside outputs/%s/# and the filters its permissions.publish list", a.Topic, fn)
+	}
+	msg := &bus.Message{Topic: a.Topic, Payload: payload, QoS: bus.QoS(a.QoS), Retain: a.Retain, ContentType: a.ContentType}
+	for _, p := range a.UserProperties {
+		if strings.HasPrefix(strings.ToLower(p[0]), "edgekit-") {
+			return fnapi.Errorf(fnapi.ErrForbidden, "publish %s: user property %s: edgekit-* properties are the gateway's", a.Topic, p[0])
+		}
+		msg.UserProperties = append(msg.UserProperties, bus.UserProperty{Key: p[0], Value: p[1]})
+	}
+	msg.UserProperties = append(msg.UserProperties, bus.UserProperty{Key: "edgekit-function", Value: fn})
+	if err := s.bus.Publish(ctx, msg); err != nil {
+		switch {
+		case errors.Is(err, bus.ErrInvalidMessage), errors.Is(err, bus.ErrPayloadTooLarge), errors.Is(err, bus.ErrInvalidQoS):
+			return fnapi.Errorf(fnapi.ErrBadRequest, "publish %s: %v", a.Topic, err)
+		case errors.Is(err, bus.ErrQueueFull), errors.Is(err, bus.ErrNotConnected), errors.Is(err, bus.ErrClosed):
+			return fnapi.Errorf(fnapi.ErrUnavailable, "publish %s: %v", a.Topic, err)
+		}
+		return fmt.Errorf("publish %s: %w", a.Topic, err)
+	}
+	return nil
+}
+
+// deviceCall decodes a device call's arguments into args, whose device
+// name is at *name, and returns the manager once the caller may reach
+// that device.
+func (s *Server) deviceCall(c *function.Call, args any, name *string) (*device.Manager, error) {
+	if err := decode(c, args); err != nil {
+		return nil, err
+	}
+	if !spec.Allows(c.Function.Permissions.Devices, *name) {
+		return nil, fnapi.Errorf(fnapi.ErrForbidden, "%s %q: not among the devices its permissions.devices list", c.Method, *name)
+	}
+	m := s.devices.Load()
+	if m == nil {
+		return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: this gateway runs no device manager", c.Method)
+	}
+	return m, nil
+}
+
+// decode reads a call's arguments strictly: an unknown field is a
+// mistake the caller should hear of.
+func decode(c *function.Call, v any) error {
+	if len(bytes.TrimSpace(c.Args)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(c.Args))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", c.Method, err)
+	}
+	return nil
+}
+
+// decodeValues reads values as the device manager checks them (numbers
+// as json.Number).
+func decodeValues(field string, raw map[string]json.RawMessage) (map[string]any, error) {
+	out := make(map[string]any, len(raw))
+	for id, b := range raw {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s.%s: %v", field, id, err)
+		}
+		out[id] = v
+	}
+	return out, nil
+}
+
+// deviceError is a device manager's error as a call answers it.
+func deviceError(name string, err error) error {
+	typ := devicebus.ErrorType(err)
+	if errors.Is(err, device.ErrClosed) {
+		typ = fnapi.ErrUnavailable.Error()
+	}
+	if typ == "Error" {
+		return fmt.Errorf("device %s: %w", name, err)
+	}
+	return &fnapi.Error{Type: typ, Message: fmt.Sprintf("device %s: %v", name, err)}
+}
+
+// invokeError is an invocation's error as a call answers it: a function's
+// own error passes as it is (the host sends its type and stack).
+func invokeError(name string, err error) error {
+	var fe *invoke.Error
+	if err == nil || errors.As(err, &fe) {
+		return err
+	}
+	for _, k := range []struct{ err, kind error }{
+		{invoke.ErrNotFound, fnapi.ErrUnknownFunction}, {invoke.ErrThrottled, fnapi.ErrThrottled},
+		{invoke.ErrTimeout, fnapi.ErrTimeout}, {invoke.ErrUnavailable, fnapi.ErrUnavailable},
+	} {
+		if errors.Is(err, k.err) {
+			return fnapi.Errorf(k.kind, "invoke %s: %v", name, err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,253 @@
+package fncall_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/device/sim"
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/membus"
+	"github.com/edgekit/edgekit/edge/fncall"
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// binDir holds the native Go test function (function's own, whose api
+// behaviour makes the call its event names).
+var binDir string
+
+func TestMain(m *testing.M) {
+	testenv.MainWithPrograms(m, &binDir, "github.com/edgekit/edgekit/function/internal/testfunctions/native")
+}
+
+// gateway is the parts a function's calls reach: a function host whose
+// calls the server answers, the bus, and a device manager with a
+// simulated boiler.
+type gateway struct {
+	host *function.Host
+	bus  bus.Bus
+}
+
+func newGateway(t *testing.T, b bus.Bus) *gateway {
+	t.Helper()
+	ctx := context.Background()
+	var srv *fncall.Server
+	host, err := function.New(&function.Options{Calls: func(ctx context.Context, c *function.Call) ([]byte, error) { return srv.Serve(ctx, c) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := host.Close(ctx); err != nil {
+			t.Errorf("host Close: %v", err)
+		}
+	})
+	srv = fncall.New(b, host, nil)
+	m := device.NewManager(nil)
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	if err := m.AddDriver(ctx, "sim", sim.New(), nil); err != nil {
+		t.Fatal(err)
+	}
+	tsl, err := os.ReadFile("../../device/testdata/boiler.tsl.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := device.ParseTSL(tsl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"boiler-1", "boiler-2", "meter-1"} {
+		if err := m.Attach(ctx, "sim", device.Device{Name: name, Model: model, Config: json.RawMessage(`{"values": {"temperature": 60, "setpoint": 50}}`)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.SetDevices(m)
+	return &gateway{host: host, bus: b}
+}
+
+// deploy deploys the native test function under name with perms.
+func (g *gateway) deploy(t *testing.T, name string, perms function.Permissions, config string) {
+	t.Helper()
+	s := function.Spec{Name: name, Version: "1", Runtime: function.RuntimeExecutable, API: function.APINative, Handler: "native", CodeDir: binDir,
+		Env: map[string]string{"TEST_BEHAVIOUR": "api"}, Permissions: perms}
+	if config != "" {
+		s.Config = json.RawMessage(config)
+	}
+	if err := g.host.Deploy(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type apiError struct {
+	Type, Message, Is string
+	Stack             []string
+}
+
+// call invokes fn with an api event and returns the call's answer or its
+// error.
+func (g *gateway) call(t *testing.T, fn, event string) (json.RawMessage, *apiError) {
+	t.Helper()
+	resp, err := g.host.Invoke(context.Background(), fn, invoke.Request{Payload: []byte(event)})
+	if err != nil {
+		t.Fatalf("%s %s: %v", fn, event, err)
+	}
+	var a struct {
+		Answer json.RawMessage
+		Error  *apiError
+	}
+	if err := json.Unmarshal(resp.Payload, &a); err != nil {
+		t.Fatalf("%s: %q: %v", event, resp.Payload, err)
+	}
+	return a.Answer, a.Error
+}
+
+func refused(t *testing.T, what string, e *apiError, is string, says ...string) {
+	t.Helper()
+	if e == nil || e.Is != is {
+		t.Errorf("%s: %+v, want %s", what, e, is)
+		return
+	}
+	for _, s := range says {
+		if !strings.Contains(e.Message, s) {
+			t.Errorf("%s: %q does not say %q", what, e.Message, s)
+		}
+	}
+}
+
+// TestPublish: a function publishes under its own prefix and on what its
+// permissions list, with its name on each message; the gateway's topics,
+// the devices' reports and forged gateway properties are refused
+// whatever it lists; bad topics and QoS are refused naming them. On
+// membus and through Mosquitto.
+func TestPublish(t *testing.T) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
+		g := newGateway(t, b)
+		got := make(chan *bus.Message, 10)
+		if _, err := b.Subscribe(context.Background(), "#", func(_ context.Context, m *bus.Message) { got <- m }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatal(err)
+		}
+		g.deploy(t, "alarm", function.Permissions{Publish: []string{"alerts/+/high", "edgekit/#", "devices/+/properties"}}, "")
+
+		for _, topic := range []string{"outputs/alarm/x", "alerts/boiler-1/high"} {
+			if _, e := g.call(t, "alarm", `{"call":"publish","topic":"`+topic+`","payload":"hot","qos":1}`); e != nil {
+				t.Fatalf("publish on %s: %+v", topic, e)
+			}
+			select {
+			case m := <-got:
+				from, _ := m.Property("from")
+				fn, _ := m.Property("edgekit-function")
+				if m.Topic != topic || string(m.Payload) != "hot" || from != "native" || fn != "alarm" {
+					t.Errorf("published %s %q from=%q function=%q", m.Topic, m.Payload, from, fn)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("nothing arrived on %s", topic)
+			}
+		}
+
+		_, e := g.call(t, "alarm", `{"call":"publish","topic":"outputs/other/x"}`)
+		refused(t, "another function's prefix", e, "Forbidden", "outputs/other/x", "permissions.publish")
+		_, e = g.call(t, "alarm", `{"call":"publish","topic":"edgekit/instances/gw/status"}`)
+		refused(t, "the gateway's status", e, "Forbidden", "edgekit/instances/gw/status", "gateway's own")
+		_, e = g.call(t, "alarm", `{"call":"publish","topic":"devices/boiler-1/properties"}`)
+		refused(t, "a device's report", e, "Forbidden", "devices/boiler-1/properties")
+		_, e = g.call(t, "alarm", `{"call":"publish","topic":"$SYS/x"}`)
+		refused(t, "a $-topic", e, "Forbidden")
+		_, e = g.call(t, "alarm", `{"call":"publish","topic":"outputs/alarm/+"}`)
+		refused(t, "a wildcard topic", e, "BadRequest", "outputs/alarm/+")
+		_, e = g.call(t, "alarm", `{"call":"publish","topic":"outputs/alarm/x","qos":3}`)
+		refused(t, "QoS 3", e, "BadRequest", "QoS 3")
+		_, e = g.call(t, "alarm", `{"call":"late","topic":"outputs/alarm/x"}`)
+		refused(t, "a call after its deadline", e, "Timeout")
+
+		// A function with no permissions has its own prefix only.
+		g.deploy(t, "plain", function.Permissions{}, "")
+		_, e = g.call(t, "plain", `{"call":"publish","topic":"alerts/boiler-1/high"}`)
+		refused(t, "no permissions", e, "Forbidden")
+		select {
+		case m := <-got:
+			t.Errorf("a refused publish reached the bus: %s", m.Topic)
+		default:
+		}
+	})
+}
+
+// TestDevices: a function reads, writes, calls and lists the devices its
+// permissions name; the thing model's checks answer as the devices'
+// topics do; devices it may not touch and unknown ones are refused naming
+// them.
+func TestDevices(t *testing.T) {
+	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
+		g := newGateway(t, b)
+		g.deploy(t, "ctl", function.Permissions{Devices: []string{"boiler-*", "ghost"}}, "")
+
+		if _, e := g.call(t, "ctl", `{"call":"set","device":"boiler-1","values":{"setpoint":70}}`); e != nil {
+			t.Fatalf("set: %+v", e)
+		}
+		a, e := g.call(t, "ctl", `{"call":"get","device":"boiler-1","ids":["setpoint"]}`)
+		if e != nil || !strings.Contains(string(a), `"setpoint":70`) {
+			t.Errorf("get after set: %s %+v", a, e)
+		}
+		a, e = g.call(t, "ctl", `{"call":"set","device":"boiler-1","values":{"setpoint":95}}`)
+		refused(t, "out of range", e, "InvalidValue", "95 above max 90")
+		a, e = g.call(t, "ctl", `{"call":"set","device":"boiler-1","values":{"temperature":20}}`)
+		refused(t, "read-only", e, "ReadOnly", "temperature")
+		a, e = g.call(t, "ctl", `{"call":"service","device":"boiler-1","service":"reboot","values":{"delay":5}}`)
+		if e != nil {
+			t.Errorf("service: %s %+v", a, e)
+		}
+		_, e = g.call(t, "ctl", `{"call":"service","device":"boiler-1","service":"explode"}`)
+		refused(t, "unknown service", e, "UnknownService", "explode")
+		_, e = g.call(t, "ctl", `{"call":"get","device":"meter-1"}`)
+		refused(t, "a device outside its permissions", e, "Forbidden", "meter-1", "permissions.devices")
+		_, e = g.call(t, "ctl", `{"call":"set","device":"meter-1","values":{"setpoint":60}}`)
+		refused(t, "a write outside its permissions", e, "Forbidden", "meter-1")
+		_, e = g.call(t, "ctl", `{"call":"get","device":"ghost"}`)
+		refused(t, "an unknown device", e, "UnknownDevice", "ghost")
+
+		a, e = g.call(t, "ctl", `{"call":"list"}`)
+		var list []struct{ Name, State string }
+		if err := json.Unmarshal(a, &list); e != nil || err != nil || len(list) != 2 || list[0].Name != "boiler-1" || list[1].Name != "boiler-2" || list[0].State == "" {
+			t.Errorf("list: %s %+v", a, e)
+		}
+	})
+}
+
+// TestInvokeAndConfig: a function invokes the functions its permissions
+// list, gets their results and their errors with type and stack, and
+// reads its own configuration.
+func TestInvokeAndConfig(t *testing.T) {
+	b := membus.New(nil)
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	g := newGateway(t, b)
+	g.deploy(t, "caller", function.Permissions{Invoke: []string{"callee"}}, `{"threshold":30}`)
+	g.deploy(t, "callee", function.Permissions{}, "")
+
+	a, e := g.call(t, "caller", `{"call":"invoke","function":"callee","payload":"{\"call\":\"config\"}"}`)
+	if e != nil || string(a) != `{"answer":null}` {
+		t.Errorf("invoke: %s %+v", a, e)
+	}
+	if _, e := g.call(t, "caller", `{"call":"invoke-async","function":"callee","payload":"{\"call\":\"config\"}"}`); e != nil {
+		t.Errorf("invoke async: %+v", e)
+	}
+	a, e = g.call(t, "caller", `{"call":"invoke","function":"callee","payload":"not json"}`)
+	if e == nil || e.Type == "" || !strings.Contains(e.Message, "invalid character") {
+		t.Errorf("a failing invocation: %s %+v", a, e)
+	}
+	_, e = g.call(t, "callee", `{"call":"invoke","function":"caller"}`)
+	refused(t, "invoke without permission", e, "Forbidden", "caller", "permissions.invoke")
+	g.deploy(t, "wild", function.Permissions{Invoke: []string{"*"}}, "")
+	_, e = g.call(t, "wild", `{"call":"invoke","function":"nobody"}`)
+	refused(t, "an unknown function", e, "UnknownFunction", "nobody")
+
+	if a, e := g.call(t, "caller", `{"call":"config"}`); e != nil || string(a) != `{"threshold":30}` {
+		t.Errorf("config: %s %+v", a, e)
+	}
+}

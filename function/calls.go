@@ -1,0 +1,162 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/edgekit/edgekit/function/fnapi"
+	"github.com/edgekit/edgekit/function/native"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// CallHandler serves one call a function made of the gateway (package
+// fnapi names the methods; package native and the bootstraps make them).
+// It returns the answer's payload, or an error: an *fnapi.Error travels as
+// it is, an *invoke.Error (a function's, from Invoke) with its type and
+// stack, and any other error as type "Error" with its text. ctx ends at
+// the call's deadline, or when the calling instance stops.
+type CallHandler func(ctx context.Context, c *Call) ([]byte, error)
+
+// Call is what a function asked of the gateway.
+type Call struct {
+	// Function is the caller's version as deployed: its name, its
+	// permissions, its configuration. The caller cannot choose it: it is
+	// the spec of the instance whose pipe the call came on.
+	Function Spec
+	Method   string
+	Args     json.RawMessage // a JSON object, or empty
+	Payload  []byte
+}
+
+// answerWrite bounds the write of one answer: an instance that does not
+// read its answers loses them, not the host's goroutines.
+const answerWrite = time.Second
+
+// callServer serves one native instance's calls (fd 5 in, fd 6 out). A
+// call runs on a goroutine of its own, at most fnapi.MaxCallsInFlight at a
+// time; the instance's stop ends them and close waits for them.
+type callServer struct {
+	spec    Spec
+	handler CallHandler
+	w       *os.File // the instance's fd 6
+	log     *slog.Logger
+	slots   chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	gmu    sync.Mutex // orders wg.Add before close's Wait
+	closed bool
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex // one answer written at a time
+	wbuf []byte
+}
+
+func newCallServer(spec Spec, handler CallHandler, w *os.File, log *slog.Logger) *callServer {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &callServer{spec: spec, handler: handler, w: w, log: log, slots: make(chan struct{}, fnapi.MaxCallsInFlight), ctx: ctx, cancel: cancel}
+}
+
+// serve starts the call f, whose slices are the reader's and are copied.
+// What is refused before the handler runs is answered at once.
+func (s *callServer) serve(f *native.Frame) {
+	id, method := f.Seq, f.Name
+	deadline := time.Now().Add(time.Duration(s.spec.Timeout))
+	if f.Deadline != 0 {
+		if d := time.UnixMilli(f.Deadline); d.Before(deadline) {
+			deadline = d
+		}
+	}
+	switch {
+	case len(f.Meta) > fnapi.MaxArgs:
+		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments of %d bytes, above the limit of %d", method, len(f.Meta), fnapi.MaxArgs))
+		return
+	case len(f.Payload) > fnapi.MaxPayload:
+		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: payload of %d bytes, above the limit of %d", method, len(f.Payload), fnapi.MaxPayload))
+		return
+	case !time.Now().Before(deadline):
+		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: the call's deadline had passed when it arrived", method))
+		return
+	case s.handler == nil:
+		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: this host serves no gateway API", method))
+		return
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrTooManyCalls, "%s: %d calls of this instance are under way", method, fnapi.MaxCallsInFlight))
+		return
+	}
+	s.gmu.Lock()
+	if s.closed {
+		s.gmu.Unlock()
+		<-s.slots
+		return // the instance is stopping: nobody reads the answer
+	}
+	s.wg.Add(1)
+	s.gmu.Unlock()
+	c := &Call{Function: s.spec, Method: method, Args: bytes.Clone(f.Meta), Payload: bytes.Clone(f.Payload)}
+	go func() {
+		defer s.wg.Done()
+		defer func() { <-s.slots }()
+		ctx, cancel := context.WithDeadline(s.ctx, deadline)
+		defer cancel()
+		out, err := s.handler(ctx, c)
+		if err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fnapi.Errorf(fnapi.ErrTimeout, "%s: the call's deadline passed: %v", method, err)
+		}
+		s.answer(id, method, out, err)
+	}()
+}
+
+// answer writes a call's result or error on fd 6; a call with id 0 wants
+// none, so its error goes to the function's log.
+func (s *callServer) answer(id uint64, method string, out []byte, err error) {
+	f := &native.Frame{Type: native.FrameResult, Seq: id, Payload: out}
+	if err != nil {
+		body, _ := json.Marshal(wireError(err))
+		f = &native.Frame{Type: native.FrameError, Seq: id, Payload: body}
+	}
+	if id == 0 {
+		if err != nil {
+			s.log.Warn("function: a call that wanted no answer failed", "method", method, "error", err)
+		}
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.wbuf = native.AppendFrame(s.wbuf[:0], f)
+	_ = s.w.SetWriteDeadline(time.Now().Add(answerWrite))
+	if _, werr := s.w.Write(s.wbuf); werr != nil {
+		s.log.Warn("function: the answer to a call was not taken", "method", method, "error", werr)
+	}
+}
+
+// wireError is err as a call's answer carries it.
+func wireError(err error) *fnapi.Error {
+	var fe *fnapi.Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	var ie *invoke.Error
+	if errors.As(err, &ie) {
+		return &fnapi.Error{Type: ie.Type, Message: ie.Message, Stack: ie.Stack}
+	}
+	return &fnapi.Error{Type: "Error", Message: err.Error()}
+}
+
+// close ends the calls under way, waits for them and closes fd 6.
+func (s *callServer) close() {
+	s.gmu.Lock()
+	s.closed = true
+	s.gmu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+	s.w.Close()
+}

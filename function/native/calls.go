@@ -1,0 +1,240 @@
+package native
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/edgekit/edgekit/function/fnapi"
+)
+
+// calls is the function's side of the gateway API: calls go out on the
+// telemetry pipe (fd 5), answers come back on fd 6, read by a goroutine
+// started with the first call.
+type calls struct {
+	in   *os.File
+	out  *pipe
+	once sync.Once
+
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan *Frame
+	broken  error // set when fd 6 can no longer be read
+}
+
+func newCalls(in *os.File, out *pipe) *calls {
+	return &calls{in: in, out: out, pending: map[uint64]chan *Frame{}}
+}
+
+// read delivers answers to their callers until fd 6 fails.
+func (c *calls) read() {
+	r := bufio.NewReaderSize(c.in, 16<<10)
+	var buf []byte
+	for {
+		f, err := ReadFrame(r, &buf)
+		if err != nil {
+			c.mu.Lock()
+			c.broken = fmt.Errorf("native: the gateway's answers: %w", err)
+			for id, ch := range c.pending {
+				close(ch)
+				delete(c.pending, id)
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Lock()
+		ch := c.pending[f.Seq]
+		delete(c.pending, f.Seq)
+		c.mu.Unlock()
+		if ch != nil {
+			ans := *f
+			ans.Payload = append([]byte(nil), f.Payload...)
+			ch <- &ans
+		}
+	}
+}
+
+// call sends a call and waits for its answer or ctx's end.
+func (c *calls) call(ctx context.Context, method string, args any, payload []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, err)
+	}
+	meta, err := json.Marshal(args)
+	if err != nil {
+		return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", method, err)
+	}
+	if c.in == nil {
+		return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: the host gave no answer pipe (fd 6)", method)
+	}
+	c.once.Do(func() { go c.read() })
+	ch := make(chan *Frame, 1)
+	c.mu.Lock()
+	if c.broken != nil {
+		c.mu.Unlock()
+		return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: %v", method, c.broken)
+	}
+	c.next++
+	id := c.next
+	c.pending[id] = ch
+	c.mu.Unlock()
+	var deadline int64
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d.UnixMilli()
+	}
+	c.out.send(&Frame{Type: FrameCall, Seq: id, Deadline: deadline, Name: method, Meta: meta, Payload: payload})
+	select {
+	case f, ok := <-ch:
+		if !ok {
+			return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: the gateway closed the answer pipe", method)
+		}
+		if f.Type == FrameError {
+			e := &fnapi.Error{}
+			if err := json.Unmarshal(f.Payload, e); err != nil || e.Type == "" {
+				return nil, &fnapi.Error{Type: "Error", Message: string(f.Payload)}
+			}
+			return nil, e
+		}
+		return f.Payload, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		return nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, ctx.Err())
+	}
+}
+
+// callOf is the connection ctx carries.
+func callOf(ctx context.Context, method string) (*calls, error) {
+	if c, ok := ctx.Value(connKey{}).(*conn); ok && c.calls != nil {
+		return c.calls, nil
+	}
+	return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: the context is not a native function's (pass the handler's ctx)", method)
+}
+
+// do makes a call and decodes its JSON answer into out (when not nil).
+func do(ctx context.Context, method string, args any, payload []byte, out any) ([]byte, error) {
+	c, err := callOf(ctx, method)
+	if err != nil {
+		return nil, err
+	}
+	body, err := c.call(ctx, method, args, payload)
+	if err != nil || out == nil {
+		return body, err
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return nil, fmt.Errorf("native: %s: the gateway's answer: %w", method, err)
+	}
+	return body, nil
+}
+
+// PublishOptions are a message's MQTT v5 fields beside its topic and
+// payload; nil means QoS 0, not retained.
+type PublishOptions struct {
+	QoS            byte
+	Retain         bool
+	ContentType    string
+	UserProperties [][2]string
+}
+
+// Publish sends payload on topic through the gateway's bus, and returns
+// once the bus has taken it. The function may publish under
+// outputs/{its name}/ and on what its permissions list.
+func Publish(ctx context.Context, topic string, payload []byte, opts *PublishOptions) error {
+	args := fnapi.PublishArgs{Topic: topic}
+	if opts != nil {
+		args.QoS, args.Retain, args.ContentType, args.UserProperties = opts.QoS, opts.Retain, opts.ContentType, opts.UserProperties
+	}
+	_, err := do(ctx, fnapi.Publish, args, payload, nil)
+	return err
+}
+
+// Invoke calls a function with event and returns its result. A failed
+// invocation's error is an *fnapi.Error with the function's own type,
+// message and stack.
+func Invoke(ctx context.Context, function string, event []byte) ([]byte, error) {
+	return do(ctx, fnapi.Invoke, fnapi.InvokeArgs{Function: function}, event, nil)
+}
+
+// InvokeAsync queues an invocation of function and returns once it is
+// queued.
+func InvokeAsync(ctx context.Context, function string, event []byte) error {
+	_, err := do(ctx, fnapi.Invoke, fnapi.InvokeArgs{Function: function, Async: true}, event, nil)
+	return err
+}
+
+// GetProperties reads a device's properties (none named: all of them).
+func GetProperties(ctx context.Context, device string, ids ...string) (*fnapi.DeviceGetAnswer, error) {
+	var a fnapi.DeviceGetAnswer
+	if _, err := do(ctx, fnapi.DeviceGet, fnapi.DeviceGetArgs{Device: device, Properties: ids}, nil, &a); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// SetProperties writes a device's properties, each value checked against
+// its thing model first; it returns, per property, nil when written or
+// why not.
+func SetProperties(ctx context.Context, device string, values map[string]any) (map[string]error, error) {
+	props, err := encodeValues("property", values)
+	if err != nil {
+		return nil, err
+	}
+	var a fnapi.DeviceSetAnswer
+	if _, err := do(ctx, fnapi.DeviceSet, fnapi.DeviceSetArgs{Device: device, Properties: props}, nil, &a); err != nil {
+		return nil, err
+	}
+	res := make(map[string]error, len(a.Results))
+	for id, why := range a.Results {
+		res[id] = nil
+		if why != nil {
+			res[id] = fmt.Errorf("property %s: %s", id, *why)
+		}
+	}
+	return res, nil
+}
+
+// CallService calls a device's service with its input parameters and
+// returns its output.
+func CallService(ctx context.Context, device, service string, input map[string]any) (map[string]json.RawMessage, error) {
+	in, err := encodeValues("input", input)
+	if err != nil {
+		return nil, err
+	}
+	var a fnapi.DeviceCallAnswer
+	if _, err := do(ctx, fnapi.DeviceCall, fnapi.DeviceCallArgs{Device: device, Service: service, Input: in}, nil, &a); err != nil {
+		return nil, err
+	}
+	return a.Output, nil
+}
+
+// ListDevices lists the devices the function may reach, with their state.
+func ListDevices(ctx context.Context) ([]fnapi.DeviceInfo, error) {
+	var a fnapi.DeviceListAnswer
+	if _, err := do(ctx, fnapi.DeviceList, struct{}{}, nil, &a); err != nil {
+		return nil, err
+	}
+	return a.Devices, nil
+}
+
+// Config returns the function's configuration document as the gateway
+// holds it now ("null" when it has none).
+func Config(ctx context.Context) (json.RawMessage, error) {
+	return do(ctx, fnapi.ConfigGet, struct{}{}, nil, nil)
+}
+
+// encodeValues encodes each value as JSON; what cannot be is refused,
+// named as what (a property, an input) and its id.
+func encodeValues(what string, values map[string]any) (map[string]json.RawMessage, error) {
+	out := make(map[string]json.RawMessage, len(values))
+	for id, v := range values {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s %s: %v", what, id, err)
+		}
+		out[id] = b
+	}
+	return out, nil
+}
