@@ -14,6 +14,7 @@ import (
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/internal/testprograms"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) {
 		killedHost(dir)
 		return
 	}
-	testenv.MainWithPrograms(m, &binDir, "./internal/testfunctions/lambda", "./internal/testfunctions/fc",
+	testprograms.Main(m, &binDir, "./internal/testfunctions/lambda", "./internal/testfunctions/fc",
 		"./internal/testfunctions/native", "./internal/testfunctions/pipeecho")
 }
 

@@ -15,7 +15,7 @@ import (
 	"github.com/edgekit/edgekit/edge/fncall"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/brokertest"
-	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/internal/testprograms"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -24,7 +24,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	testenv.MainWithPrograms(m, &binDir, "github.com/edgekit/edgekit/function/internal/testfunctions/native")
+	testprograms.Main(m, &binDir, "github.com/edgekit/edgekit/function/internal/testfunctions/native")
 }
 
 // gateway is the parts a function's calls reach: a function host whose

@@ -1,4 +1,8 @@
-package testenv
+// Package testprograms is the TestMain of tests that run Go programs of
+// their own (test functions): it builds them once for the test binary and
+// checks for leaked goroutines after a passing run. It is apart from
+// testenv so that the modules importing testenv need no goleak.
+package testprograms
 
 import (
 	"fmt"
@@ -11,12 +15,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-// MainWithPrograms is a TestMain for tests that run Go programs: it
+// Main is a TestMain for tests that run Go programs: it
 // builds each main package named (an import path, or a directory relative
 // to the test's) into a temporary directory under its last path element,
 // sets *dir to that directory, runs the tests, removes it, fails a passing
 // run that leaked a goroutine, and exits.
-func MainWithPrograms(m *testing.M, dir *string, pkgs ...string) {
+func Main(m *testing.M, dir *string, pkgs ...string) {
 	d, err := os.MkdirTemp("", "edgekit-test-programs-")
 	if err != nil {
 		panic(err)
