@@ -653,6 +653,10 @@ func baseEnv() []string {
 
 func (h *Host) bootstrapDir() string { return filepath.Join(h.dataDir, "bootstrap") }
 
+// nodeModules is where, under the bootstrap directory, the Node.js
+// functions' modules from the host are (NODE_PATH).
+const nodeModules = "node_modules"
+
 // prepareDataDir makes the data directory and writes the bootstraps.
 func (h *Host) prepareDataDir() error {
 	h.dataDir = h.opts.DataDir
@@ -668,13 +672,14 @@ func (h *Host) prepareDataDir() error {
 		}
 	}
 	dir := h.bootstrapDir()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, nodeModules, "edgekit"), 0o755); err != nil {
 		return fmt.Errorf("function: data directory: %w", err)
 	}
 	for name, content := range map[string]string{
 		"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python,
 		"native.js": bootstrap.NodeNative, "native.py": bootstrap.PythonNative,
 		"edgekit_common.js": bootstrap.NodeCommon, "edgekit_bootstrap_common.py": bootstrap.PythonCommon,
+		filepath.Join(nodeModules, "edgekit", "index.js"): bootstrap.NodeAPI, "edgekit.py": bootstrap.PythonAPI,
 	} {
 		if err := safefile.Write(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)

@@ -439,6 +439,15 @@ func (l *launcher) instanceEnv(spec Spec, id string, p *profile, addr string) []
 	} else {
 		env = append(env, "EDGEKIT_NATIVE=1")
 	}
+	if spec.Runtime == RuntimeNode {
+		// require('edgekit') finds the host's module after the function's
+		// own node_modules and before what the spec's NODE_PATH names.
+		np := filepath.Join(l.bootstrapDir, nodeModules)
+		if own := spec.Env["NODE_PATH"]; own != "" {
+			np += string(os.PathListSeparator) + own
+		}
+		env = append(env, "NODE_PATH="+np)
+	}
 	// What the bootstraps need of the runtime API's headers when they
 	// speak the native protocol: the ARN and the timeout in seconds.
 	env = append(env,
@@ -452,6 +461,9 @@ func (l *launcher) instanceEnv(spec Spec, id string, p *profile, addr string) []
 		env = append(env, "PYTHONDONTWRITEBYTECODE=1")
 	}
 	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		if k == "NODE_PATH" && spec.Runtime == RuntimeNode {
+			continue // joined to the host's above
+		}
 		env = append(env, k+"="+spec.Env[k])
 	}
 	return env

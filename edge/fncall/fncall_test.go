@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +16,10 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/fncall"
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/fnapi"
+	"github.com/edgekit/edgekit/function/logstore"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
 	"github.com/edgekit/edgekit/internal/testprograms"
 	"github.com/edgekit/edgekit/invoke"
 )
@@ -33,9 +38,58 @@ func TestMain(m *testing.M) {
 type gateway struct {
 	host *function.Host
 	bus  bus.Bus
+	srv  *fncall.Server
+	rt   runtime
 }
 
-func newGateway(t *testing.T, b bus.Bus) *gateway {
+// runtime is a language the test function is written in: the native Go
+// test function's api behaviour, and testdata's api handlers for Node.js
+// and Python, which make the same calls and answer in the same shape.
+type runtime struct {
+	name    string
+	runtime function.Runtime
+	codeDir string
+	handler string
+	env     map[string]string
+}
+
+func runtimes(t *testing.T) []runtime {
+	t.Helper()
+	rts := []runtime{{name: "go", runtime: function.RuntimeExecutable, codeDir: binDir, handler: "native", env: map[string]string{"TEST_BEHAVIOUR": "api"}}}
+	for _, rt := range []runtime{
+		{name: "node", runtime: function.RuntimeNode, codeDir: "node", handler: "api.handler"},
+		{name: "python", runtime: function.RuntimePython, codeDir: "python", handler: "api.handler"},
+	} {
+		dir, err := filepath.Abs(filepath.Join("..", "..", "function", "testdata", rt.codeDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt.codeDir = dir
+		rts = append(rts, rt)
+	}
+	return rts
+}
+
+// eachRuntime runs test for each runtime on each bus (membus, and mqttbus
+// through a Mosquitto of its own).
+func eachRuntime(t *testing.T, test func(t *testing.T, g *gateway)) {
+	for _, rt := range runtimes(t) {
+		t.Run(rt.name, func(t *testing.T) {
+			if rt.runtime == function.RuntimeNode {
+				testenv.Tool(t, "node")
+			} else if rt.runtime == function.RuntimePython {
+				testenv.Tool(t, "python3")
+			}
+			brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
+				g := newGateway(t, b)
+				g.rt = rt
+				test(t, g)
+			})
+		})
+	}
+}
+
+func newGateway(t testing.TB, b bus.Bus) *gateway {
 	t.Helper()
 	ctx := context.Background()
 	var srv *fncall.Server
@@ -70,17 +124,23 @@ func newGateway(t *testing.T, b bus.Bus) *gateway {
 		}
 	}
 	srv.SetDevices(m)
-	return &gateway{host: host, bus: b}
+	return &gateway{host: host, bus: b, srv: srv}
 }
 
-// deploy deploys the native test function under name with perms.
+// deploy deploys the test function of g's runtime under name with perms.
 func (g *gateway) deploy(t *testing.T, name string, perms function.Permissions, config string) {
 	t.Helper()
-	s := function.Spec{Name: name, Version: "1", Runtime: function.RuntimeExecutable, API: function.APINative, Handler: "native", CodeDir: binDir,
-		Env: map[string]string{"TEST_BEHAVIOUR": "api"}, Permissions: perms}
+	g.deploySpec(t, name, perms, config, 0)
+}
+
+func (g *gateway) deploySpec(t *testing.T, name string, perms function.Permissions, config string, timeout time.Duration) {
+	t.Helper()
+	s := function.Spec{Name: name, Version: "1", Runtime: g.rt.runtime, API: function.APINative, Handler: g.rt.handler, CodeDir: g.rt.codeDir,
+		Env: g.rt.env, Permissions: perms}
 	if config != "" {
 		s.Config = json.RawMessage(config)
 	}
+	s.Timeout = function.Duration(timeout)
 	if err := g.host.Deploy(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
@@ -128,8 +188,8 @@ func refused(t *testing.T, what string, e *apiError, is string, says ...string) 
 // whatever it lists; bad topics and QoS are refused naming them. On
 // membus and through Mosquitto.
 func TestPublish(t *testing.T) {
-	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
-		g := newGateway(t, b)
+	eachRuntime(t, func(t *testing.T, g *gateway) {
+		b := g.bus
 		got := make(chan *bus.Message, 10)
 		if _, err := b.Subscribe(context.Background(), "#", func(_ context.Context, m *bus.Message) { got <- m }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
 			t.Fatal(err)
@@ -144,7 +204,7 @@ func TestPublish(t *testing.T) {
 			case m := <-got:
 				from, _ := m.Property("from")
 				fn, _ := m.Property("edgekit-function")
-				if m.Topic != topic || string(m.Payload) != "hot" || from != "native" || fn != "alarm" {
+				if m.Topic != topic || string(m.Payload) != "hot" || from == "" || fn != "alarm" {
 					t.Errorf("published %s %q from=%q function=%q", m.Topic, m.Payload, from, fn)
 				}
 			case <-time.After(10 * time.Second):
@@ -164,8 +224,6 @@ func TestPublish(t *testing.T) {
 		refused(t, "a wildcard topic", e, "BadRequest", "outputs/alarm/+")
 		_, e = g.call(t, "alarm", `{"call":"publish","topic":"outputs/alarm/x","qos":3}`)
 		refused(t, "QoS 3", e, "BadRequest", "QoS 3")
-		_, e = g.call(t, "alarm", `{"call":"late","topic":"outputs/alarm/x"}`)
-		refused(t, "a call after its deadline", e, "Timeout")
 
 		// A function with no permissions has its own prefix only.
 		g.deploy(t, "plain", function.Permissions{}, "")
@@ -184,15 +242,15 @@ func TestPublish(t *testing.T) {
 // topics do; devices it may not touch and unknown ones are refused naming
 // them.
 func TestDevices(t *testing.T) {
-	brokertest.Buses(t, func(t *testing.T, b bus.Bus) {
-		g := newGateway(t, b)
+	eachRuntime(t, func(t *testing.T, g *gateway) {
 		g.deploy(t, "ctl", function.Permissions{Devices: []string{"boiler-*", "ghost"}}, "")
 
 		if _, e := g.call(t, "ctl", `{"call":"set","device":"boiler-1","values":{"setpoint":70}}`); e != nil {
 			t.Fatalf("set: %+v", e)
 		}
 		a, e := g.call(t, "ctl", `{"call":"get","device":"boiler-1","ids":["setpoint"]}`)
-		if e != nil || !strings.Contains(string(a), `"setpoint":70`) {
+		var read struct{ Properties map[string]float64 }
+		if err := json.Unmarshal(a, &read); e != nil || err != nil || read.Properties["setpoint"] != 70 {
 			t.Errorf("get after set: %s %+v", a, e)
 		}
 		a, e = g.call(t, "ctl", `{"call":"set","device":"boiler-1","values":{"setpoint":95}}`)
@@ -224,21 +282,22 @@ func TestDevices(t *testing.T) {
 // list, gets their results and their errors with type and stack, and
 // reads its own configuration.
 func TestInvokeAndConfig(t *testing.T) {
-	b := membus.New(nil)
-	t.Cleanup(func() { _ = b.Close(context.Background()) })
-	g := newGateway(t, b)
+	eachRuntime(t, testInvokeAndConfig)
+}
+
+func testInvokeAndConfig(t *testing.T, g *gateway) {
 	g.deploy(t, "caller", function.Permissions{Invoke: []string{"callee"}}, `{"threshold":30}`)
 	g.deploy(t, "callee", function.Permissions{}, "")
 
 	a, e := g.call(t, "caller", `{"call":"invoke","function":"callee","payload":"{\"call\":\"config\"}"}`)
-	if e != nil || string(a) != `{"answer":null}` {
+	if e != nil || !sameJSON(a, `{"answer":null}`) {
 		t.Errorf("invoke: %s %+v", a, e)
 	}
 	if _, e := g.call(t, "caller", `{"call":"invoke-async","function":"callee","payload":"{\"call\":\"config\"}"}`); e != nil {
 		t.Errorf("invoke async: %+v", e)
 	}
-	a, e = g.call(t, "caller", `{"call":"invoke","function":"callee","payload":"not json"}`)
-	if e == nil || e.Type == "" || !strings.Contains(e.Message, "invalid character") {
+	a, e = g.call(t, "caller", `{"call":"invoke","function":"callee","payload":"{\"call\":\"bogus\"}"}`)
+	if e == nil || e.Type == "" || e.Is == "Forbidden" || !strings.Contains(e.Message, "unknown call bogus") {
 		t.Errorf("a failing invocation: %s %+v", a, e)
 	}
 	_, e = g.call(t, "callee", `{"call":"invoke","function":"caller"}`)
@@ -247,7 +306,98 @@ func TestInvokeAndConfig(t *testing.T) {
 	_, e = g.call(t, "wild", `{"call":"invoke","function":"nobody"}`)
 	refused(t, "an unknown function", e, "UnknownFunction", "nobody")
 
-	if a, e := g.call(t, "caller", `{"call":"config"}`); e != nil || string(a) != `{"threshold":30}` {
+	if a, e := g.call(t, "caller", `{"call":"config"}`); e != nil || !sameJSON(a, `{"threshold":30}`) {
 		t.Errorf("config: %s %+v", a, e)
 	}
+}
+
+// TestLateCall: a call made after its invocation's deadline is refused
+// as Timeout and reaches nothing. Go: through a context past its deadline.
+// Node.js: from a timer the invocation started, which fires after it.
+// Python: from a thread the invocation started, with its context. Each
+// logs what its call got.
+func TestLateCall(t *testing.T) {
+	eachRuntime(t, func(t *testing.T, g *gateway) {
+		got := make(chan *bus.Message, 10)
+		if _, err := g.bus.Subscribe(context.Background(), "outputs/#", func(_ context.Context, m *bus.Message) { got <- m }, nil); err != nil {
+			t.Fatal(err)
+		}
+		g.deploySpec(t, "late", function.Permissions{}, "", time.Second)
+		event := `{"call":"late","topic":"outputs/late/x"}`
+		switch g.rt.name {
+		case "go":
+			_, e := g.call(t, "late", event)
+			refused(t, "a call after its deadline", e, "Timeout")
+		default:
+			if a, e := g.call(t, "late", event); e != nil || !sameJSON(a, `"scheduled"`) {
+				t.Fatalf("late: %s %+v", a, e)
+			}
+		}
+		if g.rt.name != "go" {
+			testenv.Eventually(t, "the late call's outcome in the function's log", func() bool {
+				recs, _ := g.host.Logs(logstore.Query{Function: "late", Contains: "late call:"})
+				if len(recs) > 0 && !strings.Contains(recs[0].Message, "late call: Timeout") {
+					t.Fatalf("late call: %s", recs[0].Message)
+				}
+				return len(recs) > 0
+			})
+		}
+		select {
+		case m := <-got:
+			t.Errorf("the late call published on %s", m.Topic)
+		default:
+		}
+	})
+}
+
+// sameJSON reports whether a holds the JSON value want (each runtime
+// spaces its JSON its own way).
+func sameJSON(a json.RawMessage, want string) bool {
+	var x, y any
+	return json.Unmarshal(a, &x) == nil && json.Unmarshal([]byte(want), &y) == nil && reflect.DeepEqual(x, y)
+}
+
+// FuzzServe: whatever a function sends as a call's method, arguments and
+// payload, the server answers or refuses without panicking, and a publish
+// it takes is never on the gateway's own topics or a device's reports,
+// even for a function whose permissions allow everything.
+func FuzzServe(f *testing.F) {
+	b := membus.New(nil)
+	f.Cleanup(func() { _ = b.Close(context.Background()) })
+	g := newGateway(f, b)
+	for _, seed := range [][3]string{
+		{fnapi.Publish, `{"topic":"outputs/f/x","qos":1,"userProperties":[["a","b"]]}`, "21.5"},
+		{fnapi.Publish, `{"topic":"edgekit/instances/gw/status"}`, ""},
+		{fnapi.Publish, `{"topic":"devices/boiler-1/properties"}`, ""},
+		{fnapi.Invoke, `{"function":"nobody","async":true}`, "{}"},
+		{fnapi.DeviceGet, `{"device":"boiler-1","properties":["setpoint"]}`, ""},
+		{fnapi.DeviceSet, `{"device":"boiler-1","properties":{"setpoint":95}}`, ""},
+		{fnapi.DeviceCall, `{"device":"boiler-1","service":"reboot","input":{"delay":5}}`, ""},
+		{fnapi.DeviceList, `{}`, ""},
+		{fnapi.ConfigGet, ``, ""},
+	} {
+		f.Add(seed[0], []byte(seed[1]), []byte(seed[2]))
+	}
+	spec := function.Spec{Name: "f", Version: "1", Permissions: function.Permissions{Publish: []string{"#"}, Devices: []string{"*"}, Invoke: []string{"*"}}}
+	f.Fuzz(func(t *testing.T, method string, args, payload []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := g.srv.Serve(ctx, &function.Call{Function: spec, Method: method, Args: args, Payload: payload})
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("an error without a message")
+			}
+			return
+		}
+		if method != fnapi.Publish {
+			return
+		}
+		var a fnapi.PublishArgs
+		_ = json.Unmarshal(args, &a)
+		for _, own := range []string{"edgekit/#", "devices/+/properties", "devices/+/state", "devices/+/events/#"} {
+			if bus.Match(own, a.Topic) || strings.HasPrefix(a.Topic, "$") {
+				t.Fatalf("published on %q", a.Topic)
+			}
+		}
+	})
 }

@@ -39,3 +39,15 @@ var NodeCommon string
 //
 //go:embed edgekit_bootstrap_common.py
 var PythonCommon string
+
+// NodeAPI is edgekit.js, the gateway API for Node.js functions; the host
+// writes it as node_modules/edgekit/index.js beside the bootstraps.
+//
+//go:embed edgekit.js
+var NodeAPI string
+
+// PythonAPI is edgekit.py, the gateway API for Python functions, beside
+// the bootstraps (the directory of the script Python runs is on sys.path).
+//
+//go:embed edgekit.py
+var PythonAPI string

@@ -316,6 +316,25 @@ Context = FCContext if SERVICE == "fc" else LambdaContext
 # The context of the invocation under way, for the log records.
 current = [None]
 
+# The gateway API's transport (the edgekit module; package function/fnapi
+# names the methods): calls[0](method, args, payload, deadline_ms) returns
+# the answer's bytes or raises EdgekitError. None where the bootstrap has
+# none.
+calls = [None]
+
+
+class EdgekitError(Exception):
+    """A call the gateway refused or that failed: type says why
+    (Forbidden, BadRequest, Timeout, Unavailable, TooManyCalls,
+    UnknownDevice, InvalidValue, ..., or an invoked function's own error
+    type), message names what."""
+
+    def __init__(self, type_, message, stack_trace=None):
+        super().__init__("%s: %s" % (type_, message))
+        self.type = type_
+        self.message = message
+        self.stack_trace = stack_trace or []
+
 
 def _request_id():
     c = current[0]

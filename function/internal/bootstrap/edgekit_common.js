@@ -102,6 +102,35 @@ exports.setTraceId = function setTraceId(id) {
   }
 };
 
+// The gateway API (the edgekit module; package function/fnapi names the
+// methods). calls is the bootstrap's transport, call(method, args,
+// payload, deadline) resolving to the answer's bytes, or null where the
+// bootstrap has none. invocations, made when the edgekit module is first
+// loaded (so that functions which never call pay nothing for it), carries
+// the invocation's deadline into whatever the handler starts: a call from
+// a timer that outlives its invocation is refused as late, one from work
+// started outside any invocation is bounded by the function's timeout
+// alone.
+exports.calls = null;
+exports.invocations = null;
+exports.trackInvocations = function trackInvocations() {
+  if (!exports.invocations) exports.invocations = new (require('async_hooks').AsyncLocalStorage)();
+  return exports.invocations;
+};
+
+// EdgekitError is a call the gateway refused or that failed: type is the
+// error type (Forbidden, BadRequest, Timeout, Unavailable, TooManyCalls,
+// UnknownDevice, InvalidValue, ..., or an invoked function's own).
+class EdgekitError extends Error {
+  constructor(type, message, stackTrace) {
+    super(message);
+    this.name = type;
+    this.type = type;
+    if (stackTrace) this.stackTrace = stackTrace;
+  }
+}
+exports.EdgekitError = EdgekitError;
+
 // The one pending "when the event loop is empty" action, as Lambda's
 // runtime keeps it: a callback with callbackWaitsForEmptyEventLoop set, or
 // a handler that returned without answering, finishes when nothing the

@@ -1,6 +1,7 @@
 // edgekit native-protocol bootstrap for Node.js functions, standard library
-// only: invocations on fd 3 (from the host), replies on fd 4 and metrics on
-// fd 5 (to the host), as package function/native documents. Handlers,
+// only: invocations on fd 3 (from the host), replies on fd 4, metrics and
+// calls of the gateway on fd 5 (to the host), the calls' answers on fd 6,
+// as package function/native documents. Handlers,
 // context, results and errors as in bootstrap.js (edgekit_common.js).
 'use strict';
 const fs = require('fs');
@@ -87,10 +88,89 @@ function xray(tp) {
   return `Root=1-${m[1].slice(0, 8)}-${m[1].slice(8)};Parent=${m[2]};Sampled=${Number.parseInt(m[3], 16) & 1}`;
 }
 
+// nativeCalls is the gateway API's transport: call frames on fd 5, their
+// answers (result or error frames whose seq is the call's id) on fd 6,
+// read by a socket opened at the first call and counted by the event loop
+// only while a call waits.
+function nativeCalls() {
+  let next = 0n;
+  const pending = new Map();
+  let answers = null;
+  let buf = Buffer.alloc(0);
+  const settle = (id, f) => {
+    const p = pending.get(id);
+    if (!p) return;
+    pending.delete(id);
+    if (p.timer) clearTimeout(p.timer);
+    if (pending.size === 0) answers.unref();
+    f(p);
+  };
+  const failAll = (why) => {
+    for (const id of [...pending.keys()]) settle(id, (p) => p.reject(new common.EdgekitError('Unavailable', why)));
+  };
+  function open() {
+    answers = new net.Socket({ fd: 6, readable: true, writable: false });
+    answers.on('data', (chunk) => {
+      buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+      while (buf.length >= 4) {
+        const n = buf.readUInt32LE(0);
+        if (buf.length < 4 + n) break;
+        const body = buf.subarray(4, 4 + n);
+        buf = buf.subarray(4 + n);
+        if (n < 9) continue;
+        const ok = body[0] === 79; // 'O'; else 'E'
+        const payload = Buffer.from(body.subarray(9));
+        settle(body.readBigUInt64LE(1), (p) => {
+          if (ok) return p.resolve(payload);
+          let e;
+          try {
+            e = JSON.parse(payload.toString('utf8'));
+          } catch {
+            e = { errorType: 'Error', errorMessage: payload.toString('utf8') };
+          }
+          p.reject(new common.EdgekitError(e.errorType || 'Error', e.errorMessage, e.stackTrace));
+        });
+      }
+    });
+    answers.on('error', (err) => failAll(`the gateway's answers: ${err.message}`));
+    answers.on('end', () => failAll('the gateway closed its answers'));
+  }
+  return function call(method, args, payload, deadline) {
+    if (deadline && Date.now() >= deadline) {
+      return Promise.reject(new common.EdgekitError('Timeout', `${method}: the invocation's deadline has passed`));
+    }
+    if (!answers) open();
+    next += 1n;
+    const id = next;
+    const m = Buffer.from(method);
+    const a = Buffer.from(JSON.stringify(args));
+    const body = Buffer.allocUnsafe(18 + m.length + 4 + a.length + payload.length);
+    body.writeBigUInt64LE(id, 0);
+    body.writeBigInt64LE(BigInt(deadline || 0), 8);
+    body.writeUInt16LE(m.length, 16);
+    m.copy(body, 18);
+    body.writeUInt32LE(a.length, 18 + m.length);
+    a.copy(body, 22 + m.length);
+    payload.copy(body, 22 + m.length + a.length);
+    return new Promise((resolve, reject) => {
+      const p = { resolve, reject, timer: null };
+      if (deadline) {
+        p.timer = setTimeout(() => settle(id, (q) => q.reject(new common.EdgekitError('Timeout', `${method}: no answer by the deadline`))), deadline - Date.now());
+      }
+      if (pending.size === 0) answers.ref();
+      pending.set(id, p);
+      frame('C', body, 5);
+    });
+  };
+}
+common.calls = nativeCalls();
+
 async function invoke(handler, seq, deadline, meta, payload) {
   if (common.service === 'lambda') common.setTraceId(meta.traceparent ? xray(meta.traceparent) : null);
   try {
-    const [body] = common.encodeResult(await common.invoke(handler, common.decodeEvent(payload), context(deadline, meta)));
+    const run = () => common.invoke(handler, common.decodeEvent(payload), context(deadline, meta));
+    const inv = common.invocations;
+    const [body] = common.encodeResult(await (inv ? inv.run({ deadline }, run) : run()));
     seqFrame('O', seq, body);
   } catch (e) {
     seqFrame('E', seq, errorJSON(e));

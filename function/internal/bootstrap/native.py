@@ -1,6 +1,7 @@
 # edgekit native-protocol bootstrap for Python functions, standard library
-# only: invocations on fd 3 (from the host), replies on fd 4 and metrics on
-# fd 5 (to the host), as package function/native documents. Handlers,
+# only: invocations on fd 3 (from the host), replies on fd 4, metrics and
+# calls of the gateway on fd 5 (to the host), the calls' answers on fd 6,
+# as package function/native documents. Handlers,
 # context, results and errors as in bootstrap.py
 # (edgekit_bootstrap_common.py).
 import json
@@ -8,15 +9,105 @@ import os
 import re
 import struct
 import sys
+import threading
+import time
 
 import edgekit_bootstrap_common as common
 
 
+# fd 5 takes frames from any thread (metrics, calls): one at a time.
+_telemetry = threading.Lock()
+
+
 def write_frame(kind, body, fd=4):
     data = struct.pack("<I", len(body) + 1) + kind + body
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+    if fd == 5:
+        _telemetry.acquire()
+    try:
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    finally:
+        if fd == 5:
+            _telemetry.release()
+
+
+class _Calls:
+    """The gateway API's transport: call frames on fd 5, their answers
+    (result or error frames whose seq is the call's id) on fd 6, read by a
+    thread started with the first call."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._next = 0
+        self._pending = {}
+        self._reader = None
+        self._broken = None
+
+    def _read(self):
+        buf = b""
+        header, seq = struct.Struct("<I"), struct.Struct("<Q")
+        while True:
+            try:
+                chunk = os.read(6, 65536)
+            except OSError as exc:
+                chunk, why = b"", "the gateway's answers: %s" % exc
+            else:
+                why = "the gateway closed its answers"
+            if not chunk:
+                with self._lock:
+                    self._broken = why
+                    slots, self._pending = self._pending, {}
+                for slot in slots.values():
+                    slot[1] = (b"X", why.encode())
+                    slot[0].set()
+                return
+            buf += chunk
+            while len(buf) >= 4 and len(buf) >= 4 + header.unpack_from(buf)[0]:
+                n = header.unpack_from(buf)[0]
+                body, buf = buf[4:4 + n], buf[4 + n:]
+                if n < 9:
+                    continue
+                with self._lock:
+                    slot = self._pending.pop(seq.unpack_from(body, 1)[0], None)
+                if slot:
+                    slot[1] = (body[:1], body[9:])
+                    slot[0].set()
+
+    def __call__(self, method, args, payload, deadline):
+        E = common.EdgekitError
+        if deadline and time.time() * 1000 >= deadline:
+            raise E("Timeout", "%s: the invocation's deadline has passed" % method)
+        slot = [threading.Event(), None]
+        with self._lock:
+            if self._broken:
+                raise E("Unavailable", "%s: %s" % (method, self._broken))
+            if self._reader is None:
+                self._reader = threading.Thread(target=self._read, name="edgekit-answers", daemon=True)
+                self._reader.start()
+            self._next += 1
+            cid = self._next
+            self._pending[cid] = slot
+        m, a = method.encode(), json.dumps(args).encode()
+        write_frame(b"C", struct.pack("<QqH", cid, int(deadline or 0), len(m)) + m + struct.pack("<I", len(a)) + a + payload, 5)
+        wait = None if not deadline else max(0.0, deadline / 1000 - time.time())
+        if not slot[0].wait(wait):
+            with self._lock:
+                self._pending.pop(cid, None)
+            raise E("Timeout", "%s: no answer by the deadline" % method)
+        kind, body = slot[1]
+        if kind == b"O":
+            return body
+        if kind == b"X":
+            raise E("Unavailable", "%s: %s" % (method, body.decode()))
+        try:
+            e = json.loads(body)
+        except ValueError:
+            e = {"errorType": "Error", "errorMessage": body.decode("utf-8", "replace")}
+        raise E(e.get("errorType") or "Error", e.get("errorMessage"), e.get("stackTrace"))
+
+
+common.calls[0] = _Calls()
 
 
 def error_json(exc, type_name=None):

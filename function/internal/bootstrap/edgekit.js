@@ -1,0 +1,113 @@
+// edgekit: what a Node.js function asks of the gateway it runs on, standard
+// library only. The host puts it on the function's module path
+// (require('edgekit')); the methods are package function/fnapi's, spoken
+// over the native protocol's pipes.
+//
+//   const edgekit = require('edgekit');
+//   await edgekit.publish('outputs/my-fn/alarm', { temperature: 81 }, { qos: 1 });
+//   const { properties } = await edgekit.getProperties('boiler-1', ['temperature']);
+//
+// Each call returns a promise. It is bounded by the deadline of the
+// invocation it was made in (options.timeoutMs bounds it further), and by
+// the function's timeout. A refusal rejects with an EdgekitError whose type
+// says why: Forbidden (outside the function's permissions), BadRequest,
+// Timeout, Unavailable, TooManyCalls, UnknownDevice, UnknownProperty,
+// UnknownService, InvalidValue, ReadOnly, Offline, UnknownFunction,
+// Throttled, or an invoked function's own error type.
+'use strict';
+const path = require('path');
+
+const common = require(path.join(__dirname, '..', '..', 'edgekit_common.js'));
+const invocations = common.trackInvocations();
+const { EdgekitError } = common;
+
+// bytes is a payload as it travels: a Buffer or typed array as it is, a
+// string as UTF-8, anything else as JSON.
+function bytes(v) {
+  if (v === undefined || v === null) return Buffer.alloc(0);
+  if (Buffer.isBuffer(v)) return v;
+  if (ArrayBuffer.isView(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  if (typeof v === 'string') return Buffer.from(v, 'utf8');
+  return Buffer.from(JSON.stringify(v), 'utf8');
+}
+
+async function call(method, args, payload, options) {
+  if (!common.calls) {
+    throw new EdgekitError('Unavailable', `${method}: the gateway API needs the native protocol (api "native", the default for Node.js)`);
+  }
+  const inv = invocations.getStore();
+  let deadline = inv ? inv.deadline : 0;
+  if (options && options.timeoutMs > 0) {
+    const own = Date.now() + options.timeoutMs;
+    if (!deadline || own < deadline) deadline = own;
+  }
+  return common.calls(method, args, bytes(payload), deadline);
+}
+
+async function json(method, args, options) {
+  const out = await call(method, args, null, options);
+  return JSON.parse(out.toString('utf8'));
+}
+
+// parsed is a result as JSON when it is JSON, else its bytes.
+function parsed(buf) {
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch {
+    return buf;
+  }
+}
+
+module.exports = {
+  EdgekitError,
+
+  // publish sends payload on topic through the gateway's bus. The function
+  // may publish under outputs/{its name}/ and on what its permissions list.
+  // options: qos (0, 1, 2), retain, contentType, userProperties (an object
+  // or [[name, value], ...]), timeoutMs.
+  async publish(topic, payload, options = {}) {
+    const props = options.userProperties;
+    const args = { topic };
+    if (options.qos) args.qos = options.qos;
+    if (options.retain) args.retain = true;
+    if (options.contentType) args.contentType = options.contentType;
+    if (props) args.userProperties = Array.isArray(props) ? props.map(([k, v]) => [String(k), String(v)]) : Object.entries(props).map(([k, v]) => [k, String(v)]);
+    await call('publish', args, payload, options);
+  },
+
+  // invoke calls a function with event and resolves to its result (parsed
+  // when JSON); options.async queues it and resolves once it is queued.
+  async invoke(fn, event, options = {}) {
+    const out = await call('invoke', options.async ? { function: fn, async: true } : { function: fn }, event, options);
+    return options.async ? undefined : parsed(out);
+  },
+
+  // getProperties reads a device's properties (none named: all):
+  // { properties: {id: value}, errors: {id: why} }.
+  getProperties(device, ids, options) {
+    return json('device.get', ids && ids.length ? { device, properties: ids } : { device }, options);
+  },
+
+  // setProperties writes a device's properties, each checked against its
+  // thing model first; resolves to {id: null when written, else why}.
+  async setProperties(device, values, options) {
+    return (await json('device.set', { device, properties: values }, options)).results;
+  },
+
+  // callService calls a device's service and resolves to its output.
+  async callService(device, service, input, options) {
+    return (await json('device.call', input ? { device, service, input } : { device, service }, options)).output;
+  },
+
+  // listDevices resolves to the devices the function may reach:
+  // [{name, state}].
+  async listDevices(options) {
+    return (await json('device.list', {}, options)).devices;
+  },
+
+  // getConfig resolves to the function's configuration as deployed (null
+  // when it has none).
+  getConfig(options) {
+    return json('config.get', {}, options);
+  },
+};

@@ -1,0 +1,127 @@
+"""edgekit: what a Python function asks of the gateway it runs on, standard
+library only. It is beside the bootstraps, on the function's module path
+(import edgekit); the methods are package function/fnapi's, spoken over the
+native protocol's pipes.
+
+    import edgekit
+    edgekit.publish("outputs/my-fn/alarm", {"temperature": 81}, qos=1)
+    got = edgekit.get_properties("boiler-1", ["temperature"])
+
+Each call blocks until the gateway answers. It is bounded by the deadline
+of the invocation whose context it is given (context=, for a thread that
+outlives the handler), else of the invocation running on the thread that
+calls; timeout_ms bounds it further, and the function's timeout always.
+A thread that calls without a context is bounded by the timeout alone. A
+refusal raises EdgekitError, whose type says why: Forbidden (outside the
+function's permissions), BadRequest, Timeout, Unavailable, TooManyCalls,
+UnknownDevice, UnknownProperty, UnknownService, InvalidValue, ReadOnly,
+Offline, UnknownFunction, Throttled, or an invoked function's own error
+type.
+"""
+import json
+import threading
+import time
+
+import edgekit_bootstrap_common as _common
+
+EdgekitError = _common.EdgekitError
+
+__all__ = ["EdgekitError", "publish", "invoke", "get_properties", "set_properties", "call_service",
+           "list_devices", "get_config"]
+
+
+def _bytes(v):
+    """A payload as it travels: bytes as they are, str as UTF-8, anything
+    else as JSON."""
+    if v is None:
+        return b""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, str):
+        return v.encode()
+    return json.dumps(v).encode()
+
+
+def _call(method, args, payload=None, timeout_ms=None, context=None):
+    transport = _common.calls[0]
+    if transport is None:
+        raise EdgekitError("Unavailable", "%s: the gateway API needs the native protocol (api \"native\", the default for Python)" % method)
+    deadline = 0
+    if context is None and threading.current_thread() is threading.main_thread():
+        context = _common.current[0]
+    if context is not None:
+        deadline = int(time.time() * 1000) + context.get_remaining_time_in_millis()
+    if timeout_ms:
+        own = int(time.time() * 1000) + int(timeout_ms)
+        if not deadline or own < deadline:
+            deadline = own
+    return transport(method, args, _bytes(payload), deadline)
+
+
+def _json(method, args, timeout_ms=None, context=None):
+    return json.loads(_call(method, args, None, timeout_ms, context))
+
+
+def publish(topic, payload=None, qos=0, retain=False, content_type=None, user_properties=None, timeout_ms=None, context=None):
+    """Sends payload on topic through the gateway's bus. The function may
+    publish under outputs/{its name}/ and on what its permissions list.
+    user_properties: a dict, or (name, value) pairs in order."""
+    args = {"topic": topic}
+    if qos:
+        args["qos"] = qos
+    if retain:
+        args["retain"] = True
+    if content_type:
+        args["contentType"] = content_type
+    if user_properties:
+        pairs = user_properties.items() if isinstance(user_properties, dict) else user_properties
+        args["userProperties"] = [[str(k), str(v)] for k, v in pairs]
+    _call("publish", args, payload, timeout_ms, context)
+
+
+def invoke(function, event=None, async_=False, timeout_ms=None, context=None):
+    """Calls a function with event and returns its result (parsed when
+    JSON); with async_ it is queued and None is returned."""
+    args = {"function": function}
+    if async_:
+        args["async"] = True
+    out = _call("invoke", args, event, timeout_ms, context)
+    if async_:
+        return None
+    try:
+        return json.loads(out)
+    except ValueError:
+        return out
+
+
+def get_properties(device, ids=None, timeout_ms=None, context=None):
+    """Reads a device's properties (none named: all):
+    {"properties": {id: value}, "errors": {id: why}}."""
+    args = {"device": device}
+    if ids:
+        args["properties"] = list(ids)
+    return _json("device.get", args, timeout_ms, context)
+
+
+def set_properties(device, values, timeout_ms=None, context=None):
+    """Writes a device's properties, each checked against its thing model
+    first; returns {id: None when written, else why}."""
+    return _json("device.set", {"device": device, "properties": values}, timeout_ms, context)["results"]
+
+
+def call_service(device, service, input=None, timeout_ms=None, context=None):
+    """Calls a device's service and returns its output."""
+    args = {"device": device, "service": service}
+    if input:
+        args["input"] = input
+    return _json("device.call", args, timeout_ms, context)["output"]
+
+
+def list_devices(timeout_ms=None, context=None):
+    """The devices the function may reach: [{"name", "state"}]."""
+    return _json("device.list", {}, timeout_ms, context)["devices"]
+
+
+def get_config(timeout_ms=None, context=None):
+    """The function's configuration as deployed (None when it has none)."""
+    return _json("config.get", {}, timeout_ms, context)
