@@ -1,9 +1,7 @@
 package edge_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -46,19 +44,10 @@ func pyPackage(t *testing.T, name, version string) []byte { return pyPackageCode
 // pyPackageCode is pyPackage with code before the handler.
 func pyPackageCode(t *testing.T, name, version, code string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, f := range [][2]string{
-		{"function.json", `{"name":"` + name + `","version":"` + version + `","runtime":"python","handler":"main.handler"}`},
-		{"main.py", code + "\ndef handler(event, context):\n    return {'version': '" + version + "'}\n"},
-	} {
-		_ = tw.WriteHeader(&tar.Header{Name: f[0], Mode: 0o644, Size: int64(len(f[1])), Typeflag: tar.TypeReg})
-		_, _ = tw.Write([]byte(f[1]))
-	}
-	tw.Close()
-	zw.Close()
-	return buf.Bytes()
+	return tarGz(t, map[string]string{
+		"function.json": `{"name":"` + name + `","version":"` + version + `","runtime":"python","handler":"main.handler"}`,
+		"main.py":       code + "\ndef handler(event, context):\n    return {'version': '" + version + "'}\n",
+	})
 }
 
 // TestGateway: a gateway with a local broker, an upstream broker, a

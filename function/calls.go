@@ -63,9 +63,11 @@ func newCallServer(spec Spec, handler CallHandler, w *os.File, log *slog.Logger)
 	return &callServer{spec: spec, handler: handler, w: w, log: log, slots: make(chan struct{}, fnapi.MaxCallsInFlight), ctx: ctx, cancel: cancel}
 }
 
-// serve starts the call f, whose slices are the reader's and are copied.
-// What is refused before the handler runs is answered at once.
-func (s *callServer) serve(f *native.Frame) {
+// prepare checks the call f, whose slices are the reader's and are
+// copied, and returns what runs it: the caller runs that on a goroutine
+// it owns, tracked by close. What is refused before the handler runs is
+// answered at once, and prepare returns nil.
+func (s *callServer) prepare(f *native.Frame) func() {
 	id, method := f.Seq, f.Name
 	deadline := time.Now().Add(time.Duration(s.spec.Timeout))
 	if f.Deadline != 0 {
@@ -76,33 +78,33 @@ func (s *callServer) serve(f *native.Frame) {
 	switch {
 	case len(f.Meta) > fnapi.MaxArgs:
 		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments of %d bytes, above the limit of %d", method, len(f.Meta), fnapi.MaxArgs))
-		return
+		return nil
 	case len(f.Payload) > fnapi.MaxPayload:
 		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: payload of %d bytes, above the limit of %d", method, len(f.Payload), fnapi.MaxPayload))
-		return
+		return nil
 	case !time.Now().Before(deadline):
 		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: the call's deadline had passed when it arrived", method))
-		return
+		return nil
 	case s.handler == nil:
 		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: this host serves no gateway API", method))
-		return
+		return nil
 	}
 	select {
 	case s.slots <- struct{}{}:
 	default:
 		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrTooManyCalls, "%s: %d calls of this instance are under way", method, fnapi.MaxCallsInFlight))
-		return
+		return nil
 	}
 	s.gmu.Lock()
 	if s.closed {
 		s.gmu.Unlock()
 		<-s.slots
-		return // the instance is stopping: nobody reads the answer
+		return nil // the instance is stopping: nobody reads the answer
 	}
 	s.wg.Add(1)
 	s.gmu.Unlock()
 	c := &Call{Function: s.spec, Method: method, Args: bytes.Clone(f.Meta), Payload: bytes.Clone(f.Payload)}
-	go func() {
+	return func() {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()
 		ctx, cancel := context.WithDeadline(s.ctx, deadline)
@@ -112,7 +114,14 @@ func (s *callServer) serve(f *native.Frame) {
 			err = fnapi.Errorf(fnapi.ErrTimeout, "%s: the call's deadline passed: %v", method, err)
 		}
 		s.answer(id, method, out, err)
-	}()
+	}
+}
+
+// serve starts the call f on a goroutine of its own.
+func (s *callServer) serve(f *native.Frame) {
+	if run := s.prepare(f); run != nil {
+		go run()
+	}
 }
 
 // answer writes a call's result or error on fd 6; a call with id 0 wants

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/fnapi"
@@ -20,7 +22,7 @@ type apiAnswer struct {
 	} `json:"error"`
 }
 
-func callAPI(t *testing.T, h *function.Host, fn, event string) apiAnswer {
+func callAPI(t testing.TB, h *function.Host, fn, event string) apiAnswer {
 	t.Helper()
 	resp, err := h.Invoke(context.Background(), fn, invoke.Request{Payload: []byte(event)})
 	if err != nil {
@@ -94,6 +96,29 @@ func TestNativeCalls(t *testing.T) {
 	case c := <-calls:
 		t.Errorf("a call past its deadline reached the handler: %s %s", c.Method, c.Args)
 	default:
+	}
+}
+
+// TestNativeCallsConcurrent: calls made at once from several goroutines
+// of a function, answered out of order and some slowly, each get their
+// own answer (the callers take turns reading the answers).
+func TestNativeCallsConcurrent(t *testing.T) {
+	var n atomic.Int64
+	h := newHost(t, &function.Options{Calls: func(ctx context.Context, c *function.Call) ([]byte, error) {
+		if n.Add(1)%7 == 0 {
+			select { // some calls wait for later ones to be answered first
+			case <-time.After(time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		return nil, nil
+	}})
+	deploy(t, h, nativeSpec("api", "api"))
+	if a := callAPI(t, h, "api", `{"call":"concurrent","topic":"outputs/api/x","repeat":50}`); a.Error != nil {
+		t.Fatalf("concurrent calls: %+v", a.Error)
+	}
+	if got := n.Load(); got != 400 {
+		t.Errorf("%d calls reached the handler, want 400", got)
 	}
 }
 

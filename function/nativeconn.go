@@ -124,8 +124,14 @@ func (c *nativeConn) start() {
 }
 
 func (c *nativeConn) telemetry() {
-	r := bufio.NewReaderSize(c.tel, 16<<10)
-	var buf []byte
+	c.readTelemetry(bufio.NewReaderSize(c.tel, 16<<10), nil)
+}
+
+// readTelemetry serves fd 5's frames until it closes. A call is run on
+// this goroutine, right away, while a new one takes over the reading:
+// the call's answer does not wait for a goroutine to be scheduled, which
+// costs about as much again as the pipes' round trip.
+func (c *nativeConn) readTelemetry(r *bufio.Reader, buf []byte) {
 	for {
 		f, err := native.ReadFrame(r, &buf)
 		if err != nil {
@@ -138,7 +144,11 @@ func (c *nativeConn) telemetry() {
 		case native.FrameMetric:
 			c.metric(f.Name, f.Value)
 		case native.FrameCall:
-			c.calls.serve(f)
+			if run := c.calls.prepare(f); run != nil {
+				go c.readTelemetry(r, buf)
+				run()
+				return
+			}
 		}
 	}
 }

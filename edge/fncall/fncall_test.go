@@ -36,10 +36,11 @@ func TestMain(m *testing.M) {
 // calls the server answers, the bus, and a device manager with a
 // simulated boiler.
 type gateway struct {
-	host *function.Host
-	bus  bus.Bus
-	srv  *fncall.Server
-	rt   runtime
+	host    *function.Host
+	bus     bus.Bus
+	srv     *fncall.Server
+	devices *device.Manager
+	rt      runtime
 }
 
 // runtime is a language the test function is written in: the native Go
@@ -53,7 +54,7 @@ type runtime struct {
 	env     map[string]string
 }
 
-func runtimes(t *testing.T) []runtime {
+func runtimes(t testing.TB) []runtime {
 	t.Helper()
 	rts := []runtime{{name: "go", runtime: function.RuntimeExecutable, codeDir: binDir, handler: "native", env: map[string]string{"TEST_BEHAVIOUR": "api"}}}
 	for _, rt := range []runtime{
@@ -124,16 +125,16 @@ func newGateway(t testing.TB, b bus.Bus) *gateway {
 		}
 	}
 	srv.SetDevices(m)
-	return &gateway{host: host, bus: b, srv: srv}
+	return &gateway{host: host, bus: b, srv: srv, devices: m}
 }
 
 // deploy deploys the test function of g's runtime under name with perms.
-func (g *gateway) deploy(t *testing.T, name string, perms function.Permissions, config string) {
+func (g *gateway) deploy(t testing.TB, name string, perms function.Permissions, config string) {
 	t.Helper()
 	g.deploySpec(t, name, perms, config, 0)
 }
 
-func (g *gateway) deploySpec(t *testing.T, name string, perms function.Permissions, config string, timeout time.Duration) {
+func (g *gateway) deploySpec(t testing.TB, name string, perms function.Permissions, config string, timeout time.Duration) {
 	t.Helper()
 	s := function.Spec{Name: name, Version: "1", Runtime: g.rt.runtime, API: function.APINative, Handler: g.rt.handler, CodeDir: g.rt.codeDir,
 		Env: g.rt.env, Permissions: perms}
@@ -153,7 +154,7 @@ type apiError struct {
 
 // call invokes fn with an api event and returns the call's answer or its
 // error.
-func (g *gateway) call(t *testing.T, fn, event string) (json.RawMessage, *apiError) {
+func (g *gateway) call(t testing.TB, fn, event string) (json.RawMessage, *apiError) {
 	t.Helper()
 	resp, err := g.host.Invoke(context.Background(), fn, invoke.Request{Payload: []byte(event)})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -12,49 +13,88 @@ import (
 )
 
 // calls is the function's side of the gateway API: calls go out on the
-// telemetry pipe (fd 5), answers come back on fd 6, read by a goroutine
-// started with the first call.
+// telemetry pipe (fd 5), answers come back on fd 6. There is no reader
+// goroutine: a caller waiting for its answer reads fd 6 itself when no
+// other caller is reading, hands the answers it reads for others to them,
+// and passes the reading on when its own has come. A lone caller is woken
+// by its answer directly, not through a second goroutine.
 type calls struct {
-	in   *os.File
-	out  *pipe
-	once sync.Once
+	in  *os.File
+	out *pipe
 
 	mu      sync.Mutex
 	next    uint64
-	pending map[uint64]chan *Frame
+	pending map[uint64]*slot
+	reading bool  // a caller is reading fd 6
 	broken  error // set when fd 6 can no longer be read
+
+	// The reader's, while reading.
+	r   *bufio.Reader
+	buf []byte
+}
+
+// slot is one call waiting for its answer.
+type slot struct {
+	ans  *Frame
+	wake chan struct{} // its answer came, or it may read
 }
 
 func newCalls(in *os.File, out *pipe) *calls {
-	return &calls{in: in, out: out, pending: map[uint64]chan *Frame{}}
+	c := &calls{in: in, out: out, pending: map[uint64]*slot{}}
+	if in != nil {
+		c.r = bufio.NewReaderSize(in, 16<<10)
+	}
+	return c
 }
 
-// read delivers answers to their callers until fd 6 fails.
-func (c *calls) read() {
-	r := bufio.NewReaderSize(c.in, 16<<10)
-	var buf []byte
-	for {
-		f, err := ReadFrame(r, &buf)
-		if err != nil {
-			c.mu.Lock()
-			c.broken = fmt.Errorf("native: the gateway's answers: %w", err)
-			for id, ch := range c.pending {
-				close(ch)
-				delete(c.pending, id)
+// nudge wakes one waiting caller to read (c.mu held), unless one reads.
+func (c *calls) nudge() {
+	if c.reading {
+		return
+	}
+	for _, s := range c.pending {
+		if s.ans == nil {
+			select {
+			case s.wake <- struct{}{}:
+			default:
 			}
-			c.mu.Unlock()
 			return
 		}
-		c.mu.Lock()
-		ch := c.pending[f.Seq]
-		delete(c.pending, f.Seq)
-		c.mu.Unlock()
-		if ch != nil {
+	}
+}
+
+// read reads one answer and gives it to its caller; it returns false when
+// the read ended at ctx's deadline. c.reading is set by the caller.
+func (c *calls) read(ctx context.Context) bool {
+	deadline, _ := ctx.Deadline()
+	_ = c.in.SetReadDeadline(deadline)
+	f, err := ReadFrame(c.r, &c.buf)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reading = false
+	switch {
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+		return false
+	case err != nil:
+		c.broken = fmt.Errorf("native: the gateway's answers: %w", err)
+		for _, s := range c.pending {
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		}
+	default:
+		if s := c.pending[f.Seq]; s != nil && s.ans == nil {
 			ans := *f
 			ans.Payload = append([]byte(nil), f.Payload...)
-			ch <- &ans
+			s.ans = &ans
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
+	return true
 }
 
 // call sends a call and waits for its answer or ctx's end.
@@ -69,8 +109,7 @@ func (c *calls) call(ctx context.Context, method string, args any, payload []byt
 	if c.in == nil {
 		return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: the host gave no answer pipe (fd 6)", method)
 	}
-	c.once.Do(func() { go c.read() })
-	ch := make(chan *Frame, 1)
+	s := &slot{wake: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if c.broken != nil {
 		c.mu.Unlock()
@@ -78,32 +117,58 @@ func (c *calls) call(ctx context.Context, method string, args any, payload []byt
 	}
 	c.next++
 	id := c.next
-	c.pending[id] = ch
+	c.pending[id] = s
 	c.mu.Unlock()
 	var deadline int64
 	if d, ok := ctx.Deadline(); ok {
 		deadline = d.UnixMilli()
 	}
 	c.out.send(&Frame{Type: FrameCall, Seq: id, Deadline: deadline, Name: method, Meta: meta, Payload: payload})
-	select {
-	case f, ok := <-ch:
-		if !ok {
-			return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: the gateway closed the answer pipe", method)
-		}
-		if f.Type == FrameError {
-			e := &fnapi.Error{}
-			if err := json.Unmarshal(f.Payload, e); err != nil || e.Type == "" {
-				return nil, &fnapi.Error{Type: "Error", Message: string(f.Payload)}
-			}
-			return nil, e
-		}
-		return f.Payload, nil
-	case <-ctx.Done():
+	for {
 		c.mu.Lock()
-		delete(c.pending, id)
+		if s.ans != nil || c.broken != nil {
+			delete(c.pending, id)
+			c.nudge() // the reading passes to a caller still waiting
+			broken := c.broken
+			c.mu.Unlock()
+			if s.ans == nil {
+				return nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: %v", method, broken)
+			}
+			return answer(method, s.ans)
+		}
+		if !c.reading {
+			c.reading = true
+			c.mu.Unlock()
+			if !c.read(ctx) {
+				break
+			}
+			continue
+		}
 		c.mu.Unlock()
-		return nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, ctx.Err())
+		select {
+		case <-s.wake:
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.nudge()
+	c.mu.Unlock()
+	return nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, ctx.Err())
+}
+
+// answer is a call's result or error frame as call returns it.
+func answer(method string, f *Frame) ([]byte, error) {
+	if f.Type != FrameError {
+		return f.Payload, nil
+	}
+	e := &fnapi.Error{}
+	if err := json.Unmarshal(f.Payload, e); err != nil || e.Type == "" {
+		return nil, &fnapi.Error{Type: "Error", Message: fmt.Sprintf("%s: %s", method, f.Payload)}
+	}
+	return nil, e
 }
 
 // callOf is the connection ctx carries.

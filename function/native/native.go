@@ -31,6 +31,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -102,7 +103,7 @@ func Start(h Handler) {
 		os.Exit(2)
 	}
 	c := &conn{replies: &pipe{out: out}, telemetry: &pipe{out: tel}}
-	c.calls = newCalls(os.NewFile(6, "edgekit-answers"), c.telemetry)
+	c.calls = newCalls(answerPipe(), c.telemetry)
 	c.replies.send(&Frame{Type: FrameReady})
 	r := bufio.NewReaderSize(in, 64<<10)
 	var buf []byte
@@ -152,4 +153,16 @@ func call(ctx context.Context, h Handler, event []byte) (out []byte, err error) 
 		}
 	}()
 	return h(ctx, event)
+}
+
+// answerPipe is fd 6, in non-blocking mode so that its reader waits in
+// the runtime's poller, not in a read(2): a goroutine blocked in a system
+// call keeps its P until sysmon takes it back, and the caller the reader
+// has just woken waits on that P for tens of microseconds. Nil when the
+// host gave no fd 6.
+func answerPipe() *os.File {
+	if err := syscall.SetNonblock(6, true); err != nil {
+		return nil
+	}
+	return os.NewFile(6, "edgekit-answers")
 }

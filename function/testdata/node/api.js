@@ -19,7 +19,7 @@ exports.handler = async (c, context) => {
         await edgekit.invoke(c.function, c.payload, { async: true });
         break;
       case 'get':
-        answer = await edgekit.getProperties(c.device, c.ids);
+        for (let i = 0; i < Math.max(c.repeat || 0, 1); i++) answer = await edgekit.getProperties(c.device, c.ids);
         break;
       case 'set':
         answer = await edgekit.setProperties(c.device, c.values);

@@ -19,7 +19,8 @@ def handler(c, context):
         elif call == "invoke-async":
             edgekit.invoke(c["function"], c.get("payload"), async_=True)
         elif call == "get":
-            answer = edgekit.get_properties(c["device"], c.get("ids"))
+            for _ in range(max(c.get("repeat") or 0, 1)):
+                answer = edgekit.get_properties(c["device"], c.get("ids"))
         elif call == "set":
             answer = edgekit.set_properties(c["device"], c["values"])
         elif call == "service":

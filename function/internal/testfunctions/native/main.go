@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -82,7 +83,7 @@ func main() {
 
 // apiCall is the event of behaviour api: which call, with what.
 type apiCall struct {
-	Call     string         `json:"call"` // publish, invoke, invoke-async, get, set, service, list, config, late
+	Call     string         `json:"call"` // publish, concurrent, invoke, invoke-async, get, set, service, list, config, late
 	Topic    string         `json:"topic"`
 	Payload  string         `json:"payload"`
 	QoS      byte           `json:"qos"`
@@ -91,7 +92,7 @@ type apiCall struct {
 	IDs      []string       `json:"ids"`
 	Values   map[string]any `json:"values"`
 	Service  string         `json:"service"`
-	Repeat   int            `json:"repeat"` // publish: this many messages, payloads numbered
+	Repeat   int            `json:"repeat"` // publish: this many messages, payloads numbered; get: this many reads
 }
 
 // callAPI makes the call and answers {"answer": ...} or {"error": {"type", "message", "is"}},
@@ -114,6 +115,25 @@ func callAPI(ctx context.Context, event []byte) ([]byte, error) {
 				break
 			}
 		}
+	case "concurrent":
+		// Eight goroutines publish at once: the answers reach each.
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range max(c.Repeat, 1) {
+					if err := native.Publish(ctx, c.Topic, []byte(strconv.Itoa(g*1000+i)), nil); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		err = <-errs
 	case "invoke":
 		var out []byte
 		out, err = native.Invoke(ctx, c.Function, []byte(c.Payload))
@@ -121,7 +141,11 @@ func callAPI(ctx context.Context, event []byte) ([]byte, error) {
 	case "invoke-async":
 		err = native.InvokeAsync(ctx, c.Function, []byte(c.Payload))
 	case "get":
-		answer, err = native.GetProperties(ctx, c.Device, c.IDs...)
+		for range max(c.Repeat, 1) {
+			if answer, err = native.GetProperties(ctx, c.Device, c.IDs...); err != nil {
+				break
+			}
+		}
 	case "set":
 		var res map[string]error
 		if res, err = native.SetProperties(ctx, c.Device, c.Values); err == nil {

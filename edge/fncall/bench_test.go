@@ -1,0 +1,91 @@
+package fncall_test
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/membus"
+	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// BenchmarkPublish: a message published to an in-process subscriber on
+// membus, per message, from Go inside the gateway (in-process: the
+// baseline) and from a function in each runtime through the gateway API
+// (one invocation publishing b.N messages, each call answered before the
+// next). QoS 1: membus drops nothing. Target for the native protocol: ≤ 2× the baseline.
+func BenchmarkPublish(b *testing.B) {
+	for _, rt := range append([]runtime{{name: "in-process"}}, runtimes(b)...) {
+		b.Run(rt.name, func(b *testing.B) {
+			bs := membus.New(nil)
+			b.Cleanup(func() { _ = bs.Close(context.Background()) })
+			var got atomic.Int64
+			all := make(chan struct{})
+			want := int64(b.N)
+			if _, err := bs.Subscribe(context.Background(), "outputs/bench/x", func(context.Context, *bus.Message) {
+				if got.Add(1) == want {
+					close(all)
+				}
+			}, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+				b.Fatal(err)
+			}
+			if rt.runtime == "" {
+				ctx := context.Background()
+				b.ResetTimer()
+				for i := range b.N {
+					if err := bs.Publish(ctx, &bus.Message{Topic: "outputs/bench/x", Payload: []byte(strconv.Itoa(i)), QoS: bus.AtLeastOnce}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				<-all
+				return
+			}
+			g := newGateway(b, bs)
+			g.rt = rt
+			g.deploySpec(b, "bench", function.Permissions{}, "", time.Minute)
+			g.call(b, "bench", `{"call":"publish","topic":"outputs/bench/warm"}`)
+			b.ResetTimer()
+			if _, e := g.call(b, "bench", `{"call":"publish","topic":"outputs/bench/x","qos":1,"repeat":`+strconv.Itoa(b.N)+`}`); e != nil {
+				b.Fatal(e)
+			}
+			<-all
+		})
+	}
+}
+
+// BenchmarkDeviceGet: one property read of a simulated device, from Go
+// inside the gateway (the device manager's Get: the baseline) and from a
+// function in each runtime (one invocation reading b.N times). Target for
+// the native protocol: ≤ 2× the baseline.
+func BenchmarkDeviceGet(b *testing.B) {
+	for _, rt := range append([]runtime{{name: "in-process"}}, runtimes(b)...) {
+		b.Run(rt.name, func(b *testing.B) {
+			bs := membus.New(nil)
+			b.Cleanup(func() { _ = bs.Close(context.Background()) })
+			g := newGateway(b, bs)
+			if rt.runtime == "" {
+				ctx := context.Background()
+				b.ResetTimer()
+				for range b.N {
+					if _, err := g.devices.Get(ctx, "boiler-1", []string{"setpoint"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				return
+			}
+			g.rt = rt
+			g.deploySpec(b, "bench", function.Permissions{Devices: []string{"boiler-1"}}, "", time.Minute)
+			if _, err := g.host.Invoke(context.Background(), "bench", invoke.Request{Payload: []byte(`{"call":"get","device":"boiler-1","ids":["setpoint"]}`)}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			if _, e := g.call(b, "bench", `{"call":"get","device":"boiler-1","ids":["setpoint"],"repeat":`+strconv.Itoa(b.N)+`}`); e != nil {
+				b.Fatal(e)
+			}
+		})
+	}
+}

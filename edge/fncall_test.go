@@ -1,0 +1,134 @@
+package edge_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/edgekit/edgekit/device/sim"
+	"github.com/edgekit/edgekit/edge"
+	"github.com/edgekit/edgekit/edge/app"
+	"github.com/edgekit/edgekit/edge/broker"
+	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/edge/bus/mqttbus"
+	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/gatewaytest"
+	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/invoke"
+)
+
+// TestFunctionsCallTheGateway: a function deployed to a gateway reads the
+// device its manifest names and publishes an alarm through the gateway's
+// API; the alarm reaches a LAN client on the gateway's Mosquitto and the
+// cloud through the uplink bridge, with the function's name on it. A
+// device outside its permissions is refused.
+func TestFunctionsCallTheGateway(t *testing.T) {
+	testenv.Tool(t, "python3")
+	ctx := context.Background()
+	upstream := brokertest.Start(t, nil)
+	cloud := brokertest.Connect(t, upstream, mqttbus.Options{})
+	alarms := make(chan *bus.Message, 10)
+	if _, err := cloud.Subscribe(ctx, "edgekit/instances/gw-api/outputs/#", func(_ context.Context, m *bus.Message) { alarms <- m }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	g, stop := gatewaytest.Run(t, &edge.Options{DataDir: filepath.Join(t.TempDir(), "data"), Instance: "gw-api", DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
+		Broker: &broker.Options{Listeners: []broker.Listener{{Address: "127.0.0.1:0"}}, DataDir: brokertest.DataDir(t),
+			Users: []broker.User{{Name: "lan", Password: "lan-secret"}}, ACL: []broker.ACLRule{{User: "lan", Access: broker.Read, Topic: "outputs/#"}}},
+		Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}, ReconnectMin: 10 * time.Millisecond},
+		Drivers:  []edge.Driver{{Name: "sim", Driver: sim.New()}}, Probation: 200 * time.Millisecond})
+	defer stop()
+	tsl := json.RawMessage(`{"properties": [{"identifier": "temperature", "accessMode": "r", "dataType": {"type": "double", "specs": {"min": "-40", "max": "200"}}}]}`)
+	for _, name := range []string{"boiler-1", "meter-1"} {
+		if err := g.AttachDevice(ctx, "sim", name, tsl, json.RawMessage(`{"values": {"temperature": 81.5}}`), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lan := brokertest.Connect(t, g.Broker(), mqttbus.Options{Username: "lan", Password: "lan-secret"})
+	local := make(chan *bus.Message, 10)
+	if _, err := lan.Subscribe(ctx, "outputs/#", func(_ context.Context, m *bus.Message) { local <- m }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+
+	archive := tarGz(t, map[string]string{
+		"function.json": `{"name":"alarm","version":"1","runtime":"python","handler":"main.handler","permissions":{"devices":["boiler-*"]}}`,
+		"main.py": `import edgekit
+
+def handler(event, context):
+    try:
+        t = edgekit.get_properties(event["device"], ["temperature"])["properties"]["temperature"]
+    except edgekit.EdgekitError as e:
+        return {"refused": e.type, "why": e.message}
+    if t > edgekit.get_config()["threshold"]:
+        edgekit.publish("outputs/alarm/high", {"device": event["device"], "temperature": t}, qos=1)
+    return {"temperature": t}
+`,
+	})
+	file := filepath.Join(t.TempDir(), "alarm-1.tgz")
+	if err := os.WriteFile(file, archive, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(archive)
+	d := &app.Deployment{Schema: 1, ID: "api", Revision: 1, Apps: []app.Assignment{{App: app.App{Name: "alarm", Kind: app.KindFunction},
+		Version: app.Version{Version: "1", Config: json.RawMessage(`{"threshold": 80}`),
+			Function: &app.FunctionVersion{Package: app.Artifact{URL: "file://" + file, Size: int64(len(archive)), SHA256: hex.EncodeToString(sum[:])}}}}}}
+	if err := g.Reconciler().Submit(d); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the deployment to succeed", func() bool {
+		st := g.Reconciler().Status()
+		if st.Outcome == app.OutcomeRolledBack || st.Outcome == app.OutcomeRejected {
+			t.Fatalf("deployment: %+v", st)
+		}
+		return st.Revision == 1 && st.Outcome == app.OutcomeSucceeded
+	})
+
+	resp, err := g.Functions().Invoke(ctx, "alarm", invoke.Request{Payload: []byte(`{"device": "boiler-1"}`)})
+	if err != nil || !strings.Contains(string(resp.Payload), "81.5") {
+		t.Fatalf("invoke: %s %v", resp.Payload, err)
+	}
+	for _, c := range []struct {
+		what  string
+		seen  chan *bus.Message
+		topic string
+	}{{"the LAN", local, "outputs/alarm/high"}, {"the cloud", alarms, "edgekit/instances/gw-api/outputs/alarm/high"}} {
+		select {
+		case m := <-c.seen:
+			fn, _ := m.Property("edgekit-function")
+			if m.Topic != c.topic || !strings.Contains(string(m.Payload), `"temperature": 81.5`) || fn != "alarm" {
+				t.Errorf("%s got %s %s (function %q)", c.what, m.Topic, m.Payload, fn)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no alarm reached %s", c.what)
+		}
+	}
+	resp, err = g.Functions().Invoke(ctx, "alarm", invoke.Request{Payload: []byte(`{"device": "meter-1"}`)})
+	if err != nil || !strings.Contains(string(resp.Payload), `"refused": "Forbidden"`) || !strings.Contains(string(resp.Payload), "meter-1") {
+		t.Errorf("a device outside the permissions: %s %v", resp.Payload, err)
+	}
+}
+
+// tarGz packs files (name → content) as a gzip-compressed tar.
+func tarGz(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = tw.Write([]byte(body))
+	}
+	tw.Close()
+	zw.Close()
+	return buf.Bytes()
+}
