@@ -656,6 +656,10 @@ func (g *Gateway) startAPI(ctx context.Context, stack *stopper, ln net.Listener,
 	ao := api.Options{
 		Token: token, Callers: callers, Functions: g.parts.functions, Deployments: g.parts.reconciler, State: g.parts.state,
 		Devices: g.parts.devices, Containers: g.parts.containers, Ready: g.readiness, Logger: o.Logger,
+		Calls: g.parts.calls.Serve,
+	}
+	if o.Functions != nil && o.Functions.Calls != nil {
+		ao.Calls = o.Functions.Calls // the vendor's own, as the host has it
 	}
 	if o.Metrics != nil { // a nil *Registry is not a nil Gatherer
 		ao.Metrics = o.Metrics

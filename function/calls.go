@@ -129,7 +129,7 @@ func (s *callServer) serve(f *native.Frame) {
 func (s *callServer) answer(id uint64, method string, out []byte, err error) {
 	f := &native.Frame{Type: native.FrameResult, Seq: id, Payload: out}
 	if err != nil {
-		body, _ := json.Marshal(wireError(err))
+		body, _ := json.Marshal(CallError(err))
 		f = &native.Frame{Type: native.FrameError, Seq: id, Payload: body}
 	}
 	if id == 0 {
@@ -147,8 +147,11 @@ func (s *callServer) answer(id uint64, method string, out []byte, err error) {
 	}
 }
 
-// wireError is err as a call's answer carries it.
-func wireError(err error) *fnapi.Error {
+// CallError is err as a call's answer carries it: an *fnapi.Error as it is,
+// an *invoke.Error (a function's own, from Invoke) with its type and stack,
+// anything else as type "Error" with its text. The local API answers the
+// same.
+func CallError(err error) *fnapi.Error {
 	var fe *fnapi.Error
 	if errors.As(err, &fe) {
 		return fe

@@ -14,6 +14,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ import (
 	"github.com/edgekit/edgekit/edge/reconcile"
 	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function"
+	"github.com/edgekit/edgekit/function/fnapi"
 	"github.com/edgekit/edgekit/function/logstore"
 	"github.com/edgekit/edgekit/internal/httpjson"
 	"github.com/edgekit/edgekit/invoke"
@@ -54,6 +56,11 @@ type Options struct {
 	Containers *container.Manager
 	// Metrics is the registry /metrics serves.
 	Metrics prometheus.Gatherer
+	// Calls serves what functions ask of the gateway (package fnapi) on
+	// POST /v1/calls/{method}, for functions that speak a runtime API
+	// rather than the native protocol; the caller is the function its
+	// token was issued to. Nil: the route answers 404.
+	Calls function.CallHandler
 	// Ready reports whether the gateway is ready (/readyz); nil: ready.
 	Ready func() error
 	// Logger receives the API's records; nil discards.
@@ -151,6 +158,7 @@ func (a *API) routes() []route {
 		{pattern: "GET /v1/functions/{name}/logs", handle: a.functionLogs},
 		{pattern: "POST /v1/functions/{name}/invoke", callers: true, handle: a.calls.ServeHTTP},
 		{pattern: "GET /v1/invocations/{id}", callers: true, handle: a.calls.ServeHTTP},
+		{pattern: "POST /v1/calls/{method}", callers: true, absent: absent(a.opts.Calls == nil, "no gateway API for functions"), handle: a.authorizedCall},
 		{pattern: "GET /v1/devices", absent: noDevices, handle: a.devices},
 		{pattern: "GET /v1/devices/{name}", absent: noDevices, handle: a.device},
 		{pattern: "POST /v1/devices/{name}/get", absent: noDevices, handle: a.deviceGet},
@@ -376,3 +384,87 @@ func (a *API) containerStats(w http.ResponseWriter, r *http.Request) {
 	}
 	httpjson.Write(w, http.StatusOK, st)
 }
+
+// authorizedCall is call behind the callers' token check.
+func (a *API) authorizedCall(w http.ResponseWriter, r *http.Request) {
+	a.calls.Authorize(http.HandlerFunc(a.call)).ServeHTTP(w, r)
+}
+
+// call answers a function's call of the gateway: the body is
+// {"args": {...}, "payload": "<base64>"}, the header Edgekit-Deadline-Ms
+// the invocation's deadline (Unix ms); the answer is the call's payload,
+// or an fnapi error {"errorType", "errorMessage"} with the status its
+// type says.
+func (a *API) call(w http.ResponseWriter, r *http.Request) {
+	caller, _ := httpcall.Caller(r.Context())
+	if caller == "operator" {
+		writeCallError(w, fnapi.Errorf(fnapi.ErrForbidden, "the gateway API answers functions: call with a function's own token"))
+		return
+	}
+	st, err := a.opts.Functions.Status(caller)
+	if err != nil {
+		writeCallError(w, fnapi.Errorf(fnapi.ErrUnavailable, "function %s is not deployed", caller))
+		return
+	}
+	var body struct {
+		Args    json.RawMessage `json:"args"`
+		Payload []byte          `json:"payload"`
+	}
+	if !httpjson.Decode(w, r, 2*(fnapi.MaxArgs+fnapi.MaxPayload), &body) {
+		return
+	}
+	method := r.PathValue("method")
+	switch {
+	case len(body.Args) > fnapi.MaxArgs:
+		writeCallError(w, fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments of %d bytes, above the limit of %d", method, len(body.Args), fnapi.MaxArgs))
+		return
+	case len(body.Payload) > fnapi.MaxPayload:
+		writeCallError(w, fnapi.Errorf(fnapi.ErrBadRequest, "%s: payload of %d bytes, above the limit of %d", method, len(body.Payload), fnapi.MaxPayload))
+		return
+	}
+	deadline := time.Now().Add(time.Duration(st.Spec.Timeout))
+	if ms, err := strconv.ParseInt(r.Header.Get("Edgekit-Deadline-Ms"), 10, 64); err == nil && ms > 0 {
+		if d := time.UnixMilli(ms); d.Before(deadline) {
+			deadline = d
+		}
+	}
+	if !time.Now().Before(deadline) {
+		writeCallError(w, fnapi.Errorf(fnapi.ErrTimeout, "%s: the call's deadline had passed when it arrived", method))
+		return
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
+	defer cancel()
+	out, err := a.opts.Calls(ctx, &function.Call{Function: st.Spec, Method: method, Args: body.Args, Payload: body.Payload})
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fnapi.Errorf(fnapi.ErrTimeout, "%s: the call's deadline passed: %v", method, err)
+		}
+		writeCallError(w, function.CallError(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	_, _ = w.Write(out)
+}
+
+// callStatus is the HTTP status of a call's error type; a type that is
+// none of the gateway's (an invoked function's own) is 502.
+func callStatus(typ string) int {
+	switch typ {
+	case "Forbidden":
+		return http.StatusForbidden
+	case "BadRequest", "InvalidValue", "ReadOnly":
+		return http.StatusBadRequest
+	case "Timeout":
+		return http.StatusGatewayTimeout
+	case "Unavailable", "Offline":
+		return http.StatusServiceUnavailable
+	case "TooManyCalls", "Throttled":
+		return http.StatusTooManyRequests
+	case "UnknownFunction", "UnknownDevice", "UnknownProperty", "UnknownService":
+		return http.StatusNotFound
+	}
+	return http.StatusBadGateway
+}
+
+// writeCallError answers a call's error as fnapi.Error's JSON.
+func writeCallError(w http.ResponseWriter, e *fnapi.Error) { httpjson.Write(w, callStatus(e.Type), e) }

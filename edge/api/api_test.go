@@ -17,6 +17,8 @@ import (
 	"github.com/edgekit/edgekit/device"
 	"github.com/edgekit/edgekit/device/sim"
 	"github.com/edgekit/edgekit/edge/api"
+	"github.com/edgekit/edgekit/edge/bus/membus"
+	"github.com/edgekit/edgekit/edge/fncall"
 	"github.com/edgekit/edgekit/edge/reconcile"
 	"github.com/edgekit/edgekit/edge/state"
 	"github.com/edgekit/edgekit/function"
@@ -84,8 +86,12 @@ func newGateway(t *testing.T) *gateway {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "edgekit_test_total", Help: "a test counter"}))
 	g := &gateway{token: httpcall.NewToken(), callers: httpcall.NewTokens()}
+	b := membus.New(nil)
+	t.Cleanup(func() { _ = b.Close(ctx) })
+	calls := fncall.New(b, host, nil)
+	calls.SetDevices(devices)
 	a, err := api.New(&api.Options{Token: g.token, Callers: g.callers, Functions: host, Deployments: rec, State: st, Devices: devices,
-		Metrics: reg, Ready: func() error { return g.ready }})
+		Metrics: reg, Ready: func() error { return g.ready }, Calls: calls.Serve})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,13 +132,44 @@ func TestTokens(t *testing.T) {
 			}
 		}
 		code, _ := g.do(t, method, path, fnToken, "{}")
-		callers := strings.Contains(path, "/invoke") || strings.Contains(path, "/invocations/")
+		callers := strings.Contains(path, "/invoke") || strings.Contains(path, "/invocations/") || strings.HasPrefix(path, "/v1/calls/")
 		switch {
 		case public:
 		case callers && (code == http.StatusUnauthorized || code == http.StatusForbidden):
 			t.Errorf("%s with a function's token: %d, want it let through", route, code)
 		case !callers && code != http.StatusForbidden:
 			t.Errorf("%s with a function's token: %d, want 403", route, code)
+		}
+	}
+}
+
+// TestCalls: a function's call of the gateway through the API, for
+// functions on a runtime API: answered as the function its token names,
+// within its permissions; the operator's token is refused, and so is a
+// malformed body.
+func TestCalls(t *testing.T) {
+	g := newGateway(t)
+	tok := g.callers.Issue("echo")
+	if code, body := g.do(t, "POST", "/v1/calls/config.get", tok, `{"args": {}}`); code != http.StatusOK || body != "null" {
+		t.Errorf("config.get: %d %s", code, body)
+	}
+	if code, body := g.do(t, "POST", "/v1/calls/publish", tok, `{"args": {"topic": "outputs/echo/x"}, "payload": "aGk="}`); code != http.StatusOK {
+		t.Errorf("publish: %d %s", code, body)
+	}
+	for _, c := range []struct {
+		path, token, body string
+		code              int
+		says              string
+	}{
+		{"/v1/calls/publish", tok, `{"args": {"topic": "edgekit/instances/gw/status"}}`, http.StatusForbidden, `"errorType":"Forbidden"`},
+		{"/v1/calls/device.get", tok, `{"args": {"device": "boiler"}}`, http.StatusForbidden, "permissions.devices"},
+		{"/v1/calls/publish", g.token, `{"args": {"topic": "outputs/echo/x"}}`, http.StatusForbidden, "function's own token"},
+		{"/v1/calls/publish", tok, `{"args": {"topic": "outputs/echo/x"}, "extra": 1}`, http.StatusBadRequest, "extra"},
+		{"/v1/calls/nothing", tok, `{}`, http.StatusBadRequest, "unknown method"},
+		{"/v1/calls/publish", g.callers.Issue("ghost"), `{"args": {"topic": "outputs/ghost/x"}}`, http.StatusServiceUnavailable, "not deployed"},
+	} {
+		if code, body := g.do(t, "POST", c.path, c.token, c.body); code != c.code || !strings.Contains(body, c.says) {
+			t.Errorf("%s %s: %d %s, want %d saying %q", c.path, c.body, code, body, c.code, c.says)
 		}
 	}
 }

@@ -2,10 +2,11 @@
 // on: the methods a function calls (publish a message, invoke a function,
 // read and write devices, read its configuration), their arguments and
 // answers as JSON, and the errors a refusal carries. The Go client is
-// package function/native; the Node.js and Python bootstraps speak the
-// same methods over the same frames; the gateway (package edge) serves
-// them, enforcing the function's spec.Permissions. It has no dependency
-// beyond the standard library.
+// package function/native; the Node.js and Python modules (edgekit) speak
+// the same methods over the same frames, or through the gateway's local
+// API (POST /v1/calls/{method}) from a runtime-API bootstrap; the gateway
+// (package edge/fncall) serves them, enforcing the function's
+// spec.Permissions. It has no dependency beyond the standard library.
 //
 // A call is a method name, its arguments as a JSON object, and a payload of
 // raw bytes (a message's or an event's). Its answer is a payload (the

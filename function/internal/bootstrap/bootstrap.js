@@ -10,6 +10,11 @@ const path = require('path');
 const common = require(path.join(__dirname, 'edgekit_common.js'));
 
 const fc = common.service === 'fc';
+// The gateway API over the local API (the gateway gives each function its
+// address and a token of its own).
+if (process.env.EDGEKIT_API && process.env.EDGEKIT_API_TOKEN) {
+  common.calls = common.httpCalls(process.env.EDGEKIT_API, process.env.EDGEKIT_API_TOKEN);
+}
 const profile = fc
   ? { addr: process.env.FC_RUNTIME_API, prefix: '/2020-11-11/runtime', ok: 200, id: 'x-fc-request-id', deadline: 'x-fc-function-deadline' }
   : { addr: process.env.AWS_LAMBDA_RUNTIME_API, prefix: '/2018-06-01/runtime', ok: 202, id: 'lambda-runtime-aws-request-id', deadline: 'lambda-runtime-deadline-ms' };
@@ -78,7 +83,10 @@ async function main() {
     }
     let posted;
     try {
-      const [body, type] = common.encodeResult(await common.invoke(handler, common.decodeEvent(next.body), context(h)));
+      const run = () => common.invoke(handler, common.decodeEvent(next.body), context(h));
+      const inv = common.invocations;
+      const deadline = Number(h[profile.deadline]) || 0;
+      const [body, type] = common.encodeResult(await (inv ? inv.run({ deadline }, run) : run()));
       posted = await request('POST', `/invocation/${id}/response`, body, { 'Content-Type': type });
     } catch (e) {
       posted = await postError(`/invocation/${id}/error`, e);

@@ -48,6 +48,11 @@ def decode(headers):
 
 common.Context.decode = staticmethod(decode)
 
+# The gateway API over the local API (the gateway gives each function its
+# address and a token of its own).
+if os.environ.get("EDGEKIT_API") and os.environ.get("EDGEKIT_API_TOKEN"):
+    common.calls[0] = common.http_calls(os.environ["EDGEKIT_API"], os.environ["EDGEKIT_API_TOKEN"])
+
 
 def main():
     common.install_logging()

@@ -1,7 +1,8 @@
 // edgekit: what a Node.js function asks of the gateway it runs on, standard
 // library only. The host puts it on the function's module path
 // (require('edgekit')); the methods are package function/fnapi's, spoken
-// over the native protocol's pipes.
+// over the native protocol's pipes, or through the gateway's local API for
+// functions on a runtime API.
 //
 //   const edgekit = require('edgekit');
 //   await edgekit.publish('outputs/my-fn/alarm', { temperature: 81 }, { qos: 1 });
@@ -33,7 +34,7 @@ function bytes(v) {
 
 async function call(method, args, payload, options) {
   if (!common.calls) {
-    throw new EdgekitError('Unavailable', `${method}: the gateway API needs the native protocol (api "native", the default for Node.js)`);
+    throw new EdgekitError('Unavailable', `${method}: no way to the gateway: the native protocol or the gateway's local API (EDGEKIT_API) is needed`);
   }
   const inv = invocations.getStore();
   let deadline = inv ? inv.deadline : 0;

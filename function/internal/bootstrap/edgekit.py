@@ -1,7 +1,8 @@
 """edgekit: what a Python function asks of the gateway it runs on, standard
 library only. It is beside the bootstraps, on the function's module path
 (import edgekit); the methods are package function/fnapi's, spoken over the
-native protocol's pipes.
+native protocol's pipes, or through the gateway's local API for functions
+on a runtime API.
 
     import edgekit
     edgekit.publish("outputs/my-fn/alarm", {"temperature": 81}, qos=1)
@@ -45,7 +46,7 @@ def _bytes(v):
 def _call(method, args, payload=None, timeout_ms=None, context=None):
     transport = _common.calls[0]
     if transport is None:
-        raise EdgekitError("Unavailable", "%s: the gateway API needs the native protocol (api \"native\", the default for Python)" % method)
+        raise EdgekitError("Unavailable", "%s: no way to the gateway: the native protocol or the gateway's local API (EDGEKIT_API) is needed" % method)
     deadline = 0
     if context is None and threading.current_thread() is threading.main_thread():
         context = _common.current[0]

@@ -323,6 +323,62 @@ current = [None]
 calls = [None]
 
 
+def http_calls(base, token):
+    """The gateway API's transport over the gateway's local API (POST
+    {base}/v1/calls/{method}, the function's own bearer token), for the
+    runtime-API bootstrap; answers and errors as the native transport's.
+    Each thread keeps a connection of its own."""
+    import base64
+    import http.client
+    import threading
+    from urllib.parse import quote, urlsplit
+
+    url = urlsplit(base)
+    prefix = url.path.rstrip("/")
+    local = threading.local()
+
+    def call(method, args, payload, deadline):
+        now = time.time()
+        if deadline and now * 1000 >= deadline:
+            raise EdgekitError("Timeout", "%s: the invocation's deadline has passed" % method)
+        timeout = (deadline / 1000 - now) if deadline else None
+        body = json.dumps({"args": args, "payload": base64.b64encode(payload).decode()})
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+        if deadline:
+            headers["Edgekit-Deadline-Ms"] = str(int(deadline))
+        for attempt in (0, 1):  # once more on a kept connection the server closed
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(url.hostname, url.port)
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request("POST", "%s/v1/calls/%s" % (prefix, quote(method)), body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except TimeoutError:
+                conn.close()
+                local.conn = None
+                raise EdgekitError("Timeout", "%s: no answer by the deadline" % method)
+            except (http.client.HTTPException, OSError) as exc:
+                conn.close()
+                local.conn = None
+                if attempt:
+                    raise EdgekitError("Unavailable", "%s: the local API: %s" % (method, exc))
+        if resp.status == 200:
+            return data
+        try:
+            e = json.loads(data)
+        except ValueError:
+            e = {}
+        raise EdgekitError(e.get("errorType") or e.get("error_type") or "Error",
+                           e.get("errorMessage") or e.get("error") or "%s: HTTP %d" % (method, resp.status), e.get("stackTrace"))
+
+    return call
+
+
 class EdgekitError(Exception):
     """A call the gateway refused or that failed: type says why
     (Forbidden, BadRequest, Timeout, Unavailable, TooManyCalls,

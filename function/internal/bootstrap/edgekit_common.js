@@ -131,6 +131,47 @@ class EdgekitError extends Error {
 }
 exports.EdgekitError = EdgekitError;
 
+// httpCalls is the gateway API's transport over the gateway's local API
+// (POST {base}/v1/calls/{method}, the function's own bearer token), for
+// the runtime-API bootstrap; answers and errors as the native transport's.
+exports.httpCalls = function httpCalls(base, token) {
+  const http = require('http');
+  const url = new URL(base);
+  const prefix = url.pathname.replace(/\/$/, '');
+  // Idle keep-alive sockets are unref'd by the agent.
+  const agent = new http.Agent({ keepAlive: true });
+  return (method, args, payload, deadline) => new Promise((resolve, reject) => {
+    if (deadline && Date.now() >= deadline) {
+      reject(new EdgekitError('Timeout', `${method}: the invocation's deadline has passed`));
+      return;
+    }
+    const body = JSON.stringify({ args, payload: payload.toString('base64') });
+    const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Authorization: `Bearer ${token}` };
+    if (deadline) headers['Edgekit-Deadline-Ms'] = String(deadline);
+    const req = http.request({ agent, host: url.hostname, port: url.port, method: 'POST', path: `${prefix}/v1/calls/${encodeURIComponent(method)}`, headers }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const b = Buffer.concat(chunks);
+        if (res.statusCode === 200) {
+          resolve(b);
+          return;
+        }
+        let e = {};
+        try {
+          e = JSON.parse(b.toString('utf8'));
+        } catch {
+          // not JSON: the status says it
+        }
+        reject(new EdgekitError(e.errorType || e.error_type || 'Error', e.errorMessage || e.error || `${method}: HTTP ${res.statusCode}`, e.stackTrace));
+      });
+    });
+    if (deadline) req.setTimeout(Math.max(1, deadline - Date.now()), () => req.destroy(new EdgekitError('Timeout', `${method}: no answer by the deadline`)));
+    req.on('error', (err) => reject(err instanceof EdgekitError ? err : new EdgekitError('Unavailable', `${method}: the local API: ${err.message}`)));
+    req.end(body);
+  });
+};
+
 // The one pending "when the event loop is empty" action, as Lambda's
 // runtime keeps it: a callback with callbackWaitsForEmptyEventLoop set, or
 // a handler that returned without answering, finishes when nothing the
