@@ -3,6 +3,7 @@ package fncall_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -399,6 +400,25 @@ func FuzzServe(f *testing.F) {
 			if bus.Match(own, a.Topic) || strings.HasPrefix(a.Topic, "$") {
 				t.Fatalf("published on %q", a.Topic)
 			}
+		}
+	})
+}
+
+// TestLog: a function's record at a level reaches its log on the gateway
+// at that level; a level that is none is refused.
+func TestLog(t *testing.T) {
+	eachRuntime(t, func(t *testing.T, g *gateway) {
+		g.deploy(t, "logger", function.Permissions{}, "")
+		if _, e := g.call(t, "logger", `{"call":"log","payload":"disk at 91%"}`); e != nil {
+			t.Fatalf("log: %+v", e)
+		}
+		testenv.Eventually(t, "the record in the function's log at warn", func() bool {
+			recs, _ := g.host.Logs(logstore.Query{Function: "logger", MinLevel: slog.LevelWarn, Contains: "disk at 91%"})
+			return len(recs) > 0
+		})
+		if g.rt.name != "go" { // Go's level is a slog.Level
+			_, e := g.call(t, "logger", `{"call":"log","level":"loud","payload":"x"}`)
+			refused(t, "a level that is none", e, "BadRequest", "loud")
 		}
 	})
 }

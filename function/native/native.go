@@ -10,8 +10,9 @@
 //	}
 //
 // The handler's context ends at the invocation's deadline and carries its
-// metadata (FromContext). Metric sends a named value to the host. Anything
-// written to stdout or stderr becomes a log record on the host.
+// metadata (FromContext). Metric sends a named value to the host, Log a
+// record at a level. Anything written to stdout or stderr becomes a log
+// record on the host too.
 //
 // Through the same context the function calls the gateway: Publish a
 // message, Invoke a function, read and write devices (GetProperties,
@@ -28,6 +29,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -91,6 +93,27 @@ func Metric(ctx context.Context, name string, value float64) {
 	if c, ok := ctx.Value(connKey{}).(*conn); ok {
 		c.telemetry.send(&Frame{Type: FrameMetric, Name: name, Value: value})
 	}
+}
+
+// Log sends a log record at level to the host, which keeps it in the
+// function's log (records below Info are passed to the host's logger
+// only). ctx is the handler's, or one derived from it.
+func Log(ctx context.Context, level slog.Level, msg string) {
+	c, ok := ctx.Value(connKey{}).(*conn)
+	if !ok {
+		fmt.Fprintln(os.Stderr, msg)
+		return
+	}
+	var l byte
+	switch {
+	case level >= slog.LevelError:
+		l = 3
+	case level >= slog.LevelWarn:
+		l = 2
+	case level >= slog.LevelInfo:
+		l = 1
+	}
+	c.telemetry.send(&Frame{Type: FrameLog, Level: l, Payload: []byte(msg)})
 }
 
 // Start serves invocations until the host closes the pipe; it does not

@@ -106,6 +106,14 @@ module.exports = {
     return (await json('device.list', {}, options)).devices;
   },
 
+  // log sends a record at level ('debug', 'info', 'warn' or 'error') to
+  // the function's log on the gateway.
+  log(level, message) {
+    const n = { debug: 0, info: 1, warn: 2, error: 3 }[level];
+    if (n === undefined) throw new EdgekitError('BadRequest', `log: level ${level} (want debug, info, warn or error)`);
+    common.logRecord(n, typeof message === 'string' ? message : JSON.stringify(message));
+  },
+
   // getConfig resolves to the function's configuration as deployed (null
   // when it has none).
   getConfig(options) {

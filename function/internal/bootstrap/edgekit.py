@@ -28,7 +28,7 @@ import edgekit_bootstrap_common as _common
 EdgekitError = _common.EdgekitError
 
 __all__ = ["EdgekitError", "publish", "invoke", "get_properties", "set_properties", "call_service",
-           "list_devices", "get_config"]
+           "list_devices", "get_config", "log"]
 
 
 def _bytes(v):
@@ -121,6 +121,18 @@ def call_service(device, service, input=None, timeout_ms=None, context=None):
 def list_devices(timeout_ms=None, context=None):
     """The devices the function may reach: [{"name", "state"}]."""
     return _json("device.list", {}, timeout_ms, context)["devices"]
+
+
+_LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3}
+
+
+def log(level, message):
+    """Sends a record at level ("debug", "info", "warn" or "error") to the
+    function's log on the gateway."""
+    n = _LEVELS.get(level)
+    if n is None:
+        raise EdgekitError("BadRequest", "log: level %r (want debug, info, warn or error)" % (level,))
+    _common.log_record[0](n, message if isinstance(message, str) else json.dumps(message))
 
 
 def get_config(timeout_ms=None, context=None):

@@ -323,6 +323,16 @@ current = [None]
 calls = [None]
 
 
+def _print_record(level, text):
+    print(text, file=sys.stderr if level >= 2 else sys.stdout)
+
+
+# log_record[0](level, text) sends a record at level (0 debug, 1 info, 2
+# warn, 3 error) to the host; the native bootstrap sets a log frame's.
+# Here it is a line on stdout, or stderr from warn up.
+log_record = [_print_record]
+
+
 def http_calls(base, token):
     """The gateway API's transport over the gateway's local API (POST
     {base}/v1/calls/{method}, the function's own bearer token), for the

@@ -113,6 +113,11 @@ exports.setTraceId = function setTraceId(id) {
 // alone.
 exports.calls = null;
 exports.invocations = null;
+// logRecord(level, text) sends a record at level (0 debug, 1 info, 2 warn,
+// 3 error) to the host; the native bootstrap replaces it with a log frame.
+// Here it is a line on stdout, or stderr from warn up, which the host logs
+// at info or warn.
+exports.logRecord = (level, text) => (level >= 2 ? process.stderr : process.stdout).write(`${text}\n`);
 exports.trackInvocations = function trackInvocations() {
   if (!exports.invocations) exports.invocations = new (require('async_hooks').AsyncLocalStorage)();
   return exports.invocations;

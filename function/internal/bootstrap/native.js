@@ -164,6 +164,13 @@ function nativeCalls() {
   };
 }
 common.calls = nativeCalls();
+common.logRecord = (level, text) => {
+  const t = Buffer.from(String(text));
+  const body = Buffer.allocUnsafe(1 + t.length);
+  body[0] = level;
+  t.copy(body, 1);
+  frame('L', body, 5);
+};
 
 async function invoke(handler, seq, deadline, meta, payload) {
   if (common.service === 'lambda') common.setTraceId(meta.traceparent ? xray(meta.traceparent) : null);

@@ -108,6 +108,7 @@ class _Calls:
 
 
 common.calls[0] = _Calls()
+common.log_record[0] = lambda level, text: write_frame(b"L", bytes([level]) + str(text).encode(), 5)
 
 
 def error_json(exc, type_name=None):

@@ -30,6 +30,9 @@ exports.handler = async (c, context) => {
       case 'list':
         answer = await edgekit.listDevices();
         break;
+      case 'log':
+        edgekit.log(c.level || 'warn', c.payload);
+        break;
       case 'config':
         answer = await edgekit.getConfig();
         break;

@@ -27,6 +27,8 @@ def handler(c, context):
             answer = edgekit.call_service(c["device"], c["service"], c.get("values"))
         elif call == "list":
             answer = edgekit.list_devices()
+        elif call == "log":
+            edgekit.log(c.get("level") or "warn", c["payload"])
         elif call == "config":
             answer = edgekit.get_config()
         elif call == "late":

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strconv"
@@ -83,7 +84,7 @@ func main() {
 
 // apiCall is the event of behaviour api: which call, with what.
 type apiCall struct {
-	Call     string         `json:"call"` // publish, concurrent, invoke, invoke-async, get, set, service, list, config, late
+	Call     string         `json:"call"` // publish, concurrent, invoke, invoke-async, get, set, service, list, log, config, late
 	Topic    string         `json:"topic"`
 	Payload  string         `json:"payload"`
 	QoS      byte           `json:"qos"`
@@ -162,6 +163,8 @@ func callAPI(ctx context.Context, event []byte) ([]byte, error) {
 		answer, err = native.CallService(ctx, c.Device, c.Service, c.Values)
 	case "list":
 		answer, err = native.ListDevices(ctx)
+	case "log":
+		native.Log(ctx, slog.LevelWarn, c.Payload)
 	case "config":
 		var cfg json.RawMessage
 		cfg, err = native.Config(ctx)
