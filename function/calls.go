@@ -43,6 +43,7 @@ const answerWrite = time.Second
 // time; the instance's stop ends them and close waits for them.
 type callServer struct {
 	spec    Spec
+	config  func() json.RawMessage // the function's configuration now
 	handler CallHandler
 	w       *os.File // the instance's fd 6
 	log     *slog.Logger
@@ -58,9 +59,12 @@ type callServer struct {
 	wbuf []byte
 }
 
-func newCallServer(spec Spec, handler CallHandler, w *os.File, log *slog.Logger) *callServer {
+func newCallServer(spec Spec, config func() json.RawMessage, handler CallHandler, w *os.File, log *slog.Logger) *callServer {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &callServer{spec: spec, handler: handler, w: w, log: log, slots: make(chan struct{}, fnapi.MaxCallsInFlight), ctx: ctx, cancel: cancel}
+	if config == nil {
+		config = func() json.RawMessage { return spec.Config }
+	}
+	return &callServer{spec: spec, config: config, handler: handler, w: w, log: log, slots: make(chan struct{}, fnapi.MaxCallsInFlight), ctx: ctx, cancel: cancel}
 }
 
 // prepare checks the call f, whose slices are the reader's and are
@@ -103,7 +107,9 @@ func (s *callServer) prepare(f *native.Frame) func() {
 	}
 	s.wg.Add(1)
 	s.gmu.Unlock()
-	c := &Call{Function: s.spec, Method: method, Args: bytes.Clone(f.Meta), Payload: bytes.Clone(f.Payload)}
+	fn := s.spec
+	fn.Config = s.config()
+	c := &Call{Function: fn, Method: method, Args: bytes.Clone(f.Meta), Payload: bytes.Clone(f.Payload)}
 	return func() {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()

@@ -355,9 +355,20 @@ func (h *Host) deploy(ctx context.Context, s Spec) error {
 	if closed {
 		return fmt.Errorf("function: deploy %s: %w", s.Name, ErrClosed)
 	}
-	if old != nil && reflect.DeepEqual(old.spec, s) && !old.crashLooping() {
-		return nil // a crash-looping version deployed again starts afresh
+	if old != nil && !old.crashLooping() { // a crash-looping version deployed again starts afresh
+		cur := old.currentSpec()
+		if reflect.DeepEqual(cur, s) {
+			return nil
+		}
+		if cur.Config = s.Config; old.live() && reflect.DeepEqual(cur, s) {
+			// Only the configuration changed: the instances take it as
+			// they run.
+			old.reconfigure(s.Config)
+			h.log.Info("function configuration changed", "function", s.Name, "version", s.Version)
+			return nil
+		}
 	}
+	config := newLiveConfig(s.Config)
 	var newInst func(id string) (instance, error)
 	var first instance
 	switch s.Runtime {
@@ -367,10 +378,14 @@ func (h *Host) deploy(ctx context.Context, s Spec) error {
 		}
 		newInst = func(string) (instance, error) { return handlerInstance{handler}, nil }
 	default:
-		newInst = func(id string) (instance, error) { return h.launch.start(h.lifetime, s, id) }
+		newInst = func(id string) (instance, error) {
+			now := s
+			now.Config = config.load()
+			return h.launch.start(h.lifetime, now, id, config.load)
+		}
 		// Prove the version starts before it takes traffic: if it does
 		// not, the previous version keeps serving.
-		pi, err := h.launch.start(ctx, s, s.Version+"-0")
+		pi, err := h.launch.start(ctx, s, s.Version+"-0", config.load)
 		if err != nil {
 			return fmt.Errorf("function: deploy %s version %s: %w", s.Name, s.Version, err)
 		}
@@ -390,7 +405,7 @@ func (h *Host) deploy(ctx context.Context, s Spec) error {
 		fn = &function{host: h, name: s.Name}
 		h.functions[s.Name] = fn
 	}
-	old = fn.current.Swap(newPool(fn, s, newInst, first))
+	old = fn.current.Swap(newPool(fn, s, config, newInst, first))
 	if old != nil {
 		h.retire(old)
 	}

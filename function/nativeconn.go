@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/edgekit/edgekit/function/native"
@@ -34,6 +35,10 @@ type nativeConn struct {
 	ready   chan struct{} // closed by the first reply: the handler loaded
 	initErr chan error    // or it failed to
 	started chan struct{} // closed when the first reply was read, or could not be
+
+	// wmu orders writes on fd 3: an invocation's, and a configuration
+	// change's from the deploy.
+	wmu sync.Mutex
 
 	// Used by one invocation at a time.
 	wbuf, rbuf []byte
@@ -85,7 +90,7 @@ func newNativePipes() (*nativePipes, error) {
 	return &ps, nil
 }
 
-func newNativeConn(spec Spec, ps *nativePipes, calls CallHandler, log *slog.Logger, metric func(string, float64)) *nativeConn {
+func newNativeConn(spec Spec, config func() json.RawMessage, ps *nativePipes, calls CallHandler, log *slog.Logger, metric func(string, float64)) *nativeConn {
 	fn, ver := spec.Name, spec.Version
 	head, _ := json.Marshal(struct {
 		Function string `json:"function"`
@@ -94,7 +99,7 @@ func newNativeConn(spec Spec, ps *nativePipes, calls CallHandler, log *slog.Logg
 	head = append(head[:len(head)-1], `,"requestId":"`...)
 	return &nativeConn{
 		fn: fn, ver: ver, w: ps.hostW, r: ps.hostR, br: bufio.NewReaderSize(ps.hostR, 64<<10), tel: ps.hostTel,
-		calls: newCallServer(spec, calls, ps.hostAnswers, log),
+		calls: newCallServer(spec, config, calls, ps.hostAnswers, log),
 		log:   log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), started: make(chan struct{}), metaHead: head,
 	}
 }
@@ -174,10 +179,27 @@ func (c *nativeConn) send(seq uint64, deadline time.Time, requestID string, sour
 	}
 	meta = append(meta, '}')
 	c.wbuf = native.AppendFrame(c.wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: deadline.UnixMilli(), Meta: meta, Payload: payload})
-	if _, err := c.w.Write(c.wbuf); err != nil {
+	c.wmu.Lock()
+	_, err := c.w.Write(c.wbuf)
+	c.wmu.Unlock()
+	if err != nil {
 		return fmt.Errorf("writing to the instance: %w", err)
 	}
 	return nil
+}
+
+// configure sends the function its changed configuration. fd 3 holds at
+// most one invocation besides, so the write does not wait on the
+// function.
+func (c *nativeConn) configure(cfg json.RawMessage) error {
+	if len(cfg) == 0 {
+		cfg = json.RawMessage("null")
+	}
+	b := native.AppendFrame(nil, &native.Frame{Type: native.FrameConfig, Payload: cfg})
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.w.Write(b)
+	return err
 }
 
 // reply reads replies until the result or error of invocation seq. A

@@ -1,7 +1,9 @@
 package function
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -120,6 +122,7 @@ var timers = sync.Pool{New: func() any {
 type pool struct {
 	fn      *function
 	spec    Spec
+	config  *liveConfig // spec.Config as deployments changed it since
 	newInst func(id string) (instance, error)
 	log     hostLogger
 	quit    chan struct{}
@@ -187,9 +190,9 @@ type worker struct {
 	lastUsed time.Time // for the idle timeout
 }
 
-func newPool(fn *function, spec Spec, newInst func(id string) (instance, error), first instance) *pool {
+func newPool(fn *function, spec Spec, config *liveConfig, newInst func(id string) (instance, error), first instance) *pool {
 	p := &pool{
-		fn: fn, spec: spec, newInst: newInst, log: fn.host.log, quit: make(chan struct{}),
+		fn: fn, spec: spec, config: config, newInst: newInst, log: fn.host.log, quit: make(chan struct{}),
 		instances: make(map[*worker]struct{}), room: make(chan struct{}),
 	}
 	p.mu.Lock()
@@ -726,7 +729,53 @@ func (p *pool) startInstance(w *worker) instance {
 	w.served = w.invocations.Load()
 	w.inst = inst
 	w.pid.Store(int64(inst.pid()))
+	if pi, ok := inst.(*processInstance); ok && pi.native != nil && !bytes.Equal(pi.spec.Config, p.config.load()) {
+		pi.configure(p.config.load()) // changed while it started
+	}
 	return inst
+}
+
+// liveConfig is a function version's configuration, which a deployment
+// may change while the version's instances run (in process, and on the
+// native protocol, which tells them).
+type liveConfig struct {
+	v atomic.Pointer[json.RawMessage]
+}
+
+func newLiveConfig(c json.RawMessage) *liveConfig {
+	l := &liveConfig{}
+	l.v.Store(&c)
+	return l
+}
+
+func (l *liveConfig) load() json.RawMessage { return *l.v.Load() }
+
+// live reports whether the version's instances take a changed
+// configuration while they run: in-process handlers read it at each
+// invocation, native instances are sent it. The others are restarted.
+func (p *pool) live() bool { return p.spec.Runtime == RuntimeGo || p.spec.API == APINative }
+
+// currentSpec is the version's spec with its configuration as it is now.
+func (p *pool) currentSpec() Spec {
+	s := p.spec
+	s.Config = p.config.load()
+	return s
+}
+
+// reconfigure changes the version's configuration and sends it to every
+// native instance (one starting meanwhile is sent it by startInstance).
+func (p *pool) reconfigure(cfg json.RawMessage) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if bytes.Equal(p.config.load(), cfg) {
+		return
+	}
+	p.config.v.Store(&cfg)
+	for w := range p.instances {
+		if pi, ok := w.inst.(*processInstance); ok && pi.native != nil {
+			pi.configure(cfg)
+		}
+	}
 }
 
 // restartInstance replaces w's dead instance (counted as a cold start).
@@ -828,7 +877,7 @@ func (p *pool) failedStartLocked(err error) {
 func (p *pool) invocation(w *worker, j *job) *invCtx {
 	return &invCtx{parent: j.parent, inv: Invocation{
 		Function: p.spec.Name, Version: p.spec.Version, Instance: w.id, Deadline: j.deadline,
-		Config: p.spec.Config, Source: j.req.Source, Trace: j.req.Trace, ids: p.fn.host.ids, seq: j.seq, log: p.fn.host.log,
+		Config: p.config.load(), Source: j.req.Source, Trace: j.req.Trace, ids: p.fn.host.ids, seq: j.seq, log: p.fn.host.log,
 	}}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,9 +93,11 @@ func (l *launcher) baseEnv(spec Spec) []string {
 // startupTimeout bounds a start: process launch to its first /next.
 const startupTimeout = 10 * time.Second
 
-// startProcess starts an instance and waits until it asks for its first
-// invocation. On failure nothing is left running.
-func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processInstance, error) {
+// start starts an instance and waits until it asks for its first
+// invocation. config, when set, is the function's configuration now (a
+// native instance's is changed while it runs); nil: spec's. On failure
+// nothing is left running.
+func (l *launcher) start(ctx context.Context, spec Spec, id string, config func() json.RawMessage) (*processInstance, error) {
 	exe, args, err := command(spec, l.bootstrapDir)
 	if err != nil {
 		return nil, err
@@ -114,7 +117,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string) (*processIns
 		}
 		childFiles = ps.child
 		cmd.ExtraFiles = childFiles // fds 3, 4, 5 and 6
-		pi.native = newNativeConn(spec, ps, l.calls,
+		pi.native = newNativeConn(spec, config, ps, l.calls,
 			l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
 			func(name string, v float64) { l.metric(spec.Name, name, v) })
 		cmd.Env = append(l.baseEnv(spec), l.instanceEnv(spec, id, nil, "")...)
@@ -754,5 +757,13 @@ func (pi *processInstance) closeTransport() {
 	defer cancel()
 	if err := pi.srv.Shutdown(ctx); err != nil {
 		_ = pi.srv.Close() // a /next long poll holds its connection
+	}
+}
+
+// configure sends a native instance its changed configuration; a failed
+// write (the instance is exiting) is logged.
+func (pi *processInstance) configure(cfg json.RawMessage) {
+	if err := pi.native.configure(cfg); err != nil {
+		pi.log.Warn("function: the changed configuration did not reach the instance", "err", err)
 	}
 }

@@ -161,7 +161,7 @@ func (fn *function) status() (Status, bool) {
 
 func (fn *function) poolStatus(p *pool) Status {
 	st := Status{
-		Name: p.spec.Name, Version: p.spec.Version, Runtime: p.spec.Runtime, Mode: p.spec.Mode, Spec: p.spec,
+		Name: p.spec.Name, Version: p.spec.Version, Runtime: p.spec.Runtime, Mode: p.spec.Mode, Spec: p.currentSpec(),
 		Stats: Stats{
 			Invocations: fn.stats.invocations.Load(), Errors: fn.stats.errors.Load(), Throttles: fn.stats.throttles.Load(),
 			Timeouts: fn.stats.timeouts.Load(), ColdStarts: fn.stats.coldStarts.Load(),

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -419,6 +420,52 @@ func TestLog(t *testing.T) {
 		if g.rt.name != "go" { // Go's level is a slog.Level
 			_, e := g.call(t, "logger", `{"call":"log","level":"loud","payload":"x"}`)
 			refused(t, "a level that is none", e, "BadRequest", "loud")
+		}
+	})
+}
+
+// TestConfigChange: a deployment that changes only a native function's
+// configuration reaches the running instance — its listener is called
+// with the new document, and config.get answers it — without a restart.
+func TestConfigChange(t *testing.T) {
+	eachRuntime(t, func(t *testing.T, g *gateway) {
+		got := make(chan *bus.Message, 10)
+		if _, err := g.bus.Subscribe(context.Background(), "outputs/cfg/config", func(_ context.Context, m *bus.Message) { got <- m }, nil); err != nil {
+			t.Fatal(err)
+		}
+		g.deploy(t, "cfg", function.Permissions{}, `{"threshold":30}`)
+		if a, e := g.call(t, "cfg", `{"call":"config"}`); e != nil || !sameJSON(a, `{"threshold":30}`) {
+			t.Fatalf("config: %s %+v", a, e)
+		}
+		pids := func() []int {
+			st, err := g.host.Status("cfg")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ps []int
+			for _, i := range st.Instances {
+				ps = append(ps, i.PID)
+			}
+			return ps
+		}
+		before := pids()
+		g.deploy(t, "cfg", function.Permissions{}, `{"threshold":40}`)
+		select {
+		case m := <-got:
+			if !sameJSON(m.Payload, `{"threshold":40}`) {
+				t.Errorf("the listener got %s", m.Payload)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the listener was not called")
+		}
+		if a, e := g.call(t, "cfg", `{"call":"config"}`); e != nil || !sameJSON(a, `{"threshold":40}`) {
+			t.Errorf("config after the change: %s %+v", a, e)
+		}
+		if after := pids(); !slices.Equal(before, after) || len(after) == 0 {
+			t.Errorf("instances %v before the change, %v after: restarted", before, after)
+		}
+		if st, _ := g.host.Status("cfg"); !sameJSON(st.Spec.Config, `{"threshold":40}`) {
+			t.Errorf("Status says the configuration is %s", st.Spec.Config)
 		}
 	})
 }

@@ -27,8 +27,11 @@ import (
 //	'M' metric      function → host  u16 n, n bytes of name, f64 value
 //	'C' call        function → host  u64 id, i64 deadline (Unix ms, 0: none), u16 n, n bytes of
 //	                                 method, u32 m, m bytes of JSON arguments, payload
+//	'K' config      host → function  the function's configuration (JSON), changed by a
+//	                                 deployment while the instance runs
 //
-// The host writes invoke frames on the function's file descriptor 3. The
+// The host writes invoke and config frames on the function's file
+// descriptor 3. The
 // function writes ready, init error, result and error frames on fd 4, and
 // log, metric and call frames on fd 5: the host reads replies on the
 // goroutine that runs the invocation, and the rest at any time. A call
@@ -45,6 +48,7 @@ const (
 	FrameLog       = 'L'
 	FrameMetric    = 'M'
 	FrameCall      = 'C'
+	FrameConfig    = 'K'
 )
 
 // MaxFrame bounds a frame body (a payload plus its header).
@@ -80,7 +84,7 @@ func AppendFrame(b []byte, f *Frame) []byte {
 	case FrameResult, FrameError, FrameWrote:
 		b = le.AppendUint64(b, f.Seq)
 		b = append(b, f.Payload...)
-	case FrameInitError, FrameReady:
+	case FrameInitError, FrameReady, FrameConfig:
 		b = append(b, f.Payload...)
 	case FrameLog:
 		b = append(b, f.Level)
@@ -140,7 +144,7 @@ func ParseFrame(body []byte) (*Frame, error) {
 		return nil
 	}
 	switch f.Type {
-	case FrameReady, FrameInitError:
+	case FrameReady, FrameInitError, FrameConfig:
 		f.Payload = rest
 	case FrameInvoke:
 		if err := need(20); err != nil {

@@ -21,6 +21,7 @@ var frames = []native.Frame{
 	{Type: native.FrameWrote, Seq: 7},
 	{Type: native.FrameLog, Level: 2, Payload: []byte("line")},
 	{Type: native.FrameMetric, Name: "temp", Value: 21.5},
+	{Type: native.FrameConfig, Payload: []byte(`{"threshold":40}`)},
 	{Type: native.FrameCall, Seq: 9, Deadline: 1_700_000_000_000, Name: "publish", Meta: []byte(`{"topic":"outputs/f/x"}`), Payload: []byte{0, 1, 2}},
 }
 

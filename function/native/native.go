@@ -26,6 +26,7 @@ package native
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -116,10 +117,26 @@ func Log(ctx context.Context, level slog.Level, msg string) {
 	c.telemetry.send(&Frame{Type: FrameLog, Level: l, Payload: []byte(msg)})
 }
 
+// Options are what StartWith takes beside the handler.
+type Options struct {
+	// OnConfig, when set, is called with the function's configuration
+	// each time a deployment changes it while the instance runs (the
+	// instance is not restarted for it), between invocations, in order.
+	// ctx carries the connection for the gateway API, with no deadline.
+	OnConfig func(ctx context.Context, config json.RawMessage)
+}
+
 // Start serves invocations until the host closes the pipe; it does not
 // return. Outside a host (no file descriptors 3, 4 and 5) it exits with an
 // error.
-func Start(h Handler) {
+func Start(h Handler) { StartWith(h, nil) }
+
+// StartWith is Start with options.
+func StartWith(h Handler, opts *Options) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
 	in, out, tel := os.NewFile(3, "edgekit-in"), os.NewFile(4, "edgekit-out"), os.NewFile(5, "edgekit-telemetry")
 	if in == nil || out == nil || tel == nil {
 		fmt.Fprintln(os.Stderr, "native: not started by an edgekit host (no file descriptors 3, 4 and 5)")
@@ -135,10 +152,19 @@ func Start(h Handler) {
 		if err != nil {
 			os.Exit(0) // the host closed the pipe: stop
 		}
-		if f.Type != FrameInvoke {
-			continue
+		switch f.Type {
+		case FrameInvoke:
+			serve(c, h, f)
+		case FrameConfig:
+			cfg := string(f.Payload)
+			if cfg == "null" {
+				cfg = ""
+			}
+			_ = os.Setenv("EDGEKIT_FUNCTION_CONFIG", cfg) // what later invocations read
+			if o.OnConfig != nil {
+				o.OnConfig(context.WithValue(context.Background(), connKey{}, c), bytes.Clone(f.Payload))
+			}
 		}
-		serve(c, h, f)
 	}
 }
 

@@ -114,6 +114,14 @@ module.exports = {
     common.logRecord(n, typeof message === 'string' ? message : JSON.stringify(message));
   },
 
+  // onConfigChange registers listener, called with the configuration each
+  // time a deployment changes it while the instance runs, between
+  // invocations (native protocol; on a runtime API the instance is
+  // restarted with it instead).
+  onConfigChange(listener) {
+    common.onConfigChange(listener);
+  },
+
   // getConfig resolves to the function's configuration as deployed (null
   // when it has none).
   getConfig(options) {

@@ -28,7 +28,7 @@ import edgekit_bootstrap_common as _common
 EdgekitError = _common.EdgekitError
 
 __all__ = ["EdgekitError", "publish", "invoke", "get_properties", "set_properties", "call_service",
-           "list_devices", "get_config", "log"]
+           "list_devices", "get_config", "log", "on_config_change"]
 
 
 def _bytes(v):
@@ -133,6 +133,14 @@ def log(level, message):
     if n is None:
         raise EdgekitError("BadRequest", "log: level %r (want debug, info, warn or error)" % (level,))
     _common.log_record[0](n, message if isinstance(message, str) else json.dumps(message))
+
+
+def on_config_change(listener):
+    """Registers listener, called with the configuration each time a
+    deployment changes it while the instance runs, between invocations
+    (native protocol; on a runtime API the instance is restarted with it
+    instead)."""
+    _common.config_listeners.append(listener)
 
 
 def get_config(timeout_ms=None, context=None):

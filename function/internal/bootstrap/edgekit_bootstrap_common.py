@@ -389,6 +389,20 @@ def http_calls(base, token):
     return call
 
 
+# Called, in turn, with the function's configuration each time a
+# deployment changes it while the instance runs (native protocol: the
+# instance is not restarted for it).
+config_listeners = []
+
+
+def config_changed(cfg):
+    for f in list(config_listeners):
+        try:
+            f(cfg)
+        except Exception:
+            traceback.print_exc()
+
+
 class EdgekitError(Exception):
     """A call the gateway refused or that failed: type says why
     (Forbidden, BadRequest, Timeout, Unavailable, TooManyCalls,

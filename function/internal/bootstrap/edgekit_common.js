@@ -123,6 +123,21 @@ exports.trackInvocations = function trackInvocations() {
   return exports.invocations;
 };
 
+// configListeners are called, in turn, with the function's configuration
+// each time a deployment changes it while the instance runs (native
+// protocol: the instance is not restarted for it).
+const configListeners = [];
+exports.onConfigChange = (f) => configListeners.push(f);
+exports.configChanged = async function configChanged(cfg) {
+  for (const f of configListeners) {
+    try {
+      await f(cfg);
+    } catch (e) {
+      console.error('edgekit: a configuration listener failed:', e);
+    }
+  }
+};
+
 // EdgekitError is a call the gateway refused or that failed: type is the
 // error type (Forbidden, BadRequest, Timeout, Unavailable, TooManyCalls,
 // UnknownDevice, InvalidValue, ..., or an invoked function's own).

@@ -209,6 +209,13 @@ async function main() {
       if (pending.length < 4 + n) break;
       const body = pending.subarray(4, 4 + n);
       pending = pending.subarray(4 + n);
+      if (body[0] === 75) { // 'K': the configuration changed, between invocations
+        const text = body.subarray(1).toString('utf8');
+        process.env.EDGEKIT_FUNCTION_CONFIG = text === 'null' ? '' : text; // what later invocations read
+        const cfg = JSON.parse(text || 'null');
+        chain = chain.then(() => common.configChanged(cfg));
+        continue;
+      }
       if (body[0] !== 'V'.charCodeAt(0)) continue;
       const seq = body.readBigUInt64LE(1);
       const deadline = Number(body.readBigInt64LE(9));

@@ -197,6 +197,11 @@ def serve(handler, fd_in=3, fd_out=4):
             buf += chunk
         n = header.unpack_from(buf)[0]
         body, buf = buf[4:4 + n], buf[4 + n:]
+        if body[:1] == b"K":  # the configuration changed, between invocations
+            text = body[1:].decode()
+            environ["EDGEKIT_FUNCTION_CONFIG"] = "" if text == "null" else text  # what later invocations read
+            common.config_changed(json.loads(text or "null"))
+            continue
         if body[:1] != b"V":
             continue
         seq, deadline, m = invoke.unpack_from(body, 1)

@@ -3,6 +3,9 @@
 // test function's api behaviour does (function/internal/testfunctions).
 const edgekit = require('edgekit');
 
+// A changed configuration is published on outputs/{name}/config.
+edgekit.onConfigChange((cfg) => edgekit.publish(`outputs/${process.env.AWS_LAMBDA_FUNCTION_NAME}/config`, cfg));
+
 exports.handler = async (c, context) => {
   try {
     let answer;

@@ -3,7 +3,12 @@ answers {answer} or {error: {type, message, is, stack}}, as the native Go
 test function's api behaviour does (function/internal/testfunctions)."""
 import threading
 
+import os
+
 import edgekit
+
+# A changed configuration is published on outputs/{name}/config.
+edgekit.on_config_change(lambda cfg: edgekit.publish("outputs/%s/config" % os.environ["AWS_LAMBDA_FUNCTION_NAME"], cfg))
 
 
 def handler(c, context):

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -29,7 +30,13 @@ func main() {
 		time.Sleep(time.Hour)
 		return
 	}
-	native.Start(func(ctx context.Context, event []byte) ([]byte, error) {
+	// A changed configuration is published on outputs/{name}/config.
+	onConfig := func(ctx context.Context, cfg json.RawMessage) {
+		if err := native.Publish(ctx, "outputs/"+os.Getenv("AWS_LAMBDA_FUNCTION_NAME")+"/config", cfg, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "publishing the configuration:", err)
+		}
+	}
+	native.StartWith(func(ctx context.Context, event []byte) ([]byte, error) {
 		switch behaviour {
 		case "error":
 			return nil, errors.New("native failure")
@@ -79,7 +86,7 @@ func main() {
 		native.Metric(ctx, "calls", 1)
 		deadline, _ := ctx.Deadline()
 		return json.Marshal(map[string]any{"event": json.RawMessage(event), "inv": inv, "deadline_ok": time.Until(deadline) > 0})
-	})
+	}, &native.Options{OnConfig: onConfig})
 }
 
 // apiCall is the event of behaviour api: which call, with what.
