@@ -9,9 +9,11 @@
 // (a web page on 127.0.0.1:8781, built from webapp/ and imported as a
 // local image), from examples/gateway/deployment.json. Node.js runs
 // on every report of the boiler (a message trigger on
-// devices/+/properties), Python on a timer (a self-test every 30 s), Go on
-// readings LAN devices send (devices/+/telemetry) and on calls; the two
-// rules publish their verdicts on outputs/alarms. Change a version or the
+// devices/+/properties), Python on a timer (every 30 s it reads the boiler
+// itself through the gateway API and publishes an alarm when it is hot),
+// Go on readings LAN devices send (devices/+/telemetry) and on calls.
+// Node.js and Go publish their verdicts on outputs/alarms through their
+// triggers, Python its alarms itself. Change a version or the
 // Node.js function's threshold in that file and watch the gateway swap the
 // app without a restart (its status is on
 // edgekit/instances/{name}/status).

@@ -228,12 +228,18 @@ func TestGateway(t *testing.T) {
 		return goAlarm && nodeVerdict
 	})
 
+	// The Python function reads the boiler itself, through the gateway
+	// API, when the event names only the device.
+	if code, body := curl("POST", "/v1/functions/temperature-alarm-python/invoke", `{"device":"boiler"}`); code != 200 || !strings.Contains(string(body), `"temperature": 2`) {
+		t.Errorf("the Python function reading the boiler: %d %s", code, body)
+	}
+
 	// The timer trigger runs the Python function.
 	testenv.Eventually(t, "the timer trigger running the Python function", func() bool {
 		var st struct{ Stats struct{ Invocations int } }
 		_, body := curl("GET", "/v1/functions/temperature-alarm-python", "")
 		_ = json.Unmarshal(body, &st)
-		return st.Stats.Invocations >= 4 // 2 calls above, then the timer
+		return st.Stats.Invocations >= 5 // 3 calls above, then the timer
 	})
 
 	// The Modbus boiler: its registers appear as checked reports, and a
