@@ -38,6 +38,9 @@ type Device struct {
 	Name   string
 	Model  *Model
 	Config json.RawMessage
+	// Labels are what functions find devices by (their tags): the manager
+	// keeps them, drivers need not look.
+	Labels map[string]string
 }
 
 // Reading is one property's value as read, or why it could not be.

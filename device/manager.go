@@ -81,6 +81,7 @@ type Shadow struct {
 	State      State
 	Cause      string
 	Properties map[string]ShadowValue
+	Labels     map[string]string
 }
 
 // Manager connects drivers to the gateway: it keeps the registry of
@@ -121,6 +122,7 @@ type managed struct {
 	mu       sync.Mutex
 	state    State
 	cause    string
+	labels   map[string]string
 	declared bool // the driver reports the state itself
 	failures int  // calls failed in a row
 	// downByFailures: failures, not the driver, took the device offline.
@@ -285,7 +287,7 @@ func (m *Manager) Attach(ctx context.Context, driver string, dev Device, poll []
 	closed := m.closed
 	var d *managed
 	if !closed && ok && !taken {
-		d = &managed{name: dev.Name, driver: e, stop: make(chan struct{}), state: Offline, shadow: map[string]ShadowValue{}}
+		d = &managed{name: dev.Name, driver: e, stop: make(chan struct{}), state: Offline, shadow: map[string]ShadowValue{}, labels: maps.Clone(dev.Labels)}
 		d.model.Store(dev.Model)
 		if cd, ok := e.drv.(ConcurrentDriver); !ok || !cd.ConcurrentCalls() {
 			d.turn = make(chan struct{}, 1)
@@ -366,6 +368,7 @@ func (m *Manager) Update(ctx context.Context, dev Device, poll []PollGroup) erro
 		}
 		d.model.Store(dev.Model)
 		d.mu.Lock()
+		d.labels = maps.Clone(dev.Labels)
 		for id := range d.shadow {
 			if _, ok := dev.Model.Property(id); !ok {
 				delete(d.shadow, id)
@@ -991,7 +994,7 @@ func (m *Manager) Shadow(device string) (Shadow, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Shadow{Device: device, State: d.state, Cause: d.cause, Properties: maps.Clone(d.shadow)}, nil
+	return Shadow{Device: device, State: d.state, Cause: d.cause, Properties: maps.Clone(d.shadow), Labels: maps.Clone(d.labels)}, nil
 }
 
 // Devices lists the attached devices' names.

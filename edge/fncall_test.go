@@ -50,7 +50,7 @@ func TestFunctionsCallTheGateway(t *testing.T) {
 	defer stop()
 	tsl := json.RawMessage(`{"properties": [{"identifier": "temperature", "accessMode": "r", "dataType": {"type": "double", "specs": {"min": "-40", "max": "200"}}}]}`)
 	for _, name := range []string{"boiler-1", "meter-1"} {
-		if err := g.AttachDevice(ctx, "sim", name, tsl, json.RawMessage(`{"values": {"temperature": 81.5}}`), nil); err != nil {
+		if err := g.AttachDevice(ctx, edge.DeviceSpec{Driver: "sim", Name: name, TSL: tsl, Config: json.RawMessage(`{"values": {"temperature": 81.5}}`)}); err != nil {
 			t.Fatal(err)
 		}
 	}

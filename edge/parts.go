@@ -171,24 +171,37 @@ func (l *latest[T]) takeWithin(ctx context.Context, d time.Duration) (v T, fresh
 	}
 }
 
-// AttachDevice attaches a device served by the named driver, with its
-// thing model as TSL JSON, and records it in the state store's device
-// registry: after a restart the gateway attaches it again.
-func (g *Gateway) AttachDevice(ctx context.Context, driver, name string, tsl, config json.RawMessage, poll []device.PollGroup) error {
+// DeviceSpec is a device for AttachDevice.
+type DeviceSpec struct {
+	// Driver is the name of the driver that serves it.
+	Driver string
+	Name   string
+	// TSL is its thing model, as TSL JSON.
+	TSL json.RawMessage
+	// Config is the driver's configuration of it.
+	Config json.RawMessage
+	Poll   []device.PollGroup
+	// Labels are what functions find it by (their device.list).
+	Labels map[string]string
+}
+
+// AttachDevice attaches a device and records it in the state store's
+// device registry: after a restart the gateway attaches it again.
+func (g *Gateway) AttachDevice(ctx context.Context, d DeviceSpec) error {
 	p := g.started()
 	if p.devices == nil {
-		return fmt.Errorf("edge: attach %s: %w", name, ErrClosed)
+		return fmt.Errorf("edge: attach %s: %w", d.Name, ErrClosed)
 	}
-	model, err := device.ParseTSL(tsl)
+	model, err := device.ParseTSL(d.TSL)
 	if err != nil {
-		return fmt.Errorf("edge: attach %s: %w", name, err)
+		return fmt.Errorf("edge: attach %s: %w", d.Name, err)
 	}
-	if err := p.devices.Attach(ctx, driver, device.Device{Name: name, Model: model, Config: config}, poll); err != nil {
+	if err := p.devices.Attach(ctx, d.Driver, device.Device{Name: d.Name, Model: model, Config: d.Config, Labels: d.Labels}, d.Poll); err != nil {
 		return err
 	}
-	pollJSON, _ := json.Marshal(poll)
-	if err := p.state.PutDevice(state.Device{Name: name, Driver: driver, Model: tsl, Config: config, Poll: pollJSON}); err != nil {
-		return fmt.Errorf("edge: recording device %s: %w", name, err)
+	pollJSON, _ := json.Marshal(d.Poll)
+	if err := p.state.PutDevice(state.Device{Name: d.Name, Driver: d.Driver, Model: d.TSL, Config: d.Config, Poll: pollJSON, Labels: d.Labels}); err != nil {
+		return fmt.Errorf("edge: recording device %s: %w", d.Name, err)
 	}
 	return nil
 }
@@ -221,7 +234,7 @@ func (g *Gateway) attachRegistered(ctx context.Context) {
 			err = json.Unmarshal(r.Poll, &poll)
 		}
 		if err == nil {
-			err = p.devices.Attach(ctx, r.Driver, device.Device{Name: r.Name, Model: model, Config: r.Config}, poll)
+			err = p.devices.Attach(ctx, r.Driver, device.Device{Name: r.Name, Model: model, Config: r.Config, Labels: r.Labels}, poll)
 		}
 		if err != nil {
 			g.log.Warn("edge: a registered device did not attach", "device", r.Name, "driver", r.Driver, "err", err)

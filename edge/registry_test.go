@@ -30,18 +30,21 @@ func TestDeviceRegistry(t *testing.T) {
 	tsl := json.RawMessage(`{"properties": [{"identifier": "setpoint", "accessMode": "rw", "dataType": {"type": "int", "specs": {"min": "30", "max": "90"}}}]}`)
 	run(func(g *edge.Gateway) {
 		for _, name := range []string{"b1", "b2"} {
-			if err := g.AttachDevice(ctx, "sim", name, tsl, json.RawMessage(`{"values": {"setpoint": 50}}`),
-				[]device.PollGroup{{Properties: []string{"setpoint"}, Every: time.Minute}}); err != nil {
+			if err := g.AttachDevice(ctx, edge.DeviceSpec{Driver: "sim", Name: name, TSL: tsl, Config: json.RawMessage(`{"values": {"setpoint": 50}}`),
+				Poll: []device.PollGroup{{Properties: []string{"setpoint"}, Every: time.Minute}}, Labels: map[string]string{"room": "cellar"}}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := g.AttachDevice(ctx, "sim", "bad", json.RawMessage(`{"properties": [{}]}`), nil, nil); err == nil {
+		if err := g.AttachDevice(ctx, edge.DeviceSpec{Driver: "sim", Name: "bad", TSL: json.RawMessage(`{"properties": [{}]}`)}); err == nil {
 			t.Error("a device with a broken model was attached")
 		}
 	})
 	run(func(g *edge.Gateway) {
 		if got := g.Devices().Devices(); !slices.Equal(got, []string{"b1", "b2"}) {
 			t.Errorf("devices after a restart: %v", got)
+		}
+		if sh, err := g.Devices().Shadow("b1"); err != nil || sh.Labels["room"] != "cellar" {
+			t.Errorf("b1's labels after a restart: %v %v", sh.Labels, err)
 		}
 		if r, err := g.Devices().Get(ctx, "b1", []string{"setpoint"}); err != nil || r["setpoint"].Value != int64(50) {
 			t.Errorf("b1 after a restart: %+v %v", r, err)

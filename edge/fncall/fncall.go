@@ -169,6 +169,10 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 		}
 		return json.Marshal(map[string]any{"output": out})
 	case fnapi.DeviceList:
+		var a fnapi.DeviceListArgs
+		if err := decode(c, &a); err != nil {
+			return nil, err
+		}
 		m := s.devices.Load()
 		if m == nil {
 			return nil, fnapi.Errorf(fnapi.ErrUnavailable, "device.list: this gateway runs no device manager")
@@ -178,9 +182,11 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 			if !spec.Allows(perm.Devices, name) {
 				continue
 			}
-			if sh, err := m.Shadow(name); err == nil {
-				ans.Devices = append(ans.Devices, fnapi.DeviceInfo{Name: name, State: string(sh.State)})
+			sh, err := m.Shadow(name)
+			if err != nil || !hasLabels(sh.Labels, a.Labels) {
+				continue
 			}
+			ans.Devices = append(ans.Devices, fnapi.DeviceInfo{Name: name, State: string(sh.State), Labels: sh.Labels})
 		}
 		return json.Marshal(ans)
 	case fnapi.ConfigGet:
@@ -306,4 +312,14 @@ func invokeError(name string, err error) error {
 		}
 	}
 	return err
+}
+
+// hasLabels reports whether labels carry every one of want.
+func hasLabels(labels, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }

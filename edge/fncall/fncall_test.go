@@ -121,8 +121,9 @@ func newGateway(t testing.TB, b bus.Bus) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"boiler-1", "boiler-2", "meter-1"} {
-		if err := m.Attach(ctx, "sim", device.Device{Name: name, Model: model, Config: json.RawMessage(`{"values": {"temperature": 60, "setpoint": 50}}`)}, nil); err != nil {
+	for name, room := range map[string]string{"boiler-1": "cellar", "boiler-2": "attic", "meter-1": "cellar"} {
+		if err := m.Attach(ctx, "sim", device.Device{Name: name, Model: model, Config: json.RawMessage(`{"values": {"temperature": 60, "setpoint": 50}}`),
+			Labels: map[string]string{"room": room}}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -274,9 +275,19 @@ func TestDevices(t *testing.T) {
 		refused(t, "an unknown device", e, "UnknownDevice", "ghost")
 
 		a, e = g.call(t, "ctl", `{"call":"list"}`)
-		var list []struct{ Name, State string }
-		if err := json.Unmarshal(a, &list); e != nil || err != nil || len(list) != 2 || list[0].Name != "boiler-1" || list[1].Name != "boiler-2" || list[0].State == "" {
+		var list []struct {
+			Name, State string
+			Labels      map[string]string
+		}
+		if err := json.Unmarshal(a, &list); e != nil || err != nil || len(list) != 2 || list[0].Name != "boiler-1" || list[1].Name != "boiler-2" ||
+			list[0].State == "" || list[0].Labels["room"] != "cellar" {
 			t.Errorf("list: %s %+v", a, e)
+		}
+		// By label: meter-1 is in the cellar too, but outside the
+		// function's permissions.
+		a, e = g.call(t, "ctl", `{"call":"list","labels":{"room":"cellar"}}`)
+		if err := json.Unmarshal(a, &list); e != nil || err != nil || len(list) != 1 || list[0].Name != "boiler-1" {
+			t.Errorf("list by label: %s %+v", a, e)
 		}
 	})
 }

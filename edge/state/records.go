@@ -227,6 +227,8 @@ type Device struct {
 	Model  json.RawMessage `json:"model,omitempty"`
 	Config json.RawMessage `json:"config,omitempty"`
 	Poll   json.RawMessage `json:"poll,omitempty"`
+	// Labels are what functions find the device by.
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // PutDevice adds or changes a device in the registry.

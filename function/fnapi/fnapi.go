@@ -40,8 +40,8 @@ const (
 	// DeviceCall calls a device's service (DeviceCallArgs); the answer is
 	// a DeviceCallAnswer.
 	DeviceCall = "device.call"
-	// DeviceList lists the devices the function may reach (no
-	// arguments); the answer is a DeviceListAnswer.
+	// DeviceList lists the devices the function may reach
+	// (DeviceListArgs); the answer is a DeviceListAnswer.
 	DeviceList = "device.list"
 	// ConfigGet answers the function's configuration document as
 	// deployed (no arguments; "null" when it has none).
@@ -104,6 +104,12 @@ type DeviceCallAnswer struct {
 	Output map[string]json.RawMessage `json:"output"`
 }
 
+// DeviceListArgs are a device.list's arguments.
+type DeviceListArgs struct {
+	// Labels, when set, keeps the devices that carry every one of them.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
 // DeviceListAnswer lists devices.
 type DeviceListAnswer struct {
 	Devices []DeviceInfo `json:"devices"`
@@ -113,7 +119,8 @@ type DeviceListAnswer struct {
 type DeviceInfo struct {
 	Name string `json:"name"`
 	// State is "online", "offline" or "degraded".
-	State string `json:"state"`
+	State  string            `json:"state"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Error is a refused or failed call, as it travels: a type to branch on

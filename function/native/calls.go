@@ -275,10 +275,11 @@ func CallService(ctx context.Context, device, service string, input map[string]a
 	return a.Output, nil
 }
 
-// ListDevices lists the devices the function may reach, with their state.
-func ListDevices(ctx context.Context) ([]fnapi.DeviceInfo, error) {
+// ListDevices lists the devices the function may reach, with their state
+// and labels; with labels, those that carry every one of them.
+func ListDevices(ctx context.Context, labels map[string]string) ([]fnapi.DeviceInfo, error) {
 	var a fnapi.DeviceListAnswer
-	if _, err := do(ctx, fnapi.DeviceList, struct{}{}, nil, &a); err != nil {
+	if _, err := do(ctx, fnapi.DeviceList, fnapi.DeviceListArgs{Labels: labels}, nil, &a); err != nil {
 		return nil, err
 	}
 	return a.Devices, nil

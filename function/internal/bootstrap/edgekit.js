@@ -101,9 +101,10 @@ module.exports = {
   },
 
   // listDevices resolves to the devices the function may reach:
-  // [{name, state}].
-  async listDevices(options) {
-    return (await json('device.list', {}, options)).devices;
+  // [{name, state, labels}]; with labels ({key: value}), those that carry
+  // every one of them.
+  async listDevices(labels, options) {
+    return (await json('device.list', labels ? { labels } : {}, options)).devices;
   },
 
   // log sends a record at level ('debug', 'info', 'warn' or 'error') to

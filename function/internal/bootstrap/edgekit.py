@@ -118,9 +118,10 @@ def call_service(device, service, input=None, timeout_ms=None, context=None):
     return _json("device.call", args, timeout_ms, context)["output"]
 
 
-def list_devices(timeout_ms=None, context=None):
-    """The devices the function may reach: [{"name", "state"}]."""
-    return _json("device.list", {}, timeout_ms, context)["devices"]
+def list_devices(labels=None, timeout_ms=None, context=None):
+    """The devices the function may reach: [{"name", "state", "labels"}];
+    with labels ({key: value}), those that carry every one of them."""
+    return _json("device.list", {"labels": labels} if labels else {}, timeout_ms, context)["devices"]
 
 
 _LEVELS = {"debug": 0, "info": 1, "warn": 2, "warning": 2, "error": 3}

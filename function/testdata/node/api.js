@@ -31,7 +31,7 @@ exports.handler = async (c, context) => {
         answer = await edgekit.callService(c.device, c.service, c.values);
         break;
       case 'list':
-        answer = await edgekit.listDevices();
+        answer = await edgekit.listDevices(c.labels);
         break;
       case 'log':
         edgekit.log(c.level || 'warn', c.payload);

@@ -31,7 +31,7 @@ def handler(c, context):
         elif call == "service":
             answer = edgekit.call_service(c["device"], c["service"], c.get("values"))
         elif call == "list":
-            answer = edgekit.list_devices()
+            answer = edgekit.list_devices(c.get("labels"))
         elif call == "log":
             edgekit.log(c.get("level") or "warn", c["payload"])
         elif call == "config":

@@ -91,16 +91,17 @@ func main() {
 
 // apiCall is the event of behaviour api: which call, with what.
 type apiCall struct {
-	Call     string         `json:"call"` // publish, concurrent, invoke, invoke-async, get, set, service, list, log, config, late
-	Topic    string         `json:"topic"`
-	Payload  string         `json:"payload"`
-	QoS      byte           `json:"qos"`
-	Function string         `json:"function"`
-	Device   string         `json:"device"`
-	IDs      []string       `json:"ids"`
-	Values   map[string]any `json:"values"`
-	Service  string         `json:"service"`
-	Repeat   int            `json:"repeat"` // publish: this many messages, payloads numbered; get: this many reads
+	Call     string            `json:"call"` // publish, concurrent, invoke, invoke-async, get, set, service, list, log, config, late
+	Topic    string            `json:"topic"`
+	Payload  string            `json:"payload"`
+	QoS      byte              `json:"qos"`
+	Function string            `json:"function"`
+	Device   string            `json:"device"`
+	IDs      []string          `json:"ids"`
+	Values   map[string]any    `json:"values"`
+	Service  string            `json:"service"`
+	Labels   map[string]string `json:"labels"` // list: the labels to keep
+	Repeat   int               `json:"repeat"` // publish: this many messages, payloads numbered; get: this many reads
 }
 
 // callAPI makes the call and answers {"answer": ...} or {"error": {"type", "message", "is"}},
@@ -169,7 +170,7 @@ func callAPI(ctx context.Context, event []byte) ([]byte, error) {
 	case "service":
 		answer, err = native.CallService(ctx, c.Device, c.Service, c.Values)
 	case "list":
-		answer, err = native.ListDevices(ctx)
+		answer, err = native.ListDevices(ctx, c.Labels)
 	case "log":
 		native.Log(ctx, slog.LevelWarn, c.Payload)
 	case "config":
