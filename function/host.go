@@ -687,14 +687,17 @@ func (h *Host) prepareDataDir() error {
 		}
 	}
 	dir := h.bootstrapDir()
-	if err := os.MkdirAll(filepath.Join(dir, nodeModules, "edgekit"), 0o755); err != nil {
-		return fmt.Errorf("function: data directory: %w", err)
+	for _, m := range []string{"edgekit", "linkedge-core-sdk"} {
+		if err := os.MkdirAll(filepath.Join(dir, nodeModules, m), 0o755); err != nil {
+			return fmt.Errorf("function: data directory: %w", err)
+		}
 	}
 	for name, content := range map[string]string{
 		"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python,
 		"native.js": bootstrap.NodeNative, "native.py": bootstrap.PythonNative,
 		"edgekit_common.js": bootstrap.NodeCommon, "edgekit_bootstrap_common.py": bootstrap.PythonCommon,
 		filepath.Join(nodeModules, "edgekit", "index.js"): bootstrap.NodeAPI, "edgekit.py": bootstrap.PythonAPI,
+		filepath.Join(nodeModules, "linkedge-core-sdk", "index.js"): bootstrap.NodeLinkEdge, "lecoresdk.py": bootstrap.PythonLinkEdge,
 	} {
 		if err := safefile.Write(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)

@@ -123,7 +123,7 @@ func newGateway(t testing.TB, b bus.Bus) *gateway {
 	}
 	for name, room := range map[string]string{"boiler-1": "cellar", "boiler-2": "attic", "meter-1": "cellar"} {
 		if err := m.Attach(ctx, "sim", device.Device{Name: name, Model: model, Config: json.RawMessage(`{"values": {"temperature": 60, "setpoint": 50}}`),
-			Labels: map[string]string{"room": room}}, nil); err != nil {
+			Labels: map[string]string{"room": room, "productKey": "pk1"}}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -477,6 +477,77 @@ func TestConfigChange(t *testing.T) {
 		}
 		if st, _ := g.host.Status("cfg"); !sameJSON(st.Spec.Config, `{"threshold":40}`) {
 			t.Errorf("Status says the configuration is %s", st.Spec.Config)
+		}
+	})
+}
+
+// TestLinkEdgeCore: functions written to Link IoT Edge's core SDK
+// documentation (linkedge-core-sdk, lecoresdk) run on the gateway API: a
+// long-lived one publishes every second, one sets, gets and calls a thing
+// and finds things by tag, one invokes another; a thing outside the
+// function's permissions is refused.
+func TestLinkEdgeCore(t *testing.T) {
+	eachRuntime(t, func(t *testing.T, g *gateway) {
+		if g.rt.name == "go" {
+			t.Skip("the Link IoT Edge SDKs are for Node.js and Python")
+		}
+		got := make(chan *bus.Message, 10)
+		if _, err := g.bus.Subscribe(context.Background(), "/hello/world", func(_ context.Context, m *bus.Message) {
+			select {
+			case got <- m:
+			default:
+			}
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(filepath.Dir(g.rt.codeDir), "linkedge", filepath.Base(g.rt.codeDir))
+		deploy := func(name, module string, mode function.Mode, perms function.Permissions) {
+			t.Helper()
+			s := function.Spec{Name: name, Version: "1", Runtime: g.rt.runtime, Service: function.ServiceFC, Handler: module + ".handler",
+				CodeDir: dir, Mode: mode, Permissions: perms}
+			if err := g.host.Deploy(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		invoke := func(name, event string) map[string]any {
+			t.Helper()
+			resp, err := g.host.Invoke(context.Background(), name, invoke.Request{Payload: []byte(event)})
+			var v map[string]any
+			if err != nil || json.Unmarshal(resp.Payload, &v) != nil {
+				t.Fatalf("%s: %q %v", name, resp.Payload, err)
+			}
+			return v
+		}
+
+		deploy("link-hello", "hello", function.Continuous, function.Permissions{Publish: []string{"/hello/#"}})
+		select {
+		case m := <-got:
+			if !strings.HasPrefix(string(m.Payload), "Hello from") {
+				t.Errorf("hello: %q", m.Payload)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("the long-lived function published nothing")
+		}
+
+		deploy("link-things", "things", function.OnDemand, function.Permissions{Devices: []string{"boiler-*"}})
+		v := invoke("link-things", `{"productKey": "pk1", "deviceName": "boiler-1"}`)
+		b, _ := json.Marshal(v)
+		for _, want := range []string{`"get":{"code":0,"message":"success","output":{"setpoint":65}}`, `"set":{"code":0`, `"service":{"code":0`,
+			`"things":[{"deviceName":"boiler-1","productKey":"pk1"}]`} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("things: %s lacks %s", b, want)
+			}
+		}
+		v = invoke("link-things", `{"productKey": "pk1", "deviceName": "meter-1"}`)
+		if b, _ := json.Marshal(v); !strings.Contains(string(b), "Forbidden") || !strings.Contains(string(b), "meter-1") {
+			t.Errorf("a thing outside the permissions: %s", b)
+		}
+
+		deploy("link-invokee", "invokee", function.OnDemand, function.Permissions{})
+		deploy("link-invoker", "invoker", function.OnDemand, function.Permissions{Invoke: []string{"link-invokee"}})
+		v = invoke("link-invoker", `{}`)
+		if v["statusCode"] != float64(200) || v["payload"] != "Returned from the invokee: String message from the invoker." || v["functionError"] != "" {
+			t.Errorf("invoke: %v", v)
 		}
 	})
 }

@@ -51,3 +51,16 @@ var NodeAPI string
 //
 //go:embed edgekit.py
 var PythonAPI string
+
+// NodeLinkEdge is linkedge_core_sdk.js, Link IoT Edge's core SDK for
+// Node.js on the gateway API; the host writes it as
+// node_modules/linkedge-core-sdk/index.js.
+//
+//go:embed linkedge_core_sdk.js
+var NodeLinkEdge string
+
+// PythonLinkEdge is lecoresdk.py, Link IoT Edge's core SDK for Python on
+// the gateway API, beside the bootstraps.
+//
+//go:embed lecoresdk.py
+var PythonLinkEdge string

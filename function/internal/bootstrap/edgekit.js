@@ -77,10 +77,12 @@ module.exports = {
   },
 
   // invoke calls a function with event and resolves to its result (parsed
-  // when JSON); options.async queues it and resolves once it is queued.
+  // when JSON, or its bytes with options.raw); options.async queues it and
+  // resolves once it is queued.
   async invoke(fn, event, options = {}) {
     const out = await call('invoke', options.async ? { function: fn, async: true } : { function: fn }, event, options);
-    return options.async ? undefined : parsed(out);
+    if (options.async) return undefined;
+    return options.raw ? out : parsed(out);
   },
 
   // getProperties reads a device's properties (none named: all):

@@ -80,15 +80,18 @@ def publish(topic, payload=None, qos=0, retain=False, content_type=None, user_pr
     _call("publish", args, payload, timeout_ms, context)
 
 
-def invoke(function, event=None, async_=False, timeout_ms=None, context=None):
+def invoke(function, event=None, async_=False, timeout_ms=None, context=None, raw=False):
     """Calls a function with event and returns its result (parsed when
-    JSON); with async_ it is queued and None is returned."""
+    JSON, its bytes with raw); with async_ it is queued and None is
+    returned."""
     args = {"function": function}
     if async_:
         args["async"] = True
     out = _call("invoke", args, event, timeout_ms, context)
     if async_:
         return None
+    if raw:
+        return out
     try:
         return json.loads(out)
     except ValueError:
