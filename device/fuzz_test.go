@@ -10,8 +10,9 @@ import (
 	"github.com/edgekit/edgekit/device"
 )
 
-// FuzzParseTSL: any document either parses into a model that passes Check,
-// or is refused with ErrInvalidModel; nothing panics.
+// FuzzParseTSL: any document either parses into a model that passes Check
+// and that MarshalTSL writes back as the same model, or is refused with
+// ErrInvalidModel; nothing panics.
 func FuzzParseTSL(f *testing.F) {
 	if b, err := os.ReadFile("testdata/boiler.tsl.json"); err == nil {
 		f.Add(b)
@@ -31,6 +32,14 @@ func FuzzParseTSL(f *testing.F) {
 		}
 		if err := m.Check(); err != nil {
 			t.Fatalf("a parsed model fails Check: %v", err)
+		}
+		out, err := m.MarshalTSL()
+		if err != nil {
+			t.Fatalf("MarshalTSL: %v", err)
+		}
+		again, err := device.ParseTSL(out)
+		if err != nil || !reflect.DeepEqual(again, m) {
+			t.Fatalf("MarshalTSL wrote %s, which parses as %+v, %v; want %+v", out, again, err, m)
 		}
 	})
 }

@@ -245,3 +245,79 @@ func number(raw json.RawMessage) (float64, error) {
 	}
 	return f, nil
 }
+
+// MarshalTSL writes the model as TSL JSON, the form ParseTSL reads: what
+// an out-of-process driver is handed (a bool's labels, which the model
+// does not keep, are not written).
+func (m *Model) MarshalTSL() ([]byte, error) {
+	doc := tslDoc{Properties: []tslProperty{}, Services: []tslService{}, Events: []tslEvent{}}
+	for _, p := range m.Properties {
+		doc.Properties = append(doc.Properties, tslProperty{Identifier: p.Identifier, Name: p.Name, AccessMode: string(p.Access), DataType: p.Type.tsl()})
+	}
+	for _, s := range m.Services {
+		doc.Services = append(doc.Services, tslService{Identifier: s.Identifier, Name: s.Name, CallType: string(s.Call), InputData: tslParams(s.Input), OutputData: tslParams(s.Output)})
+	}
+	for _, e := range m.Events {
+		doc.Events = append(doc.Events, tslEvent{Identifier: e.Identifier, Name: e.Name, Type: string(e.Level), OutputData: tslParams(e.Output)})
+	}
+	return json.Marshal(doc)
+}
+
+func tslParams(ps []Param) []tslParam {
+	out := []tslParam{}
+	for _, p := range ps {
+		out = append(out, tslParam{Identifier: p.Identifier, Name: p.Name, DataType: p.Type.tsl()})
+	}
+	return out
+}
+
+// tsl is the data type in TSL's {"type", "specs"} form, numbers as
+// strings as the platform writes them.
+func (t DataType) tsl() tslType {
+	num := func(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+	var specs any
+	switch t.Kind {
+	case Int, Float, Double:
+		sp := map[string]string{}
+		if t.Min != nil {
+			sp["min"] = num(*t.Min)
+		}
+		if t.Max != nil {
+			sp["max"] = num(*t.Max)
+		}
+		if t.Step != 0 {
+			sp["step"] = num(t.Step)
+		}
+		if t.Unit != "" {
+			sp["unit"] = t.Unit
+		}
+		specs = sp
+	case Text:
+		sp := map[string]string{}
+		if t.MaxLength != 0 {
+			sp["length"] = strconv.Itoa(t.MaxLength)
+		}
+		specs = sp
+	case Array:
+		sp := map[string]any{}
+		if t.Size != 0 {
+			sp["size"] = strconv.Itoa(t.Size)
+		}
+		if t.Item != nil {
+			sp["item"] = t.Item.tsl()
+		}
+		specs = sp
+	case Enum:
+		sp := map[string]string{}
+		for k, label := range t.Values {
+			sp[strconv.FormatInt(k, 10)] = label
+		}
+		specs = sp
+	case Struct:
+		specs = tslParams(t.Fields)
+	default: // bool, date
+		specs = map[string]string{}
+	}
+	b, _ := json.Marshal(specs) // maps of strings and params: cannot fail
+	return tslType{Type: string(t.Kind), Specs: b}
+}

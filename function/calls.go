@@ -29,9 +29,14 @@ type Call struct {
 	// permissions, its configuration. The caller cannot choose it: it is
 	// the spec of the instance whose pipe the call came on.
 	Function Spec
-	Method   string
-	Args     json.RawMessage // a JSON object, or empty
-	Payload  []byte
+	// Instance is the calling instance's id, and InstanceDone is closed
+	// when that instance stops (a driver's devices go offline with it).
+	// A call through the local API has neither.
+	Instance     string
+	InstanceDone <-chan struct{}
+	Method       string
+	Args         json.RawMessage // a JSON object, or empty
+	Payload      []byte
 }
 
 // answerWrite bounds the write of one answer: an instance that does not
@@ -42,14 +47,15 @@ const answerWrite = time.Second
 // call runs on a goroutine of its own, at most fnapi.MaxCallsInFlight at a
 // time; the instance's stop ends them and close waits for them.
 type callServer struct {
-	spec    Spec
-	config  func() json.RawMessage // the function's configuration now
-	handler CallHandler
-	w       *os.File // the instance's fd 6
-	log     *slog.Logger
-	slots   chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
+	spec     Spec
+	instance string
+	config   func() json.RawMessage // the function's configuration now
+	handler  CallHandler
+	w        *os.File // the instance's fd 6
+	log      *slog.Logger
+	slots    chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
 
 	gmu    sync.Mutex // orders wg.Add before close's Wait
 	closed bool
@@ -59,12 +65,12 @@ type callServer struct {
 	wbuf []byte
 }
 
-func newCallServer(spec Spec, config func() json.RawMessage, handler CallHandler, w *os.File, log *slog.Logger) *callServer {
+func newCallServer(spec Spec, instance string, config func() json.RawMessage, handler CallHandler, w *os.File, log *slog.Logger) *callServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	if config == nil {
 		config = func() json.RawMessage { return spec.Config }
 	}
-	return &callServer{spec: spec, config: config, handler: handler, w: w, log: log, slots: make(chan struct{}, fnapi.MaxCallsInFlight), ctx: ctx, cancel: cancel}
+	return &callServer{spec: spec, instance: instance, config: config, handler: handler, w: w, log: log, slots: make(chan struct{}, fnapi.MaxCallsInFlight), ctx: ctx, cancel: cancel}
 }
 
 // prepare checks the call f, whose slices are the reader's and are
@@ -109,7 +115,7 @@ func (s *callServer) prepare(f *native.Frame) func() {
 	s.gmu.Unlock()
 	fn := s.spec
 	fn.Config = s.config()
-	c := &Call{Function: fn, Method: method, Args: bytes.Clone(f.Meta), Payload: bytes.Clone(f.Payload)}
+	c := &Call{Function: fn, Instance: s.instance, InstanceDone: s.ctx.Done(), Method: method, Args: bytes.Clone(f.Meta), Payload: bytes.Clone(f.Payload)}
 	return func() {
 		defer s.wg.Done()
 		defer func() { <-s.slots }()

@@ -27,7 +27,7 @@ func TestCallServerRefusals(t *testing.T) {
 	defer r.Close()
 	release := make(chan struct{})
 	started := make(chan string, 2*fnapi.MaxCallsInFlight)
-	s := newCallServer(Spec{Name: "f", Timeout: Duration(time.Minute)}, nil, func(ctx context.Context, c *Call) ([]byte, error) {
+	s := newCallServer(Spec{Name: "f", Timeout: Duration(time.Minute)}, "i-1", nil, func(ctx context.Context, c *Call) ([]byte, error) {
 		started <- c.Method
 		switch c.Method {
 		case "block":

@@ -90,7 +90,7 @@ func newNativePipes() (*nativePipes, error) {
 	return &ps, nil
 }
 
-func newNativeConn(spec Spec, config func() json.RawMessage, ps *nativePipes, calls CallHandler, log *slog.Logger, metric func(string, float64)) *nativeConn {
+func newNativeConn(spec Spec, instance string, config func() json.RawMessage, ps *nativePipes, calls CallHandler, log *slog.Logger, metric func(string, float64)) *nativeConn {
 	fn, ver := spec.Name, spec.Version
 	head, _ := json.Marshal(struct {
 		Function string `json:"function"`
@@ -99,7 +99,7 @@ func newNativeConn(spec Spec, config func() json.RawMessage, ps *nativePipes, ca
 	head = append(head[:len(head)-1], `,"requestId":"`...)
 	return &nativeConn{
 		fn: fn, ver: ver, w: ps.hostW, r: ps.hostR, br: bufio.NewReaderSize(ps.hostR, 64<<10), tel: ps.hostTel,
-		calls: newCallServer(spec, config, calls, ps.hostAnswers, log),
+		calls: newCallServer(spec, instance, config, calls, ps.hostAnswers, log),
 		log:   log, metric: metric, ready: make(chan struct{}), initErr: make(chan error, 1), started: make(chan struct{}), metaHead: head,
 	}
 }

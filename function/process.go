@@ -117,7 +117,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string, config func(
 		}
 		childFiles = ps.child
 		cmd.ExtraFiles = childFiles // fds 3, 4, 5 and 6
-		pi.native = newNativeConn(spec, config, ps, l.calls,
+		pi.native = newNativeConn(spec, id, config, ps, l.calls,
 			l.log.With("function", spec.Name, "version", spec.Version, "instance", id),
 			func(name string, v float64) { l.metric(spec.Name, name, v) })
 		cmd.Env = append(l.baseEnv(spec), l.instanceEnv(spec, id, nil, "")...)

@@ -48,6 +48,9 @@ type Functions interface {
 type Options struct {
 	// Logger receives refused calls at debug level; nil discards.
 	Logger *slog.Logger
+	// Drivers serves the driver methods (fnapi.Driver*: package
+	// edge/fndriver's Set.Serve); without it they are refused.
+	Drivers function.CallHandler
 }
 
 // Server serves function calls. Its Serve is a function.CallHandler.
@@ -55,6 +58,7 @@ type Server struct {
 	bus       bus.Bus
 	functions Functions
 	devices   atomic.Pointer[device.Manager]
+	drivers   function.CallHandler
 	log       *slog.Logger
 }
 
@@ -68,7 +72,7 @@ func New(b bus.Bus, functions Functions, opts *Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{bus: b, functions: functions, log: o.Logger}
+	return &Server{bus: b, functions: functions, drivers: o.Drivers, log: o.Logger}
 }
 
 // SetDevices gives the server the device manager its device calls reach
@@ -189,6 +193,11 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 			ans.Devices = append(ans.Devices, fnapi.DeviceInfo{Name: name, State: string(sh.State), Labels: sh.Labels})
 		}
 		return json.Marshal(ans)
+	case fnapi.DriverHello, fnapi.DriverReport, fnapi.DriverEvent, fnapi.DriverState:
+		if s.drivers == nil {
+			return nil, fnapi.Errorf(fnapi.ErrForbidden, "%s: this gateway serves no driver functions", c.Method)
+		}
+		return s.drivers(ctx, c)
 	case fnapi.ConfigGet:
 		if len(c.Function.Config) == 0 {
 			return []byte("null"), nil

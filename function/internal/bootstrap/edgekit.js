@@ -59,8 +59,151 @@ function parsed(buf) {
   }
 }
 
+// wireError is an Error as a driver's answer carries it for one property.
+function wireError(e) {
+  return { errorType: e.type || (e.name && e.name !== 'Error' ? e.name : 'Error'), errorMessage: e.message };
+}
+
+// Driver is a device driver written as a continuous function (edgekit
+// driver()): the gateway hands it devices to serve and asks it to read,
+// write and call them; it reports what its devices tell.
+class Driver {
+  constructor(impl) {
+    this.impl = impl;
+    // devices are the devices the gateway gave the driver, by name:
+    // {name, tsl (the thing model, TSL), config, labels}.
+    this.devices = new Map();
+    this.keys = new Map();
+    // config is the driver's configuration, once ready has resolved.
+    this.config = null;
+    this.ready = json('driver.hello', {}).then((a) => {
+      this.config = a.config;
+      return this;
+    });
+    // A failed hello leaves the driver unserved; the host sees the
+    // rejection as the program's.
+    this.ready.catch((e) => console.error('edgekit: the gateway refused the driver:', e));
+  }
+
+  // thing is the device name, or refuses it as unknown.
+  thing(name) {
+    const t = this.devices.get(name);
+    if (!t) throw new EdgekitError('UnknownDevice', `device ${name}: not one of this driver's`);
+    return t;
+  }
+
+  // serve answers one of the gateway's driver ops.
+  async serve(op) {
+    await this.ready;
+    const impl = this.impl;
+    switch (op.op) {
+      case 'attach':
+      case 'update': {
+        const t = op.thing;
+        const key = JSON.stringify(t);
+        const known = this.devices.has(t.name);
+        if (known && this.keys.get(t.name) === key) return null;
+        if (known && impl.update) await impl.update(t);
+        else if (impl.attach) await impl.attach(t);
+        this.devices.set(t.name, t);
+        this.keys.set(t.name, key);
+        return null;
+      }
+      case 'detach':
+        if (!this.devices.has(op.device)) return null;
+        this.devices.delete(op.device);
+        this.keys.delete(op.device);
+        if (impl.detach) await impl.detach(op.device);
+        return null;
+      case 'get': {
+        const t = this.thing(op.device);
+        if (!impl.getProperties) throw new EdgekitError('UnknownProperty', `device ${op.device}: the driver reads no properties`);
+        const got = (await impl.getProperties(t, op.properties)) || {};
+        const out = { properties: {}, errors: {} };
+        for (const id of op.properties) {
+          const v = got[id];
+          if (v instanceof Error) out.errors[id] = wireError(v);
+          else if (v !== undefined) out.properties[id] = v;
+        }
+        return out;
+      }
+      case 'set': {
+        const t = this.thing(op.device);
+        if (!impl.setProperties) throw new EdgekitError('ReadOnly', `device ${op.device}: the driver writes no properties`);
+        const res = (await impl.setProperties(t, op.values)) || {};
+        const out = { errors: {} };
+        for (const [id, v] of Object.entries(res)) if (v instanceof Error) out.errors[id] = wireError(v);
+        return out;
+      }
+      case 'call': {
+        const t = this.thing(op.device);
+        if (!impl.callService) throw new EdgekitError('UnknownService', `device ${op.device}: the driver calls no services`);
+        return { output: (await impl.callService(t, op.service, op.input || {})) || {} };
+      }
+      default:
+        throw new EdgekitError('BadRequest', `driver op ${op.op}: unknown`);
+    }
+  }
+
+  // report hands over property values a device told ({id: value}); it
+  // resolves to the values the thing model refused ({id: why}, empty
+  // when all were taken). options: time (a Date or Unix ms), timeoutMs.
+  async report(device, properties, options = {}) {
+    const args = { device, properties };
+    if (options.time) args.time = Number(options.time);
+    return (await json('driver.report', args, options)).refused || {};
+  }
+
+  // event hands over an event with its output, checked against the model.
+  async event(device, event, output, options = {}) {
+    const args = { device, event };
+    if (output) args.output = output;
+    if (options.time) args.time = Number(options.time);
+    await call('driver.event', args, null, options);
+  }
+
+  // online, offline and degraded tell a device's link state. A device is
+  // online once its attach resolves, unless the driver says otherwise.
+  online(device, options) {
+    return this.state(device, 'online', '', options);
+  }
+
+  offline(device, cause, options) {
+    return this.state(device, 'offline', cause, options);
+  }
+
+  degraded(device, cause, options) {
+    return this.state(device, 'degraded', cause, options);
+  }
+
+  async state(device, state, cause, options) {
+    const args = { device, state };
+    if (cause) args.cause = String(cause instanceof Error ? cause.message : cause);
+    await call('driver.state', args, null, options);
+  }
+}
+
 module.exports = {
   EdgekitError,
+  Driver,
+
+  // driver registers the program as a device driver and says hello to
+  // the gateway. impl's callbacks, each optional and each may be async:
+  // attach(device) and update(device) (a device to serve, again after a
+  // restart: {name, tsl, config, labels}), detach(name),
+  // getProperties(device, ids) → {id: value, or an Error for that one},
+  // setProperties(device, values) → {id: an Error for one not written},
+  // callService(device, service, input) → output. A callback that throws
+  // an EdgekitError of a device type (UnknownDevice, UnknownProperty,
+  // UnknownService, InvalidValue, ReadOnly, Offline) refuses the request
+  // as that. The invocations that carry these requests never reach the
+  // handler.
+  driver(impl) {
+    if (common.driver) throw new EdgekitError('BadRequest', 'edgekit.driver: the program registered a driver already');
+    const d = new Driver(impl || {});
+    common.driver = (op) => d.serve(op);
+    return d;
+  },
 
   // publish sends payload on topic through the gateway's bus. The function
   // may publish under outputs/{its name}/ and on what its permissions list.

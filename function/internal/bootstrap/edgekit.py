@@ -28,7 +28,7 @@ import edgekit_bootstrap_common as _common
 EdgekitError = _common.EdgekitError
 
 __all__ = ["EdgekitError", "publish", "invoke", "get_properties", "set_properties", "call_service",
-           "list_devices", "get_config", "log", "on_config_change"]
+           "list_devices", "get_config", "log", "on_config_change", "driver", "Driver"]
 
 
 def _bytes(v):
@@ -150,3 +150,140 @@ def on_config_change(listener):
 def get_config(timeout_ms=None, context=None):
     """The function's configuration as deployed (None when it has none)."""
     return _json("config.get", {}, timeout_ms, context)
+
+
+def _wire_error(e):
+    """An exception as a driver's answer carries it for one property."""
+    return {"errorType": getattr(e, "type", None) or type(e).__name__, "errorMessage": getattr(e, "message", None) or str(e)}
+
+
+class Driver:
+    """A device driver written as a continuous function (edgekit.driver):
+    the gateway hands it devices to serve and asks it to read, write and
+    call them; it reports what its devices tell.
+
+    devices are the devices the gateway gave it, by name: {"name", "tsl"
+    (the thing model, TSL), "config", "labels"}; config is the driver's
+    configuration."""
+
+    def __init__(self, impl):
+        self.impl = impl
+        self.devices = {}
+        self._keys = {}
+        self._lock = threading.Lock()
+        self.config = _json("driver.hello", {})["config"]
+
+    def _thing(self, name):
+        with self._lock:
+            t = self.devices.get(name)
+        if t is None:
+            raise EdgekitError("UnknownDevice", "device %s: not one of this driver's" % name)
+        return t
+
+    def serve(self, op):
+        """Answers one of the gateway's driver ops."""
+        impl, kind = self.impl, op.get("op")
+        if kind in ("attach", "update"):
+            t = op["thing"]
+            key = json.dumps(t, sort_keys=True)
+            with self._lock:
+                known, same = t["name"] in self.devices, self._keys.get(t["name"]) == key
+            if same:
+                return None
+            f = getattr(impl, "update", None) if known else None
+            f = f or getattr(impl, "attach", None)
+            if f:
+                f(t)
+            with self._lock:
+                self.devices[t["name"]], self._keys[t["name"]] = t, key
+            return None
+        if kind == "detach":
+            with self._lock:
+                known = self.devices.pop(op["device"], None) is not None
+                self._keys.pop(op["device"], None)
+            if known and getattr(impl, "detach", None):
+                impl.detach(op["device"])
+            return None
+        t = self._thing(op["device"])
+        if kind == "get":
+            f = getattr(impl, "get_properties", None)
+            if f is None:
+                raise EdgekitError("UnknownProperty", "device %s: the driver reads no properties" % op["device"])
+            got = f(t, op["properties"]) or {}
+            out = {"properties": {}, "errors": {}}
+            for id_ in op["properties"]:
+                v = got.get(id_, _MISSING)
+                if isinstance(v, BaseException):
+                    out["errors"][id_] = _wire_error(v)
+                elif v is not _MISSING:
+                    out["properties"][id_] = v
+            return out
+        if kind == "set":
+            f = getattr(impl, "set_properties", None)
+            if f is None:
+                raise EdgekitError("ReadOnly", "device %s: the driver writes no properties" % op["device"])
+            res = f(t, op["values"]) or {}
+            return {"errors": {k: _wire_error(v) for k, v in res.items() if isinstance(v, BaseException)}}
+        if kind == "call":
+            f = getattr(impl, "call_service", None)
+            if f is None:
+                raise EdgekitError("UnknownService", "device %s: the driver calls no services" % op["device"])
+            return {"output": f(t, op["service"], op.get("input") or {}) or {}}
+        raise EdgekitError("BadRequest", "driver op %r: unknown" % (kind,))
+
+    def report(self, device, properties, time_ms=None, timeout_ms=None):
+        """Hands over property values a device told ({id: value}); returns
+        the values the thing model refused ({id: why}, empty when all were
+        taken). time_ms: when they were read (Unix ms)."""
+        args = {"device": device, "properties": properties}
+        if time_ms:
+            args["time"] = int(time_ms)
+        return _json("driver.report", args, timeout_ms).get("refused") or {}
+
+    def event(self, device, event, output=None, time_ms=None, timeout_ms=None):
+        """Hands over an event with its output, checked against the model."""
+        args = {"device": device, "event": event}
+        if output:
+            args["output"] = output
+        if time_ms:
+            args["time"] = int(time_ms)
+        _call("driver.event", args, None, timeout_ms)
+
+    def state(self, device, state, cause=None, timeout_ms=None):
+        """Tells a device's link state: "online", "offline" or "degraded".
+        A device is online once its attach returns, unless the driver says
+        otherwise."""
+        args = {"device": device, "state": state}
+        if cause:
+            args["cause"] = str(cause)
+        _call("driver.state", args, None, timeout_ms)
+
+    def online(self, device, timeout_ms=None):
+        self.state(device, "online", None, timeout_ms)
+
+    def offline(self, device, cause=None, timeout_ms=None):
+        self.state(device, "offline", cause, timeout_ms)
+
+    def degraded(self, device, cause=None, timeout_ms=None):
+        self.state(device, "degraded", cause, timeout_ms)
+
+
+_MISSING = object()
+
+
+def driver(impl):
+    """Registers the program as a device driver and says hello to the
+    gateway; returns the Driver. impl's methods, each optional:
+    attach(device) and update(device) (a device to serve, again after a
+    restart), detach(name), get_properties(device, ids) -> {id: value, or
+    an exception for that one}, set_properties(device, values) -> {id: an
+    exception for one not written}, call_service(device, service, input)
+    -> output. A method that raises an EdgekitError of a device type
+    (UnknownDevice, UnknownProperty, UnknownService, InvalidValue,
+    ReadOnly, Offline) refuses the request as that. The invocations that
+    carry these requests never reach the handler."""
+    if _common.driver[0] is not None:
+        raise EdgekitError("BadRequest", "edgekit.driver: the program registered a driver already")
+    d = Driver(impl)
+    _common.driver[0] = d.serve
+    return d

@@ -395,6 +395,27 @@ def http_calls(base, token):
 config_listeners = []
 
 
+# driver[0] serves the gateway's driver ops (package fnapi's DriverOp) once
+# the program has registered a driver (edgekit.driver).
+driver = [None]
+
+
+def is_driver_op(meta):
+    """Whether an invocation's metadata (JSON) names the gateway's driver
+    as its source (source type "edgekit-driver", set only by the
+    gateway)."""
+    if b"edgekit-driver" not in meta:
+        return False
+    source = json.loads(meta).get("source") or {}
+    return source.get("type") == "edgekit-driver"
+
+
+def serve_driver_op(payload):
+    if driver[0] is None:
+        raise EdgekitError("Unavailable", "the gateway asked a driver, and the program registered none (edgekit.driver)")
+    return driver[0](json.loads(payload))
+
+
 def config_changed(cfg):
     for f in list(config_listeners):
         try:
@@ -412,6 +433,7 @@ class EdgekitError(Exception):
     def __init__(self, type_, message, stack_trace=None):
         super().__init__("%s: %s" % (type_, message))
         self.type = type_
+        self.type_name = type_  # what an invocation that raises it reports
         self.message = message
         self.stack_trace = stack_trace or []
 

@@ -138,6 +138,17 @@ exports.configChanged = async function configChanged(cfg) {
   }
 };
 
+// driver serves the gateway's driver ops (package fnapi's DriverOp) once
+// the program has registered one (edgekit.driver); serveDriverOp answers
+// an invocation whose source is the gateway's driver (source type
+// 'edgekit-driver', set only by the gateway).
+exports.driver = null;
+exports.isDriverOp = (source) => Boolean(source && source.type === 'edgekit-driver');
+exports.serveDriverOp = async function serveDriverOp(payload) {
+  if (!exports.driver) throw new EdgekitError('Unavailable', 'the gateway asked a driver, and the program registered none (edgekit.driver)');
+  return exports.driver(JSON.parse(Buffer.from(payload).toString('utf8')));
+};
+
 // EdgekitError is a call the gateway refused or that failed: type is the
 // error type (Forbidden, BadRequest, Timeout, Unavailable, TooManyCalls,
 // UnknownDevice, InvalidValue, ..., or an invoked function's own).

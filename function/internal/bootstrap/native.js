@@ -175,7 +175,9 @@ common.logRecord = (level, text) => {
 async function invoke(handler, seq, deadline, meta, payload) {
   if (common.service === 'lambda') common.setTraceId(meta.traceparent ? xray(meta.traceparent) : null);
   try {
-    const run = () => common.invoke(handler, common.decodeEvent(payload), context(deadline, meta));
+    const run = common.isDriverOp(meta.source)
+      ? () => common.serveDriverOp(payload)
+      : () => common.invoke(handler, common.decodeEvent(payload), context(deadline, meta));
     const inv = common.invocations;
     const [body] = common.encodeResult(await (inv ? inv.run({ deadline }, run) : run()));
     seqFrame('O', seq, body);

@@ -217,14 +217,17 @@ def serve(handler, fd_in=3, fd_out=4):
                 environ.pop("_X_AMZN_TRACE_ID", None)
             traced = x is not None
         try:
-            if fc:
-                event = payload
+            if b"edgekit-driver" in meta and common.is_driver_op(meta):
+                out = dumps(common.serve_driver_op(payload))
             else:
-                try:
-                    event = loads(payload)
-                except ValueError:
-                    event = payload.decode("utf-8", "replace")
-            out = dumps(handler(event, context))
+                if fc:
+                    event = payload
+                else:
+                    try:
+                        event = loads(payload)
+                    except ValueError:
+                        event = payload.decode("utf-8", "replace")
+                out = dumps(handler(event, context))
             kind = b"O"
         except Exception as exc:
             out, kind = error_json(exc), b"E"
