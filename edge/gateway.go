@@ -27,6 +27,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/membus"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fncall"
+	"github.com/edgekit/edgekit/edge/fndriver"
 	"github.com/edgekit/edgekit/edge/metrics"
 	"github.com/edgekit/edgekit/edge/reconcile"
 	"github.com/edgekit/edgekit/edge/state"
@@ -73,6 +74,7 @@ type parts struct {
 	packages   *codepkg.Store
 	functions  *function.Host
 	calls      *fncall.Server // what functions ask of the gateway
+	fndrivers  *fndriver.Set  // the drivers functions serve
 	scheduler  *timer.Scheduler
 	triggers   *trigger.Set
 	devices    *device.Manager
@@ -512,7 +514,8 @@ func (g *Gateway) startFunctions(ctx context.Context, stack *stopper, apiURL str
 		return fmt.Errorf("edge: function host: %w", err)
 	}
 	g.parts.functions = host
-	g.parts.calls = fncall.New(g.parts.bus, host, &fncall.Options{Logger: o.Logger})
+	g.parts.fndrivers = fndriver.NewSet(host, o.Logger)
+	g.parts.calls = fncall.New(g.parts.bus, host, &fncall.Options{Logger: o.Logger, Drivers: g.parts.fndrivers.Serve})
 	stack.push("the function host", host.Close)
 	calls, err := mqttcall.Serve(ctx, g.parts.bus, host, &mqttcall.Options{Logger: o.Logger})
 	if err != nil {
@@ -581,6 +584,7 @@ func (g *Gateway) startReconciler(ctx context.Context, stack *stopper, loops *sy
 		Triggers: withBuiltinTriggers{g.parts.triggers, o.BuiltinTriggers},
 		Packages: g.parts.packages, State: g.parts.state, Dir: filepath.Join(o.DataDir, "reconcile"),
 		Probation: o.Probation, HostPaths: o.HostPaths, OnStep: o.OnDeployStep, Logger: o.Logger,
+		Drivers: newDriverApps(g.parts.devices, g.parts.fndrivers),
 	}
 	if g.parts.containers != nil {
 		ro.Containers = g.parts.containers

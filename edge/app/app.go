@@ -91,6 +91,23 @@ type Version struct {
 type FunctionVersion struct {
 	Package  Artifact  `json:"package"`
 	Triggers []Trigger `json:"triggers,omitempty"`
+	// Driver makes the function a device driver (written against the
+	// driver API, docs/FUNCTION-API.md): it runs continuously, one
+	// instance, and serves the devices its assignments bind to it.
+	Driver bool `json:"driver,omitempty"`
+}
+
+// Device is a device a gateway's assignment binds to a driver app: a name
+// unique on the gateway (1-64 letters, digits, '.', '_' or '-'), its thing
+// model, the driver's settings for it, and the labels functions find it
+// by.
+type Device struct {
+	Name string `json:"name"`
+	// TSL is the thing model as TSL JSON (an object).
+	TSL json.RawMessage `json:"tsl"`
+	// Config is the driver's own settings for the device (an object).
+	Config json.RawMessage   `json:"config,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Artifact is a file to fetch and what vouches for it.

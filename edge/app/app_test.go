@@ -238,3 +238,34 @@ func TestDiffPatch(t *testing.T) {
 		t.Errorf("the patch between equal documents is %s, want {}", p)
 	}
 }
+
+// TestDriverDevices: devices are bound to driver apps only, each named once
+// on the gateway, each with a thing model.
+func TestDriverDevices(t *testing.T) {
+	drv := func(name string, driver bool, devs ...app.Device) app.Assignment {
+		return app.Assignment{App: app.App{Name: name, Kind: app.KindFunction},
+			Version: app.Version{Version: "1", Function: &app.FunctionVersion{Driver: driver, Package: app.Artifact{URL: "file:///p.tgz", SHA256: strings.Repeat("0", 64)}}},
+			Devices: devs}
+	}
+	tsl := json.RawMessage(`{"properties": []}`)
+	for _, tc := range []struct {
+		apps []app.Assignment
+		says string
+	}{
+		{[]app.Assignment{drv("a", true, app.Device{Name: "t1", TSL: tsl}), drv("b", true, app.Device{Name: "t2", TSL: tsl})}, ""},
+		{[]app.Assignment{drv("a", false, app.Device{Name: "t1", TSL: tsl})}, "apps[0] (a).devices: only a driver app"},
+		{[]app.Assignment{drv("a", true, app.Device{Name: "t1", TSL: tsl}, app.Device{Name: "t1", TSL: tsl})}, `devices[1].name: "t1" appears twice`},
+		{[]app.Assignment{drv("a", true, app.Device{Name: "t1", TSL: tsl}), drv("b", true, app.Device{Name: "t1", TSL: tsl})}, `apps[1].devices[0].name: "t1" is a's already`},
+		{[]app.Assignment{drv("a", true, app.Device{Name: "../t1", TSL: tsl})}, "devices[0].name"},
+		{[]app.Assignment{drv("a", true, app.Device{Name: "t1"})}, "devices[0].tsl: want the thing model"},
+		{[]app.Assignment{drv("a", true, app.Device{Name: "t1", TSL: tsl, Config: json.RawMessage(`[1]`)})}, "devices[0].config: want a JSON object"},
+	} {
+		err := (&app.Deployment{Schema: 1, ID: "d", Revision: 1, Apps: tc.apps}).Check()
+		switch {
+		case tc.says == "" && err != nil:
+			t.Errorf("%+v: %v", tc.apps, err)
+		case tc.says != "" && (!errors.Is(err, app.ErrInvalid) || !strings.Contains(err.Error(), tc.says)):
+			t.Errorf("%v, want ErrInvalid naming %q", err, tc.says)
+		}
+	}
+}

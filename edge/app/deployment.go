@@ -40,6 +40,9 @@ type Assignment struct {
 	App     App     `json:"app"`
 	Version Version `json:"version"`
 	Config  Config  `json:"config,omitzero"`
+	// Devices are the gateway's devices the app serves, for a driver
+	// app (FunctionVersion.Driver) only.
+	Devices []Device `json:"devices,omitempty"`
 }
 
 // Config is a gateway's configuration of an app: Overrides applied to the
@@ -113,10 +116,17 @@ func (d *Deployment) Check() error {
 		return bad("revision", "0: revisions start at 1")
 	}
 	kinds := map[string]Kind{}
+	devices := map[string]string{}
 	for i, a := range d.Apps {
 		field := fmt.Sprintf("apps[%d]", i)
 		if err := a.check(field); err != nil {
 			return err
+		}
+		for j, dev := range a.Devices {
+			if other, dup := devices[dev.Name]; dup {
+				return bad(fmt.Sprintf("%s.devices[%d].name", field, j), "%q is %s's already", dev.Name, other)
+			}
+			devices[dev.Name] = a.App.Name
 		}
 		if _, dup := kinds[a.App.Name]; dup {
 			return bad(field+".app.name", "%q appears twice", a.App.Name)
@@ -154,6 +164,26 @@ func (a *Assignment) check(field string) error {
 		}
 	default:
 		return bad("app.kind", "%q: want function or container", a.App.Kind)
+	}
+	if len(a.Devices) > 0 && (a.Version.Function == nil || !a.Version.Function.Driver) {
+		return bad("devices", "only a driver app (version.function.driver) serves devices")
+	}
+	names := map[string]bool{}
+	for i, dev := range a.Devices {
+		f := fmt.Sprintf("devices[%d]", i)
+		switch {
+		case !spec.ValidName(dev.Name):
+			return bad(f+".name", "%q: want 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", dev.Name)
+		case names[dev.Name]:
+			return bad(f+".name", "%q appears twice", dev.Name)
+		}
+		names[dev.Name] = true
+		if err := checkObject(dev.TSL); err != nil || len(bytes.TrimSpace(dev.TSL)) == 0 {
+			return bad(f+".tsl", "want the thing model, a TSL object")
+		}
+		if err := checkObject(dev.Config); err != nil {
+			return bad(f+".config", "%v", err)
+		}
 	}
 	if a.Version.Probation < 0 {
 		return bad("version.probation", "negative")

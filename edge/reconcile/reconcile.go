@@ -76,6 +76,23 @@ type Containers interface {
 	Status() []container.AppStatus
 }
 
+// Drivers is what the reconciler needs of the gateway's device manager to
+// bind devices to driver apps. It must be safe for concurrent use.
+type Drivers interface {
+	// Check refuses what Apply would (a thing model that does not parse),
+	// naming the app and device.
+	Check(drivers []Driver) error
+	// Apply makes drivers the driver apps the device manager serves, with
+	// their devices: those not named are detached and removed.
+	Apply(ctx context.Context, drivers []Driver) error
+}
+
+// Driver is a driver app and the devices bound to it.
+type Driver struct {
+	Function string
+	Devices  []app.Device
+}
+
 var (
 	_ Functions  = (*function.Host)(nil)
 	_ Triggers   = (*trigger.Set)(nil)
@@ -102,6 +119,9 @@ type Options struct {
 	Functions  Functions
 	Triggers   Triggers
 	Containers Containers
+	// Drivers binds devices to driver apps; without it, driver apps are
+	// refused.
+	Drivers Drivers
 	// Packages holds function packages (its key, when set, makes
 	// signatures mandatory).
 	Packages *codepkg.Store

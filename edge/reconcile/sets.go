@@ -30,6 +30,7 @@ type sets struct {
 	functions  []function.Spec
 	triggers   []trigger.Config
 	containers []container.App
+	drivers    []Driver
 }
 
 // The container app's configuration: a file mounted read-only here, and
@@ -53,6 +54,7 @@ func (r *Reconciler) validate(d *app.Deployment) error {
 		return fail("", app.CodeInvalid, fmt.Errorf("the deployment is for instance %q, this gateway is %q", d.Instance, r.opts.Instance))
 	}
 	var trigs []trigger.Config
+	var drivers []Driver
 	for _, a := range d.Apps {
 		if _, err := r.config(a); err != nil {
 			return err
@@ -60,6 +62,12 @@ func (r *Reconciler) validate(d *app.Deployment) error {
 		switch a.App.Kind {
 		case app.KindFunction:
 			trigs = append(trigs, triggersOf(a)...)
+			if a.Version.Function.Driver {
+				if r.opts.Drivers == nil {
+					return fail(a.App.Name, app.CodeRuntimeDown, errors.New("this gateway serves no driver apps"))
+				}
+				drivers = append(drivers, Driver{Function: a.App.Name, Devices: a.Devices})
+			}
 		case app.KindContainer:
 			if r.opts.Containers == nil {
 				return fail(a.App.Name, app.CodeRuntimeDown, errors.New("this gateway has no container runtime"))
@@ -73,7 +81,23 @@ func (r *Reconciler) validate(d *app.Deployment) error {
 		name, _, _ := strings.Cut(triggerConfigName(err, trigs), ".")
 		return fail(name, app.CodeInvalid, err)
 	}
+	if len(drivers) > 0 {
+		if err := r.opts.Drivers.Check(drivers); err != nil {
+			return fail(driverName(err, drivers), app.CodeInvalid, err)
+		}
+	}
 	return nil
+}
+
+// driverName finds which driver app an error from the Drivers is about,
+// by the name it carries.
+func driverName(err error, drivers []Driver) string {
+	for _, d := range drivers {
+		if strings.Contains(err.Error(), "driver app "+d.Function+":") {
+			return d.Function
+		}
+	}
+	return ""
 }
 
 // triggerConfigName finds which trigger an error from Check is about, by
@@ -191,6 +215,12 @@ func (r *Reconciler) setsOf(d *app.Deployment, verify bool) (sets, error) {
 			if len(cfg) > 2 || len(spec.Config) == 0 { // the deployment's configuration, unless it is {} and the package has its own
 				spec.Config = cfg
 			}
+			if a.Version.Function.Driver {
+				// A driver keeps its devices' links in its process: one,
+				// always running.
+				spec.Mode, spec.MinInstances, spec.MaxInstances = function.Continuous, 1, 1
+				s.drivers = append(s.drivers, Driver{Function: a.App.Name, Devices: a.Devices})
+			}
 			s.functions = append(s.functions, spec)
 			s.triggers = append(s.triggers, triggersOf(a)...)
 		case app.KindContainer:
@@ -267,6 +297,12 @@ func (r *Reconciler) applySets(ctx context.Context, next sets, changed map[strin
 			return fail("", app.CodeStart, fmt.Errorf("removing triggers: %w", err))
 		}
 	}
+	if drv := slices.DeleteFunc(slices.Clone(cur.drivers), func(d Driver) bool { return !keepFn[d.Function] }); len(drv) < len(cur.drivers) {
+		if err := r.opts.Drivers.Apply(ctx, drv); err != nil {
+			return fail("", app.CodeStart, fmt.Errorf("removing drivers: %w", err))
+		}
+		r.applied.drivers = drv
+	}
 	if fns := slices.DeleteFunc(slices.Clone(cur.functions), func(f function.Spec) bool { return !keepFn[f.Name] }); len(fns) < len(cur.functions) {
 		if err := r.opts.Functions.Apply(ctx, fns); err != nil {
 			return fail("", app.CodeStart, fmt.Errorf("removing functions: %w", err))
@@ -283,6 +319,12 @@ func (r *Reconciler) applySets(ctx context.Context, next sets, changed map[strin
 		return fail(r.failedFunction(next, changed), app.CodeStart, err)
 	}
 	r.applied.functions = next.functions
+	if r.opts.Drivers != nil && (len(next.drivers) > 0 || len(r.applied.drivers) > 0) {
+		if err := r.opts.Drivers.Apply(ctx, next.drivers); err != nil {
+			return fail(driverName(err, next.drivers), app.CodeStart, err)
+		}
+		r.applied.drivers = next.drivers
+	}
 	if err := r.opts.Triggers.Apply(ctx, next.triggers); err != nil {
 		name, _, _ := strings.Cut(triggerConfigName(err, next.triggers), ".")
 		return fail(name, app.CodeStart, err)
