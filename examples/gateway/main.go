@@ -18,6 +18,12 @@
 // app without a restart (its status is on
 // edgekit/instances/{name}/status).
 //
+// A fourth app is a device driver written as a continuous Node.js function
+// (examples/driver-node): the deployment binds the device
+// hall-thermometer to it, which reports on
+// devices/hall-thermometer/properties every 2 s and answers get, set and
+// the service calibrate through the driver's callbacks.
+//
 // The device: a boiler, simulated (device/sim), or with -modbus
 // tcp://host:port a Modbus one (examples/modbus-sim simulates one) through
 // device/modbus, with the thing model in boiler.tsl.json: reports on

@@ -82,6 +82,7 @@ func TestGateway(t *testing.T) {
 		b = bytes.ReplaceAll(b, []byte("127.0.0.1:8781"), []byte(webPort))
 		b = bytes.ReplaceAll(b, []byte(`"every": "30s"`), []byte(`"every": "200ms"`))
 		b = bytes.ReplaceAll(b, []byte(`"probation": "5s"`), []byte(`"probation": "200ms"`))
+		b = bytes.ReplaceAll(b, []byte(`"interval": 2000`), []byte(`"interval": 100`))
 		if err := os.WriteFile(deployment, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -255,6 +256,22 @@ func TestGateway(t *testing.T) {
 	if got := cli("mosquitto_rr", append(app, "-t", "devices/boiler/set", "-e", "replies/boiler", "-D", "PUBLISH", "correlation-data", "8",
 		"-m", `{"properties":{"setpoint":99}}`, "-W", "8")...); !strings.Contains(got, "properties.setpoint: 99 above max 90") {
 		t.Errorf("out-of-range set answered %q", got)
+	}
+
+	// The Node.js driver app serves the hall thermometer the deployment
+	// binds to it: checked reports on its topic, and a set and a service
+	// call over MQTT answered by the driver's callbacks.
+	report = cli("mosquitto_sub", "-t", "devices/hall-thermometer/properties", "-C", "1", "-W", "15")
+	if !strings.Contains(report, `"temperature":2`) || !strings.Contains(report, `"device":"hall-thermometer"`) {
+		t.Errorf("hall thermometer report %q", report)
+	}
+	if got := cli("mosquitto_rr", append(app, "-t", "devices/hall-thermometer/set", "-e", "replies/hall", "-D", "PUBLISH", "correlation-data", "9",
+		"-m", `{"properties":{"alarmAt":25.5}}`, "-W", "8")...); got != `{"results":{"alarmAt":null}}` {
+		t.Errorf("set of the hall thermometer answered %q", got)
+	}
+	if got := cli("mosquitto_rr", append(app, "-t", "devices/hall-thermometer/services/calibrate", "-e", "replies/hall", "-D", "PUBLISH", "correlation-data", "10",
+		"-m", `{"offset":1.5}`, "-W", "8")...); !strings.Contains(got, `"offset":1.5`) {
+		t.Errorf("calibrate answered %q", got)
 	}
 
 	// A newcomer changes the Node.js function's version and threshold in
