@@ -42,7 +42,7 @@ type language struct {
 	handler string
 }
 
-func languages(t *testing.T) []language {
+func languages(t testing.TB) []language {
 	var out []language
 	for _, l := range []language{
 		{"node", function.RuntimeNode, "node", "thermometer.handler"},
@@ -67,13 +67,16 @@ type rig struct {
 	n    atomic.Int32
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	r := &rig{}
 	b := membus.New(nil)
 	t.Cleanup(func() { _ = b.Close(context.Background()) })
 	var srv *fncall.Server
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	if _, bench := t.(*testing.B); bench {
+		log = slog.New(slog.DiscardHandler) // a benchmark prints what it logs
+	}
 	host, err := function.New(&function.Options{Logger: log, Calls: func(ctx context.Context, c *function.Call) ([]byte, error) { return srv.Serve(ctx, c) }})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +95,7 @@ func newRig(t *testing.T) *rig {
 
 // deploy deploys the test driver in l as a continuous function of one
 // instance under a fresh name, with the driver configuration config.
-func (r *rig) deploy(t *testing.T, l language, config string, timeout time.Duration) string {
+func (r *rig) deploy(t testing.TB, l language, config string, timeout time.Duration) string {
 	t.Helper()
 	name := fmt.Sprintf("thermo-%s-%d", l.name, r.n.Add(1))
 	s := function.Spec{Name: name, Version: "1", Runtime: l.runtime, API: function.APINative, Handler: l.handler, CodeDir: l.dir,
@@ -346,6 +349,6 @@ func TestCrashAndHang(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

@@ -4,7 +4,7 @@
 // Driver config: interval (ms between reports), threshold (an overheat
 // event above it). Services: reset, heat {to}, crash (the process exits),
 // hang (the event loop stops). The handler lets a test speak the driver
-// API directly: {do: "report"|"event"|"state"|"hello", ...}.
+// API directly: {do: "report"|"event"|"state"|"flood", ...}.
 'use strict';
 const edgekit = require('edgekit');
 
@@ -93,6 +93,18 @@ exports.handler = async (event) => {
       case 'state':
         await driver.state(event.device, event.state, event.cause);
         return { ok: true };
+      case 'flood': {
+        // n reports, `inFlight` at a time (a benchmark's).
+        let next = 0;
+        const one = async () => {
+          while (next < event.n) {
+            next += 1;
+            await driver.report(event.device, { temperature: 20 + (next % 10) });
+          }
+        };
+        await Promise.all(Array.from({ length: event.inFlight || 1 }, one));
+        return { ok: true };
+      }
       default:
         return { devices: [...things.keys()] };
     }

@@ -4,7 +4,7 @@ Device config: start (the first temperature), slow (reads take 2 s).
 Driver config: interval (ms between reports), threshold (an overheat event
 above it). Services: reset, heat {to}, crash (the process exits), hang
 (the process stops answering). The handler lets a test speak the driver
-API directly: {"do": "report"|"event"|"state", ...}."""
+API directly: {"do": "report"|"event"|"state"|"flood", ...}."""
 import os
 import threading
 import time
@@ -104,6 +104,10 @@ def handler(event, context):
             return {"ok": True}
         if event.get("do") == "state":
             driver.state(event["device"], event["state"], event.get("cause"))
+            return {"ok": True}
+        if event.get("do") == "flood":  # n reports, one at a time (a benchmark's)
+            for i in range(event["n"]):
+                driver.report(event["device"], {"temperature": 20 + i % 10})
             return {"ok": True}
         return {"devices": sorted(things)}
     except edgekit.EdgekitError as e:
