@@ -369,6 +369,10 @@ func (d *Driver) ask(ctx context.Context, name string, op []byte) ([]byte, error
 	if cerr := ctx.Err(); cerr != nil {
 		return nil, fmt.Errorf("device %s: %w", name, cerr)
 	}
+	if d, ok := ctx.Deadline(); ok && errors.Is(err, invoke.ErrTimeout) && !time.Now().Before(d) {
+		// The host's timer for the caller's deadline fired before ctx's.
+		return nil, fmt.Errorf("device %s: %w: %w", name, context.DeadlineExceeded, err)
+	}
 	var fe *invoke.Error
 	if errors.As(err, &fe) {
 		if kind := deviceKind(fe.Type); kind != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/edgekit/edgekit/edge/fndriver"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/internal/testprograms"
 	"github.com/edgekit/edgekit/invoke"
 )
 
@@ -34,19 +35,28 @@ const thermometer = `{"properties": [
   {"identifier": "hang", "callType": "sync"}],
  "events": [{"identifier": "overheat", "type": "alert", "outputData": [{"identifier": "temperature", "dataType": {"type": "double"}}]}]}`
 
+// binDir holds the native Go test function, whose behaviour driver is the
+// thermometers of function/testdata/drivers in Go.
+var binDir string
+
+func TestMain(m *testing.M) {
+	testprograms.Main(m, &binDir, "github.com/edgekit/edgekit/function/internal/testfunctions/native")
+}
+
 // language is a runtime the test driver is written in.
 type language struct {
 	name    string
 	runtime function.Runtime
 	dir     string
 	handler string
+	env     map[string]string
 }
 
 func languages(t testing.TB) []language {
-	var out []language
+	out := []language{{"go", function.RuntimeExecutable, binDir, "native", map[string]string{"TEST_BEHAVIOUR": "driver"}}}
 	for _, l := range []language{
-		{"node", function.RuntimeNode, "node", "thermometer.handler"},
-		{"python", function.RuntimePython, "python", "thermometer.handler"},
+		{"node", function.RuntimeNode, "node", "thermometer.handler", nil},
+		{"python", function.RuntimePython, "python", "thermometer.handler", nil},
 	} {
 		testenv.Tool(t, map[function.Runtime]string{function.RuntimeNode: "node", function.RuntimePython: "python3"}[l.runtime])
 		dir, err := filepath.Abs(filepath.Join("..", "..", "function", "testdata", "drivers", l.dir))
@@ -98,7 +108,7 @@ func newRig(t testing.TB) *rig {
 func (r *rig) deploy(t testing.TB, l language, config string, timeout time.Duration) string {
 	t.Helper()
 	name := fmt.Sprintf("thermo-%s-%d", l.name, r.n.Add(1))
-	s := function.Spec{Name: name, Version: "1", Runtime: l.runtime, API: function.APINative, Handler: l.handler, CodeDir: l.dir,
+	s := function.Spec{Name: name, Version: "1", Runtime: l.runtime, API: function.APINative, Handler: l.handler, CodeDir: l.dir, Env: l.env,
 		Mode: function.Continuous, MinInstances: 1, MaxInstances: 1, Timeout: function.Duration(timeout), Config: json.RawMessage(config)}
 	if err := r.host.Deploy(context.Background(), s); err != nil {
 		t.Fatal(err)
@@ -116,8 +126,9 @@ func model(t testing.TB) *device.Model {
 	return m
 }
 
-// TestConformance: a Node.js driver and a Python one, out of process,
-// pass the driver conformance suite through the adapter.
+// TestConformance: a Go driver (package function/native), a Node.js one
+// and a Python one, out of process, pass the driver conformance suite
+// through the adapter.
 func TestConformance(t *testing.T) {
 	for _, l := range languages(t) {
 		t.Run(l.name, func(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,6 +37,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/edgekit/edgekit/function/fnapi"
 )
 
 // Invocation is what a handler learns about its call.
@@ -83,6 +86,7 @@ func (p *pipe) send(f *Frame) {
 type conn struct {
 	replies, telemetry *pipe
 	calls              *calls
+	driver             *driving // with Options.Driver
 }
 
 type connKey struct{}
@@ -124,6 +128,10 @@ type Options struct {
 	// instance is not restarted for it), between invocations, in order.
 	// ctx carries the connection for the gateway API, with no deadline.
 	OnConfig func(ctx context.Context, config json.RawMessage)
+	// Driver, when set, makes the function a device driver: StartWith
+	// says hello to the gateway before it serves anything, and the
+	// gateway's requests for the function's devices go to Driver.
+	Driver Driver
 }
 
 // Start serves invocations until the host closes the pipe; it does not
@@ -144,6 +152,14 @@ func StartWith(h Handler, opts *Options) {
 	}
 	c := &conn{replies: &pipe{out: out}, telemetry: &pipe{out: tel}}
 	c.calls = newCalls(answerPipe(), c.telemetry)
+	if o.Driver != nil {
+		c.driver = &driving{d: o.Driver, things: map[string]fnapi.Thing{}, keys: map[string]string{}}
+		if err := hello(context.WithValue(context.Background(), connKey{}, c)); err != nil {
+			body, _ := json.Marshal(map[string]any{"errorType": "Driver.HelloRefused", "errorMessage": err.Error()})
+			c.replies.send(&Frame{Type: FrameInitError, Payload: body})
+			os.Exit(1)
+		}
+	}
 	c.replies.send(&Frame{Type: FrameReady})
 	r := bufio.NewReaderSize(in, 64<<10)
 	var buf []byte
@@ -174,10 +190,17 @@ func serve(c *conn, h Handler, f *Frame) {
 	base := context.WithValue(context.WithValue(context.Background(), invocationKey{}, inv), connKey{}, c)
 	ctx, cancel := context.WithDeadline(base, time.UnixMilli(f.Deadline))
 	defer cancel()
+	if c.driver != nil && inv.Source["type"] == fnapi.DriverSource {
+		h = c.driver.serveOp
+	}
 	out, err := call(ctx, h, f.Payload)
 	if err != nil {
 		typ := fmt.Sprintf("%T", err)
-		if _, ok := err.(*panicError); ok {
+		var fe *fnapi.Error
+		switch {
+		case errors.As(err, &fe):
+			typ = fe.Type
+		case isPanic(err):
 			typ = "Panic"
 		}
 		body, _ := json.Marshal(map[string]any{"errorType": typ, "errorMessage": err.Error()})
@@ -193,6 +216,11 @@ type panicError struct {
 }
 
 func (p *panicError) Error() string { return fmt.Sprint(p.value) }
+
+func isPanic(err error) bool {
+	_, ok := err.(*panicError)
+	return ok
+}
 
 func call(ctx context.Context, h Handler, event []byte) (out []byte, err error) {
 	defer func() {

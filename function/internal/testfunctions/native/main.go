@@ -4,7 +4,8 @@
 // (touches 512 MB), setsid (starts itself again as a child in a session of
 // its own that sleeps, and answers with the child's pid), many-metrics
 // (reports 10,000 metrics of distinct names, then "last"), api (makes the
-// gateway API call the event names, answers what it got: see callAPI).
+// gateway API call the event names, answers what it got: see callAPI),
+// driver (the test thermometers as a native.Driver: see thermometers).
 package main
 
 import (
@@ -36,8 +37,14 @@ func main() {
 			fmt.Fprintln(os.Stderr, "publishing the configuration:", err)
 		}
 	}
+	opts := &native.Options{OnConfig: onConfig}
+	if behaviour == "driver" {
+		opts.Driver = &thermometers{things: map[string]*thermometer{}}
+	}
 	native.StartWith(func(ctx context.Context, event []byte) ([]byte, error) {
 		switch behaviour {
+		case "driver":
+			return driverCall(ctx, event)
 		case "error":
 			return nil, errors.New("native failure")
 		case "panic":
@@ -86,7 +93,7 @@ func main() {
 		native.Metric(ctx, "calls", 1)
 		deadline, _ := ctx.Deadline()
 		return json.Marshal(map[string]any{"event": json.RawMessage(event), "inv": inv, "deadline_ok": time.Until(deadline) > 0})
-	}, &native.Options{OnConfig: onConfig})
+	}, opts)
 }
 
 // apiCall is the event of behaviour api: which call, with what.
