@@ -687,7 +687,7 @@ func (h *Host) prepareDataDir() error {
 		}
 	}
 	dir := h.bootstrapDir()
-	for _, m := range []string{"edgekit", "linkedge-core-sdk"} {
+	for _, m := range []string{"edgekit", "linkedge-core-sdk", "linkedge-thing-access-sdk"} {
 		if err := os.MkdirAll(filepath.Join(dir, nodeModules, m), 0o755); err != nil {
 			return fmt.Errorf("function: data directory: %w", err)
 		}
@@ -698,6 +698,7 @@ func (h *Host) prepareDataDir() error {
 		"edgekit_common.js": bootstrap.NodeCommon, "edgekit_bootstrap_common.py": bootstrap.PythonCommon,
 		filepath.Join(nodeModules, "edgekit", "index.js"): bootstrap.NodeAPI, "edgekit.py": bootstrap.PythonAPI,
 		filepath.Join(nodeModules, "linkedge-core-sdk", "index.js"): bootstrap.NodeLinkEdge, "lecoresdk.py": bootstrap.PythonLinkEdge,
+		filepath.Join(nodeModules, "linkedge-thing-access-sdk", "index.js"): bootstrap.NodeThingAccess, "lethingaccesssdk.py": bootstrap.PythonThingAccess,
 	} {
 		if err := safefile.Write(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)

@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,8 +99,9 @@ type Driver struct {
 // thing is an attached device with its model as the driver is given it.
 type thing struct {
 	dev      device.Device
-	op       []byte // its attach op
-	declared bool   // the driver told its state since the last attach began
+	wire     fnapi.Thing // as the driver is given it
+	op       []byte      // its attach op
+	declared bool        // the driver told its state since the last attach began
 }
 
 var _ device.Driver = (*Driver)(nil)
@@ -143,11 +145,12 @@ func (d *Driver) attach(ctx context.Context, dev device.Device, op string) error
 	if err != nil {
 		return fmt.Errorf("device %s: its model: %w", dev.Name, err)
 	}
-	body, err := json.Marshal(fnapi.DriverOp{Op: op, Device: dev.Name, Thing: &fnapi.Thing{Name: dev.Name, TSL: tsl, Config: dev.Config, Labels: dev.Labels}})
+	wire := fnapi.Thing{Name: dev.Name, TSL: tsl, Config: dev.Config, Labels: dev.Labels}
+	body, err := json.Marshal(fnapi.DriverOp{Op: op, Device: dev.Name, Thing: &wire})
 	if err != nil {
 		return fmt.Errorf("device %s: %w", dev.Name, err)
 	}
-	t := &thing{dev: dev, op: body}
+	t := &thing{dev: dev, wire: wire, op: body}
 	d.mu.Lock()
 	if d.closed || !d.opened {
 		d.mu.Unlock()
@@ -170,7 +173,12 @@ func (d *Driver) attach(ctx context.Context, dev device.Device, op string) error
 		d.mu.Unlock()
 		return err
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, invoke.ErrNotFound):
+		// Its function is not deployed yet (a deployment binds a driver
+		// app's devices first): it gets the device when it says hello.
+		d.set.log.Debug("fndriver: a device for a driver not started yet", "function", d.fn, "device", dev.Name)
+	case err != nil:
 		d.set.log.Warn("fndriver: the driver did not take a device now; it is given it when it says hello", "function", d.fn, "device", dev.Name, "err", err)
 	}
 	return nil
@@ -526,32 +534,35 @@ func (s *Set) hello(c *function.Call) ([]byte, error) {
 		return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: instance %s said hello already", c.Method, c.Instance)
 	}
 	s.hellos[c.Function.Name] = in
+	ans := fnapi.DriverHelloAnswer{Config: c.Function.Config, Devices: []fnapi.Thing{}}
 	if d := s.drivers[c.Function.Name]; d != nil {
-		d.adopt(in)
+		for _, t := range d.adopt(in) {
+			ans.Devices = append(ans.Devices, t.wire)
+		}
 	}
 	s.mu.Unlock()
-	config := c.Function.Config
-	if len(config) == 0 {
-		config = json.RawMessage("null")
+	if len(ans.Config) == 0 {
+		ans.Config = json.RawMessage("null")
 	}
-	return json.Marshal(fnapi.DriverHelloAnswer{Config: config})
+	slices.SortFunc(ans.Devices, func(a, b fnapi.Thing) int { return strings.Compare(a.Name, b.Name) })
+	return json.Marshal(ans)
 }
 
 // adopt makes in the driver's instance: the devices go offline (those of
 // an instance before it are gone with it) and are attached again on a
-// goroutine the driver owns; in's end takes them offline. The set's lock
-// is held.
-func (d *Driver) adopt(in instance) {
+// goroutine the driver owns; in's end takes them offline. It returns the
+// devices bound now. The set's lock is held.
+func (d *Driver) adopt(in instance) []*thing {
 	select {
 	case <-in.done:
 		delete(d.set.hellos, d.fn) // it stopped before it was adopted
-		return
+		return nil
 	default:
 	}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return
+		return nil
 	}
 	replaced := d.current != nil
 	d.current = in.done
@@ -576,7 +587,23 @@ func (d *Driver) adopt(in instance) {
 			}
 		}()
 		for _, t := range things {
-			if err := d.sendAttach(ctx, t); err != nil && ctx.Err() == nil {
+			// The instance says hello while it starts, before its host
+			// may have the function to invoke: until then, wait and ask
+			// again.
+			wait := 5 * time.Millisecond
+			err := d.sendAttach(ctx, t)
+			for errors.Is(err, invoke.ErrNotFound) {
+				select {
+				case <-ctx.Done():
+					return
+				case <-in.done:
+					return
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, time.Second)
+				err = d.sendAttach(ctx, t)
+			}
+			if err != nil && ctx.Err() == nil {
 				d.set.log.Warn("fndriver: the driver refused a device it served before", "function", d.fn, "device", t.dev.Name, "err", err)
 			}
 		}
@@ -601,6 +628,7 @@ func (d *Driver) adopt(in instance) {
 			}
 		}
 	}()
+	return things
 }
 
 // strict reads a call's arguments; an unknown field is a mistake the

@@ -283,8 +283,9 @@ func (r *Reconciler) containerApp(a app.Assignment, cfg json.RawMessage) (contai
 }
 
 // applySets gives the parts next: removals first, dependents before what
-// they depend on (triggers, functions, then containers); then containers
-// in their start order, functions, triggers. A failure names the changed
+// they depend on (triggers, driver apps' devices, functions, then
+// containers); then driver apps' devices, containers in their start order,
+// functions, triggers. A failure names the changed
 // app it is about when it can.
 func (r *Reconciler) applySets(ctx context.Context, next sets, changed map[string]bool) error {
 	cur := r.applied
@@ -309,6 +310,15 @@ func (r *Reconciler) applySets(ctx context.Context, next sets, changed map[strin
 		}
 	}
 	r.applied.functions = slices.DeleteFunc(r.applied.functions, func(f function.Spec) bool { return !keepFn[f.Name] })
+	// Driver apps get their devices before their functions start, so that
+	// a driver's process is told them when it says hello (Link IoT Edge's
+	// drivers read their device list once, at start).
+	if r.opts.Drivers != nil && (len(next.drivers) > 0 || len(r.applied.drivers) > 0) {
+		if err := r.opts.Drivers.Apply(ctx, next.drivers); err != nil {
+			return fail(driverName(err, next.drivers), app.CodeStart, err)
+		}
+		r.applied.drivers = next.drivers
+	}
 	if r.opts.Containers != nil {
 		if err := r.opts.Containers.Apply(ctx, next.containers); err != nil {
 			return fail("", app.CodeStart, fmt.Errorf("containers: %w", err))
@@ -319,12 +329,6 @@ func (r *Reconciler) applySets(ctx context.Context, next sets, changed map[strin
 		return fail(r.failedFunction(next, changed), app.CodeStart, err)
 	}
 	r.applied.functions = next.functions
-	if r.opts.Drivers != nil && (len(next.drivers) > 0 || len(r.applied.drivers) > 0) {
-		if err := r.opts.Drivers.Apply(ctx, next.drivers); err != nil {
-			return fail(driverName(err, next.drivers), app.CodeStart, err)
-		}
-		r.applied.drivers = next.drivers
-	}
 	if err := r.opts.Triggers.Apply(ctx, next.triggers); err != nil {
 		name, _, _ := strings.Cut(triggerConfigName(err, next.triggers), ".")
 		return fail(name, app.CodeStart, err)

@@ -33,9 +33,11 @@ const (
 )
 
 // DriverHelloAnswer is the driver's configuration, as the gateway's
-// deployment gives it ("null" when none).
+// deployment gives it ("null" when none), and the devices bound to the
+// driver when it said hello (which it is given by attach ops too).
 type DriverHelloAnswer struct {
-	Config json.RawMessage `json:"config"`
+	Config  json.RawMessage `json:"config"`
+	Devices []Thing         `json:"devices"`
 }
 
 // DriverReportArgs are a driver.report's arguments.

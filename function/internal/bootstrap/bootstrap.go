@@ -64,3 +64,16 @@ var NodeLinkEdge string
 //
 //go:embed lecoresdk.py
 var PythonLinkEdge string
+
+// NodeThingAccess is linkedge_thing_access_sdk.js, Link IoT Edge's thing
+// access SDK for Node.js drivers on the driver API; the host writes it as
+// node_modules/linkedge-thing-access-sdk/index.js.
+//
+//go:embed linkedge_thing_access_sdk.js
+var NodeThingAccess string
+
+// PythonThingAccess is lethingaccesssdk.py, Link IoT Edge's thing access
+// SDK for Python drivers on the driver API, beside the bootstraps.
+//
+//go:embed lethingaccesssdk.py
+var PythonThingAccess string

@@ -76,8 +76,12 @@ class Driver {
     this.keys = new Map();
     // config is the driver's configuration, once ready has resolved.
     this.config = null;
+    // bound are the devices bound to the driver when it said hello, as
+    // the gateway told them then (attach comes for each of them too).
+    this.bound = [];
     this.ready = json('driver.hello', {}).then((a) => {
       this.config = a.config;
+      this.bound = a.devices || [];
       return this;
     });
     // A failed hello leaves the driver unserved; the host sees the

@@ -171,7 +171,11 @@ class Driver:
         self.devices = {}
         self._keys = {}
         self._lock = threading.Lock()
-        self.config = _json("driver.hello", {})["config"]
+        hello = _json("driver.hello", {})
+        self.config = hello["config"]
+        # bound are the devices bound to the driver when it said hello (it
+        # is given each by an attach too).
+        self.bound = hello.get("devices") or []
 
     def _thing(self, name):
         with self._lock:

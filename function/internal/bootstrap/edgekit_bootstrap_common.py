@@ -64,7 +64,7 @@ def error_fields(exc, type_name=None):
     """An exception as the service reports it: errorMessage, errorType and
     stackTrace, a list of formatted frames."""
     return {
-        "errorMessage": str(exc),
+        "errorMessage": exc.message if isinstance(exc, EdgekitError) else str(exc),
         "errorType": type_name or getattr(exc, "type_name", None) or type(exc).__name__,
         "stackTrace": _user_frames(exc.__traceback__),
     }

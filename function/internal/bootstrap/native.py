@@ -251,6 +251,11 @@ def main():
     wrote[0] = False  # what loading printed is not an invocation's
     write_frame(b"R", b"counts-output")
     serve(handler)
+    # The host closed the pipe: stop now, not when the function's own
+    # threads end (a driver's reporting loop never does).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
