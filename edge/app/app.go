@@ -29,6 +29,8 @@ package app
 import (
 	"encoding/json"
 	"errors"
+	"regexp"
+	"strings"
 
 	"github.com/edgekit/edgekit/function/spec"
 )
@@ -95,6 +97,69 @@ type FunctionVersion struct {
 	// driver API, docs/FUNCTION-API.md): it runs continuously, one
 	// instance, and serves the devices its assignments bind to it.
 	Driver bool `json:"driver,omitempty"`
+	// Settings, when set, are the package's manifest: the package holds
+	// none, as Link IoT Edge's zips hold only the code (index.js or
+	// index.py at the root), and the settings that platform keeps beside
+	// the code come with the version instead.
+	Settings *FunctionSettings `json:"settings,omitempty"`
+}
+
+// FunctionSettings are what Link IoT Edge keeps beside a function's code.
+type FunctionSettings struct {
+	// Runtime is nodejs or python (Link's nodejs8, nodejs10, nodejs12 and
+	// python3 name them too).
+	Runtime string `json:"runtime"`
+	// Handler is file.function; default index.handler.
+	Handler string `json:"handler,omitempty"`
+	// RunMode is OnDemand (the default: started by its triggers) or
+	// LongLived (always running).
+	RunMode string `json:"runMode,omitempty"`
+	// MemorySize bounds the function's memory in MB.
+	MemorySize int `json:"memorySize,omitempty"`
+	// Timeout bounds each invocation.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Environment is the function's environment variables.
+	Environment map[string]string `json:"environment,omitempty"`
+	// Permissions are what a manifest's permissions are
+	// (docs/FUNCTION-API.md, Permissions).
+	Permissions spec.Permissions `json:"permissions,omitzero"`
+}
+
+// Manifest is the function spec the settings make for app name's version:
+// Function Compute's event and context (Link's functions are written for
+// it), on the native protocol.
+func (s *FunctionSettings) Manifest(name, version string) spec.Function {
+	fn := spec.Function{Name: name, Version: version, Handler: s.Handler, Service: spec.ServiceFC, API: spec.APINative,
+		MemoryLimitMB: s.MemorySize, Timeout: s.Timeout, Env: s.Environment, Permissions: s.Permissions, Mode: spec.OnDemand}
+	if fn.Handler == "" {
+		fn.Handler = "index.handler"
+	}
+	switch {
+	case strings.HasPrefix(s.Runtime, "nodejs"):
+		fn.Runtime = spec.RuntimeNode
+	case strings.HasPrefix(s.Runtime, "python"):
+		fn.Runtime = spec.RuntimePython
+	}
+	if s.RunMode == "LongLived" {
+		fn.Mode = spec.Continuous
+	}
+	return fn
+}
+
+var linkRuntimeRE = regexp.MustCompile(`^(nodejs([0-9]+)?|python([0-9.]+)?)$`)
+
+func (s *FunctionSettings) check() *fieldError {
+	switch {
+	case !linkRuntimeRE.MatchString(s.Runtime):
+		return fieldErr("runtime", "%q: want nodejs or python (nodejs8, nodejs10, python3, ...)", s.Runtime)
+	case s.RunMode != "" && s.RunMode != "OnDemand" && s.RunMode != "LongLived":
+		return fieldErr("runMode", "%q: want OnDemand or LongLived", s.RunMode)
+	case s.MemorySize < 0:
+		return fieldErr("memorySize", "negative")
+	case s.Timeout < 0:
+		return fieldErr("timeout", "negative")
+	}
+	return nil
 }
 
 // Device is a device a gateway's assignment binds to a driver app: a name

@@ -269,3 +269,31 @@ func TestDriverDevices(t *testing.T) {
 		}
 	}
 }
+
+// TestFunctionSettings: Link IoT Edge's function settings make the manifest
+// of a package that holds none, and what they cannot be is refused.
+func TestFunctionSettings(t *testing.T) {
+	st := app.FunctionSettings{Runtime: "nodejs10", RunMode: "LongLived", MemorySize: 64, Environment: map[string]string{"A": "b"}}
+	m := st.Manifest("link", "1")
+	if m.Runtime != "nodejs" || m.Handler != "index.handler" || m.Mode != "continuous" || m.Service != "fc" || m.MemoryLimitMB != 64 || m.Env["A"] != "b" {
+		t.Errorf("manifest %+v", m)
+	}
+	if m := (&app.FunctionSettings{Runtime: "python3"}).Manifest("p", "1"); m.Runtime != "python" || m.Mode != "on-demand" {
+		t.Errorf("python3: %+v", m)
+	}
+	for _, tc := range []struct {
+		settings app.FunctionSettings
+		says     string
+	}{
+		{app.FunctionSettings{Runtime: "java8"}, `settings.runtime: "java8"`},
+		{app.FunctionSettings{Runtime: "nodejs", RunMode: "Sometimes"}, `settings.runMode: "Sometimes"`},
+		{app.FunctionSettings{Runtime: "python3", MemorySize: -1}, "settings.memorySize"},
+	} {
+		a := app.Assignment{App: app.App{Name: "a", Kind: app.KindFunction},
+			Version: app.Version{Version: "1", Function: &app.FunctionVersion{Settings: &tc.settings, Package: app.Artifact{URL: "file:///p.zip", SHA256: strings.Repeat("0", 64)}}}}
+		err := (&app.Deployment{Schema: 1, ID: "d", Revision: 1, Apps: []app.Assignment{a}}).Check()
+		if !errors.Is(err, app.ErrInvalid) || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%+v: %v, want ErrInvalid naming %q", tc.settings, err, tc.says)
+		}
+	}
+}

@@ -216,6 +216,11 @@ func (f *FunctionVersion) check() *fieldError {
 	if err := f.Package.check(); err != nil {
 		return &fieldError{"package." + err.field, err.msg}
 	}
+	if f.Settings != nil {
+		if err := f.Settings.check(); err != nil {
+			return &fieldError{"settings." + err.field, err.msg}
+		}
+	}
 	seen := map[string]bool{}
 	for i, t := range f.Triggers {
 		field := fmt.Sprintf("triggers[%d]", i)

@@ -93,6 +93,10 @@ func (r *Reconciler) fetchPackage(ctx context.Context, a app.Assignment) error {
 		return fail(name, app.CodeChecksum, fmt.Errorf("version %s is installed from an archive of digest %s, the deployment says %s: a published version does not change", version, digest, art.SHA256))
 	}
 	pkg := codepkg.Package{Name: name, Version: version, SHA256: art.SHA256, Size: art.Size, Signature: art.Signature}
+	if st := a.Version.Function.Settings; st != nil {
+		m := st.Manifest(name, version)
+		pkg.Manifest = &m
+	}
 	u, _ := url.Parse(art.URL) // checked by app
 	var spool string
 	err := r.retry(ctx, art.URL, func() (bool, error) {

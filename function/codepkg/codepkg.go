@@ -157,6 +157,11 @@ type Package struct {
 	// Signature is ed25519 over the 32-byte SHA-256 digest; required when
 	// the store has a public key.
 	Signature []byte
+	// Manifest, when set, is the package's manifest, for an archive that
+	// holds only code (Link IoT Edge's zips): the store writes it as the
+	// package's function.json, checked as any manifest, and an archive
+	// with a function.json of its own is refused.
+	Manifest *spec.Function
 }
 
 // Sign returns the signature Install expects for archive.
@@ -206,6 +211,19 @@ func (s *Store) Install(ctx context.Context, r io.Reader, p Package) (spec.Funct
 		return spec.Function{}, fmt.Errorf("codepkg: %s version %s: %w", p.Name, p.Version, err)
 	}
 	defer u.close()
+	if p.Manifest != nil {
+		b, err := json.Marshal(p.Manifest)
+		if err != nil {
+			return spec.Function{}, fmt.Errorf("codepkg: %w: %v", ErrManifest, err)
+		}
+		if _, err := u.root.Lstat(ManifestName); err == nil {
+			return spec.Function{}, fmt.Errorf("codepkg: %w: %s version %s: the deployment gives the manifest, and the archive has a %s of its own",
+				ErrManifest, p.Name, p.Version, ManifestName)
+		}
+		if err := writeNew(u.root, ManifestName, string(b)); err != nil {
+			return spec.Function{}, fmt.Errorf("codepkg: %w", err)
+		}
+	}
 	fn, err := s.readSpec(u.root, final)
 	if err != nil {
 		return spec.Function{}, err

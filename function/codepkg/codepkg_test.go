@@ -355,3 +355,44 @@ func TestKeyRotation(t *testing.T) {
 		t.Error("a short key was taken")
 	}
 }
+
+// TestGivenManifest: an archive of code alone (Link IoT Edge's zip) installs
+// with the manifest the deployment gives, which Get reads back after a
+// restart; one with a manifest of its own, or a given manifest the store
+// refuses, is refused.
+func TestGivenManifest(t *testing.T) {
+	dir := t.TempDir()
+	s, err := codepkg.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := zipArchive(t, entry{name: "index.js", body: "exports.handler = (e, c, cb) => cb(null, e);\n"})
+	p := pkg(code, "link", "1")
+	p.Manifest = &function.Spec{Name: "link", Version: "1", Runtime: function.RuntimeNode, Handler: "index.handler", Service: function.ServiceFC, Mode: function.Continuous}
+	got, err := s.Install(context.Background(), bytes.NewReader(code), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Handler != "index.handler" || got.Mode != function.Continuous || got.Service != function.ServiceFC || got.CodeDir != filepath.Join(dir, "link", "1") {
+		t.Errorf("installed %+v", got)
+	}
+	s2, err := codepkg.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s2.Get("link", "1"); err != nil || again.Handler != got.Handler || again.Mode != got.Mode || again.Service != got.Service {
+		t.Errorf("after a restart: %+v %v", again, err)
+	}
+
+	both := zipArchive(t, manifest("link", "2"), entry{name: "index.js", body: "x"})
+	p = pkg(both, "link", "2")
+	p.Manifest = &function.Spec{Name: "link", Version: "2", Runtime: function.RuntimeNode, Handler: "index.handler"}
+	if _, err := s.Install(context.Background(), bytes.NewReader(both), p); !errors.Is(err, codepkg.ErrManifest) || !strings.Contains(err.Error(), "of its own") {
+		t.Errorf("an archive with a manifest of its own and one given: %v", err)
+	}
+	p = pkg(code, "link", "3")
+	p.Manifest = &function.Spec{Name: "link", Version: "3", Runtime: function.RuntimeNode, Handler: "../index.handler"}
+	if _, err := s.Install(context.Background(), bytes.NewReader(code), p); !errors.Is(err, codepkg.ErrManifest) || !strings.Contains(err.Error(), "climbs out") {
+		t.Errorf("a given manifest whose handler climbs out: %v", err)
+	}
+}
