@@ -49,7 +49,8 @@ func linkZip(t *testing.T, program string) (archive []byte) {
 // TestLinkEdgeZips: programs written for Link IoT Edge's SDKs, packed as
 // that platform packs them (a zip with index.js or index.py and no
 // manifest) and deployed with its function settings in the deployment,
-// run unchanged: the long-lived one's messages reach the bus, one invokes
+// run unchanged: the long-lived ones' messages reach the bus (one of them
+// loops at import, before its handler is defined), one invokes
 // another, one gets and sets a thing's properties and calls its service,
 // and the drivers' thermometers appear with checked reports and events; a
 // change of a driver's configuration reaches registerChangedCallback.
@@ -69,7 +70,7 @@ func TestLinkEdgeZips(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := make(chan *bus.Message, 100)
-	for _, f := range []string{"/hello/world", "devices/+/events/#"} {
+	for _, f := range []string{"/hello/world", "/topic/hello", "devices/+/events/#"} {
 		if _, err := g.Bus().Subscribe(ctx, f, func(_ context.Context, m *bus.Message) {
 			select {
 			case seen <- m:
@@ -102,6 +103,7 @@ func TestLinkEdgeZips(t *testing.T) {
 	d := &app.Deployment{Schema: 1, ID: "link", Revision: 1, Apps: []app.Assignment{
 		link("link-hello", "node/hello.js", app.FunctionSettings{Runtime: "nodejs10", RunMode: "LongLived", Permissions: spec.Permissions{Publish: []string{"/hello/#"}}}, false, ""),
 		link("link-hello-py", "python/hello.py", app.FunctionSettings{Runtime: "python3", RunMode: "LongLived", MemorySize: 64, Permissions: spec.Permissions{Publish: []string{"/hello/#"}}}, false, ""),
+		link("link-loop-py", "python/loop.py", app.FunctionSettings{Runtime: "python3", RunMode: "LongLived", Permissions: spec.Permissions{Publish: []string{"/topic/#"}}}, false, ""),
 		link("link-things", "python/things.py", app.FunctionSettings{Runtime: "python3", Timeout: spec.Duration(5 * time.Second), Permissions: spec.Permissions{Devices: []string{"boiler-*"}}}, false, ""),
 		link("link-invokee", "node/invokee.js", app.FunctionSettings{Runtime: "nodejs10", Environment: map[string]string{"GREETING": "hi"}}, false, ""),
 		link("link-invoker", "node/invoker.js", app.FunctionSettings{Runtime: "nodejs10", Permissions: spec.Permissions{Invoke: []string{"link-invokee"}}}, false, ""),
@@ -129,13 +131,13 @@ func TestLinkEdgeZips(t *testing.T) {
 			select {
 			case m := <-seen:
 				fn, _ := m.Property("edgekit-function")
-				if m.Topic == "/hello/world" {
+				if m.Topic == "/hello/world" || m.Topic == "/topic/hello" {
 					hellos[fn] = true
 				} else if strings.HasSuffix(m.Topic, "/events/high_temperature") {
 					events[strings.Split(m.Topic, "/")[1]] = true
 				}
 			default:
-				return hellos["link-hello"] && hellos["link-hello-py"] && events["HelloThing"] && events["HelloThingPy"]
+				return hellos["link-hello"] && hellos["link-hello-py"] && hellos["link-loop-py"] && events["HelloThing"] && events["HelloThingPy"]
 			}
 		}
 	})

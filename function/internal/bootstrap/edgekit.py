@@ -48,7 +48,7 @@ def _call(method, args, payload=None, timeout_ms=None, context=None):
     if transport is None:
         raise EdgekitError("Unavailable", "%s: no way to the gateway: the native protocol or the gateway's local API (EDGEKIT_API) is needed" % method)
     deadline = 0
-    if context is None and threading.current_thread() is threading.main_thread():
+    if context is None and threading.current_thread() is _common.serving[0]:
         context = _common.current[0]
     if context is not None:
         deadline = int(time.time() * 1000) + context.get_remaining_time_in_millis()

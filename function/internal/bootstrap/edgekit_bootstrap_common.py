@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import traceback
 
@@ -315,6 +316,10 @@ Context = FCContext if SERVICE == "fc" else LambdaContext
 
 # The context of the invocation under way, for the log records.
 current = [None]
+# serving[0] is the thread that runs invocations: the main thread, or the
+# one native.py serves from while the main thread is still importing a
+# module that loops at import.
+serving = [threading.main_thread()]
 
 # The gateway API's transport (the edgekit module; package function/fnapi
 # names the methods): calls[0](method, args, payload, deadline_ms) returns

@@ -11,6 +11,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 
 import edgekit_bootstrap_common as common
 
@@ -240,22 +241,79 @@ def serve(handler, fd_in=3, fd_out=4):
             data = data[write(fd_out, data):]
 
 
+# A module that is still importing after LOOP_GRACE seconds is taken for
+# one that loops at import, as Link IoT Edge's examples do (a publishing
+# loop before the handler is defined): the invocations are served from
+# another thread meanwhile, each waiting for the handler to be defined.
+LOOP_GRACE = 2.0
+
+
+def _stop(code):
+    """Stops the process now, not when the function's own threads end (a
+    driver's reporting loop never does)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _early_handler():
+    """The handler of a module still importing: each invocation waits, up
+    to its deadline, for the module to define it."""
+    spec = os.environ.get("_HANDLER") or os.environ.get("FC_FUNCTION_HANDLER", "")
+    modname, _, name = spec.rpartition(".")
+    modname = modname.replace("/", ".")
+
+    def handler(event, context):
+        while True:
+            fn = getattr(sys.modules.get(modname), name, None)
+            if callable(fn):
+                return fn(event, context)
+            if context.get_remaining_time_in_millis() <= 10:
+                raise common.RuntimeError_("Runtime.HandlerNotFound", "Handler '%s' is not defined yet: module '%s' is still running its top level" % (name, modname))
+            time.sleep(0.01)
+    return handler
+
+
 def main():
     sys.stdout, sys.stderr = _Counted(sys.stdout), _Counted(sys.stderr)
     common.install_logging()
+    lock = threading.Lock()
+    state = ["loading"]
+
+    def serve_early():
+        with lock:
+            if state[0] != "loading":
+                return
+            state[0] = "serving"
+        common.serving[0] = threading.current_thread()
+        write_frame(b"R", b"counts-output")
+        serve(_early_handler())
+        _stop(0)
+
+    early = threading.Timer(LOOP_GRACE, serve_early)
+    early.daemon = True
+    early.start()
     try:
         handler = common.load_handler()
     except Exception as exc:
+        with lock:
+            serving, state[0] = state[0] == "serving", "failed"
+        early.cancel()
+        if serving:  # the module's top level failed after the invocations began
+            traceback.print_exc()
+            _stop(1)
         write_frame(b"I", error_json(exc))
         sys.exit(1)
+    with lock:
+        serving, state[0] = state[0] == "serving", "loaded"
+    early.cancel()
+    if serving:  # the module finished importing while served: serve on
+        early.join()
+        _stop(0)
     wrote[0] = False  # what loading printed is not an invocation's
     write_frame(b"R", b"counts-output")
     serve(handler)
-    # The host closed the pipe: stop now, not when the function's own
-    # threads end (a driver's reporting loop never does).
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _stop(0)
 
 
 if __name__ == "__main__":
