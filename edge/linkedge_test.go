@@ -163,13 +163,15 @@ func TestLinkEdgeZips(t *testing.T) {
 	}
 
 	// A configuration change reaches the drivers' registerChangedCallback.
-	d.Revision = 2
-	for i, a := range d.Apps {
+	// A new document: the reconciler owns the one it was given.
+	d2 := &app.Deployment{Schema: 1, ID: "link", Revision: 2}
+	for _, a := range d.Apps {
 		if a.Version.Function.Driver {
-			d.Apps[i].Version.Config = json.RawMessage(`{"json": {"threshold": 31}}`)
+			a.Version.Config = json.RawMessage(`{"json": {"threshold": 31}}`)
 		}
+		d2.Apps = append(d2.Apps, a)
 	}
-	if err := g.Reconciler().Submit(d); err != nil {
+	if err := g.Reconciler().Submit(d2); err != nil {
 		t.Fatal(err)
 	}
 	awaitRevision(2)

@@ -231,7 +231,8 @@ func New(opts *Options) (*Reconciler, error) {
 // Submit hands the reconciler a desired deployment. It returns at once:
 // Run applies it, superseding one in progress. A document that breaks a
 // rule is refused (app.ErrInvalid) and so is a revision not above the
-// newest taken (ErrStale); either way what runs keeps running.
+// newest taken (ErrStale); either way what runs keeps running. The
+// reconciler keeps d: the caller does not change it after.
 func (r *Reconciler) Submit(d *app.Deployment) error {
 	if d == nil {
 		return fmt.Errorf("reconcile: %w: no deployment", app.ErrInvalid)
