@@ -377,8 +377,11 @@ func (d *Driver) ask(ctx context.Context, name string, op []byte) ([]byte, error
 	if cerr := ctx.Err(); cerr != nil {
 		return nil, fmt.Errorf("device %s: %w", name, cerr)
 	}
-	if d, ok := ctx.Deadline(); ok && errors.Is(err, invoke.ErrTimeout) && !time.Now().Before(d) {
-		// The host's timer for the caller's deadline fired before ctx's.
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < time.Millisecond {
+		// The deadline passed (the host's timer for it fired before
+		// ctx's), or is within the millisecond the native protocol
+		// carries deadlines in (the driver's own context ended): the
+		// request ended by it.
 		return nil, fmt.Errorf("device %s: %w: %w", name, context.DeadlineExceeded, err)
 	}
 	var fe *invoke.Error
