@@ -126,7 +126,7 @@ func TestLinkEdgeZips(t *testing.T) {
 	awaitRevision(1)
 
 	var hellos, events = map[string]bool{}, map[string]bool{}
-	testenv.Eventually(t, "the hellos and both thermometers' events on the bus", func() bool {
+	testenv.EventuallyWithin(t, "the hellos and both thermometers' events on the bus", 30*time.Second, func() bool {
 		for {
 			select {
 			case m := <-seen:
@@ -176,7 +176,7 @@ func TestLinkEdgeZips(t *testing.T) {
 	}
 	awaitRevision(2)
 	for _, fn := range []string{"link-thermometer", "link-thermometer-py"} {
-		testenv.Eventually(t, fn+"'s changed callback", func() bool {
+		testenv.EventuallyWithin(t, fn+"'s changed callback", 30*time.Second, func() bool {
 			recs, err := g.Functions().Logs(logstore.Query{Function: fn, Contains: `"threshold":31`})
 			return err == nil && len(recs) > 0
 		})

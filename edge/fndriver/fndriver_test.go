@@ -347,9 +347,9 @@ func TestCrashAndHang(t *testing.T) {
 				if err := <-done; err == nil {
 					t.Errorf("%s: the call succeeded", service)
 				}
-				testenv.Eventually(t, dev+" offline", func() bool { return m.wentOffline(dev, since) })
+				testenv.EventuallyWithin(t, dev+" offline", 30*time.Second, func() bool { return m.wentOffline(dev, since) })
 				before := m.reported(dev)
-				testenv.Eventually(t, dev+" back online and reporting", func() bool {
+				testenv.EventuallyWithin(t, dev+" back online and reporting", 30*time.Second, func() bool {
 					return m.state(t, dev) == device.Online && m.reported(dev) > before
 				})
 				if _, err := m.Get(ctx, dev, []string{"temperature"}); err != nil {

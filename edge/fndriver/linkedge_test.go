@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/edgekit/edgekit/device"
 	"github.com/edgekit/edgekit/function"
@@ -53,7 +54,7 @@ func TestLinkEdgeDriver(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = r.host.Remove(context.Background(), fn) })
 
-			testenv.Eventually(t, "HelloThing online and reporting", func() bool {
+			testenv.EventuallyWithin(t, "HelloThing online and reporting", 30*time.Second, func() bool {
 				return m.state(t, "HelloThing") == device.Online && m.reported("HelloThing") >= 1
 			})
 			got, err := m.Get(ctx, "HelloThing", []string{"temperature"})
@@ -63,7 +64,7 @@ func TestLinkEdgeDriver(t *testing.T) {
 			if _, err := m.Set(ctx, "HelloThing", map[string]any{"temperature": 30}); err == nil {
 				t.Error("a write of a read-only property succeeded")
 			}
-			testenv.Eventually(t, "high_temperature above 26", func() bool {
+			testenv.EventuallyWithin(t, "high_temperature above 26", 30*time.Second, func() bool {
 				m.mu.Lock()
 				defer m.mu.Unlock()
 				for _, e := range m.events {
@@ -78,7 +79,7 @@ func TestLinkEdgeDriver(t *testing.T) {
 			if err := r.host.Deploy(ctx, spec); err != nil {
 				t.Fatal(err)
 			}
-			testenv.Eventually(t, "the change reaching registerChangedCallback", func() bool {
+			testenv.EventuallyWithin(t, "the change reaching registerChangedCallback", 30*time.Second, func() bool {
 				recs, err := r.host.Logs(logstore.Query{Function: fn, Contains: `"threshold":31`})
 				return err == nil && len(recs) > 0
 			})
