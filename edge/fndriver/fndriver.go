@@ -173,13 +173,20 @@ func (d *Driver) attach(ctx context.Context, dev device.Device, op string) error
 		d.mu.Unlock()
 		return err
 	}
-	switch {
-	case errors.Is(err, invoke.ErrNotFound):
-		// Its function is not deployed yet (a deployment binds a driver
-		// app's devices first): it gets the device when it says hello.
-		d.set.log.Debug("fndriver: a device for a driver not started yet", "function", d.fn, "device", dev.Name)
-	case err != nil:
-		d.set.log.Warn("fndriver: the driver did not take a device now; it is given it when it says hello", "function", d.fn, "device", dev.Name, "err", err)
+	if err != nil {
+		// The device stays bound, offline until the driver has it: it is
+		// given it when the driver says hello.
+		if errors.Is(err, invoke.ErrNotFound) {
+			// Its function is not deployed yet (a deployment binds a
+			// driver app's devices first).
+			d.set.log.Debug("fndriver: a device for a driver not started yet", "function", d.fn, "device", dev.Name)
+		} else {
+			d.set.log.Warn("fndriver: the driver did not take a device now; it is given it when it says hello", "function", d.fn, "device", dev.Name, "err", err)
+		}
+		d.mu.Lock()
+		host := d.host
+		d.mu.Unlock()
+		host.SetState(dev.Name, device.Offline, fmt.Errorf("driver function %s has not taken it: %w", d.fn, err))
 	}
 	return nil
 }

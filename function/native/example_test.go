@@ -39,3 +39,42 @@ func Example() {
 		return json.Marshal(t)
 	})
 }
+
+// lamp is a driver of one kind of device: a lamp whose brightness it keeps.
+type lamp struct{ brightness map[string]int64 }
+
+func (l *lamp) Attach(_ context.Context, t fnapi.Thing) error {
+	l.brightness[t.Name] = 0
+	return nil
+}
+
+func (l *lamp) Detach(_ context.Context, name string) error {
+	delete(l.brightness, name)
+	return nil
+}
+
+func (l *lamp) GetProperties(_ context.Context, t fnapi.Thing, ids []string) (map[string]any, error) {
+	return map[string]any{"brightness": l.brightness[t.Name]}, nil
+}
+
+func (l *lamp) SetProperties(_ context.Context, t fnapi.Thing, values map[string]json.RawMessage) (map[string]error, error) {
+	var b int64
+	if err := json.Unmarshal(values["brightness"], &b); err != nil {
+		return map[string]error{"brightness": err}, nil
+	}
+	l.brightness[t.Name] = b
+	return nil, nil
+}
+
+func (l *lamp) CallService(_ context.Context, t fnapi.Thing, service string, _ map[string]json.RawMessage) (map[string]any, error) {
+	return nil, fnapi.Errorf(fnapi.ErrUnknownService, "%s", service)
+}
+
+// A device driver as a native Go function: deployed as a driver app
+// ("driver": true), it is given the devices the deployment binds to it,
+// and the gateway's reads, writes and service calls for them reach the
+// Driver, not the handler.
+func ExampleStartWith_driver() {
+	native.StartWith(func(context.Context, []byte) ([]byte, error) { return nil, nil },
+		&native.Options{Driver: &lamp{brightness: map[string]int64{}}})
+}
