@@ -39,6 +39,21 @@ type Call struct {
 	Payload      []byte
 }
 
+// DecodeArgs reads the call's arguments into v strictly: an unknown field
+// is a mistake the caller should hear of, and is refused as
+// fnapi.ErrBadRequest naming the method. No arguments leave v as it is.
+func (c *Call) DecodeArgs(v any) error {
+	if len(bytes.TrimSpace(c.Args)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(c.Args))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", c.Method, err)
+	}
+	return nil
+}
+
 // answerWrite bounds the write of one answer: an instance that does not
 // read its answers loses them, not the host's goroutines.
 const answerWrite = time.Second

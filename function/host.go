@@ -687,11 +687,6 @@ func (h *Host) prepareDataDir() error {
 		}
 	}
 	dir := h.bootstrapDir()
-	for _, m := range []string{"edgekit", "linkedge-core-sdk", "linkedge-thing-access-sdk"} {
-		if err := os.MkdirAll(filepath.Join(dir, nodeModules, m), 0o755); err != nil {
-			return fmt.Errorf("function: data directory: %w", err)
-		}
-	}
 	for name, content := range map[string]string{
 		"bootstrap.js": bootstrap.Node, "bootstrap.py": bootstrap.Python,
 		"native.js": bootstrap.NodeNative, "native.py": bootstrap.PythonNative,
@@ -700,6 +695,9 @@ func (h *Host) prepareDataDir() error {
 		filepath.Join(nodeModules, "linkedge-core-sdk", "index.js"): bootstrap.NodeLinkEdge, "lecoresdk.py": bootstrap.PythonLinkEdge,
 		filepath.Join(nodeModules, "linkedge-thing-access-sdk", "index.js"): bootstrap.NodeThingAccess, "lethingaccesssdk.py": bootstrap.PythonThingAccess,
 	} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755); err != nil {
+			return fmt.Errorf("function: data directory: %w", err)
+		}
 		if err := safefile.Write(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("function: writing the %s bootstrap: %w", name, err)
 		}

@@ -19,7 +19,6 @@
 package fncall
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -93,13 +92,13 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 	switch c.Method {
 	case fnapi.Publish:
 		var a fnapi.PublishArgs
-		if err := decode(c, &a); err != nil {
+		if err := c.DecodeArgs(&a); err != nil {
 			return nil, err
 		}
 		return nil, s.publish(ctx, c.Function.Name, perm, &a, c.Payload)
 	case fnapi.Invoke:
 		var a fnapi.InvokeArgs
-		if err := decode(c, &a); err != nil {
+		if err := c.DecodeArgs(&a); err != nil {
 			return nil, err
 		}
 		if !spec.Allows(perm.Invoke, a.Function) {
@@ -174,7 +173,7 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 		return json.Marshal(map[string]any{"output": out})
 	case fnapi.DeviceList:
 		var a fnapi.DeviceListArgs
-		if err := decode(c, &a); err != nil {
+		if err := c.DecodeArgs(&a); err != nil {
 			return nil, err
 		}
 		m := s.devices.Load()
@@ -250,7 +249,7 @@ func (s *Server) publish(ctx context.Context, fn string, perm spec.Permissions, 
 // name is at *name, and returns the manager once the caller may reach
 // that device.
 func (s *Server) deviceCall(c *function.Call, args any, name *string) (*device.Manager, error) {
-	if err := decode(c, args); err != nil {
+	if err := c.DecodeArgs(args); err != nil {
 		return nil, err
 	}
 	if !spec.Allows(c.Function.Permissions.Devices, *name) {
@@ -263,46 +262,33 @@ func (s *Server) deviceCall(c *function.Call, args any, name *string) (*device.M
 	return m, nil
 }
 
-// decode reads a call's arguments strictly: an unknown field is a
-// mistake the caller should hear of.
-func decode(c *function.Call, v any) error {
-	if len(bytes.TrimSpace(c.Args)) == 0 {
-		return nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(c.Args))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", c.Method, err)
-	}
-	return nil
-}
-
-// decodeValues reads values as the device manager checks them (numbers
-// as json.Number).
+// decodeValues reads values as the device manager checks them; a
+// malformed one is a bad request naming field and id.
 func decodeValues(field string, raw map[string]json.RawMessage) (map[string]any, error) {
-	out := make(map[string]any, len(raw))
-	for id, b := range raw {
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.UseNumber()
-		var v any
-		if err := dec.Decode(&v); err != nil {
-			return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s.%s: %v", field, id, err)
-		}
-		out[id] = v
+	out, err := fnapi.DecodeValues(raw)
+	if err != nil {
+		return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s.%v", field, err)
 	}
 	return out, nil
 }
 
-// deviceError is a device manager's error as a call answers it.
-func deviceError(name string, err error) error {
+// deviceError is a device manager's error about device name as a call
+// answers it.
+func deviceError(name string, err error) error { return DeviceError("device "+name, err) }
+
+// DeviceError is a device manager's error as a call answers it, after
+// what (the device, the method): the device errors with their types (as
+// the devices' topics name them), a closed manager as
+// fnapi.ErrUnavailable, anything else as it is.
+func DeviceError(what string, err error) error {
 	typ := devicebus.ErrorType(err)
 	if errors.Is(err, device.ErrClosed) {
 		typ = fnapi.ErrUnavailable.Error()
 	}
 	if typ == "Error" {
-		return fmt.Errorf("device %s: %w", name, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return &fnapi.Error{Type: typ, Message: fmt.Sprintf("device %s: %v", name, err)}
+	return &fnapi.Error{Type: typ, Message: fmt.Sprintf("%s: %v", what, err)}
 }
 
 // invokeError is an invocation's error as a call answers it: a function's

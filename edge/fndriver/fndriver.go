@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/edgekit/edgekit/device"
+	"github.com/edgekit/edgekit/edge/fncall"
 	"github.com/edgekit/edgekit/function"
 	"github.com/edgekit/edgekit/function/fnapi"
 	"github.com/edgekit/edgekit/invoke"
@@ -460,7 +461,7 @@ func (s *Set) Serve(ctx context.Context, c *function.Call) ([]byte, error) {
 	switch c.Method {
 	case fnapi.DriverReport:
 		var a fnapi.DriverReportArgs
-		if err := strict(c, &a); err != nil {
+		if err := c.DecodeArgs(&a); err != nil {
 			return nil, err
 		}
 		dev, err := d.device(a.Device)
@@ -491,15 +492,15 @@ func (s *Set) Serve(ctx context.Context, c *function.Call) ([]byte, error) {
 		return json.Marshal(ans)
 	case fnapi.DriverEvent:
 		var a fnapi.DriverEventArgs
-		if err := strict(c, &a); err != nil {
+		if err := c.DecodeArgs(&a); err != nil {
 			return nil, err
 		}
 		if _, err := d.device(a.Device); err != nil {
 			return nil, callError(c.Method, err)
 		}
-		out, err := values(a.Output)
+		out, err := fnapi.DecodeValues(a.Output)
 		if err != nil {
-			return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: output: %v", c.Method, err)
+			return nil, fnapi.Errorf(fnapi.ErrBadRequest, "%s: output.%v", c.Method, err)
 		}
 		if err := host.Emit(ctx, a.Device, a.Event, out, at(a.Time)); err != nil {
 			return nil, callError(c.Method, err)
@@ -507,7 +508,7 @@ func (s *Set) Serve(ctx context.Context, c *function.Call) ([]byte, error) {
 		return nil, nil
 	case fnapi.DriverState:
 		var a fnapi.DriverStateArgs
-		if err := strict(c, &a); err != nil {
+		if err := c.DecodeArgs(&a); err != nil {
 			return nil, err
 		}
 		st := device.State(a.State)
@@ -641,17 +642,6 @@ func (d *Driver) adopt(in instance) []*thing {
 	return things
 }
 
-// strict reads a call's arguments; an unknown field is a mistake the
-// driver should hear of.
-func strict(c *function.Call, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(c.Args))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", c.Method, err)
-	}
-	return nil
-}
-
 // decode reads a driver's answer, numbers as json.Number.
 func decode(raw []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -659,24 +649,13 @@ func decode(raw []byte, v any) error {
 	return dec.Decode(v)
 }
 
+// value reads a value the driver gave.
 func value(raw json.RawMessage) (any, error) {
-	var v any
-	if err := decode(raw, &v); err != nil {
+	v, err := fnapi.DecodeValue(raw)
+	if err != nil {
 		return nil, fmt.Errorf("%w: %w", device.ErrInvalidValue, err)
 	}
 	return v, nil
-}
-
-func values(raw map[string]json.RawMessage) (map[string]any, error) {
-	out := make(map[string]any, len(raw))
-	for k, b := range raw {
-		v, err := value(b)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
-		}
-		out[k] = v
-	}
-	return out, nil
 }
 
 func at(ms int64) time.Time {
@@ -717,14 +696,4 @@ func propertyError(dev, id string, e *fnapi.Error) error {
 
 // callError is the device manager's refusal of a driver's call, as the
 // driver hears it.
-func callError(method string, err error) error {
-	for _, k := range kinds {
-		if errors.Is(err, k.err) {
-			return fnapi.Errorf(k.wire, "%s: %v", method, err)
-		}
-	}
-	if errors.Is(err, device.ErrClosed) {
-		return fnapi.Errorf(fnapi.ErrUnavailable, "%s: %v", method, err)
-	}
-	return fmt.Errorf("%s: %w", method, err)
-}
+func callError(method string, err error) error { return fncall.DeviceError(method, err) }

@@ -62,11 +62,11 @@ func (r *Reconciler) validate(d *app.Deployment) error {
 		switch a.App.Kind {
 		case app.KindFunction:
 			trigs = append(trigs, triggersOf(a)...)
-			if a.Version.Function.Driver {
+			if d, ok := driverOf(a); ok {
 				if r.opts.Drivers == nil {
 					return fail(a.App.Name, app.CodeRuntimeDown, errors.New("this gateway serves no driver apps"))
 				}
-				drivers = append(drivers, Driver{Function: a.App.Name, Devices: a.Devices})
+				drivers = append(drivers, d)
 			}
 		case app.KindContainer:
 			if r.opts.Containers == nil {
@@ -87,6 +87,12 @@ func (r *Reconciler) validate(d *app.Deployment) error {
 		}
 	}
 	return nil
+}
+
+// driverOf is a function app's binding of devices, when it is a driver
+// app.
+func driverOf(a app.Assignment) (Driver, bool) {
+	return Driver{Function: a.App.Name, Devices: a.Devices}, a.Version.Function.Driver
 }
 
 // driverName finds which driver app an error from the Drivers is about,
@@ -215,11 +221,11 @@ func (r *Reconciler) setsOf(d *app.Deployment, verify bool) (sets, error) {
 			if len(cfg) > 2 || len(spec.Config) == 0 { // the deployment's configuration, unless it is {} and the package has its own
 				spec.Config = cfg
 			}
-			if a.Version.Function.Driver {
+			if d, ok := driverOf(a); ok {
 				// A driver keeps its devices' links in its process: one,
 				// always running.
 				spec.Mode, spec.MinInstances, spec.MaxInstances = function.Continuous, 1, 1
-				s.drivers = append(s.drivers, Driver{Function: a.App.Name, Devices: a.Devices})
+				s.drivers = append(s.drivers, d)
 			}
 			s.functions = append(s.functions, spec)
 			s.triggers = append(s.triggers, triggersOf(a)...)

@@ -15,6 +15,7 @@
 package fnapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,6 +175,32 @@ var (
 // kinds are the sentinels, whose texts are the types they match.
 var kinds = [...]error{ErrForbidden, ErrBadRequest, ErrTimeout, ErrUnavailable, ErrTooManyCalls, ErrUnknownFunction, ErrThrottled,
 	ErrUnknownDevice, ErrUnknownProperty, ErrUnknownService, ErrInvalidValue, ErrReadOnly, ErrOffline}
+
+// DecodeValue reads a property, input or output value as the device
+// manager checks it: numbers as json.Number, so that none loses precision
+// before the thing model says what it is.
+func DecodeValue(raw json.RawMessage) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// DecodeValues reads values by id (DecodeValue); an error names the id.
+func DecodeValues(raw map[string]json.RawMessage) (map[string]any, error) {
+	out := make(map[string]any, len(raw))
+	for id, b := range raw {
+		v, err := DecodeValue(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", id, err)
+		}
+		out[id] = v
+	}
+	return out, nil
+}
 
 // Errorf makes an Error of the sentinel's type.
 func Errorf(sentinel error, format string, args ...any) *Error {

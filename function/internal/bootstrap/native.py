@@ -218,7 +218,7 @@ def serve(handler, fd_in=3, fd_out=4):
                 environ.pop("_X_AMZN_TRACE_ID", None)
             traced = x is not None
         try:
-            if b"edgekit-driver" in meta and common.is_driver_op(meta):
+            if common.is_driver_op(meta):
                 out = dumps(common.serve_driver_op(payload))
             else:
                 if fc:
