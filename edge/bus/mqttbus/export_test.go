@@ -1,5 +1,7 @@
 package mqttbus
 
+import "time"
+
 // SubscriptionIDCount exposes the size of the identifier table to the
 // external tests.
 func SubscriptionIDCount(c *Client) int {
@@ -9,3 +11,13 @@ func SubscriptionIDCount(c *Client) int {
 }
 
 const IDsPerEntry = idsPerEntry
+
+// NewWithAckInterval is New with paho's acknowledgement interval.
+func NewWithAckInterval(o *Options, d time.Duration) (*Client, error) { return newClient(o, d) }
+
+// OwedAcks counts the acknowledgements due and not yet written.
+func OwedAcks(c *Client) int {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	return len(c.owed)
+}

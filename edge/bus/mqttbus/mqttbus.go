@@ -71,6 +71,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/internal/dispatch"
@@ -197,6 +198,13 @@ type Client struct {
 	sent     atomic.Uint64
 	rejected atomic.Uint64
 	damaged  atomic.Uint64 // queued records that could not be read back
+
+	// owed are the received messages whose handlers have returned and
+	// whose acknowledgements paho has yet to write, by packet id, with
+	// the connection they came on; acksSent is closed when owed empties.
+	ackMu    sync.Mutex
+	owed     map[uint16]*paho.Client
+	acksSent chan struct{}
 }
 
 type entry struct {
@@ -230,7 +238,15 @@ var (
 
 // New validates opts, opens the outbound queue and starts connecting in the
 // background.
-func New(opts *Options) (*Client, error) {
+func New(opts *Options) (*Client, error) { return newClient(opts, sendAcksInterval) }
+
+// sendAcksInterval is how often paho sends the acknowledgements due (see
+// newClient).
+const sendAcksInterval = 2 * time.Millisecond
+
+// newClient is New with paho's acknowledgement interval (a test lengthens
+// it to see what Close sends).
+func newClient(opts *Options, ackInterval time.Duration) (*Client, error) {
 	if opts == nil {
 		return nil, errors.New("mqttbus: nil options (Brokers is required)")
 	}
@@ -356,7 +372,10 @@ func New(opts *Options) (*Client, error) {
 			// of message latency through Mosquitto; 2 ms costs 500 wake-ups
 			// a second per connection and keeps that p99 within ~2 ms.
 			EnableManualAcknowledgment: c.ackAfterHandler,
-			SendAcksInterval:           2 * time.Millisecond,
+			SendAcksInterval:           ackInterval,
+			// The session reports each acknowledgement it writes, so
+			// that Close can wait for those due (awaitAcks).
+			Session: &ackWatch{SessionManager: state.NewInMemory(), sent: c.ackSent},
 		},
 	}
 	c.lifetime, c.stopLife = context.WithCancel(context.Background())

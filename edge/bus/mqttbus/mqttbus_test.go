@@ -15,6 +15,7 @@ import (
 	"github.com/edgekit/edgekit/edge/bus/bustest"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/internal/brokertest"
+	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -227,82 +228,117 @@ func TestQueueDirInUse(t *testing.T) {
 func TestAckAfterHandler(t *testing.T) {
 	brk := brokertest.Start(t, nil)
 	pub := brokertest.Connect(t, brk, mqttbus.Options{})
-	// A session's local subscription is made before the connection is up
-	// when the broker holds a session to resume (so what it sends again is
-	// routed here), and after, with the SUBACK awaited, for a new one.
-	session := func(got chan<- string, release <-chan struct{}, resume bool) *mqttbus.Client {
+	publish := func(payload string) {
 		t.Helper()
-		c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{brk.URL().String()}, ClientID: "ack-test", QueueDir: t.TempDir(),
-			ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond})
-		if err != nil {
+		if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte(payload), QoS: bus.AtLeastOnce}); err != nil {
 			t.Fatal(err)
 		}
-		subscribe := func() {
-			if _, err := c.Subscribe(context.Background(), "ack/t", func(_ context.Context, m *bus.Message) {
-				got <- string(m.Payload)
-				<-release
-			}, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if resume {
-			subscribe()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := c.AwaitConnection(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if !resume {
-			subscribe()
-		}
-		return c
 	}
-	receive := func(got <-chan string, want string) {
-		t.Helper()
-		select {
-		case p := <-got:
-			if p != want {
-				t.Fatalf("received %q, want %q", p, want)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%q not received", want)
-		}
-	}
-
 	got := make(chan string, 10)
 	hold := make(chan struct{})
-	first := session(got, hold, false)
-	if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte("m1"), QoS: bus.AtLeastOnce}); err != nil {
-		t.Fatal(err)
-	}
-	receive(got, "m1")
+	first := ackSession(t, brk, sendAcksEvery, got, hold, false)
+	publish("m1")
+	receive(t, got, "m1")
 	// Gone while the handler still runs: no acknowledgement.
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	_ = first.Close(ctx)
 	cancel()
-	time.Sleep(200 * time.Millisecond) // the connection is gone
 	close(hold)
 
 	released := make(chan struct{})
 	close(released)
-	second := session(got, released, true)
-	receive(got, "m1") // sent again
-	if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte("m2"), QoS: bus.AtLeastOnce}); err != nil {
-		t.Fatal(err)
-	}
-	receive(got, "m2")
-	time.Sleep(200 * time.Millisecond) // both handlers returned: both acknowledged
+	second := ackSession(t, brk, sendAcksEvery, got, released, true)
+	receive(t, got, "m1") // sent again
+	publish("m2")
+	receive(t, got, "m2")
+	// Both handlers have returned: Close sends both acknowledgements.
 	if err := second.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 
-	third := session(got, released, true)
+	third := ackSession(t, brk, sendAcksEvery, got, released, true)
 	defer third.Close(context.Background())
+	// The broker sends a resumed session's unacknowledged messages before
+	// new ones: m3 first means m1 and m2 were not sent again.
+	publish("m3")
+	receive(t, got, "m3")
+}
+
+// sendAcksEvery is paho's acknowledgement interval as New sets it.
+const sendAcksEvery = 2 * time.Millisecond
+
+// TestCloseSendsDueAcks: a message whose handler has returned is not sent
+// again after Close, though paho's acknowledgement ticker had not come
+// round when Close was called (here it comes every 250 ms; before Close
+// waited for it, this failed every time).
+func TestCloseSendsDueAcks(t *testing.T) {
+	brk := brokertest.Start(t, nil)
+	pub := brokertest.Connect(t, brk, mqttbus.Options{})
+	got := make(chan string, 10)
+	released := make(chan struct{})
+	close(released)
+	first := ackSession(t, brk, 250*time.Millisecond, got, released, false)
+	for _, p := range []string{"m1", "m2"} {
+		if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte(p), QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatal(err)
+		}
+		receive(t, got, p)
+	}
+	testenv.Eventually(t, "both handlers returned", func() bool { return mqttbus.OwedAcks(first) == 2 })
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	second := ackSession(t, brk, 250*time.Millisecond, got, released, true)
+	defer second.Close(context.Background())
+	if err := pub.Publish(context.Background(), &bus.Message{Topic: "ack/t", Payload: []byte("m3"), QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "m3")
+}
+
+// ackSession connects client "ack-test" with a session the broker keeps,
+// acknowledging every ackInterval, subscribed to ack/t with a handler
+// that sends what it got and waits for release. A session to resume is
+// subscribed before the connection is up (so what the broker sends again
+// is routed here); a new one after, with the SUBACK awaited.
+func ackSession(t *testing.T, brk *broker.Broker, ackInterval time.Duration, got chan<- string, release <-chan struct{}, resume bool) *mqttbus.Client {
+	t.Helper()
+	c, err := mqttbus.NewWithAckInterval(&mqttbus.Options{Brokers: []string{brk.URL().String()}, ClientID: "ack-test", QueueDir: t.TempDir(),
+		ReconnectMin: 20 * time.Millisecond, ReconnectMax: 200 * time.Millisecond}, ackInterval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subscribe := func() {
+		if _, err := c.Subscribe(context.Background(), "ack/t", func(_ context.Context, m *bus.Message) {
+			got <- string(m.Payload)
+			<-release
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if resume {
+		subscribe()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !resume {
+		subscribe()
+	}
+	return c
+}
+
+func receive(t *testing.T, got <-chan string, want string) {
+	t.Helper()
 	select {
 	case p := <-got:
-		t.Errorf("%q received again after its handler had returned", p)
-	case <-time.After(500 * time.Millisecond):
+		if p != want {
+			t.Fatalf("received %q, want %q", p, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%q not received", want)
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"sync/atomic"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
 
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/edge/bus/internal/dispatch"
@@ -202,9 +204,76 @@ func (c *Client) ack(pr paho.PublishReceived) {
 		return
 	default:
 	}
+	id := pr.Packet.PacketID
+	c.ackMu.Lock()
+	if c.owed == nil {
+		c.owed = map[uint16]*paho.Client{}
+	}
+	c.owed[id] = pr.Client
+	c.ackMu.Unlock()
 	if err := pr.Client.Ack(pr.Packet); err != nil {
 		c.log.Debug("acknowledging a message", "topic", pr.Packet.Topic, "err", err)
+		c.ackSent(id)
 	}
+}
+
+// ackSent is told of each acknowledgement the session writes.
+func (c *Client) ackSent(id uint16) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	delete(c.owed, id)
+	if len(c.owed) == 0 && c.acksSent != nil {
+		close(c.acksSent)
+		c.acksSent = nil
+	}
+}
+
+// awaitAcks waits until paho has written the acknowledgement of every
+// message whose handlers have returned, the connection drops (the broker
+// then sends those messages again), or ctx ends. paho writes them on a
+// ticker; without the wait a message handled just before Close would come
+// again in the next session.
+func (c *Client) awaitAcks(ctx context.Context) error {
+	for {
+		_, _, down := c.connState()
+		c.ackMu.Lock()
+		for id, conn := range c.owed {
+			select {
+			case <-conn.Done():
+				delete(c.owed, id) // its connection is gone: nothing to wait for
+			default:
+			}
+		}
+		if len(c.owed) == 0 {
+			c.ackMu.Unlock()
+			return nil
+		}
+		if c.acksSent == nil {
+			c.acksSent = make(chan struct{})
+		}
+		sent := c.acksSent
+		c.ackMu.Unlock()
+		select {
+		case <-sent:
+		case <-down:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("mqttbus: close: waiting for acknowledgements to be sent: %w", ctx.Err())
+		}
+	}
+}
+
+// ackWatch is the client's session state, which tells the client of each
+// acknowledgement it writes.
+type ackWatch struct {
+	session.SessionManager
+	sent func(id uint16)
+}
+
+func (w *ackWatch) Ack(pb *packets.Publish) error {
+	err := w.SessionManager.Ack(pb)
+	w.sent(pb.PacketID)
+	return err
 }
 
 func (c *Client) route(p *paho.Publish, m *bus.Message) []*local {
@@ -270,7 +339,8 @@ func (c *Client) QueueStats() bus.QueueStats {
 	return bus.QueueStats{Messages: s.Pending, Bytes: s.PendingBytes, Dropped: c.rejected.Load(), Damaged: uint64(s.Damaged) + c.damaged.Load()}
 }
 
-// Close stops sending, disconnects from the broker, stops every subscription
+// Close stops sending, sends the acknowledgements of received messages
+// whose handlers have returned, disconnects from the broker, stops every subscription
 // (waiting for running handlers) and closes the queue; messages still queued
 // stay on disk for the next New with the same QueueDir. It is safe to call
 // more than once.
@@ -291,6 +361,11 @@ func (c *Client) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("mqttbus: close: waiting for the sender: %w", ctx.Err()))
 	}
 	wasUp := c.Connected()
+	if c.ackAfterHandler && wasUp {
+		if err := c.awaitAcks(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := c.cm.Disconnect(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("mqttbus: close: disconnect: %w", err))
 	}
