@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +37,8 @@ func TestCallServerRefusals(t *testing.T) {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+		case "fail":
+			return nil, fnapi.Errorf(fnapi.ErrForbidden, "not this")
 		case "hang":
 			<-ctx.Done()
 			return nil, ctx.Err()
@@ -110,6 +113,23 @@ func TestCallServerRefusals(t *testing.T) {
 	call(201, "ok", time.Time{}, nil, nil)
 	if got, e := answer(201); got != `"ok"` {
 		t.Errorf("call 201: %q %v", got, e)
+	}
+
+	// Calls without an id are refused quietly and counted: the next
+	// flush says how many, with the first's type and message, and
+	// forgets them. One past its deadline counts too.
+	call(0, "fail", time.Time{}, nil, nil)
+	<-started
+	call(0, "fail", time.Time{}, nil, nil)
+	<-started
+	call(0, "ok", time.Now().Add(-time.Second), nil, nil)
+	call(202, fnapi.Flush, time.Time{}, nil, nil)
+	if _, e := answer(202); e == nil || !errors.Is(e, fnapi.ErrForbidden) || !strings.Contains(e.Message, "3 of the calls") || !strings.Contains(e.Message, "not this") {
+		t.Errorf("the flush after three refusals: %+v", e)
+	}
+	call(203, fnapi.Flush, time.Time{}, nil, nil)
+	if got, e := answer(203); got != "" || e != nil {
+		t.Errorf("a flush with nothing refused since the last: %q %+v", got, e)
 	}
 
 	call(300, "hang", time.Time{}, nil, nil)

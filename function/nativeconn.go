@@ -129,13 +129,16 @@ func (c *nativeConn) start() {
 }
 
 func (c *nativeConn) telemetry() {
-	c.readTelemetry(bufio.NewReaderSize(c.tel, 16<<10), nil)
+	c.readTelemetry(bufio.NewReaderSize(c.tel, 64<<10), nil)
 }
 
 // readTelemetry serves fd 5's frames until it closes. A call is run on
 // this goroutine, right away, while a new one takes over the reading:
 // the call's answer does not wait for a goroutine to be scheduled, which
-// costs about as much again as the pipes' round trip.
+// costs about as much again as the pipes' round trip. A call that wants
+// no answer (id 0) is run here before the next frame is read: such calls
+// are carried out in the order they were made, a flush after them finds
+// them done, and a stream of them costs no goroutine each.
 func (c *nativeConn) readTelemetry(r *bufio.Reader, buf []byte) {
 	for {
 		f, err := native.ReadFrame(r, &buf)
@@ -149,9 +152,14 @@ func (c *nativeConn) readTelemetry(r *bufio.Reader, buf []byte) {
 		case native.FrameMetric:
 			c.metric(f.Name, f.Value)
 		case native.FrameCall:
-			if run := c.calls.prepare(f); run != nil {
+			if call, deadline := c.calls.prepare(f); call != nil {
+				if f.Seq == 0 {
+					c.calls.run(0, f.Deadline, call, deadline)
+					continue
+				}
+				id, frameDeadline := f.Seq, f.Deadline // f is buf's, which the new reader reuses
 				go c.readTelemetry(r, buf)
-				run()
+				c.calls.run(id, frameDeadline, call, deadline)
 				return
 			}
 		}

@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/edgekit/edgekit/device"
@@ -59,6 +60,61 @@ type Server struct {
 	devices   atomic.Pointer[device.Manager]
 	drivers   function.CallHandler
 	log       *slog.Logger
+
+	// plans are what publish arguments decide, by their JSON: a function
+	// publishing a stream sends the same arguments with each message,
+	// and decoding and checking them cost more than the publish.
+	pmu   sync.Mutex
+	plans map[string]*publishPlan
+}
+
+// publishPlan is what a publish's arguments decide for a function: the
+// refusal, or the message's topic, options and user properties. Shared
+// and read-only once made.
+type publishPlan struct {
+	args  fnapi.PublishArgs
+	fn    string   // the function it was checked for
+	perm  []string // and its permissions.publish
+	props []bus.UserProperty
+	err   error
+}
+
+// Bounds of the publish plans kept: entries, and the arguments' length
+// (longer ones are decoded and checked each time).
+const (
+	maxPlans       = 256
+	maxPlanArgsLen = 512
+)
+
+// plan decodes and checks c's publish arguments, or finds them done.
+func (s *Server) plan(c *function.Call) (*publishPlan, error) {
+	fn, perm := c.Function.Name, c.Function.Permissions.Publish
+	keep := len(c.Args) <= maxPlanArgsLen
+	if keep {
+		s.pmu.Lock()
+		p, ok := s.plans[string(c.Args)]
+		s.pmu.Unlock()
+		if ok && p.fn == fn && slices.Equal(p.perm, perm) {
+			return p, nil
+		}
+	}
+	p := &publishPlan{fn: fn, perm: perm}
+	if err := c.DecodeArgs(&p.args); err != nil {
+		return nil, err
+	}
+	p.props, p.err = checkPublish(fn, perm, &p.args)
+	if keep {
+		s.pmu.Lock()
+		if len(s.plans) >= maxPlans {
+			clear(s.plans)
+		}
+		if s.plans == nil {
+			s.plans = map[string]*publishPlan{}
+		}
+		s.plans[string(c.Args)] = p
+		s.pmu.Unlock()
+	}
+	return p, nil
 }
 
 // New returns a server publishing on b and invoking through functions.
@@ -91,11 +147,11 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 	perm := c.Function.Permissions
 	switch c.Method {
 	case fnapi.Publish:
-		var a fnapi.PublishArgs
-		if err := c.DecodeArgs(&a); err != nil {
+		p, err := s.plan(c)
+		if err != nil {
 			return nil, err
 		}
-		return nil, s.publish(ctx, c.Function.Name, perm, &a, c.Payload)
+		return nil, s.publish(ctx, p, c.Payload)
 	case fnapi.Invoke:
 		var a fnapi.InvokeArgs
 		if err := c.DecodeArgs(&a); err != nil {
@@ -210,29 +266,40 @@ func (s *Server) serve(ctx context.Context, c *function.Call) ([]byte, error) {
 // permissions say: the gateway's own topics and the devices' reports.
 var reserved = [...]string{"edgekit/#", "devices/+/properties", "devices/+/state", "devices/+/events/#"}
 
-func (s *Server) publish(ctx context.Context, fn string, perm spec.Permissions, a *fnapi.PublishArgs, payload []byte) error {
+// checkPublish decides a publish by function fn with permissions.publish
+// perm: the message's user properties (the gateway's own last, the slice
+// full so that an append copies), or the refusal.
+func checkPublish(fn string, perm []string, a *fnapi.PublishArgs) ([]bus.UserProperty, error) {
 	if err := bus.ValidateTopic(a.Topic); err != nil {
-		return fnapi.Errorf(fnapi.ErrBadRequest, "publish: topic %q: %v", a.Topic, err)
+		return nil, fnapi.Errorf(fnapi.ErrBadRequest, "publish: topic %q: %v", a.Topic, err)
 	}
 	if a.QoS > 2 {
-		return fnapi.Errorf(fnapi.ErrBadRequest, "publish %s: QoS %d (want 0, 1 or 2)", a.Topic, a.QoS)
+		return nil, fnapi.Errorf(fnapi.ErrBadRequest, "publish %s: QoS %d (want 0, 1 or 2)", a.Topic, a.QoS)
 	}
 	if strings.HasPrefix(a.Topic, "$") || slices.ContainsFunc(reserved[:], func(f string) bool { return bus.Match(f, a.Topic) }) {
-		return fnapi.Errorf(fnapi.ErrForbidden, "publish %s: the gateway's own topic (edgekit/#, $-topics and the devices' reports are never a function's)", a.Topic)
+		return nil, fnapi.Errorf(fnapi.ErrForbidden, "publish %s: the gateway's own topic (edgekit/#, $-topics and the devices' reports are never a function's)", a.Topic)
 	}
-	if !bus.Match("outputs/"+fn+"/#", a.Topic) && !slices.ContainsFunc(perm.Publish, func(f string) bool {
+	if !bus.Match("outputs/"+fn+"/#", a.Topic) && !slices.ContainsFunc(perm, func(f string) bool {
 		return bus.ValidateFilter(f) == nil && bus.Match(f, a.Topic)
 	}) {
-		return fnapi.Errorf(fnapi.ErrForbidden, "publish %s: outside outputs/%s/# and the filters its permissions.publish list", a.Topic, fn)
+		return nil, fnapi.Errorf(fnapi.ErrForbidden, "publish %s: outside outputs/%s/# and the filters its permissions.publish list", a.Topic, fn)
 	}
-	msg := &bus.Message{Topic: a.Topic, Payload: payload, QoS: bus.QoS(a.QoS), Retain: a.Retain, ContentType: a.ContentType}
+	props := make([]bus.UserProperty, 0, len(a.UserProperties)+1)
 	for _, p := range a.UserProperties {
 		if strings.HasPrefix(strings.ToLower(p[0]), "edgekit-") {
-			return fnapi.Errorf(fnapi.ErrForbidden, "publish %s: user property %s: edgekit-* properties are the gateway's", a.Topic, p[0])
+			return nil, fnapi.Errorf(fnapi.ErrForbidden, "publish %s: user property %s: edgekit-* properties are the gateway's", a.Topic, p[0])
 		}
-		msg.UserProperties = append(msg.UserProperties, bus.UserProperty{Key: p[0], Value: p[1]})
+		props = append(props, bus.UserProperty{Key: p[0], Value: p[1]})
 	}
-	msg.UserProperties = append(msg.UserProperties, bus.UserProperty{Key: "edgekit-function", Value: fn})
+	return append(props, bus.UserProperty{Key: "edgekit-function", Value: fn}), nil
+}
+
+func (s *Server) publish(ctx context.Context, p *publishPlan, payload []byte) error {
+	if p.err != nil {
+		return p.err
+	}
+	a := &p.args
+	msg := &bus.Message{Topic: a.Topic, Payload: payload, QoS: bus.QoS(a.QoS), Retain: a.Retain, ContentType: a.ContentType, UserProperties: p.props}
 	if err := s.bus.Publish(ctx, msg); err != nil {
 		switch {
 		case errors.Is(err, bus.ErrInvalidMessage), errors.Is(err, bus.ErrPayloadTooLarge), errors.Is(err, bus.ErrInvalidQoS):

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -238,6 +239,54 @@ func TestPublish(t *testing.T) {
 		g.deploy(t, "plain", function.Permissions{}, "")
 		_, e = g.call(t, "plain", `{"call":"publish","topic":"alerts/boiler-1/high"}`)
 		refused(t, "no permissions", e, "Forbidden")
+		select {
+		case m := <-got:
+			t.Errorf("a refused publish reached the bus: %s", m.Topic)
+		default:
+		}
+	})
+}
+
+// TestPublishNoWait: a native function publishes a stream without waiting
+// for each answer; every message arrives, in order, and Flush returns
+// once they are on the bus. What the gateway refuses of such publishes is
+// not lost: the next Flush returns it, counted, and forgets it. On membus
+// and through Mosquitto.
+func TestPublishNoWait(t *testing.T) {
+	eachRuntimeIn(t, runtimes(t)[:1], func(t *testing.T, g *gateway) {
+		const n = 2000
+		got := make(chan *bus.Message, n+10)
+		if _, err := g.bus.Subscribe(context.Background(), "outputs/#", func(_ context.Context, m *bus.Message) { got <- m }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatal(err)
+		}
+		g.deploy(t, "stream", function.Permissions{}, "")
+		if _, e := g.call(t, "stream", `{"call":"publish","topic":"outputs/stream/x","qos":1,"noWait":true,"repeat":`+strconv.Itoa(n)+`}`); e != nil {
+			t.Fatalf("a stream of %d: %+v", n, e)
+		}
+		for i := range n {
+			select {
+			case m := <-got:
+				if m.Topic != "outputs/stream/x" || string(m.Payload) != strconv.Itoa(i) {
+					t.Fatalf("message %d: %s %q", i, m.Topic, m.Payload)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%d of %d messages arrived", i, n)
+			}
+		}
+
+		_, e := g.call(t, "stream", `{"call":"publish","topic":"outputs/other/x","noWait":true,"repeat":3}`)
+		refused(t, "three publishes outside the function's prefix", e, "Forbidden", "3 of the calls", "outputs/other/x", "permissions.publish")
+		if _, e := g.call(t, "stream", `{"call":"publish","topic":"outputs/stream/y","noWait":true}`); e != nil {
+			t.Errorf("the refusals were reported by the flush before, yet: %+v", e)
+		}
+		select {
+		case m := <-got:
+			if m.Topic != "outputs/stream/y" {
+				t.Errorf("got %s, want outputs/stream/y", m.Topic)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("outputs/stream/y did not arrive")
+		}
 		select {
 		case m := <-got:
 			t.Errorf("a refused publish reached the bus: %s", m.Topic)

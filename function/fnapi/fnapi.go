@@ -47,6 +47,13 @@ const (
 	// ConfigGet answers the function's configuration document as
 	// deployed (no arguments; "null" when it has none).
 	ConfigGet = "config.get"
+	// Flush answers once every call made before it without waiting for
+	// an answer (id 0 on the native protocol) has been carried out: empty
+	// when each was, or an Error saying how many were refused since the
+	// last flush, with the first refusal's type and message. No
+	// arguments. A function that publishes without waiting calls it to
+	// learn what was refused.
+	Flush = "flush"
 )
 
 // PublishArgs are a publish's arguments.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/edgekit/edgekit/function/fnapi"
@@ -31,6 +32,12 @@ type calls struct {
 	// The reader's, while reading.
 	r   *bufio.Reader
 	buf []byte
+
+	// The last publish arguments queued without waiting, and their JSON:
+	// a stream repeats them with each message.
+	pmu      sync.Mutex
+	lastArgs fnapi.PublishArgs
+	lastMeta []byte
 }
 
 // slot is one call waiting for its answer.
@@ -159,6 +166,47 @@ func (c *calls) call(ctx context.Context, method string, args any, payload []byt
 	return nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, ctx.Err())
 }
 
+// callNoWait queues a call that wants no answer (id 0): it returns once
+// the frame is queued for the host, which carries such calls out in
+// order and keeps their refusals for the next flush.
+func (c *calls) callNoWait(ctx context.Context, method string, args any, payload []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, err)
+	}
+	meta, err := c.encodeArgs(args)
+	if err != nil {
+		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", method, err)
+	}
+	var deadline int64
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d.UnixMilli()
+	}
+	c.out.queue(&Frame{Type: FrameCall, Deadline: deadline, Name: method, Meta: meta, Payload: payload})
+	return nil
+}
+
+// encodeArgs is json.Marshal(args), with the last publish arguments'
+// encoding kept. The frame's copy is made when it is queued.
+func (c *calls) encodeArgs(args any) ([]byte, error) {
+	a, ok := args.(fnapi.PublishArgs)
+	if !ok {
+		return json.Marshal(args)
+	}
+	c.pmu.Lock()
+	defer c.pmu.Unlock()
+	if c.lastMeta != nil && a.Topic == c.lastArgs.Topic && a.QoS == c.lastArgs.QoS && a.Retain == c.lastArgs.Retain &&
+		a.ContentType == c.lastArgs.ContentType && slices.Equal(a.UserProperties, c.lastArgs.UserProperties) {
+		return c.lastMeta, nil
+	}
+	meta, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	a.UserProperties = slices.Clone(a.UserProperties) // the caller's may change
+	c.lastArgs, c.lastMeta = a, meta
+	return meta, nil
+}
+
 // answer is a call's result or error frame as call returns it.
 func answer(method string, f *Frame) ([]byte, error) {
 	if f.Type != FrameError {
@@ -196,23 +244,49 @@ func do(ctx context.Context, method string, args any, payload []byte, out any) (
 }
 
 // PublishOptions are a message's MQTT v5 fields beside its topic and
-// payload; nil means QoS 0, not retained.
+// payload, and whether to wait for the gateway's answer; nil means QoS 0,
+// not retained, waiting.
 type PublishOptions struct {
 	QoS            byte
 	Retain         bool
 	ContentType    string
 	UserProperties [][2]string
+	// NoWait returns once the message is queued for the gateway instead
+	// of once the bus has taken it. Messages sent this way reach the bus
+	// in the order they were published, written to the gateway many to a
+	// system call: a stream of them costs a fraction of a publish that
+	// waits. A refusal is not lost: Flush returns it (and the gateway
+	// logs the first). The message is queued even when the function
+	// returns before the gateway has read it.
+	NoWait bool
 }
 
 // Publish sends payload on topic through the gateway's bus, and returns
-// once the bus has taken it. The function may publish under
-// outputs/{its name}/ and on what its permissions list.
+// once the bus has taken it (with opts.NoWait, once it is queued). The
+// function may publish under outputs/{its name}/ and on what its
+// permissions list.
 func Publish(ctx context.Context, topic string, payload []byte, opts *PublishOptions) error {
 	args := fnapi.PublishArgs{Topic: topic}
 	if opts != nil {
 		args.QoS, args.Retain, args.ContentType, args.UserProperties = opts.QoS, opts.Retain, opts.ContentType, opts.UserProperties
+		if opts.NoWait {
+			c, err := callOf(ctx, fnapi.Publish)
+			if err != nil {
+				return err
+			}
+			return c.callNoWait(ctx, fnapi.Publish, args, payload)
+		}
 	}
 	_, err := do(ctx, fnapi.Publish, args, payload, nil)
+	return err
+}
+
+// Flush waits until the gateway has carried out every publish made with
+// NoWait before it, and returns what it refused of them since the last
+// Flush: nil when nothing, or an *fnapi.Error with the count and the
+// first refusal's type (errors.Is matches the fnapi sentinels).
+func Flush(ctx context.Context) error {
+	_, err := do(ctx, fnapi.Flush, struct{}{}, nil, nil)
 	return err
 }
 

@@ -78,3 +78,21 @@ func ExampleStartWith_driver() {
 	native.StartWith(func(context.Context, []byte) ([]byte, error) { return nil, nil },
 		&native.Options{Driver: &lamp{brightness: map[string]int64{}}})
 }
+
+// A function that samples a sensor publishes a stream without waiting for
+// each message's answer, and flushes once at the end to learn whether the
+// gateway refused any of them.
+func ExampleFlush() {
+	native.Start(func(ctx context.Context, event []byte) ([]byte, error) {
+		for i := range 1000 {
+			sample := []byte(fmt.Sprint(i))
+			if err := native.Publish(ctx, "outputs/sampler/raw", sample, &native.PublishOptions{QoS: 1, NoWait: true}); err != nil {
+				return nil, err
+			}
+		}
+		if err := native.Flush(ctx); err != nil {
+			return nil, fmt.Errorf("samples refused: %w", err)
+		}
+		return nil, nil
+	})
+}

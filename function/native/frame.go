@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+
+	"github.com/edgekit/edgekit/function/fnapi"
 )
 
 // The wire format, version 2. Every frame is a little-endian uint32 body
@@ -36,8 +38,11 @@ import (
 // log, metric and call frames on fd 5: the host reads replies on the
 // goroutine that runs the invocation, and the rest at any time. A call
 // (package fnapi names the methods) is answered on fd 6 by a result or an
-// error frame whose seq is the call's id; a call with id 0 wants no
-// answer. stdout and stderr stay free for plain log lines.
+// error frame whose seq is the call's id. A call with id 0 wants no
+// answer: the host carries such calls out one after another, in the order
+// they came, before it reads the next frame, and keeps their refusals for
+// the next fnapi.Flush call. stdout and stderr stay free for plain log
+// lines.
 const (
 	FrameReady     = 'R'
 	FrameInitError = 'I'
@@ -187,7 +192,7 @@ func ParseFrame(body []byte) (*Frame, error) {
 		if err := need(m + 4); err != nil {
 			return nil, err
 		}
-		f.Name = string(rest[:m])
+		f.Name = method(rest[:m])
 		n := uint64(le.Uint32(rest[m:]))
 		rest = rest[m+4:]
 		if err := need(n); err != nil {
@@ -198,4 +203,36 @@ func ParseFrame(body []byte) (*Frame, error) {
 		return nil, fmt.Errorf("%w: unknown type %q", ErrFrame, f.Type)
 	}
 	return f, nil
+}
+
+// method is a call's method name, without a copy for those package fnapi
+// names: a stream of calls allocates none for it.
+func method(b []byte) string {
+	switch string(b) {
+	case fnapi.Publish:
+		return fnapi.Publish
+	case fnapi.Invoke:
+		return fnapi.Invoke
+	case fnapi.DeviceGet:
+		return fnapi.DeviceGet
+	case fnapi.DeviceSet:
+		return fnapi.DeviceSet
+	case fnapi.DeviceCall:
+		return fnapi.DeviceCall
+	case fnapi.DeviceList:
+		return fnapi.DeviceList
+	case fnapi.ConfigGet:
+		return fnapi.ConfigGet
+	case fnapi.Flush:
+		return fnapi.Flush
+	case fnapi.DriverReport:
+		return fnapi.DriverReport
+	case fnapi.DriverEvent:
+		return fnapi.DriverEvent
+	case fnapi.DriverState:
+		return fnapi.DriverState
+	case fnapi.DriverHello:
+		return fnapi.DriverHello
+	}
+	return string(b)
 }

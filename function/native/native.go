@@ -64,18 +64,97 @@ func FromContext(ctx context.Context) (Invocation, bool) {
 // Handler handles one invocation.
 type Handler func(ctx context.Context, event []byte) ([]byte, error)
 
-// pipe is one of the function's outgoing pipes to the host.
+// pipe is one of the function's outgoing pipes to the host. send writes
+// a frame before it returns; queue leaves it to a writer goroutine, which
+// writes every frame queued while it wrote the last batch in one write(2):
+// a stream of frames costs a system call and a wake-up of the host per
+// batch, not per frame. Frames reach the pipe in the order they were sent
+// or queued.
 type pipe struct {
-	mu  sync.Mutex
 	out *os.File
-	buf []byte
+
+	wmu  sync.Mutex // held by whoever writes: frames go out in order
+	wbuf []byte     // the batch being written
+
+	mu      sync.Mutex
+	queued  []byte     // frames queued and not yet taken by a writer
+	room    *sync.Cond // on mu: queued has shrunk
+	kick    chan struct{}
+	started bool // the writer goroutine runs
 }
 
+// maxQueued bounds the bytes of frames queued: queue waits above it.
+const maxQueued = 256 << 10
+
+func newPipe(out *os.File) *pipe {
+	p := &pipe{out: out, kick: make(chan struct{}, 1)}
+	p.room = sync.NewCond(&p.mu)
+	return p
+}
+
+// send writes f, after every frame queued before it.
 func (p *pipe) send(f *Frame) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf = AppendFrame(p.buf[:0], f)
-	if _, err := p.out.Write(p.buf); err != nil {
+	p.wbuf = AppendFrame(p.take(p.wbuf[:0]), f)
+	p.mu.Unlock()
+	p.write()
+}
+
+// queue hands f to the writer goroutine, waiting while maxQueued bytes
+// are queued.
+func (p *pipe) queue(f *Frame) {
+	p.mu.Lock()
+	for len(p.queued) >= maxQueued {
+		p.room.Wait()
+	}
+	p.queued = AppendFrame(p.queued, f)
+	if !p.started {
+		p.started = true
+		go p.writer()
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// take appends the queued frames to b and empties the queue (p.mu held).
+func (p *pipe) take(b []byte) []byte {
+	if len(p.queued) == 0 {
+		return b
+	}
+	if len(b) == 0 {
+		b, p.queued = p.queued, b // swap, no copy
+	} else {
+		b = append(b, p.queued...)
+		p.queued = p.queued[:0]
+	}
+	p.room.Broadcast()
+	return b
+}
+
+// writer writes what is queued whenever it is kicked; it lives as long
+// as the process.
+func (p *pipe) writer() {
+	for range p.kick {
+		p.wmu.Lock()
+		p.mu.Lock()
+		p.wbuf = p.take(p.wbuf[:0])
+		p.mu.Unlock()
+		if len(p.wbuf) > 0 {
+			p.write()
+		}
+		p.wmu.Unlock()
+	}
+}
+
+// write writes p.wbuf (p.wmu held); a host that closed the pipe has
+// stopped the function.
+func (p *pipe) write() {
+	if _, err := p.out.Write(p.wbuf); err != nil {
 		fmt.Fprintln(os.Stderr, "native: host pipe closed:", err)
 		os.Exit(1)
 	}
@@ -150,7 +229,7 @@ func StartWith(h Handler, opts *Options) {
 		fmt.Fprintln(os.Stderr, "native: not started by an edgekit host (no file descriptors 3, 4 and 5)")
 		os.Exit(2)
 	}
-	c := &conn{replies: &pipe{out: out}, telemetry: &pipe{out: tel}}
+	c := &conn{replies: newPipe(out), telemetry: newPipe(tel)}
 	c.calls = newCalls(answerPipe(), c.telemetry)
 	if o.Driver != nil {
 		c.driver = &driving{d: o.Driver, things: map[string]fnapi.Thing{}, keys: map[string]string{}}

@@ -109,6 +109,7 @@ type apiCall struct {
 	Service  string            `json:"service"`
 	Labels   map[string]string `json:"labels"` // list: the labels to keep
 	Repeat   int               `json:"repeat"` // publish: this many messages, payloads numbered; get: this many reads
+	NoWait   bool              `json:"noWait"` // publish: without waiting, then flush
 }
 
 // callAPI makes the call and answers {"answer": ...} or {"error": {"type", "message", "is"}},
@@ -127,9 +128,12 @@ func callAPI(ctx context.Context, event []byte) ([]byte, error) {
 			if c.Repeat > 0 {
 				p = strconv.Itoa(i)
 			}
-			if err = native.Publish(ctx, c.Topic, []byte(p), &native.PublishOptions{QoS: c.QoS, UserProperties: [][2]string{{"from", "native"}}}); err != nil {
+			if err = native.Publish(ctx, c.Topic, []byte(p), &native.PublishOptions{QoS: c.QoS, UserProperties: [][2]string{{"from", "native"}}, NoWait: c.NoWait}); err != nil {
 				break
 			}
+		}
+		if err == nil && c.NoWait {
+			err = native.Flush(ctx)
 		}
 	case "concurrent":
 		// Eight goroutines publish at once: the answers reach each.
