@@ -64,7 +64,8 @@ const answerWrite = time.Second
 
 // callServer serves one native instance's calls (fd 5 in, fd 6 out). A
 // call runs on a goroutine of its own, at most fnapi.MaxCallsInFlight at a
-// time; the instance's stop ends them and close waits for them.
+// time, and one that wants no answer on the reader, before it reads on;
+// the instance's stop ends them and close waits for them.
 type callServer struct {
 	spec     Spec
 	instance string
@@ -149,23 +150,29 @@ func (s *callServer) prepare(f *native.Frame) (*Call, time.Time) {
 		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrUnavailable, "%s: this host serves no gateway API", method))
 		return nil, deadline
 	}
-	select {
-	case s.slots <- struct{}{}:
-	default:
-		s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrTooManyCalls, "%s: %d calls of this instance are under way", method, fnapi.MaxCallsInFlight))
-		return nil, deadline
+	if id != 0 { // calls that want no answer run one at a time on the reader
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.answer(id, method, nil, fnapi.Errorf(fnapi.ErrTooManyCalls, "%s: %d calls of this instance are under way", method, fnapi.MaxCallsInFlight))
+			return nil, deadline
+		}
 	}
 	s.gmu.Lock()
 	if s.closed {
 		s.gmu.Unlock()
-		<-s.slots
+		if id != 0 {
+			<-s.slots
+		}
 		return nil, deadline // the instance is stopping: nobody reads the answer
 	}
 	s.wg.Add(1)
 	s.gmu.Unlock()
-	c := &Call{}
+	var c *Call
 	if id == 0 {
 		c = &s.inline.call // the reader's: the last such call has returned
+	} else {
+		c = new(Call)
 	}
 	*c = Call{Function: s.spec, Instance: s.instance, InstanceDone: s.ctx.Done(), Method: method, Args: s.args(id, f.Meta), Payload: bytes.Clone(f.Payload)}
 	c.Function.Config = s.config()
@@ -176,11 +183,11 @@ func (s *callServer) prepare(f *native.Frame) (*Call, time.Time) {
 // wants no answer (id 0) is the reader's to run, before it reads on.
 func (s *callServer) run(id uint64, frameDeadline int64, c *Call, deadline time.Time) {
 	defer s.wg.Done()
-	defer func() { <-s.slots }()
 	var ctx context.Context
 	if id == 0 {
 		ctx = s.inlineContext(frameDeadline, deadline)
 	} else {
+		defer func() { <-s.slots }()
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(s.ctx, deadline)
 		defer cancel()
@@ -235,16 +242,16 @@ func (s *callServer) serve(f *native.Frame) {
 // answer writes a call's result or error on fd 6; a call with id 0 wants
 // none, so its refusal is kept for the next flush.
 func (s *callServer) answer(id uint64, method string, out []byte, err error) {
-	f := &native.Frame{Type: native.FrameResult, Seq: id, Payload: out}
-	if err != nil {
-		body, _ := json.Marshal(CallError(err))
-		f = &native.Frame{Type: native.FrameError, Seq: id, Payload: body}
-	}
 	if id == 0 {
 		if err != nil {
 			s.refuse(method, err)
 		}
 		return
+	}
+	f := &native.Frame{Type: native.FrameResult, Seq: id, Payload: out}
+	if err != nil {
+		body, _ := json.Marshal(CallError(err))
+		f = &native.Frame{Type: native.FrameError, Seq: id, Payload: body}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -140,9 +140,9 @@ func (c *nativeConn) telemetry() {
 // are carried out in the order they were made, a flush after them finds
 // them done, and a stream of them costs no goroutine each.
 func (c *nativeConn) readTelemetry(r *bufio.Reader, buf []byte) {
+	f := new(native.Frame) // this reader's, reused
 	for {
-		f, err := native.ReadFrame(r, &buf)
-		if err != nil {
+		if err := native.ReadFrameTo(r, &buf, f); err != nil {
 			return
 		}
 		switch f.Type {
@@ -157,7 +157,7 @@ func (c *nativeConn) readTelemetry(r *bufio.Reader, buf []byte) {
 					c.calls.run(0, f.Deadline, call, deadline)
 					continue
 				}
-				id, frameDeadline := f.Seq, f.Deadline // f is buf's, which the new reader reuses
+				id, frameDeadline := f.Seq, f.Deadline
 				go c.readTelemetry(r, buf)
 				c.calls.run(id, frameDeadline, call, deadline)
 				return

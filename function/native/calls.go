@@ -166,14 +166,15 @@ func (c *calls) call(ctx context.Context, method string, args any, payload []byt
 	return nil, fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, ctx.Err())
 }
 
-// callNoWait queues a call that wants no answer (id 0): it returns once
-// the frame is queued for the host, which carries such calls out in
+// publishNoWait queues a publish that wants no answer (id 0): it returns
+// once the frame is queued for the host, which carries such calls out in
 // order and keeps their refusals for the next flush.
-func (c *calls) callNoWait(ctx context.Context, method string, args any, payload []byte) error {
+func (c *calls) publishNoWait(ctx context.Context, args *fnapi.PublishArgs, payload []byte) error {
+	const method = fnapi.Publish
 	if err := ctx.Err(); err != nil {
 		return fnapi.Errorf(fnapi.ErrTimeout, "%s: %v", method, err)
 	}
-	meta, err := c.encodeArgs(args)
+	meta, err := c.publishMeta(args)
 	if err != nil {
 		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", method, err)
 	}
@@ -185,13 +186,10 @@ func (c *calls) callNoWait(ctx context.Context, method string, args any, payload
 	return nil
 }
 
-// encodeArgs is json.Marshal(args), with the last publish arguments'
-// encoding kept. The frame's copy is made when it is queued.
-func (c *calls) encodeArgs(args any) ([]byte, error) {
-	a, ok := args.(fnapi.PublishArgs)
-	if !ok {
-		return json.Marshal(args)
-	}
+// publishMeta is json.Marshal(a), the last arguments' encoding kept (a
+// stream repeats them). The frame's copy is made when it is queued.
+func (c *calls) publishMeta(args *fnapi.PublishArgs) ([]byte, error) {
+	a := *args
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
 	if c.lastMeta != nil && a.Topic == c.lastArgs.Topic && a.QoS == c.lastArgs.QoS && a.Retain == c.lastArgs.Retain &&
@@ -274,8 +272,11 @@ func Publish(ctx context.Context, topic string, payload []byte, opts *PublishOpt
 			if err != nil {
 				return err
 			}
-			return c.callNoWait(ctx, fnapi.Publish, args, payload)
+			return c.publishNoWait(ctx, &args, payload)
 		}
+		// A copy: what do keeps would otherwise make the caller's
+		// options escape to the heap on the no-wait path too.
+		args.UserProperties = slices.Clone(opts.UserProperties)
 	}
 	_, err := do(ctx, fnapi.Publish, args, payload, nil)
 	return err

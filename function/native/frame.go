@@ -114,30 +114,57 @@ func AppendFrame(b []byte, f *Frame) []byte {
 // ReadFrame reads one frame. The returned frame's slices stay valid until
 // the next call with the same buf.
 func ReadFrame(r *bufio.Reader, buf *[]byte) (*Frame, error) {
+	f := &Frame{}
+	if err := ReadFrameTo(r, buf, f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// ReadFrameTo is ReadFrame into f, which a reader of a stream of frames
+// reuses. A frame that fits r's buffer is parsed where it lies there,
+// without a copy; its slices, too, stay valid until the next call.
+func ReadFrameTo(r *bufio.Reader, buf *[]byte, f *Frame) error {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
+		return err
 	}
 	n := binary.LittleEndian.Uint32(hdr[:])
 	if n == 0 || n > MaxFrame {
-		return nil, fmt.Errorf("%w: body of %d bytes", ErrFrame, n)
+		return fmt.Errorf("%w: body of %d bytes", ErrFrame, n)
+	}
+	if int(n) <= r.Size() {
+		body, err := r.Peek(int(n))
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrFrame, err)
+		}
+		_, _ = r.Discard(int(n)) // the bytes stay in r's buffer until its next read
+		return parseFrame(body, f)
 	}
 	if cap(*buf) < int(n) {
 		*buf = make([]byte, n)
 	}
 	body := (*buf)[:n]
 	if _, err := io.ReadFull(r, body); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrFrame, err)
+		return fmt.Errorf("%w: %v", ErrFrame, err)
 	}
-	return ParseFrame(body)
+	return parseFrame(body, f)
 }
 
 // ParseFrame decodes a frame body (without its length prefix).
 func ParseFrame(body []byte) (*Frame, error) {
-	if len(body) == 0 {
-		return nil, fmt.Errorf("%w: empty body", ErrFrame)
+	f := &Frame{}
+	if err := parseFrame(body, f); err != nil {
+		return nil, err
 	}
-	f := &Frame{Type: body[0]}
+	return f, nil
+}
+
+func parseFrame(body []byte, f *Frame) error {
+	if len(body) == 0 {
+		return fmt.Errorf("%w: empty body", ErrFrame)
+	}
+	*f = Frame{Type: body[0]}
 	rest := body[1:]
 	le := binary.LittleEndian
 	// need takes the count as read from the frame: on a 32-bit gateway a
@@ -153,56 +180,56 @@ func ParseFrame(body []byte) (*Frame, error) {
 		f.Payload = rest
 	case FrameInvoke:
 		if err := need(20); err != nil {
-			return nil, err
+			return err
 		}
 		f.Seq, f.Deadline = le.Uint64(rest), int64(le.Uint64(rest[8:]))
 		m := uint64(le.Uint32(rest[16:]))
 		rest = rest[20:]
 		if err := need(m); err != nil {
-			return nil, err
+			return err
 		}
 		f.Meta, f.Payload = rest[:m], rest[m:]
 	case FrameResult, FrameError, FrameWrote:
 		if err := need(8); err != nil {
-			return nil, err
+			return err
 		}
 		f.Seq, f.Payload = le.Uint64(rest), rest[8:]
 	case FrameLog:
 		if err := need(1); err != nil {
-			return nil, err
+			return err
 		}
 		f.Level, f.Payload = rest[0], rest[1:]
 	case FrameMetric:
 		if err := need(2); err != nil {
-			return nil, err
+			return err
 		}
 		m := uint64(le.Uint16(rest))
 		rest = rest[2:]
 		if err := need(m + 8); err != nil {
-			return nil, err
+			return err
 		}
 		f.Name, f.Value = string(rest[:m]), math.Float64frombits(le.Uint64(rest[m:]))
 	case FrameCall:
 		if err := need(18); err != nil {
-			return nil, err
+			return err
 		}
 		f.Seq, f.Deadline = le.Uint64(rest), int64(le.Uint64(rest[8:]))
 		m := uint64(le.Uint16(rest[16:]))
 		rest = rest[18:]
 		if err := need(m + 4); err != nil {
-			return nil, err
+			return err
 		}
 		f.Name = method(rest[:m])
 		n := uint64(le.Uint32(rest[m:]))
 		rest = rest[m+4:]
 		if err := need(n); err != nil {
-			return nil, err
+			return err
 		}
 		f.Meta, f.Payload = rest[:n], rest[n:]
 	default:
-		return nil, fmt.Errorf("%w: unknown type %q", ErrFrame, f.Type)
+		return fmt.Errorf("%w: unknown type %q", ErrFrame, f.Type)
 	}
-	return f, nil
+	return nil
 }
 
 // method is a call's method name, without a copy for those package fnapi
