@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/edgekit/edgekit/function/fnapi"
@@ -188,20 +189,27 @@ func (c *calls) publishNoWait(ctx context.Context, args *fnapi.PublishArgs, payl
 
 // publishMeta is json.Marshal(a), the last arguments' encoding kept (a
 // stream repeats them). The frame's copy is made when it is queued.
-func (c *calls) publishMeta(args *fnapi.PublishArgs) ([]byte, error) {
-	a := *args
+func (c *calls) publishMeta(a *fnapi.PublishArgs) ([]byte, error) {
 	c.pmu.Lock()
 	defer c.pmu.Unlock()
-	if c.lastMeta != nil && a.Topic == c.lastArgs.Topic && a.QoS == c.lastArgs.QoS && a.Retain == c.lastArgs.Retain &&
-		a.ContentType == c.lastArgs.ContentType && slices.Equal(a.UserProperties, c.lastArgs.UserProperties) {
+	last := &c.lastArgs
+	if c.lastMeta != nil && a.Topic == last.Topic && a.QoS == last.QoS && a.Retain == last.Retain &&
+		a.ContentType == last.ContentType && slices.Equal(a.UserProperties, last.UserProperties) {
 		return c.lastMeta, nil
 	}
-	meta, err := json.Marshal(a)
+	// What is kept and encoded is a copy, down to the strings: the
+	// caller's user properties may change, and need not escape to the
+	// heap with each message (escape analysis follows a field into
+	// everything its struct points to).
+	keep := fnapi.PublishArgs{Topic: strings.Clone(a.Topic), QoS: a.QoS, Retain: a.Retain, ContentType: strings.Clone(a.ContentType)}
+	for _, p := range a.UserProperties {
+		keep.UserProperties = append(keep.UserProperties, [2]string{strings.Clone(p[0]), strings.Clone(p[1])})
+	}
+	meta, err := json.Marshal(keep)
 	if err != nil {
 		return nil, err
 	}
-	a.UserProperties = slices.Clone(a.UserProperties) // the caller's may change
-	c.lastArgs, c.lastMeta = a, meta
+	c.lastArgs, c.lastMeta = keep, meta
 	return meta, nil
 }
 
@@ -264,19 +272,18 @@ type PublishOptions struct {
 // function may publish under outputs/{its name}/ and on what its
 // permissions list.
 func Publish(ctx context.Context, topic string, payload []byte, opts *PublishOptions) error {
+	if opts != nil && opts.NoWait {
+		c, err := callOf(ctx, fnapi.Publish)
+		if err != nil {
+			return err
+		}
+		return c.publishNoWait(ctx, &fnapi.PublishArgs{Topic: topic, QoS: opts.QoS, Retain: opts.Retain, ContentType: opts.ContentType, UserProperties: opts.UserProperties}, payload)
+	}
 	args := fnapi.PublishArgs{Topic: topic}
 	if opts != nil {
-		args.QoS, args.Retain, args.ContentType, args.UserProperties = opts.QoS, opts.Retain, opts.ContentType, opts.UserProperties
-		if opts.NoWait {
-			c, err := callOf(ctx, fnapi.Publish)
-			if err != nil {
-				return err
-			}
-			return c.publishNoWait(ctx, &args, payload)
-		}
-		// A copy: what do keeps would otherwise make the caller's
-		// options escape to the heap on the no-wait path too.
-		args.UserProperties = slices.Clone(opts.UserProperties)
+		// Copies: what do keeps would otherwise make everything opts
+		// points to escape to the heap, on the no-wait path too.
+		args.QoS, args.Retain, args.ContentType, args.UserProperties = opts.QoS, opts.Retain, strings.Clone(opts.ContentType), slices.Clone(opts.UserProperties)
 	}
 	_, err := do(ctx, fnapi.Publish, args, payload, nil)
 	return err

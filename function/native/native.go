@@ -81,6 +81,7 @@ type pipe struct {
 	room    *sync.Cond // on mu: queued has shrunk
 	kick    chan struct{}
 	started bool // the writer goroutine runs
+	idle    bool // it found nothing queued and waits for a kick
 }
 
 // maxQueued bounds the bytes of frames queued: queue waits above it.
@@ -114,10 +115,11 @@ func (p *pipe) queue(f *Frame) {
 		p.started = true
 		go p.writer()
 	}
+	kick := p.idle
+	p.idle = false
 	p.mu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
+	if kick {
+		p.kick <- struct{}{} // room for one: only an idle writer is kicked
 	}
 }
 
@@ -136,17 +138,22 @@ func (p *pipe) take(b []byte) []byte {
 	return b
 }
 
-// writer writes what is queued whenever it is kicked; it lives as long
-// as the process.
+// writer writes what is queued until it finds nothing, then waits to be
+// kicked; it lives as long as the process.
 func (p *pipe) writer() {
-	for range p.kick {
+	for {
 		p.wmu.Lock()
 		p.mu.Lock()
 		p.wbuf = p.take(p.wbuf[:0])
-		p.mu.Unlock()
-		if len(p.wbuf) > 0 {
-			p.write()
+		if len(p.wbuf) == 0 {
+			p.idle = true
+			p.mu.Unlock()
+			p.wmu.Unlock()
+			<-p.kick
+			continue
 		}
+		p.mu.Unlock()
+		p.write()
 		p.wmu.Unlock()
 	}
 }
