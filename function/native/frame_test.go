@@ -3,7 +3,9 @@ package native_test
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"io"
 	"math"
 	"reflect"
 	"testing"
@@ -99,4 +101,38 @@ func same(a, b *native.Frame) bool {
 		return c
 	}
 	return reflect.DeepEqual(norm(a), norm(b))
+}
+
+// FuzzReadFrameTo: a stream of any bytes, read through a reader whose
+// buffer some frames fit (parsed where they lie) and others do not
+// (copied), gives each frame as ParseFrame gives its body, into one
+// reused Frame, and ends with io.EOF, io.ErrUnexpectedEOF or ErrFrame.
+func FuzzReadFrameTo(f *testing.F) {
+	var all []byte
+	for i := range frames {
+		all = native.AppendFrame(all, &frames[i])
+	}
+	f.Add(all)
+	f.Add(native.AppendFrame(nil, &native.Frame{Type: native.FrameCall, Name: "publish", Payload: bytes.Repeat([]byte{7}, 100)}))
+	f.Fuzz(func(t *testing.T, stream []byte) {
+		r := bufio.NewReaderSize(bytes.NewReader(stream), 16) // bufio's least
+		var buf []byte
+		var fr native.Frame
+		rest := stream
+		for {
+			err := native.ReadFrameTo(r, &buf, &fr)
+			if err != nil {
+				if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, native.ErrFrame) {
+					t.Fatalf("error %v", err)
+				}
+				return
+			}
+			n := int(binary.LittleEndian.Uint32(rest))
+			want, err := native.ParseFrame(rest[4 : 4+n])
+			if err != nil || !same(&fr, want) {
+				t.Fatalf("read %+v, the body parses as %+v (%v)", fr, want, err)
+			}
+			rest = rest[4+n:]
+		}
+	})
 }
