@@ -36,13 +36,20 @@ async function call(method, args, payload, options) {
   if (!common.calls) {
     throw new EdgekitError('Unavailable', `${method}: no way to the gateway: the native protocol or the gateway's local API (EDGEKIT_API) is needed`);
   }
+  if (options && options.noWait && common.callsNoWait) return common.callsNoWait(method, args, bytes(payload), deadlineOf(options));
+  return common.calls(method, args, bytes(payload), deadlineOf(options));
+}
+
+// deadlineOf is a call's deadline: its invocation's, or options.timeoutMs
+// from now when that is sooner.
+function deadlineOf(options) {
   const inv = invocations.getStore();
   let deadline = inv ? inv.deadline : 0;
   if (options && options.timeoutMs > 0) {
     const own = Date.now() + options.timeoutMs;
     if (!deadline || own < deadline) deadline = own;
   }
-  return common.calls(method, args, bytes(payload), deadline);
+  return deadline;
 }
 
 async function json(method, args, options) {
@@ -212,7 +219,10 @@ module.exports = {
   // publish sends payload on topic through the gateway's bus. The function
   // may publish under outputs/{its name}/ and on what its permissions list.
   // options: qos (0, 1, 2), retain, contentType, userProperties (an object
-  // or [[name, value], ...]), timeoutMs.
+  // or [[name, value], ...]), timeoutMs, noWait (resolve once the message
+  // is written to the gateway, without waiting for its answer, on the
+  // native protocol; elsewhere it waits: messages sent so reach the bus in
+  // order, and flush() rejects with what the gateway refused of them).
   async publish(topic, payload, options = {}) {
     const props = options.userProperties;
     const args = { topic };
@@ -221,6 +231,13 @@ module.exports = {
     if (options.contentType) args.contentType = options.contentType;
     if (props) args.userProperties = Array.isArray(props) ? props.map(([k, v]) => [String(k), String(v)]) : Object.entries(props).map(([k, v]) => [k, String(v)]);
     await call('publish', args, payload, options);
+  },
+
+  // flush resolves once the gateway has carried out every publish made
+  // with noWait before it, and rejects when it refused any of them since
+  // the last flush: how many, with the first refusal's type and message.
+  async flush(options = {}) {
+    if (common.callsNoWait) await call('flush', {}, null, options);
   },
 
   // invoke calls a function with event and resolves to its result (parsed

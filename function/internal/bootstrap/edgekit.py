@@ -27,7 +27,7 @@ import edgekit_bootstrap_common as _common
 
 EdgekitError = _common.EdgekitError
 
-__all__ = ["EdgekitError", "publish", "invoke", "get_properties", "set_properties", "call_service",
+__all__ = ["EdgekitError", "publish", "flush", "invoke", "get_properties", "set_properties", "call_service",
            "list_devices", "get_config", "log", "on_config_change", "driver", "Driver"]
 
 
@@ -43,10 +43,12 @@ def _bytes(v):
     return json.dumps(v).encode()
 
 
-def _call(method, args, payload=None, timeout_ms=None, context=None):
+def _call(method, args, payload=None, timeout_ms=None, context=None, no_wait=False):
     transport = _common.calls[0]
     if transport is None:
         raise EdgekitError("Unavailable", "%s: no way to the gateway: the native protocol or the gateway's local API (EDGEKIT_API) is needed" % method)
+    if no_wait and hasattr(transport, "send"):
+        transport = transport.send
     deadline = 0
     if context is None and threading.current_thread() is _common.serving[0]:
         context = _common.current[0]
@@ -63,10 +65,15 @@ def _json(method, args, timeout_ms=None, context=None):
     return json.loads(_call(method, args, None, timeout_ms, context))
 
 
-def publish(topic, payload=None, qos=0, retain=False, content_type=None, user_properties=None, timeout_ms=None, context=None):
+def publish(topic, payload=None, qos=0, retain=False, content_type=None, user_properties=None, timeout_ms=None, context=None,
+            no_wait=False):
     """Sends payload on topic through the gateway's bus. The function may
     publish under outputs/{its name}/ and on what its permissions list.
-    user_properties: a dict, or (name, value) pairs in order."""
+    user_properties: a dict, or (name, value) pairs in order. no_wait
+    returns once the message is written to the gateway, without waiting
+    for its answer (on the native protocol; elsewhere it waits): messages
+    sent so reach the bus in order, and flush() returns what the gateway
+    refused of them."""
     args = {"topic": topic}
     if qos:
         args["qos"] = qos
@@ -77,7 +84,16 @@ def publish(topic, payload=None, qos=0, retain=False, content_type=None, user_pr
     if user_properties:
         pairs = user_properties.items() if isinstance(user_properties, dict) else user_properties
         args["userProperties"] = [[str(k), str(v)] for k, v in pairs]
-    _call("publish", args, payload, timeout_ms, context)
+    _call("publish", args, payload, timeout_ms, context, no_wait)
+
+
+def flush(timeout_ms=None, context=None):
+    """Waits until the gateway has carried out every publish made with
+    no_wait before it, and raises an EdgekitError when it refused any of
+    them since the last flush: how many, with the first refusal's type
+    and message."""
+    if hasattr(_common.calls[0], "send"):
+        _call("flush", {}, None, timeout_ms, context)
 
 
 def invoke(function, event=None, async_=False, timeout_ms=None, context=None, raw=False):

@@ -112,6 +112,9 @@ exports.setTraceId = function setTraceId(id) {
 // started outside any invocation is bounded by the function's timeout
 // alone.
 exports.calls = null;
+// callsNoWait(method, args, payload, deadline) makes a call that wants no
+// answer, where the transport has such calls (the native protocol's id 0).
+exports.callsNoWait = null;
 exports.invocations = null;
 // logRecord(level, text) sends a record at level (0 debug, 1 info, 2 warn,
 // 3 error) to the host; the native bootstrap replaces it with a log frame.

@@ -135,13 +135,8 @@ function nativeCalls() {
     answers.on('error', (err) => failAll(`the gateway's answers: ${err.message}`));
     answers.on('end', () => failAll('the gateway closed its answers'));
   }
-  return function call(method, args, payload, deadline) {
-    if (deadline && Date.now() >= deadline) {
-      return Promise.reject(new common.EdgekitError('Timeout', `${method}: the invocation's deadline has passed`));
-    }
-    if (!answers) open();
-    next += 1n;
-    const id = next;
+  // callBody is a call frame's body: id 0 wants no answer.
+  const callBody = (id, method, args, payload, deadline) => {
     const m = Buffer.from(method);
     const a = Buffer.from(JSON.stringify(args));
     const body = Buffer.allocUnsafe(18 + m.length + 4 + a.length + payload.length);
@@ -152,6 +147,24 @@ function nativeCalls() {
     body.writeUInt32LE(a.length, 18 + m.length);
     a.copy(body, 22 + m.length);
     payload.copy(body, 22 + m.length + a.length);
+    return body;
+  };
+  const late = (method, deadline) => deadline && Date.now() >= deadline
+    ? new common.EdgekitError('Timeout', `${method}: the invocation's deadline has passed`) : null;
+  // callsNoWait makes a call that wants no answer: the gateway carries such calls
+  // out in order and keeps their refusals for the next flush call.
+  common.callsNoWait = (method, args, payload, deadline) => {
+    const e = late(method, deadline);
+    if (e) throw e;
+    frame('C', callBody(0n, method, args, payload, deadline), 5);
+  };
+  return function call(method, args, payload, deadline) {
+    const e = late(method, deadline);
+    if (e) return Promise.reject(e);
+    if (!answers) open();
+    next += 1n;
+    const id = next;
+    const body = callBody(id, method, args, payload, deadline);
     return new Promise((resolve, reject) => {
       const p = { resolve, reject, timer: null };
       if (deadline) {

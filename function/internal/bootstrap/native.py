@@ -107,6 +107,15 @@ class _Calls:
             e = {"errorType": "Error", "errorMessage": body.decode("utf-8", "replace")}
         raise E(e.get("errorType") or "Error", e.get("errorMessage"), e.get("stackTrace"))
 
+    def send(self, method, args, payload, deadline):
+        """Makes a call that wants no answer (id 0): the gateway carries
+        such calls out in order and keeps their refusals for the next
+        flush call."""
+        if deadline and time.time() * 1000 >= deadline:
+            raise common.EdgekitError("Timeout", "%s: the invocation's deadline has passed" % method)
+        m, a = method.encode(), json.dumps(args).encode()
+        write_frame(b"C", struct.pack("<QqH", 0, int(deadline or 0), len(m)) + m + struct.pack("<I", len(a)) + a + payload, 5)
+
 
 common.calls[0] = _Calls()
 common.log_record[0] = lambda level, text: write_frame(b"L", bytes([level]) + str(text).encode(), 5)

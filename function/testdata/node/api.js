@@ -12,8 +12,9 @@ exports.handler = async (c, context) => {
     switch (c.call) {
       case 'publish':
         for (let i = 0; i < Math.max(c.repeat || 0, 1); i++) {
-          await edgekit.publish(c.topic, c.repeat ? String(i) : (c.payload || ''), { qos: c.qos, userProperties: { from: 'node' } });
+          await edgekit.publish(c.topic, c.repeat ? String(i) : (c.payload || ''), { qos: c.qos, userProperties: { from: 'node' }, noWait: c.noWait });
         }
+        if (c.noWait) await edgekit.flush();
         break;
       case 'invoke':
         answer = await edgekit.invoke(c.function, c.payload);

@@ -18,7 +18,9 @@ def handler(c, context):
         if call == "publish":
             for i in range(max(c.get("repeat") or 0, 1)):
                 edgekit.publish(c["topic"], str(i) if c.get("repeat") else c.get("payload", ""), qos=c.get("qos", 0),
-                                user_properties={"from": "python"})
+                                user_properties={"from": "python"}, no_wait=c.get("noWait", False))
+            if c.get("noWait"):
+                edgekit.flush()
         elif call == "invoke":
             answer = edgekit.invoke(c["function"], c.get("payload"))
         elif call == "invoke-async":
