@@ -158,21 +158,35 @@ func (c *Collector) Messages() []*bus.Message {
 }
 
 // WaitFor waits until done returns true for the messages received so far,
-// or fails t after Timeout.
+// or fails t once Timeout passes with no new message (or 8×Timeout in
+// all).
 func (c *Collector) WaitFor(t testing.TB, what string, done func([]*bus.Message) bool) []*bus.Message {
 	t.Helper()
-	deadline := time.NewTimer(Timeout)
-	defer deadline.Stop()
+	// The wait ends when Timeout passes with no message coming, not at a
+	// fixed time: a machine under load delivers a long stream slowly, and
+	// the stream is not stuck while it moves. A stream that moves and
+	// never satisfies done ends at 8×Timeout.
+	stalled := time.NewTimer(Timeout)
+	defer stalled.Stop()
+	limit := time.NewTimer(8 * Timeout)
+	defer limit.Stop()
+	seen := -1
 	for {
 		msgs := c.Messages()
 		if done(msgs) {
 			return msgs
 		}
+		if len(msgs) != seen {
+			seen = len(msgs)
+			stalled.Reset(Timeout)
+		}
 		select {
 		case <-c.more:
 		case <-time.After(50 * time.Millisecond):
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s; got %d messages: %s; sequence check: %v", Timeout, what, len(msgs), topics(msgs), CheckSequence(msgs, len(msgs)))
+		case <-stalled.C:
+			t.Fatalf("no message in %v while waiting for %s; got %d messages: %s; sequence check: %v", Timeout, what, len(msgs), topics(msgs), CheckSequence(msgs, len(msgs)))
+		case <-limit.C:
+			t.Fatalf("timed out after %v waiting for %s; got %d messages: %s; sequence check: %v", 8*Timeout, what, len(msgs), topics(msgs), CheckSequence(msgs, len(msgs)))
 		}
 	}
 }
