@@ -75,10 +75,16 @@ class _Calls:
                     slot[1] = (body[:1], body[9:])
                     slot[0].set()
 
+    @staticmethod
+    def _send(cid, method, args, payload, deadline):
+        """Writes a call frame; id 0 wants no answer."""
+        if deadline and time.time() * 1000 >= deadline:
+            raise common.EdgekitError("Timeout", "%s: the invocation's deadline has passed" % method)
+        m, a = method.encode(), json.dumps(args).encode()
+        write_frame(b"C", struct.pack("<QqH", cid, int(deadline or 0), len(m)) + m + struct.pack("<I", len(a)) + a + payload, 5)
+
     def __call__(self, method, args, payload, deadline):
         E = common.EdgekitError
-        if deadline and time.time() * 1000 >= deadline:
-            raise E("Timeout", "%s: the invocation's deadline has passed" % method)
         slot = [threading.Event(), None]
         with self._lock:
             if self._broken:
@@ -89,8 +95,12 @@ class _Calls:
             self._next += 1
             cid = self._next
             self._pending[cid] = slot
-        m, a = method.encode(), json.dumps(args).encode()
-        write_frame(b"C", struct.pack("<QqH", cid, int(deadline or 0), len(m)) + m + struct.pack("<I", len(a)) + a + payload, 5)
+        try:
+            self._send(cid, method, args, payload, deadline)
+        except Exception:
+            with self._lock:
+                self._pending.pop(cid, None)
+            raise
         wait = None if not deadline else max(0.0, deadline / 1000 - time.time())
         if not slot[0].wait(wait):
             with self._lock:
@@ -111,10 +121,7 @@ class _Calls:
         """Makes a call that wants no answer (id 0): the gateway carries
         such calls out in order and keeps their refusals for the next
         flush call."""
-        if deadline and time.time() * 1000 >= deadline:
-            raise common.EdgekitError("Timeout", "%s: the invocation's deadline has passed" % method)
-        m, a = method.encode(), json.dumps(args).encode()
-        write_frame(b"C", struct.pack("<QqH", 0, int(deadline or 0), len(m)) + m + struct.pack("<I", len(a)) + a + payload, 5)
+        self._send(0, method, args, payload, deadline)
 
 
 common.calls[0] = _Calls()
