@@ -101,17 +101,13 @@ func TestPowerLoss(t *testing.T) {
 	files := &slowFiles{files: map[string][]byte{}}
 	srv := httptest.NewServer(files)
 	defer srv.Close()
-	// One package per version, built once: fn 2, in two shapes, was built
-	// twice into one path, and when the archives differed (tarGz wrote
-	// its files in map order) the first deployment of it failed its
-	// checksum — half the runs had no probation to kill in.
+	// A version in two shapes (fn 2) is packed twice into one path: tarGz
+	// writes the same files into the same archive, so both deployments'
+	// checksums hold.
 	art := func(name, version, code string) app.Artifact {
+		b := pyPackageCode(t, name, version, code)
 		path := "/" + name + "-" + version + ".tgz"
-		b, ok := files.files[path]
-		if !ok {
-			b = pyPackageCode(t, name, version, code)
-			files.files[path] = b
-		}
+		files.files[path] = b
 		sum := sha256.Sum256(b)
 		return app.Artifact{URL: srv.URL + path, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
 	}

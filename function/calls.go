@@ -171,6 +171,7 @@ func (s *callServer) prepare(f *native.Frame) (*Call, time.Time) {
 	var c *Call
 	if id == 0 {
 		c = &s.inline.call // the reader's: the last such call has returned
+		s.inlineContext(f.Deadline, deadline)
 	} else {
 		c = new(Call)
 	}
@@ -180,12 +181,13 @@ func (s *callServer) prepare(f *native.Frame) (*Call, time.Time) {
 }
 
 // run runs the call id that prepare returned, and answers it. A call that
-// wants no answer (id 0) is the reader's to run, before it reads on.
-func (s *callServer) run(id uint64, frameDeadline int64, c *Call, deadline time.Time) {
+// wants no answer (id 0) is the reader's to run, before it reads on, in
+// the context prepare made it.
+func (s *callServer) run(id uint64, c *Call, deadline time.Time) {
 	defer s.wg.Done()
 	var ctx context.Context
 	if id == 0 {
-		ctx = s.inlineContext(frameDeadline, deadline)
+		ctx = s.inline.ctx
 	} else {
 		defer func() { <-s.slots }()
 		var cancel context.CancelFunc
@@ -206,15 +208,16 @@ func (s *callServer) args(id uint64, meta []byte) []byte {
 	if id != 0 {
 		return bytes.Clone(meta)
 	}
-	if !bytes.Equal(s.inline.args, meta) || (s.inline.args == nil) != (meta == nil) {
+	if !bytes.Equal(s.inline.args, meta) {
 		s.inline.args = bytes.Clone(meta)
 	}
 	return s.inline.args
 }
 
-// inlineContext is the context of a call that wants no answer, ending at
-// deadline, the frame having said frameDeadline; the reader's only.
-func (s *callServer) inlineContext(frameDeadline int64, deadline time.Time) context.Context {
+// inlineContext makes s.inline.ctx the context of a call that wants no
+// answer, ending at deadline, its frame having said frameDeadline: the
+// last one's when that ends then too. The reader's only.
+func (s *callServer) inlineContext(frameDeadline int64, deadline time.Time) {
 	in := &s.inline
 	if in.ctx == nil || !in.deadline.Equal(deadline) || in.ctx.Err() != nil {
 		if in.cancel != nil {
@@ -224,7 +227,6 @@ func (s *callServer) inlineContext(frameDeadline int64, deadline time.Time) cont
 		in.deadline = deadline
 	}
 	in.frameDeadline = frameDeadline
-	return in.ctx
 }
 
 // serve starts the call f on a goroutine of its own, or runs it when it
@@ -232,10 +234,10 @@ func (s *callServer) inlineContext(frameDeadline int64, deadline time.Time) cont
 func (s *callServer) serve(f *native.Frame) {
 	if c, deadline := s.prepare(f); c != nil {
 		if f.Seq == 0 {
-			s.run(0, f.Deadline, c, deadline)
+			s.run(0, c, deadline)
 			return
 		}
-		go s.run(f.Seq, f.Deadline, c, deadline)
+		go s.run(f.Seq, c, deadline)
 	}
 }
 

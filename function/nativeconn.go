@@ -154,12 +154,12 @@ func (c *nativeConn) readTelemetry(r *bufio.Reader, buf []byte) {
 		case native.FrameCall:
 			if call, deadline := c.calls.prepare(f); call != nil {
 				if f.Seq == 0 {
-					c.calls.run(0, f.Deadline, call, deadline)
+					c.calls.run(0, call, deadline)
 					continue
 				}
-				id, frameDeadline := f.Seq, f.Deadline
+				id := f.Seq
 				go c.readTelemetry(r, buf)
-				c.calls.run(id, frameDeadline, call, deadline)
+				c.calls.run(id, call, deadline)
 				return
 			}
 		}

@@ -66,14 +66,12 @@ type Server struct {
 	// and decoding and checking them cost more than the publish.
 	pmu   sync.Mutex
 	plans map[string]*publishPlan
-	last  *publishPlan // the plan found last, looked at first
 }
 
 // publishPlan is what a publish's arguments decide for a function: the
 // refusal, or the message's topic, options and user properties. Shared
 // and read-only once made.
 type publishPlan struct {
-	key   string // the arguments' JSON
 	args  fnapi.PublishArgs
 	fn    string   // the function it was checked for
 	perm  []string // and its permissions.publish
@@ -94,31 +92,23 @@ func (s *Server) plan(c *function.Call) (*publishPlan, error) {
 	keep := len(c.Args) <= maxPlanArgsLen
 	if keep {
 		s.pmu.Lock()
-		p := s.last
-		if p == nil || p.key != string(c.Args) {
-			p = s.plans[string(c.Args)]
-			s.last = p
-		}
+		p := s.plans[string(c.Args)]
 		s.pmu.Unlock()
 		if p != nil && p.fn == fn && slices.Equal(p.perm, perm) {
 			return p, nil
 		}
 	}
-	p := &publishPlan{key: string(c.Args), fn: fn, perm: perm}
+	p := &publishPlan{fn: fn, perm: perm}
 	if err := c.DecodeArgs(&p.args); err != nil {
 		return nil, err
 	}
 	p.props, p.err = checkPublish(fn, perm, &p.args)
 	if keep {
 		s.pmu.Lock()
-		if len(s.plans) >= maxPlans {
-			clear(s.plans)
-		}
-		if s.plans == nil {
+		if s.plans == nil || len(s.plans) >= maxPlans {
 			s.plans = map[string]*publishPlan{}
 		}
-		s.plans[p.key] = p
-		s.last = p
+		s.plans[string(c.Args)] = p
 		s.pmu.Unlock()
 	}
 	return p, nil

@@ -127,11 +127,7 @@ func (c *calls) call(ctx context.Context, method string, args any, payload []byt
 	id := c.next
 	c.pending[id] = s
 	c.mu.Unlock()
-	var deadline int64
-	if d, ok := ctx.Deadline(); ok {
-		deadline = d.UnixMilli()
-	}
-	c.out.send(&Frame{Type: FrameCall, Seq: id, Deadline: deadline, Name: method, Meta: meta, Payload: payload})
+	c.out.send(&Frame{Type: FrameCall, Seq: id, Deadline: deadlineMillis(ctx), Name: method, Meta: meta, Payload: payload})
 	for {
 		c.mu.Lock()
 		if s.ans != nil || c.broken != nil {
@@ -179,11 +175,7 @@ func (c *calls) publishNoWait(ctx context.Context, args *fnapi.PublishArgs, payl
 	if err != nil {
 		return fnapi.Errorf(fnapi.ErrBadRequest, "%s: arguments: %v", method, err)
 	}
-	var deadline int64
-	if d, ok := ctx.Deadline(); ok {
-		deadline = d.UnixMilli()
-	}
-	c.out.queue(&Frame{Type: FrameCall, Deadline: deadline, Name: method, Meta: meta, Payload: payload})
+	c.out.queue(&Frame{Type: FrameCall, Deadline: deadlineMillis(ctx), Name: method, Meta: meta, Payload: payload})
 	return nil
 }
 
@@ -211,6 +203,15 @@ func (c *calls) publishMeta(a *fnapi.PublishArgs) ([]byte, error) {
 	}
 	c.lastArgs, c.lastMeta = keep, meta
 	return meta, nil
+}
+
+// deadlineMillis is ctx's deadline as a call frame carries it: Unix
+// milliseconds, 0 for none.
+func deadlineMillis(ctx context.Context) int64 {
+	if d, ok := ctx.Deadline(); ok {
+		return d.UnixMilli()
+	}
+	return 0
 }
 
 // answer is a call's result or error frame as call returns it.
