@@ -365,19 +365,27 @@ func (f *Fleet) Instances(ctx context.Context) ([]InstanceView, error) {
 	}
 	out := make([]InstanceView, 0, len(ins))
 	for _, in := range ins {
-		v := InstanceView{Instance: in.v, Report: repOf[in.v.ID], Desired: desOf[in.v.ID], Presence: "unknown"}
-		if !v.PresenceTime.IsZero() {
-			v.Presence = map[bool]string{true: "online", false: "offline"}[v.Online]
-		}
-		if st := v.Status; st != nil {
-			if st.Running != nil {
-				v.Running = st.Running.Deployment
-			}
-			v.Current = st.Revision >= v.Desired && st.Outcome != app.OutcomeInProgress
-		}
-		out = append(out, v)
+		out = append(out, view(in.v, repOf[in.v.ID], desOf[in.v.ID]))
 	}
 	return out, nil
+}
+
+// view is what the fleet knows of an instance, from its records.
+func view(in Instance, rep Report, desired uint64) InstanceView {
+	v := InstanceView{Instance: in, Report: rep, Desired: desired, Presence: "unknown"}
+	if !v.PresenceTime.IsZero() {
+		v.Presence = "offline"
+		if v.Online {
+			v.Presence = "online"
+		}
+	}
+	if st := v.Status; st != nil {
+		if st.Running != nil {
+			v.Running = st.Running.Deployment
+		}
+		v.Current = st.Revision >= v.Desired && st.Outcome != app.OutcomeInProgress
+	}
+	return v
 }
 
 // Deploy creates a deployment; the lease holder rolls it out. Its apps and

@@ -279,6 +279,10 @@ func (in *ingester) ops(batch map[string]incoming, order []string) ([]store.Op, 
 		if !changed {
 			continue
 		}
+		if significant(base.Status, r.Status) && r.Status != nil {
+			ops = append(ops, historyOp(id, r.Changes, r.Status))
+			r.Changes++
+		}
 		ops = append(ops, store.Replace(collReports, id, encode(r), old.version))
 		recs = append(recs, r)
 	}

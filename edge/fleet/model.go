@@ -93,6 +93,9 @@ type Report struct {
 	PresenceTime time.Time `json:"presenceTime,omitzero"`
 	// LastSeen is when the fleet last received anything from it.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
+	// Changes counts its significant status changes; the last of them
+	// are its status history (Fleet.StatusHistory).
+	Changes uint64 `json:"changes,omitempty"`
 }
 
 // Desired is the deployment document the fleet has for an instance.

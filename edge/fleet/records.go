@@ -20,6 +20,10 @@ const (
 	collDesired     = "desired"     // instance
 	collDeployments = "deployments" //
 	collTargets     = "targets"     // deployment/instance
+	collHistory     = "history"     // instance/slot (a ring of statuses)
+	collUsers       = "users"       //
+	collSecrets     = "secrets"     //
+	collAudit       = "audit"       // day/time-random
 )
 
 // record is a decoded store record.
@@ -94,6 +98,12 @@ func singular(coll string) string {
 		return "deployment"
 	case collTargets:
 		return "target"
+	case collHistory:
+		return "status history of instance"
+	case collUsers:
+		return "user"
+	case collAudit:
+		return "audit entry"
 	}
 	return coll
 }

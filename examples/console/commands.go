@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -44,10 +45,15 @@ const usage = `usage: console <command> [flags]
             [-failure P] [-min-sample N] [-on-failure abort|pause] [-max-per-minute N]
             APP=VERSION ...
   rollout status|pause|resume|cancel ID [-rollback] [-reason R]
+  user set NAME -role viewer|operator   (the password: the first line of standard input)
+  user list
+  audit [-day YYYY-MM-DD]
+  pack DIR APP VERSION -o FILE  pack a function directory (to upload in the web console)
+  sign FILE -sign KEYFILE       print the signature of a package (for the web console's form)
   logs FUNCTION -gateway URL -gateway-token-file F
   invoke FUNCTION [JSON] -gateway URL -gateway-token-file F`
 
-func run(ctx context.Context, args []string, out io.Writer) error {
+func run(ctx context.Context, args []string, stdin io.Reader, out io.Writer) error {
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
@@ -55,7 +61,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if cmd == "serve" {
 		return serve(ctx, rest, out)
 	}
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") && (cmd == "app" || cmd == "version" || cmd == "config" || cmd == "group" || cmd == "instance" || cmd == "rollout") {
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") && (cmd == "app" || cmd == "version" || cmd == "config" || cmd == "group" || cmd == "instance" || cmd == "rollout" || cmd == "user") {
 		cmd, rest = cmd+" "+rest[0], rest[1:]
 	}
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
@@ -67,6 +73,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		kind, description, dir, archive, image, containerJSON, sign, config, triggers, probation string
 		group, instance, selector, waves, bake, onFailure, reason                                string
 		gateway, gatewayToken                                                                    string
+		role, day, output                                                                        string
 		priority, minSample, maxPerMinute                                                        int
 		success, failure                                                                         float64
 		rollback                                                                                 bool
@@ -90,6 +97,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&reason, "reason", "", "")
 	fs.StringVar(&gateway, "gateway", "", "")
 	fs.StringVar(&gatewayToken, "gateway-token-file", "", "")
+	fs.StringVar(&role, "role", "", "")
+	fs.StringVar(&day, "day", "", "")
+	fs.StringVar(&output, "o", "", "")
 	fs.IntVar(&priority, "priority", 0, "")
 	fs.IntVar(&minSample, "min-sample", 0, "")
 	fs.IntVar(&maxPerMinute, "max-per-minute", 0, "")
@@ -106,8 +116,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		return nil
 	}
-	if cmd == "keygen" {
+	switch cmd {
+	case "keygen":
 		return keygen(pos, out)
+	case "pack":
+		if err := need(3, "DIR APP VERSION"); err != nil {
+			return err
+		}
+		return pack(pos[0], pos[1], pos[2], output, out)
+	case "sign":
+		if err := need(1, "FILE"); err != nil {
+			return err
+		}
+		return signFile(pos[0], sign, out)
 	}
 	if cmd != "logs" && cmd != "invoke" {
 		tok, err := os.ReadFile(*tokenFile)
@@ -176,15 +197,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		req := fleetapi.DeploymentRequest{ID: pos[0], Selector: selector, Priority: priority,
 			Policy: fleet.Policy{SuccessPercent: success, FailurePercent: failure, MinSample: minSample, OnFailure: onFailure, MaxPerMinute: maxPerMinute}}
-		for _, av := range pos[1:] {
-			a, v, ok := strings.Cut(av, "=")
-			if !ok {
-				return fmt.Errorf("deploy: %q: want APP=VERSION", av)
-			}
-			req.Apps = append(req.Apps, fleet.AppVersion{App: a, Version: v})
+		if req.Apps, err = fleet.ParseAppVersions(pos[1:]...); err != nil {
+			return fmt.Errorf("deploy: %w", err)
 		}
-		if req.Policy.Waves, err = parseWaves(waves); err != nil {
-			return err
+		if req.Policy.Waves, err = fleet.ParseWaves(waves); err != nil {
+			return fmt.Errorf("deploy: -waves: %w", err)
 		}
 		if bake != "" {
 			d, err := time.ParseDuration(bake)
@@ -209,6 +226,26 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		default:
 			return c.print(ctx, out, "POST", path+"/cancel", map[string]bool{"rollback": rollback})
 		}
+	case "user set":
+		if err := need(1, "NAME"); err != nil {
+			return err
+		}
+		if stdin == nil {
+			return errors.New("user set: the password is read from standard input")
+		}
+		password, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("user set: reading the password from standard input: %w", err)
+		}
+		return c.print(ctx, out, "PUT", "/v1/users/"+url.PathEscape(pos[0]), map[string]string{"password": strings.TrimRight(password, "\r\n"), "role": role})
+	case "user list":
+		return c.print(ctx, out, "GET", "/v1/users", nil)
+	case "audit":
+		q := ""
+		if day != "" {
+			q = "?day=" + url.QueryEscape(day)
+		}
+		return c.print(ctx, out, "GET", "/v1/audit"+q, nil)
 	case "logs", "invoke":
 		if err := need(1, "FUNCTION"); err != nil {
 			return err
@@ -251,31 +288,6 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
-}
-
-// parseWaves reads "1,10%,100%".
-func parseWaves(s string) ([]fleet.Wave, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var out []fleet.Wave
-	for _, part := range strings.Split(s, ",") {
-		part = strings.TrimSpace(part)
-		if p, ok := strings.CutSuffix(part, "%"); ok {
-			v, err := strconv.ParseFloat(p, 64)
-			if err != nil {
-				return nil, fmt.Errorf("-waves: %q: %w", part, err)
-			}
-			out = append(out, fleet.Wave{Percent: v})
-			continue
-		}
-		n, err := strconv.Atoi(part)
-		if err != nil {
-			return nil, fmt.Errorf("-waves: %q: want a count or a percent", part)
-		}
-		out = append(out, fleet.Wave{Count: n})
-	}
-	return out, nil
 }
 
 // client calls an HTTP API with a token.
@@ -335,79 +347,114 @@ func (c *client) print(ctx context.Context, out io.Writer, method, path string, 
 // directory (or taken as an archive), uploaded to the fleet's artifact
 // server and, with a key, signed; or a container's image.
 func (c *client) version(ctx context.Context, appName, version, dir, archive, image, containerJSON, sign, config, triggers, probation string) (app.Version, error) {
-	v := app.Version{Version: version}
-	if config != "" {
-		v.Config = json.RawMessage(config)
-	}
-	if probation != "" {
-		d, err := time.ParseDuration(probation)
+	form := fleet.VersionForm{Version: version, Image: image, Container: containerJSON, Triggers: triggers, Config: config, Probation: probation}
+	if image == "" {
+		pkg, err := c.upload(ctx, appName, version, dir, archive, sign)
 		if err != nil {
-			return v, fmt.Errorf("-probation: %w", err)
+			return app.Version{}, err
 		}
-		v.Probation = app.Duration(d)
+		form.Package = &pkg
 	}
-	if containerJSON != "" && image == "" {
-		return v, errors.New("version add: -container needs -image")
+	v, err := form.Build()
+	if err != nil {
+		return v, fmt.Errorf("version add: %w", err)
 	}
-	if image != "" {
-		v.Container = &app.ContainerVersion{}
-		if containerJSON != "" {
-			dec := json.NewDecoder(strings.NewReader(containerJSON))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(v.Container); err != nil {
-				return v, fmt.Errorf("version add: -container: %w", err)
-			}
-		}
-		v.Container.Image = image
-		return v, nil
-	}
+	return v, nil
+}
+
+// upload packs dir (or takes archive), uploads it to the fleet's artifact
+// server, signs its digest with the key in sign (if given) and records
+// its manifest: the artifact a function version names.
+func (c *client) upload(ctx context.Context, appName, version, dir, archive, sign string) (app.Artifact, error) {
 	if dir != "" {
 		tmp, err := os.MkdirTemp("", "console-pack-")
 		if err != nil {
-			return v, err
+			return app.Artifact{}, err
 		}
 		defer os.RemoveAll(tmp)
 		p, err := codepkg.Pack(dir, tmp, appName, version)
 		if err != nil {
-			return v, fmt.Errorf("packing %s: %w", dir, err)
+			return app.Artifact{}, fmt.Errorf("packing %s: %w", dir, err)
 		}
 		archive = p.Path
 	}
 	if archive == "" {
-		return v, errors.New("version add: one of -dir, -archive or -image is needed")
+		return app.Artifact{}, errors.New("version add: one of -dir, -archive or -image is needed")
 	}
 	f, err := os.Open(archive)
 	if err != nil {
-		return v, err
+		return app.Artifact{}, err
 	}
 	defer f.Close()
 	b, err := c.do(ctx, "PUT", "/v1/blobs", f)
 	if err != nil {
-		return v, fmt.Errorf("uploading %s: %w", archive, err)
+		return app.Artifact{}, fmt.Errorf("uploading %s: %w", archive, err)
 	}
 	var blob artifacts.Blob
 	if err := json.Unmarshal(b, &blob); err != nil {
-		return v, err
+		return app.Artifact{}, err
 	}
 	m := artifacts.Manifest{App: appName, Version: version, SHA256: blob.SHA256, Size: blob.Size}
 	if sign != "" {
 		key, err := readKey(sign)
 		if err != nil {
-			return v, err
+			return app.Artifact{}, err
 		}
 		digest, _ := hex.DecodeString(blob.SHA256)
 		m.Signatures = [][]byte{ed25519.Sign(key, digest)}
 	}
 	if _, err := c.call(ctx, "PUT", "/v1/manifests/"+url.PathEscape(appName)+"/"+url.PathEscape(version), m); err != nil {
-		return v, err
+		return app.Artifact{}, err
 	}
-	v.Function = &app.FunctionVersion{Package: m.Artifact(strings.TrimSuffix(c.url, "/"))}
-	if triggers != "" {
-		if err := json.Unmarshal([]byte(triggers), &v.Function.Triggers); err != nil {
-			return v, fmt.Errorf("-triggers: %w", err)
-		}
+	return m.Artifact(strings.TrimSuffix(c.url, "/")), nil
+}
+
+// pack writes a function directory's package to file.
+func pack(dir, appName, version, file string, out io.Writer) error {
+	if file == "" {
+		return errors.New("pack: -o FILE is needed")
 	}
-	return v, nil
+	tmp, err := os.MkdirTemp("", "console-pack-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	p, err := codepkg.Pack(dir, tmp, appName, version)
+	if err != nil {
+		return fmt.Errorf("packing %s: %w", dir, err)
+	}
+	b, err := os.ReadFile(p.Path)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, file)
+	return nil
+}
+
+// signFile prints the signature of a package's SHA-256 with the key in
+// keyFile, in hex.
+func signFile(file, keyFile string, out io.Writer) error {
+	if keyFile == "" {
+		return errors.New("sign: -sign KEYFILE is needed")
+	}
+	key, err := readKey(keyFile)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, hex.EncodeToString(ed25519.Sign(key, h.Sum(nil))))
+	return nil
 }
 
 // keygen writes a new ed25519 signing key (its seed, in hex) to a file

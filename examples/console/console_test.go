@@ -37,7 +37,7 @@ func TestConsole(t *testing.T) {
 	pr, pw := io.Pipe()
 	served := make(chan error, 1)
 	go func() {
-		served <- run(ctx, []string{"serve", "-broker", b.URL().String(), "-data", data, "-listen", "127.0.0.1:0"}, pw)
+		served <- run(ctx, []string{"serve", "-broker", b.URL().String(), "-data", data, "-listen", "127.0.0.1:0"}, nil, pw)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -59,7 +59,7 @@ func TestConsole(t *testing.T) {
 	}
 	console := func(args ...string) (string, error) {
 		var out bytes.Buffer
-		err := run(ctx, append(args, "-url", url, "-token-file", filepath.Join(data, "api-token")), &out)
+		err := run(ctx, append(args, "-url", url, "-token-file", filepath.Join(data, "api-token")), nil, &out)
 		return out.String(), err
 	}
 	must := func(args ...string) string {
@@ -139,15 +139,15 @@ func TestGatewayCommands(t *testing.T) {
 	})
 	gw := []string{"-gateway", g.APIURL(), "-gateway-token-file", filepath.Join(data, "api-token")}
 	var out bytes.Buffer
-	if err := run(ctx, append([]string{"invoke", "greet", `"world"`}, gw...), &out); err != nil || !strings.Contains(out.String(), `"hello": "world"`) {
+	if err := run(ctx, append([]string{"invoke", "greet", `"world"`}, gw...), nil, &out); err != nil || !strings.Contains(out.String(), `"hello": "world"`) {
 		t.Fatalf("console invoke: %v %s", err, out.String())
 	}
 	testenv.Eventually(t, "the invocation's log through console logs", func() bool {
 		out.Reset()
-		err := run(ctx, append([]string{"logs", "greet"}, gw...), &out)
+		err := run(ctx, append([]string{"logs", "greet"}, gw...), nil, &out)
 		return err == nil && strings.Contains(out.String(), "greeting someone")
 	})
-	if err := run(ctx, []string{"invoke", "greet", "-gateway", g.APIURL(), "-gateway-token-file", filepath.Join(t.TempDir(), "none")}, &out); err == nil {
+	if err := run(ctx, []string{"invoke", "greet", "-gateway", g.APIURL(), "-gateway-token-file", filepath.Join(t.TempDir(), "none")}, nil, &out); err == nil {
 		t.Error("console invoke without the gateway's token succeeded")
 	}
 }

@@ -23,12 +23,14 @@ import (
 	"github.com/edgekit/edgekit/edge/fleet/store"
 	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
 	"github.com/edgekit/edgekit/edge/fleet/store/pgstore"
+	"github.com/edgekit/edgekit/edge/fleet/webconsole"
 	"github.com/edgekit/edgekit/internal/safefile"
 )
 
 // serve runs a fleet until ctx ends (SIGINT or SIGTERM): on the broker, with its
-// store, the fleet's API and the artifact server on one listener. The
-// token is <data>/api-token (made at the first start).
+// store, the fleet's API, the artifact server and the web console (under
+// /ui/) on one listener. The token is <data>/api-token (made at the first
+// start).
 func serve(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	brokerURL := fs.String("broker", "mqtt://127.0.0.1:1883", "the gateways' MQTT broker")
@@ -37,6 +39,7 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:7700", "the API's address")
 	keys := fs.String("keys", "", "public keys (hex, comma-separated) a package's signature must verify with; none: unsigned packages are taken")
 	replica := fs.String("replica", "", "this replica's name (default random)")
+	publicURL := fs.String("url", "", "the URL gateways and browsers reach this fleet at (default http://<listen>): the packages uploaded in the web console are fetched from it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -88,15 +91,26 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/blobs", artHandler)
-	mux.Handle("/blobs/", artHandler)
-	mux.Handle("/v1/manifests/", artHandler)
-	mux.Handle("/", api)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
+	defer ln.Close()
+	base := *publicURL
+	if base == "" {
+		base = "http://" + ln.Addr().String()
+	}
+	web, err := webconsole.New(ctx, f, &webconsole.Options{Token: token, Artifacts: arts, ArtifactBase: base, Secure: strings.HasPrefix(base, "https:"), Logger: log})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(webconsole.Prefix+"/", web)
+	mux.Handle("GET /{$}", http.RedirectHandler(webconsole.Prefix+"/", http.StatusSeeOther))
+	mux.Handle("/v1/blobs", artHandler)
+	mux.Handle("/blobs/", artHandler)
+	mux.Handle("/v1/manifests/", artHandler)
+	mux.Handle("/", api)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -112,6 +126,7 @@ func serve(ctx context.Context, args []string, out io.Writer) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	_ = web.Close(sctx) // ends the event streams, which Shutdown would wait for
 	_ = srv.Shutdown(sctx)
 	_ = f.Close(sctx)
 	if errors.Is(runErr, http.ErrServerClosed) {

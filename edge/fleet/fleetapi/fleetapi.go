@@ -16,6 +16,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/fleet"
@@ -52,6 +55,9 @@ func New(f *fleet.Fleet, opts *Options) (*API, error) {
 	}
 	for _, r := range a.routes() {
 		h := r.handle
+		if !strings.HasPrefix(r.pattern, "GET ") {
+			h = a.audited(h)
+		}
 		if !r.public {
 			h = httpjson.RequireBearer(opts.Token, h)
 		}
@@ -74,6 +80,7 @@ func (a *API) routes() []route {
 		{pattern: "GET /v1/groups", handle: a.groups},
 		{pattern: "PUT /v1/groups/{name}", handle: a.setGroup},
 		{pattern: "GET /v1/instances", handle: a.instances},
+		{pattern: "GET /v1/instances/{id}", handle: a.instance},
 		{pattern: "PUT /v1/instances/{id}", handle: a.registerInstance},
 		{pattern: "GET /v1/deployments", handle: a.deployments},
 		{pattern: "POST /v1/deployments", handle: a.deploy},
@@ -81,6 +88,9 @@ func (a *API) routes() []route {
 		{pattern: "POST /v1/deployments/{id}/pause", handle: a.pause},
 		{pattern: "POST /v1/deployments/{id}/resume", handle: a.resume},
 		{pattern: "POST /v1/deployments/{id}/cancel", handle: a.cancel},
+		{pattern: "GET /v1/users", handle: a.users},
+		{pattern: "PUT /v1/users/{name}", handle: a.setUser},
+		{pattern: "GET /v1/audit", handle: a.audit},
 	}
 }
 
@@ -178,9 +188,117 @@ func (a *API) setGroup(w http.ResponseWriter, r *http.Request) {
 	a.answer(w, http.StatusOK, v, err)
 }
 
+// instances answers the instances a query matches, in id order: the
+// page as an array, the count of all that match in X-Matched, and the
+// next page's address in a Link header (rel="next").
 func (a *API) instances(w http.ResponseWriter, r *http.Request) {
-	v, err := a.f.Instances(r.Context())
+	q := r.URL.Query()
+	query := fleet.InstanceQuery{Selector: q.Get("selector"), Presence: q.Get("presence"), Rollout: q.Get("rollout"), After: q.Get("after")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 {
+			a.fail(w, fmt.Errorf("%w: limit %q: want a positive count", fleet.ErrInvalid, l))
+			return
+		}
+		query.Limit = n
+	}
+	page, err := a.f.QueryInstances(r.Context(), query)
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	w.Header().Set("X-Matched", strconv.Itoa(page.Matched))
+	if page.Next != "" {
+		q.Set("after", page.Next)
+		w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
+	}
+	httpjson.Write(w, http.StatusOK, page.Instances)
+}
+
+// InstanceDetail is the answer of GET /v1/instances/{id}: the instance
+// and its status history, newest first.
+type InstanceDetail struct {
+	Instance fleet.InstanceView `json:"instance"`
+	History  []app.Status       `json:"history"`
+}
+
+func (a *API) instance(w http.ResponseWriter, r *http.Request) {
+	in, err := a.f.Instance(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.fail(w, err)
+		return
+	}
+	h, err := a.f.StatusHistory(r.Context(), in.ID)
+	a.answer(w, http.StatusOK, InstanceDetail{Instance: in, History: nonNil(h)}, err)
+}
+
+func (a *API) users(w http.ResponseWriter, r *http.Request) {
+	v, err := a.f.Users(r.Context())
 	a.answer(w, http.StatusOK, nonNil(v), err)
+}
+
+func (a *API) setUser(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Password string     `json:"password"`
+		Role     fleet.Role `json:"role"`
+	}
+	if !httpjson.Decode(w, r, 64<<10, &body) {
+		return
+	}
+	v, err := a.f.SetUser(r.Context(), r.PathValue("name"), body.Password, body.Role)
+	a.answer(w, http.StatusOK, v, err)
+}
+
+func (a *API) audit(w http.ResponseWriter, r *http.Request) {
+	day := a.f.Now()
+	if d := r.URL.Query().Get("day"); d != "" {
+		t, err := time.Parse(time.DateOnly, d)
+		if err != nil {
+			a.fail(w, fmt.Errorf("%w: day %q: want YYYY-MM-DD", fleet.ErrInvalid, d))
+			return
+		}
+		day = t
+	}
+	v, err := a.f.AuditDay(r.Context(), day)
+	a.answer(w, http.StatusOK, nonNil(v), err)
+}
+
+// audited records a change made with the token in the fleet's audit log:
+// the route, what it named, and the status it was answered with.
+func (a *API) audited(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h(rec, r)
+		e := fleet.AuditEntry{Actor: "token", Role: fleet.RoleOperator, Action: r.Method + " " + r.Pattern, Object: objectOf(r), Remote: r.RemoteAddr}
+		if rec.status >= 300 {
+			e.Error = fmt.Sprintf("answered %d %s", rec.status, http.StatusText(rec.status))
+		}
+		if err := a.f.Audit(context.WithoutCancel(r.Context()), e); err != nil {
+			a.log.Error("fleetapi: writing the audit log", "action", e.Action, "err", err)
+		}
+	}
+}
+
+// objectOf is what a request names: its path's values.
+func objectOf(r *http.Request) string {
+	var parts []string
+	for _, k := range []string{"app", "name", "id"} {
+		if v := r.PathValue(k); v != "" {
+			parts = append(parts, v)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// statusRecorder keeps the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 func (a *API) registerInstance(w http.ResponseWriter, r *http.Request) {

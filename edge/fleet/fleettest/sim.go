@@ -19,7 +19,8 @@ import (
 )
 
 // Behave decides how a simulated gateway ends a deployment: nil for
-// success, or the reason it failed (it then rolls back).
+// success, or the reason it failed (it then rolls back). A nil Behave
+// succeeds every time.
 type Behave func(instance string, d *app.Deployment) error
 
 // Conn is what a simulated gateway needs of its connection: a bus.Bus,
@@ -112,8 +113,12 @@ func (g *Gateway) desired(ctx context.Context, msg *bus.Message) {
 		return out
 	}
 	g.report(ctx, app.Status{Deployment: d.ID, Revision: d.Revision, Outcome: app.OutcomeInProgress, Running: g.good, Apps: apps(d, app.PhaseDownloading)})
-	if err := g.behave(g.ID, d); err != nil {
-		st := app.Status{Deployment: d.ID, Revision: d.Revision, Outcome: app.OutcomeRolledBack, Code: app.CodeCrashLoop, Reason: err.Error(), Running: g.good}
+	var failed error
+	if g.behave != nil {
+		failed = g.behave(g.ID, d)
+	}
+	if failed != nil {
+		st := app.Status{Deployment: d.ID, Revision: d.Revision, Outcome: app.OutcomeRolledBack, Code: app.CodeCrashLoop, Reason: failed.Error(), Running: g.good}
 		if g.goodDoc != nil {
 			st.Apps = apps(g.goodDoc, app.PhaseRunning)
 		}
