@@ -4,7 +4,8 @@
 # Python interpreters that run functions, and QEMU with a kernel image for
 # the tests that boot a virtual machine (package internal/vmtest), podman
 # with runc for the container backend's tests, and PostgreSQL for the
-# fleet's shared store (package internal/pgtest), and AWS's Node.js runtime
+# fleet's shared store (package internal/pgtest), Chromium for the browser
+# tests of the fleet's web console (edge/e2e), and AWS's Node.js runtime
 # interface client (npm aws-lambda-ric, whose native client builds with
 # cmake, autoconf, automake, libtool and g++) for the function host's
 # test of it. Needs root for apt-get; without root it only says what is
@@ -21,6 +22,7 @@ command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 compgen -G '/boot/vmlinuz-*' >/dev/null || need+=(linux-image-amd64)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 for tool in cmake:cmake autoconf:autoconf automake:automake libtoolize:libtool g++:g++ make:make; do
   command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done

@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -82,8 +84,12 @@ func startConsole(t *testing.T, brokerURL, store string) *fleetConsole {
 
 // run runs one console command against the fleet and returns what it
 // printed; an error carries what it said on stderr.
-func (c *fleetConsole) run(args ...string) (string, error) {
+func (c *fleetConsole) run(args ...string) (string, error) { return c.runIn("", args...) }
+
+// runIn is run with stdin.
+func (c *fleetConsole) runIn(stdin string, args ...string) (string, error) {
 	cmd := exec.Command(c.bin, append(args, "-url", c.url, "-token-file", filepath.Join(c.data, "api-token"))...)
+	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -106,6 +112,18 @@ func (c *fleetConsole) must(v any, args ...string) string {
 		}
 	}
 	return out
+}
+
+// keygen makes a signing key in dir with console keygen: its file and
+// its public key.
+func (c *fleetConsole) keygen(dir string) (string, ed25519.PublicKey) {
+	c.t.Helper()
+	key := filepath.Join(dir, "signing-key.hex")
+	pub, err := hex.DecodeString(strings.TrimSpace(c.must(nil, "keygen", key)))
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		c.t.Fatalf("console keygen: %x %v", pub, err)
+	}
+	return key, pub
 }
 
 // functionDir writes a function directory the console packs: the Go

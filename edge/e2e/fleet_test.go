@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,11 +41,7 @@ func TestFleetEndToEnd(t *testing.T) {
 	pg := pgtest.Start(t)
 	con := startConsole(t, upstream.URL().String(), "postgres:"+pg.DSN)
 	dir := t.TempDir()
-	key := filepath.Join(dir, "signing-key.hex")
-	pub, err := hex.DecodeString(strings.TrimSpace(con.must(nil, "keygen", key)))
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		t.Fatalf("console keygen: %x %v", pub, err)
-	}
+	key, pub := con.keygen(dir)
 
 	// The function's versions: the Go function built here; v3 crashes at
 	// start.

@@ -351,7 +351,7 @@ func (f *Fleet) Instances(ctx context.Context) ([]InstanceView, error) {
 	if err != nil {
 		return nil, err
 	}
-	des, err := list[Desired](ctx, f.st, collDesired, "", f.bad)
+	des, err := list[desiredRevision](ctx, f.st, collDesired, "", f.bad)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -53,26 +54,89 @@ func (f *Fleet) QueryInstances(ctx context.Context, q InstanceQuery) (InstancePa
 	default:
 		return InstancePage{}, fmt.Errorf("%w: rollout %q: want current, behind or failed", ErrInvalid, q.Rollout)
 	}
-	all, err := f.Instances(ctx)
+	// The filters read a summary of each report (without its apps) and
+	// the desired revision alone; only the page's reports are decoded
+	// whole. A fleet of 10,000 answers a page in a fraction of the time
+	// Instances takes.
+	ins, err := list[Instance](ctx, f.st, collInstances, "", f.bad)
 	if err != nil {
 		return InstancePage{}, err
 	}
+	reps, err := f.st.List(ctx, collReports, "")
+	if err != nil {
+		return InstancePage{}, err
+	}
+	rawReport := make(map[string][]byte, len(reps))
+	for _, r := range reps {
+		rawReport[r.Key] = r.Value
+	}
+	des, err := list[desiredRevision](ctx, f.st, collDesired, "", f.bad)
+	if err != nil {
+		return InstancePage{}, err
+	}
+	desOf := make(map[string]uint64, len(des))
+	for _, d := range des {
+		desOf[d.v.Instance] = d.v.Revision
+	}
 	page := InstancePage{Instances: []InstanceView{}}
-	for _, v := range all {
-		if !sel.Matches(v.Labels) || q.Presence != "" && v.Presence != q.Presence || !rolloutIs(v, q.Rollout) {
+	for _, in := range ins {
+		if !sel.Matches(in.v.Labels) {
 			continue
 		}
+		raw := rawReport[in.v.ID]
+		if q.Presence != "" || q.Rollout != "" {
+			var sum reportSummary
+			if raw != nil && json.Unmarshal(raw, &sum) != nil {
+				raw = nil // damaged: the instance shows as never heard from
+			}
+			v := view(in.v, sum.report(), desOf[in.v.ID])
+			if q.Presence != "" && v.Presence != q.Presence || !rolloutIs(v, q.Rollout) {
+				continue
+			}
+		}
 		page.Matched++
-		if v.ID <= q.After {
+		if in.v.ID <= q.After {
 			continue
 		}
 		if q.Limit > 0 && len(page.Instances) == q.Limit {
 			page.Next = page.Instances[len(page.Instances)-1].ID
 			continue
 		}
-		page.Instances = append(page.Instances, v)
+		var rep Report
+		if raw != nil {
+			if err := json.Unmarshal(raw, &rep); err != nil {
+				f.bad(store.Record{Collection: collReports, Key: in.v.ID, Value: raw}, err)
+				rep = Report{}
+			}
+		}
+		page.Instances = append(page.Instances, view(in.v, rep, desOf[in.v.ID]))
 	}
 	return page, nil
+}
+
+// desiredRevision is a desired record without its document.
+type desiredRevision struct {
+	Instance string `json:"instance"`
+	Revision uint64 `json:"revision"`
+}
+
+// reportSummary is a report without its apps: what the filters read.
+type reportSummary struct {
+	Online       bool      `json:"online"`
+	PresenceTime time.Time `json:"presenceTime"`
+	Status       *struct {
+		Revision uint64      `json:"revision"`
+		Outcome  app.Outcome `json:"outcome"`
+		Running  *app.Ref    `json:"running"`
+	} `json:"status"`
+}
+
+func (s reportSummary) report() Report {
+	r := Report{Online: s.Online, PresenceTime: s.PresenceTime}
+	if s.Status != nil {
+		r.Status = &app.Status{Revision: s.Status.Revision, Outcome: s.Status.Outcome, Running: s.Status.Running}
+	}
+	return r
 }
 
 func rolloutIs(v InstanceView, want string) bool {

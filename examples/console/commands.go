@@ -348,6 +348,9 @@ func (c *client) print(ctx context.Context, out io.Writer, method, path string, 
 // server and, with a key, signed; or a container's image.
 func (c *client) version(ctx context.Context, appName, version, dir, archive, image, containerJSON, sign, config, triggers, probation string) (app.Version, error) {
 	form := fleet.VersionForm{Version: version, Image: image, Container: containerJSON, Triggers: triggers, Config: config, Probation: probation}
+	if containerJSON != "" && image == "" {
+		return app.Version{}, errors.New("version add: -container needs -image")
+	}
 	if image == "" {
 		pkg, err := c.upload(ctx, appName, version, dir, archive, sign)
 		if err != nil {

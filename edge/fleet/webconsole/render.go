@@ -122,8 +122,9 @@ func (c *Console) renderError(w http.ResponseWriter, r *http.Request, s *session
 func fromScript(r *http.Request) bool { return r.Header.Get("X-CSRF-Token") != "" }
 
 // finish ends a POST: the action is audited, and the browser goes to
-// location with a message (done, or why not). The script is answered
-// {"location": …} or the error with its status.
+// location with a message (done, or why not) in a cookie for that page.
+// The page's script is answered {"location": …, "message": …}, or the
+// error with its status, and shows the message itself.
 func (c *Console) finish(w http.ResponseWriter, r *http.Request, s *session, e fleet.AuditEntry, location, done string, err error) {
 	c.audit(w, r, s, e, err)
 	if fromScript(r) {
@@ -131,9 +132,8 @@ func (c *Console) finish(w http.ResponseWriter, r *http.Request, s *session, e f
 			http.Error(w, err.Error(), statusOf(err))
 			return
 		}
-		c.setFlash(w, r, flash{Text: done})
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]string{"location": location})
+		_ = json.NewEncoder(w).Encode(map[string]string{"location": location, "message": done})
 		return
 	}
 	if err != nil {

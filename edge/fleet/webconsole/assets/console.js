@@ -1,9 +1,11 @@
 // edgekit fleet console: local times, live deployment progress over
-// Server-Sent Events, and uploads with a progress bar. The pages work
-// without it, less comfortably.
+// Server-Sent Events, and forms sent without leaving the page (uploads
+// with a progress bar). The pages work without it, less comfortably.
 "use strict";
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium", timeZoneName: "short" });
+const timeFormat = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+});
 
 // localTimes shows every <time datetime> under root in the browser's
 // time zone.
@@ -37,42 +39,56 @@ function followProgress() {
   es.addEventListener("signedout", () => { es.close(); location.assign("/ui/signin"); });
 }
 
-// uploads sends forms marked data-upload with a progress bar.
-function uploads() {
-  for (const form of document.querySelectorAll("form[data-upload]")) {
+// notice shows a message in the page's status line.
+function notice(text, error) {
+  const n = document.getElementById("notice");
+  if (!n) return;
+  n.textContent = text;
+  n.className = "message " + (error ? "error" : "ok");
+  n.setAttribute("role", error ? "alert" : "status");
+  n.hidden = false;
+}
+
+// scriptForms sends the forms marked data-xhr without leaving the page:
+// with a progress bar for an upload, the answer's message shown, and the
+// browser sent on where the form leads unless it is marked data-stay
+// (the page follows the change itself).
+function scriptForms() {
+  for (const form of document.querySelectorAll("form[data-xhr]")) {
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       const bar = form.querySelector("progress");
       const err = form.querySelector(".message.error");
       const button = form.querySelector("button[type=submit]");
+      const fail = (text) => {
+        if (bar) bar.hidden = true;
+        if (err) { err.hidden = false; err.textContent = text; } else notice(text, true);
+      };
       const xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);
       xhr.setRequestHeader("X-CSRF-Token", form.elements.csrf.value);
-      xhr.upload.addEventListener("progress", (p) => {
+      if (bar) xhr.upload.addEventListener("progress", (p) => {
         if (p.lengthComputable) { bar.hidden = false; bar.value = Math.round(100 * p.loaded / p.total); }
       });
       xhr.addEventListener("load", () => {
         button.disabled = false;
-        if (xhr.status === 200) {
-          location.assign(JSON.parse(xhr.responseText).location);
-          return;
-        }
-        bar.hidden = true;
-        err.hidden = false;
-        err.textContent = xhr.responseText.trim() || ("HTTP " + xhr.status);
+        if (xhr.status !== 200) { fail(xhr.responseText.trim() || ("HTTP " + xhr.status)); return; }
+        const answer = JSON.parse(xhr.responseText);
+        if ("stay" in form.dataset) { notice(answer.message, false); form.reset(); return; }
+        sessionStorage.setItem("edgekit-notice", answer.message);
+        location.assign(answer.location);
       });
-      xhr.addEventListener("error", () => {
-        button.disabled = false;
-        err.hidden = false;
-        err.textContent = "The upload failed: the fleet could not be reached.";
-      });
+      xhr.addEventListener("error", () => { button.disabled = false; fail("The fleet could not be reached."); });
       button.disabled = true;
-      err.hidden = true;
-      xhr.send(new FormData(form));
+      if (err) err.hidden = true;
+      if (form.enctype === "multipart/form-data") xhr.send(new FormData(form));
+      else xhr.send(new URLSearchParams(new FormData(form)));
     });
   }
+  const left = sessionStorage.getItem("edgekit-notice");
+  if (left) { sessionStorage.removeItem("edgekit-notice"); notice(left, false); }
 }
 
 localTimes(document);
 followProgress();
-uploads();
+scriptForms();
