@@ -16,8 +16,10 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/edgekit/edgekit/edge"
+	"github.com/edgekit/edgekit/edge/broker"
 	"github.com/edgekit/edgekit/edge/bus/mqttbus"
 	"github.com/edgekit/edgekit/edge/fleet"
+	"github.com/edgekit/edgekit/edge/fleet/fleettest"
 	"github.com/edgekit/edgekit/function/codepkg"
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/internal/gatewaytest"
@@ -144,22 +146,12 @@ func TestWebConsole(t *testing.T) {
 			Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}}, StatusInterval: time.Second,
 			Packages: &codepkg.Options{PublicKey: pub}})
 	}
-	tok, err := os.ReadFile(filepath.Join(con.data, "api-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// Sign in with the token; the gateways page lists the three online.
 	if _, err := chromedp.Call(ctx, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Asia/Tokyo"}); err != nil {
 		t.Fatalf("setting the browser's time zone: %v", err)
 	}
-	step(t, ctx, "signing in with the token",
-		chromedp.Navigate(con.url+"/ui/"),
-		chromedp.WaitVisible(chromedp.CSS(`#token`)),
-		chromedp.SendKeys(chromedp.CSS(`#token`), strings.TrimSpace(string(tok))),
-		chromedp.Submit(chromedp.CSS(`#token`)),
-		chromedp.WaitVisible(chromedp.CSS(`#matched`)),
-	)
+	con.signIn(t, ctx)
 	testenv.EventuallyWithin(t, "the gateways page shows gw-1, gw-2 and gw-3 online", time.Minute, func() bool {
 		step(t, ctx, "reading the gateways page", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#matched`)))
 		return value(t, ctx, "counting the gateways online", chromedp.Evaluate[int](`document.querySelectorAll("table.gateways .pill.online").length`)) == 3
@@ -297,6 +289,70 @@ func TestWebConsole(t *testing.T) {
 	if in.Running != "" {
 		t.Errorf("gw-3 (plant-2) runs %q", in.Running)
 	}
+}
+
+// TestWebConsoleAtScale: the web console of a fleet of 10,000 simulated
+// gateways on a real Mosquitto (a child process, one MQTT connection
+// each): the gateways page counts them all online and pages through
+// them, and a deployment to all of them in two waves, made in the browser,
+// is followed to its end on its page without a reload.
+func TestWebConsoleAtScale(t *testing.T) {
+	const n = 10_000
+	ctx := chromium(t)
+	upstream := brokertest.Start(t, &broker.Options{MaxConnections: -1, MaxQueuedMessages: 100_000})
+	con := startConsole(t, upstream.URL().String(), "bolt:"+filepath.Join(t.TempDir(), "fleet.db"))
+	con.must(nil, "app", "create", "web", "-kind", "container")
+	con.must(nil, "version", "add", "web", "1", "-image", "localhost/web:1")
+	fleettest.StartSimulation(t, upstream.URL().Host, n)
+	con.signIn(t, ctx)
+	testenv.EventuallyWithin(t, "the gateways page counts 10,000 online", 2*time.Minute, func() bool {
+		step(t, ctx, "opening the gateways online", chromedp.Navigate(con.url+"/ui/gateways?presence=online"), chromedp.WaitVisible(chromedp.CSS(`#matched`)))
+		return strings.HasPrefix(value(t, ctx, "reading the count", chromedp.Text(chromedp.CSS(`#matched`))), "10000 gateways match")
+	})
+	t.Logf("the gateways page of %d: %.0f ms from request to response", n, value(t, ctx, "reading the page's timing",
+		chromedp.Evaluate[float64](`(e => e.responseStart - e.requestStart)(performance.getEntriesByType("navigation")[0])`)))
+	step(t, ctx, "the next page", chromedp.Click(chromedp.CSS(`a[rel=next]`)), chromedp.WaitVisible(chromedp.CSS(`#matched`)))
+	if first := value(t, ctx, "reading the next page", chromedp.Text(chromedp.CSS(`table.gateways tbody td a`))); first != "sim-00050" {
+		t.Errorf("the second page starts at %q, want sim-00050", first)
+	}
+	checkPage(t, ctx, "gateways-10000")
+
+	step(t, ctx, "deploying to all",
+		chromedp.Navigate(con.url+"/ui/deployments"),
+		chromedp.SendKeys(chromedp.CSS(`#dep-id`), "all-10k"),
+		chromedp.SendKeys(chromedp.CSS(`#dep-apps`), "web=1"),
+		chromedp.SendKeys(chromedp.CSS(`#dep-waves`), "10%,100%"),
+		chromedp.Submit(chromedp.CSS(`#dep-id`)),
+		chromedp.WaitVisible(chromedp.CSS(`#live [data-state]`)),
+		evalVoid(`window.edgekitNoReload = true`),
+		chromedp.WaitVisible(chromedp.CSS(`#live [data-state="succeeded"]`)),
+	)
+	if !value(t, ctx, "asking the page whether it was reloaded", chromedp.Evaluate[bool](`window.edgekitNoReload === true`)) {
+		t.Error("the page was reloaded while the rollout ran")
+	}
+	if counts := value(t, ctx, "reading the counts", chromedp.Text(chromedp.CSS(`#live .counts`))); !strings.Contains(counts, "10000 succeeded") {
+		t.Errorf("the finished rollout's counts: %q", counts)
+	}
+	if waves := value(t, ctx, "reading the waves", chromedp.Text(chromedp.CSS(`#live table.waves tbody`))); !regexp.MustCompile(`1\s+1000\s+1000\s+0\s+0\s+passed\s+2\s+9000\s+9000`).MatchString(waves) {
+		t.Errorf("the waves: %q", waves)
+	}
+	checkPage(t, ctx, "deployment-10000")
+}
+
+// signIn signs the browser in with the fleet's token.
+func (c *fleetConsole) signIn(t *testing.T, ctx context.Context) {
+	t.Helper()
+	tok, err := os.ReadFile(filepath.Join(c.data, "api-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	step(t, ctx, "signing in with the token",
+		chromedp.Navigate(c.url+"/ui/"),
+		chromedp.WaitVisible(chromedp.CSS(`#token`)),
+		chromedp.SendKeys(chromedp.CSS(`#token`), strings.TrimSpace(string(tok))),
+		chromedp.Submit(chromedp.CSS(`#token`)),
+		chromedp.WaitVisible(chromedp.CSS(`#matched`)),
+	)
 }
 
 // checkPage photographs the page at 1280 and 390 px (PNG files in the

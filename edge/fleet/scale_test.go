@@ -4,14 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -30,15 +28,13 @@ import (
 	"github.com/edgekit/edgekit/edge/fleet/store/boltstore"
 	"github.com/edgekit/edgekit/edge/fleet/store/pgstore"
 	"github.com/edgekit/edgekit/internal/brokertest"
-	"github.com/edgekit/edgekit/internal/mqttlite"
 	"github.com/edgekit/edgekit/internal/pgtest"
 	"github.com/edgekit/edgekit/internal/procstat"
 	"github.com/edgekit/edgekit/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
-	if addr := os.Getenv("EDGEKIT_FLEET_SIM"); addr != "" {
-		simulate(addr)
+	if fleettest.SimulationMain() {
 		return
 	}
 	if dsn := os.Getenv("EDGEKIT_FLEET_REPLICA"); dsn != "" {
@@ -92,92 +88,6 @@ func replica(dsn, brokerURL, name string) {
 	os.Exit(0)
 }
 
-// simulate is the child process of the scale tests: EDGEKIT_FLEET_SIM_N
-// simulated gateways on connections of their own to the broker at addr,
-// each succeeding at every deployment. It says "ready" on stdout once all
-// are connected and subscribed, and ends when stdin closes.
-func simulate(addr string) {
-	n, _ := strconv.Atoi(os.Getenv("EDGEKIT_FLEET_SIM_N"))
-	ctx := context.Background()
-	var eg errgroup.Group
-	eg.SetLimit(64)
-	var mu sync.Mutex
-	var conns []*mqttlite.Client
-	for i := range n {
-		eg.Go(func() error {
-			id := fmt.Sprintf("sim-%05d", i)
-			c, err := mqttlite.Dial(ctx, addr, id)
-			if err != nil {
-				fmt.Println("dial:", err)
-				os.Exit(1)
-			}
-			g, err := fleettest.Start(ctx, id, c, func(string, *app.Deployment) error { return nil })
-			if err != nil {
-				fmt.Println("start:", err)
-				os.Exit(1)
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			// A lost connection (the broker restarted) is made again, as
-			// a gateway would.
-			go func() {
-				retry := time.NewTicker(50 * time.Millisecond)
-				defer retry.Stop()
-				for {
-					<-c.Done()
-					for {
-						if c, err = mqttlite.Dial(ctx, addr, id); err == nil {
-							if err = g.Reconnect(ctx, c); err == nil {
-								break
-							}
-							_ = c.Close(ctx)
-						}
-						<-retry.C
-					}
-				}
-			}()
-			return nil
-		})
-	}
-	_ = eg.Wait()
-	fmt.Println("ready")
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	for _, c := range conns {
-		_ = c.Close(ctx)
-	}
-	os.Exit(0)
-}
-
-// simulation is the child process running n simulated gateways.
-type simulation struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-}
-
-func startSimulation(tb testing.TB, b *broker.Broker, n int) *simulation {
-	tb.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), "EDGEKIT_FLEET_SIM="+b.URL().Host, "EDGEKIT_FLEET_SIM_N="+strconv.Itoa(n))
-	stdin, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	s := &simulation{cmd: cmd, stdin: stdin}
-	tb.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || line != "ready\n" {
-		tb.Fatalf("the simulation: %q %v", line, err)
-	}
-	return s
-}
-
 // scale runs a rollout of one function version to n simulated gateways
 // and returns how long it took from Deploy until every target succeeded,
 // and the fleet process's CPU time and peak RSS over it.
@@ -192,7 +102,7 @@ func runScale(tb testing.TB, n int, st store.Store) scaleResult {
 	ctx := context.Background()
 	b := brokertest.Start(tb, &broker.Options{MaxConnections: -1, MaxQueuedMessages: 100_000})
 	fleetBus := brokertest.Connect(tb, b, mqttbus.Options{ClientID: "fleet"})
-	startSimulation(tb, b, n)
+	fleettest.StartSimulation(tb, b.URL().Host, n)
 
 	// The baseline, in the same run: one client publishing n retained
 	// QoS 1 documents of the same size to topics nobody reads.
@@ -349,7 +259,7 @@ func failover(t testing.TB, mode string, n, perMinute int) time.Duration {
 	if mode == "replicas" {
 		replicas["replica-b"] = start("replica-b")
 	}
-	startSimulation(t, b, n)
+	fleettest.StartSimulation(t, b.URL().Host, n)
 	// The test's own fleet only calls the API (it is not Run): the
 	// replicas do the work.
 	api, err := fleet.New(&fleet.Options{Store: st, Bus: membus.New(nil)})
