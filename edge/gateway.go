@@ -601,6 +601,11 @@ func (g *Gateway) startReconciler(ctx context.Context, stack *stopper, loops *sy
 		return fmt.Errorf("edge: desired deployments: %w", err)
 	}
 	stack.push("the desired deployments' subscription", sub.Unsubscribe)
+	logs, err := g.serveLogs(ctx)
+	if err != nil {
+		return fmt.Errorf("edge: logs requests: %w", err)
+	}
+	stack.push("the logs requests' server", logs.Close)
 	run := func(f func()) {
 		loops.Add(1)
 		go func() {

@@ -170,7 +170,8 @@ func DefaultLocalRoutes() *Routes {
 
 // DefaultUpstreamRoutes send device reports, events and state, and the
 // functions' outputs up under edgekit/instances/{instance}/, and the
-// gateway's status as it is; the desired deployment comes down.
+// gateway's status and its replies as they are; the desired deployment
+// and the central side's logs requests come down.
 func DefaultUpstreamRoutes(instance string) *Routes {
 	q1 := bus.AtLeastOnce
 	prefix := TopicPrefix(instance)
@@ -178,9 +179,9 @@ func DefaultUpstreamRoutes(instance string) *Routes {
 		Out: []bridge.Route{
 			{Filter: "devices/+/properties", QoS: q1, AddPrefix: prefix}, {Filter: "devices/+/state", QoS: q1, AddPrefix: prefix},
 			{Filter: "devices/+/events/#", QoS: q1, AddPrefix: prefix}, {Filter: "outputs/#", QoS: q1, AddPrefix: prefix},
-			{Filter: StatusTopic(instance), QoS: q1},
+			{Filter: StatusTopic(instance), QoS: q1}, {Filter: app.RepliesPrefix(instance) + "#", QoS: q1},
 		},
-		In: []bridge.Route{{Filter: DesiredTopic(instance), QoS: q1}},
+		In: []bridge.Route{{Filter: DesiredTopic(instance), QoS: q1}, {Filter: app.LogsTopic(instance), QoS: q1}},
 	}
 }
 

@@ -51,3 +51,11 @@ type Presence struct {
 	Online   bool      `json:"online"`
 	Time     time.Time `json:"time"`
 }
+
+// LogsTopic takes MQTT v5 requests for an app's recent log lines (a
+// LogsRequest; the reply is a LogsReply). A request's response topic must
+// start with RepliesPrefix(instance): the gateway answers nowhere else.
+func LogsTopic(instance string) string { return TopicPrefix(instance) + "logs" }
+
+// RepliesPrefix is where an instance's replies go.
+func RepliesPrefix(instance string) string { return TopicPrefix(instance) + "replies/" }

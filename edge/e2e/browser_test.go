@@ -24,6 +24,7 @@ import (
 	"github.com/edgekit/edgekit/internal/brokertest"
 	"github.com/edgekit/edgekit/internal/gatewaytest"
 	"github.com/edgekit/edgekit/internal/testenv"
+	"github.com/edgekit/edgekit/invoke"
 )
 
 // chromium starts a headless Debian Chromium for a test (stopped when
@@ -130,7 +131,8 @@ func TestWebConsole(t *testing.T) {
 	key, pub := con.keygen(dir)
 	bootstrap := versionFn(t, dir)
 	packages, signatures := map[string]string{}, map[string]string{}
-	for v, env := range map[string]map[string]string{"1": nil, "2": {"CRASH": "1"}} {
+	const greeting = `<script>alert(1)</script> hello from <img src=x onerror=alert(2)>`
+	for v, env := range map[string]map[string]string{"1": {"GREETING": greeting}, "2": {"CRASH": "1"}} {
 		fn := functionDir(t, filepath.Join(dir, "hello-go-"+v), bootstrap, env)
 		packages[v] = filepath.Join(dir, "hello-go-"+v+".tar.gz")
 		con.must(nil, "pack", fn, "hello-go", v, "-o", packages[v])
@@ -139,10 +141,11 @@ func TestWebConsole(t *testing.T) {
 	if _, err := con.runIn("a long viewer password\n", "user", "set", "vera", "-role", "viewer"); err != nil {
 		t.Fatal(err)
 	}
+	gws := map[string]*edge.Gateway{}
 	for i, site := range []string{"plant-1", "plant-1", "plant-2"} {
 		id := fmt.Sprintf("gw-%d", i+1)
 		con.must(nil, "instance", "label", id, "site="+site)
-		gatewaytest.Run(t, &edge.Options{DataDir: filepath.Join(dir, id), Instance: id, DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
+		gws[id], _ = gatewaytest.Run(t, &edge.Options{DataDir: filepath.Join(dir, id), Instance: id, DeploymentFile: "-", API: &edge.APIOptions{Address: "-"},
 			Upstream: &mqttbus.Options{Brokers: []string{upstream.URL().String()}}, StatusInterval: time.Second,
 			Packages: &codepkg.Options{PublicKey: pub}})
 	}
@@ -232,6 +235,25 @@ func TestWebConsole(t *testing.T) {
 		t.Errorf("the finished rollout's counts: %q", counts)
 	}
 	checkPage(t, ctx, "deployment")
+
+	// gw-1's logs, fetched from it on demand: its function's line shows as
+	// the text it is.
+	if _, err := gws["gw-1"].Functions().Invoke(context.Background(), "hello-go", invoke.Request{Payload: []byte(`{}`)}); err != nil {
+		t.Fatalf("invoking hello-go on gw-1: %v", err)
+	}
+	step(t, ctx, "fetching gw-1's logs",
+		chromedp.Navigate(con.url+"/ui/gateways/gw-1"),
+		chromedp.SetValue(chromedp.CSS(`#logs-app`), "hello-go"),
+		chromedp.Click(chromedp.CSS(`form[data-busy] button`)),
+		chromedp.WaitVisible(chromedp.CSS(`pre.logs`)),
+	)
+	if logs := value(t, ctx, "reading the logs", chromedp.Text(chromedp.CSS(`pre.logs`))); !strings.Contains(logs, greeting) {
+		t.Errorf("gw-1's logs do not show the function's line as text:\n%s", logs)
+	}
+	if n := value(t, ctx, "looking for markup in the logs", chromedp.Evaluate[int](`document.querySelectorAll("main script, main img").length`)); n != 0 {
+		t.Errorf("the logs made %d elements of the page", n)
+	}
+	checkPage(t, ctx, "gateway")
 
 	// v2 crashes at start: its first wave stops it, and the page says why.
 	deploy("plant-1-v2", "hello-go=2", "1", "")

@@ -2,6 +2,7 @@ package fleet_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -207,5 +208,34 @@ func TestRolloutChanges(t *testing.T) {
 	})
 	if ds, ts, _, err := h.fleet.RolloutChanges(h.ctx, mark, nil); err != nil || len(ds)+len(ts) != 0 {
 		t.Errorf("after the end: %d deployments, %d targets, %v", len(ds), len(ts), err)
+	}
+}
+
+// TestLogs: the fleet fetches an app's log lines from a gateway through
+// the bus; an app the gateway lacks is ErrNotFound, and a gateway that
+// does not answer is ErrNoAnswer when the context ends.
+func TestLogs(t *testing.T) {
+	h := newHarness(t, nil)
+	g := h.gateway("gw-1", nil, nil)
+	lines := []app.LogLine{{Time: time.Date(2026, 12, 4, 1, 0, 0, 0, time.UTC), Level: "INFO", Text: "started"}, {Text: "<script>alert(1)</script>"}}
+	if err := g.SetLogs(h.ctx, map[string][]app.LogLine{"alarm": lines}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := h.fleet.Logs(h.ctx, "gw-1", app.LogsRequest{App: "alarm"})
+	if err != nil || len(got.Lines) != 2 || got.Lines[1].Text != lines[1].Text {
+		t.Fatalf("Logs = %+v, %v", got, err)
+	}
+	if _, err := h.fleet.Logs(h.ctx, "gw-1", app.LogsRequest{App: "other"}); !errors.Is(err, fleet.ErrNotFound) {
+		t.Errorf("an app the gateway lacks: %v, want ErrNotFound", err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := h.fleet.Logs(ctx, "gw-silent", app.LogsRequest{App: "alarm"}); !errors.Is(err, fleet.ErrNoAnswer) {
+		t.Errorf("a gateway that does not answer: %v, want ErrNoAnswer", err)
+	}
+	for _, c := range []struct{ instance, app string }{{"../x", "alarm"}, {"gw-1", "a b"}} {
+		if _, err := h.fleet.Logs(h.ctx, c.instance, app.LogsRequest{App: c.app}); !errors.Is(err, fleet.ErrInvalid) {
+			t.Errorf("Logs(%q, %q) = %v, want ErrInvalid", c.instance, c.app, err)
+		}
 	}
 }

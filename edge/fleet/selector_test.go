@@ -87,3 +87,40 @@ func FuzzParseReport(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseWaves: the operator's waves never panic the parser, and what
+// it takes is a count or a percent each.
+func FuzzParseWaves(f *testing.F) {
+	for _, s := range []string{"", "1,10%,100%", "5", "%", "1,,2", "1e309%", "-3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ws, err := fleet.ParseWaves(s)
+		if err != nil {
+			return
+		}
+		for _, w := range ws {
+			if w.Count != 0 && w.Percent != 0 {
+				t.Fatalf("%q gave a wave with a count and a percent: %+v", s, w)
+			}
+		}
+	})
+}
+
+// FuzzParseAppVersions: every pair it takes has an app and a version.
+func FuzzParseAppVersions(f *testing.F) {
+	for _, s := range []string{"alarm=1", "a=1 b=2,c=3", "=", "a=", "=1", "a==1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		avs, err := fleet.ParseAppVersions(s)
+		if err != nil {
+			return
+		}
+		for _, av := range avs {
+			if av.App == "" || av.Version == "" {
+				t.Fatalf("%q gave %+v", s, av)
+			}
+		}
+	})
+}

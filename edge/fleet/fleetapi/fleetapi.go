@@ -81,6 +81,7 @@ func (a *API) routes() []route {
 		{pattern: "PUT /v1/groups/{name}", handle: a.setGroup},
 		{pattern: "GET /v1/instances", handle: a.instances},
 		{pattern: "GET /v1/instances/{id}", handle: a.instance},
+		{pattern: "GET /v1/instances/{id}/logs", handle: a.logs},
 		{pattern: "PUT /v1/instances/{id}", handle: a.registerInstance},
 		{pattern: "GET /v1/deployments", handle: a.deployments},
 		{pattern: "POST /v1/deployments", handle: a.deploy},
@@ -230,6 +231,32 @@ func (a *API) instance(w http.ResponseWriter, r *http.Request) {
 	}
 	h, err := a.f.StatusHistory(r.Context(), in.ID)
 	a.answer(w, http.StatusOK, InstanceDetail{Instance: in, History: nonNil(h)}, err)
+}
+
+// logsWait bounds the wait for a gateway's logs.
+const logsWait = 10 * time.Second
+
+// logs asks a gateway for an app's recent log lines: 504 when it does
+// not answer within logsWait (offline).
+func (a *API) logs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := app.LogsRequest{App: q.Get("app"), Contains: q.Get("contains")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 {
+			a.fail(w, fmt.Errorf("%w: limit %q: want a positive count", fleet.ErrInvalid, l))
+			return
+		}
+		req.Limit = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), logsWait)
+	defer cancel()
+	v, err := a.f.Logs(ctx, r.PathValue("id"), req)
+	if errors.Is(err, fleet.ErrNoAnswer) {
+		httpjson.Error(w, http.StatusGatewayTimeout, "NoAnswer", err)
+		return
+	}
+	a.answer(w, http.StatusOK, v, err)
 }
 
 func (a *API) users(w http.ResponseWriter, r *http.Request) {

@@ -11,6 +11,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +45,8 @@ type Gateway struct {
 	goodDoc *app.Deployment
 	status  app.Status
 	history []app.Status
+	logs    map[string][]app.LogLine // by app; nil until SetLogs
+	logsSub bus.Subscription
 }
 
 // Start connects a simulated gateway on b: it announces itself online and
@@ -164,4 +168,52 @@ func (g *Gateway) Running() (*app.Ref, *app.Deployment) {
 }
 
 // Stop takes the gateway off its bus (its presence left as it was).
-func (g *Gateway) Stop(ctx context.Context) error { return g.sub.Unsubscribe(ctx) }
+func (g *Gateway) Stop(ctx context.Context) error {
+	g.mu.Lock()
+	logs := g.logsSub
+	g.mu.Unlock()
+	if logs != nil {
+		_ = logs.Unsubscribe(ctx)
+	}
+	return g.sub.Unsubscribe(ctx)
+}
+
+// SetLogs gives the gateway log lines to answer logs requests with
+// (app.LogsTopic), by app; an app it has none of is answered NotFound,
+// as a gateway answers. The first call subscribes.
+func (g *Gateway) SetLogs(ctx context.Context, lines map[string][]app.LogLine) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.logs = lines
+	if g.logsSub != nil {
+		return nil
+	}
+	sub, err := g.bus.Subscribe(ctx, app.LogsTopic(g.ID), g.answerLogs, &bus.SubscribeOptions{QoS: bus.AtLeastOnce})
+	if err != nil {
+		return fmt.Errorf("gateway %s: %w", g.ID, err)
+	}
+	g.logsSub = sub
+	return nil
+}
+
+func (g *Gateway) answerLogs(ctx context.Context, m *bus.Message) {
+	if !strings.HasPrefix(m.ResponseTopic, app.RepliesPrefix(g.ID)) {
+		return // replies go nowhere else
+	}
+	var req app.LogsRequest
+	reply := &bus.Message{Topic: m.ResponseTopic, CorrelationData: m.CorrelationData, QoS: bus.AtLeastOnce, ContentType: "application/json"}
+	var lines []app.LogLine
+	ok := false
+	g.mu.Lock()
+	if json.Unmarshal(m.Payload, &req) == nil {
+		lines, ok = g.logs[req.App]
+	}
+	conn := g.bus
+	g.mu.Unlock()
+	if !ok {
+		reply.UserProperties = []bus.UserProperty{{Key: "edgekit-error", Value: "no such app on this gateway: " + strconv.Quote(req.App)}, {Key: "edgekit-error-type", Value: "NotFound"}}
+	} else {
+		reply.Payload, _ = json.Marshal(app.LogsReply{App: req.App, Kind: app.KindFunction, Lines: lines})
+	}
+	_ = conn.Publish(ctx, reply)
+}

@@ -119,7 +119,16 @@ type gatewayData struct {
 	In      fleet.InstanceView
 	History []app.Status
 	Labels  string
+	// LogsOf is the app whose logs were asked for ("" none); Logs the
+	// gateway's answer, LogsErr why there is none.
+	LogsOf, Contains string
+	Limit            int
+	Logs             *app.LogsReply
+	LogsErr          string
 }
+
+// logsWait bounds the wait for a gateway's logs.
+const logsWait = 10 * time.Second
 
 func (c *Console) gateway(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("id")
@@ -133,7 +142,21 @@ func (c *Console) gateway(w http.ResponseWriter, r *http.Request, s *session) {
 		c.renderError(w, r, s, statusOf(err), err)
 		return
 	}
-	c.render(w, r, s, http.StatusOK, "gateway", "Gateway "+id, gatewayData{In: in, History: hist, Labels: labelText(in.Labels)})
+	d := gatewayData{In: in, History: hist, Labels: labelText(in.Labels), LogsOf: r.URL.Query().Get("logs"), Contains: r.URL.Query().Get("contains"), Limit: 200}
+	if n, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && n > 0 {
+		d.Limit = min(n, app.MaxLogLines)
+	}
+	if d.LogsOf != "" {
+		ctx, cancel := context.WithTimeout(r.Context(), logsWait)
+		reply, err := c.f.Logs(ctx, id, app.LogsRequest{App: d.LogsOf, Limit: d.Limit, Contains: d.Contains})
+		cancel()
+		if err != nil {
+			d.LogsErr = err.Error()
+		} else {
+			d.Logs = &reply
+		}
+	}
+	c.render(w, r, s, http.StatusOK, "gateway", "Gateway "+id, d)
 }
 
 func (c *Console) setLabels(w http.ResponseWriter, r *http.Request, s *session) {

@@ -55,7 +55,7 @@ func (k signer) mac(parts ...string) []byte {
 	return m.Sum(nil)
 }
 
-var b64 = base64.RawURLEncoding
+var b64 = base64.RawURLEncoding.Strict() // one spelling per value: a sealed value cannot be respelt
 
 // seal returns v as JSON with its MAC, for a cookie named purpose.
 func (k signer) seal(purpose string, v any) string {

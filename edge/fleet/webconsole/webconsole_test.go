@@ -302,6 +302,11 @@ func TestViewer(t *testing.T) {
 	if ds, _ := s.f.Deployments(ctx); len(ds) != 0 {
 		t.Errorf("a viewer deployed %+v", ds)
 	}
+	for _, path := range []string{"/ui/apps", "/ui/apps/alarm/versions", "/ui/gateways/gw-1/labels", "/ui/deployments/d1/pause", "/ui/deployments/d1/resume", "/ui/deployments/d1/cancel", "/ui/deployments/d1/rollback"} {
+		if resp, _ := b.post(path, url.Values{"csrf": {csrf}, "name": {"x"}, "kind": {"function"}, "labels": {"a=b"}}); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a viewer's POST %s: %s, want 403", path, resp.Status)
+		}
+	}
 	es, _ := s.f.AuditDay(ctx, time.Now())
 	if len(es) == 0 || es[0].Actor != "vera" || es[0].Action != "refused" || !strings.Contains(es[0].Error, "viewer") {
 		t.Errorf("the last audit entry %+v, want vera refused", es[0])
@@ -318,8 +323,8 @@ func TestViewer(t *testing.T) {
 var rawMarkup = regexp.MustCompile(`(?i)<script>alert|<img src=x onerror`)
 
 // TestEscaping: what the fleet holds from operators and gateways — an
-// app's description, a name a form refused, a gateway's failure reason —
-// renders as text, never as markup.
+// app's description, a name a form refused, a gateway's failure reason,
+// a log line — renders as text, never as markup.
 func TestEscaping(t *testing.T) {
 	s := newSite(t, nil, false)
 	ctx := context.Background()
@@ -339,6 +344,9 @@ func TestEscaping(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = g.Stop(ctx) })
+	if err := g.SetLogs(ctx, map[string][]app.LogLine{"alarm": {{Level: "INFO", Text: evil}}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.f.Deploy(ctx, fleet.Deployment{ID: "d1", Apps: []fleet.AppVersion{{App: "alarm", Version: "1"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -355,7 +363,8 @@ func TestEscaping(t *testing.T) {
 	_, appsPage := b.get("/ui/apps")
 	_, appPage := b.get("/ui/apps/alarm")
 	_, depPage := b.get("/ui/deployments/d1")
-	for name, body := range map[string]string{"gateway (refused label)": labelPage, "apps (refused name)": appsPage, "app": appPage, "deployment": depPage} {
+	_, logsPage := b.get("/ui/gateways/gw-1?logs=alarm")
+	for name, body := range map[string]string{"gateway (refused label)": labelPage, "apps (refused name)": appsPage, "app": appPage, "deployment": depPage, "gateway's logs": logsPage} {
 		if m := rawMarkup.FindString(body); m != "" {
 			t.Errorf("the %s page holds markup from the fleet's data: %q", name, m)
 		}

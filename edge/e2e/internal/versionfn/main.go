@@ -1,11 +1,13 @@
 // Command versionfn is the end-to-end test's function: an aws-lambda-go
 // function, unmodified Lambda code, that answers with its version (from
 // the Lambda environment) and exits at start when CRASH is set in its
-// manifest's environment.
+// manifest's environment. GREETING, when set, is written to its standard
+// error at start (a log line of the function's).
 package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -15,6 +17,9 @@ import (
 func main() {
 	if os.Getenv("CRASH") != "" {
 		os.Exit(3)
+	}
+	if g := os.Getenv("GREETING"); g != "" {
+		fmt.Fprintln(os.Stderr, g)
 	}
 	lambda.Start(func(ctx context.Context, event map[string]any) (map[string]any, error) {
 		lc, _ := lambdacontext.FromContext(ctx)

@@ -89,6 +89,19 @@ function scriptForms() {
   if (left) { sessionStorage.removeItem("edgekit-notice"); notice(left, false); }
 }
 
+// busyForms say so while a slow answer comes (a gateway's logs).
+function busyForms() {
+  for (const form of document.querySelectorAll("form[data-busy]")) {
+    form.addEventListener("submit", () => {
+      const button = form.querySelector("button[type=submit]");
+      form.setAttribute("aria-busy", "true");
+      button.disabled = true;
+      button.textContent = form.dataset.busy;
+    });
+  }
+}
+
 localTimes(document);
+busyForms();
 followProgress();
 scriptForms();
