@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -141,6 +142,7 @@ func BenchmarkLiveStreams(b *testing.B) {
 			d := fleet.Deployment{ID: id, State: fleet.DeploymentRunning, Waves: []int{n / 10, n - n/10}, Created: time.Now(), Updated: time.Now()}
 			put(b, st, "deployments", id, d)
 			var wg sync.WaitGroup
+			var received atomic.Int64
 			sctx, cancel := context.WithCancel(ctx)
 			for range streams {
 				req, _ := http.NewRequestWithContext(sctx, "GET", srv.URL+"/ui/deployments/"+id+"/events", nil)
@@ -155,7 +157,8 @@ func BenchmarkLiveStreams(b *testing.B) {
 				go func() {
 					defer wg.Done()
 					defer resp.Body.Close()
-					_, _ = io.Copy(io.Discard, resp.Body)
+					n, _ := io.Copy(io.Discard, resp.Body)
+					received.Add(n)
 				}()
 			}
 			cpu0, wall0 := cpuTime(), time.Now()
@@ -185,6 +188,11 @@ func BenchmarkLiveStreams(b *testing.B) {
 			share := 100 * float64(cpuTime()-cpu0) / float64(time.Since(wall0))
 			cancel()
 			wg.Wait()
+			// Each stream had an event (over 1 KB) at least every half
+			// second of the 10 s run, bar a few.
+			if min := int64(streams) * 15 << 10; received.Load() < min {
+				b.Fatalf("the %d streams received %d bytes in all, want %d at least", streams, received.Load(), min)
+			}
 			if streams == 0 {
 				alone = append(alone, share)
 			} else {

@@ -13,8 +13,9 @@ import (
 // live serves the deployments' event streams. One follower goroutine
 // reads the fleet's rollout change feed every Options.Poll; for each
 // deployment somebody watches it keeps the deployment and its targets in
-// memory, applies what changed, renders the page's live fragment once per
-// change and hands the same bytes to every stream of it. A stream's cost
+// memory, applies what changed, renders the page's live fragment once
+// per change (at most every half second) and hands the same bytes to
+// every stream of it. A stream's cost
 // is its writes; the fleet's, the changes.
 type live struct {
 	c    *Console
@@ -32,9 +33,26 @@ type live struct {
 // watch is one deployment being watched.
 type watch struct {
 	d       fleet.Deployment
-	targets map[string]fleet.Target
+	targets []fleet.Target
+	index   map[string]int // instance → its place in targets
 	subs    map[*subscriber]struct{}
-	frame   []byte // the last event sent
+	frame   []byte    // the last event sent
+	dirty   bool      // changed since frame was rendered
+	drawn   time.Time // when frame was rendered
+}
+
+// redraw is the shortest time between two renders of a watch: a rollout
+// that changes every poll is drawn twice a second.
+const redraw = 500 * time.Millisecond
+
+// put takes in a target's newest record.
+func (w *watch) put(t fleet.Target) {
+	if i, ok := w.index[t.Instance]; ok {
+		w.targets[i] = t
+		return
+	}
+	w.index[t.Instance] = len(w.targets)
+	w.targets = append(w.targets, t)
 }
 
 // subscriber is one stream; ch holds the newest event not yet written
@@ -72,11 +90,11 @@ func (l *live) subscribe(ctx context.Context, id string) (*subscriber, []byte, e
 		if err != nil {
 			return nil, nil, err
 		}
-		w = &watch{d: d, targets: make(map[string]fleet.Target, len(ts)), subs: map[*subscriber]struct{}{}}
+		w = &watch{d: d, targets: make([]fleet.Target, 0, len(ts)), index: make(map[string]int, len(ts)), subs: map[*subscriber]struct{}{}}
 		for _, t := range ts {
-			w.targets[t.Instance] = t
+			w.put(t)
 		}
-		w.frame = l.render(w)
+		w.frame, w.drawn = l.render(w), time.Now()
 		l.watches[id] = w
 	}
 	s := &subscriber{id: id, ch: make(chan []byte, 1)}
@@ -125,19 +143,23 @@ func (l *live) poll(ctx context.Context) error {
 		return err
 	}
 	l.mark = mark
-	touched := map[*watch]bool{}
 	for _, d := range ds {
 		if w := l.watches[d.ID]; w != nil {
-			w.d, touched[w] = d, true
+			w.d, w.dirty = d, true
 		}
 	}
 	for _, t := range ts {
 		if w := l.watches[t.Deployment]; w != nil {
-			w.targets[t.Instance], touched[w] = t, true
+			w.put(t)
+			w.dirty = true
 		}
 	}
-	for w := range touched {
-		w.frame = l.render(w)
+	now := time.Now()
+	for _, w := range l.watches {
+		if !w.dirty || now.Sub(w.drawn) < redraw {
+			continue // drawn at a later poll
+		}
+		w.frame, w.drawn, w.dirty = l.render(w), now, false
 		for s := range w.subs {
 			select {
 			case <-s.ch: // a stream that has not written the last one skips it
@@ -151,12 +173,8 @@ func (l *live) poll(ctx context.Context) error {
 
 // render is a watch's event: its live fragment, as SSE data lines.
 func (l *live) render(w *watch) []byte {
-	ts := make([]fleet.Target, 0, len(w.targets))
-	for _, t := range w.targets {
-		ts = append(ts, t)
-	}
 	var html bytes.Buffer
-	if err := l.c.pages.live.Execute(&html, newProgress(w.d, ts, time.Now())); err != nil {
+	if err := l.c.pages.live.Execute(&html, newProgress(w.d, w.targets, time.Now())); err != nil {
 		l.c.log.Error("webconsole: rendering a deployment's progress", "deployment", w.d.ID, "err", err)
 	}
 	var b bytes.Buffer
