@@ -1,9 +1,15 @@
 // Command console is the fleet's console: it serves a fleet (console
-// serve: the fleet on an MQTT broker, its store, its HTTP API and the
-// artifact server on one listener), and it is the operator's client of
-// that API — apps, versions (packed from a function directory, signed,
-// uploaded), configuration, groups, instances, deployments and their
-// rollouts — and of one gateway's local API (logs, invoke).
+// serve: the fleet on an MQTT broker, its store, its HTTP API, the
+// artifact server and the web console at /ui/ on one listener), and it is
+// the operator's client of that API — apps, versions (packed from a
+// function directory, signed, uploaded), configuration, groups,
+// instances, deployments and their rollouts, the web console's users and
+// the audit log — and of one gateway's local API (logs, invoke).
+//
+// The web console takes the API token (an operator) or a user's name and
+// password; users are made with
+//
+//	echo 'a long password' | console user set ana -role operator
 //
 //	console serve -broker mqtt://127.0.0.1:1883 -store bolt:fleet.db -listen 127.0.0.1:7700 -data ./fleet
 //	console app create alarm -kind function
