@@ -50,14 +50,24 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
 	} else {
 		name := r.PostFormValue("user")
 		e.Actor = name
+		if until := c.throttle.locked(name, time.Now()); !until.IsZero() {
+			wait := time.Until(until).Round(time.Second)
+			c.audit(w, r, nil, e, fmt.Errorf("%w: locked for %s after repeated wrong passwords", fleet.ErrDenied, wait))
+			c.signinFailed(w, r, fmt.Sprintf("Too many wrong passwords for this name: try again in %s.", wait))
+			return
+		}
 		c.signins <- struct{}{}
 		u, err := c.f.SignIn(r.Context(), name, r.PostFormValue("password"))
 		<-c.signins
 		if err != nil {
+			if errors.Is(err, fleet.ErrDenied) {
+				c.throttle.failed(name, time.Now())
+			}
 			c.audit(w, r, nil, e, err)
 			c.signinFailed(w, r, "Wrong user name or password.")
 			return
 		}
+		c.throttle.succeeded(name)
 		s.User, s.Role = u.Name, u.Role
 	}
 	http.SetCookie(w, c.cookie(r, signinCookie, "", -1))

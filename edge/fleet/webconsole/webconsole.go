@@ -78,8 +78,10 @@ type Console struct {
 	pages *pages
 	live  *live
 	// signins bounds the password checks running at once (each costs
-	// PBKDF2's 600,000 rounds).
-	signins chan struct{}
+	// PBKDF2's 600,000 rounds); throttle locks out a name after repeated
+	// wrong passwords.
+	signins  chan struct{}
+	throttle throttle
 
 	closeOnce sync.Once
 }

@@ -236,15 +236,24 @@ func TestSignIn(t *testing.T) {
 	if resp, _ := b.get("/ui/gateways"); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("after signing out: %s", resp.Status)
 	}
+	// Five wrong passwords lock the name out, the right one included.
+	for range 5 {
+		b.signIn(url.Values{"user": {"vera"}, "password": {"guess, guess, guess"}})
+	}
+	nb := s.browser()
+	form := url.Values{"user": {"vera"}, "password": {"a long viewer password"}, "csrf": {nb.csrf("/ui/signin")}}
+	if resp, body := nb.post("/ui/signin", form); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "Too many wrong passwords") {
+		t.Errorf("after five wrong passwords: %s", resp.Status)
+	}
 	es, err := s.f.AuditDay(ctx, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var log []string
 	for _, e := range es {
-		log = append(log, e.Actor+" "+e.Action+" "+map[bool]string{true: "refused", false: "done"}[e.Error != ""])
+		log = append(log, e.Actor+" "+e.Action+" "+map[bool]string{true: "refused", false: "done"}[e.Error != ""]+" "+e.Error)
 	}
-	for _, want := range []string{"vera sign-in refused", "token sign-in refused", "unknown sign-in refused", "vera sign-in done", "vera sign-out done"} {
+	for _, want := range []string{"vera sign-in refused", "token sign-in refused", "unknown sign-in refused", "vera sign-in done", "vera sign-out done", "locked for"} {
 		if !strings.Contains(strings.Join(log, "\n"), want) {
 			t.Errorf("the audit log lacks %q:\n%s", want, strings.Join(log, "\n"))
 		}
