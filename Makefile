@@ -21,10 +21,12 @@ vet: deps
 	  if [ $${#failed[@]} -gt 0 ]; then echo "== FAILED: go vet in $${failed[*]}"; exit 1; fi
 
 # Every module is tested even when one fails; the failures are listed at
-# the end and then fail the target.
+# the end and then fail the target. What tests write for people to look
+# at (the web console's screenshots) stays in $(ARTIFACTS).
+ARTIFACTS ?= $(CURDIR)/test-artifacts
 test: vet cross
-	@failed=(); for m in $(MODULES); do echo "== go test -race $$m"; \
-	  (cd $$m && $(GO) test -race -count=1 -timeout 20m ./...) || failed+=("$$m"); done; \
+	@failed=(); for m in $(MODULES); do echo "== go test -race $$m"; mkdir -p $(ARTIFACTS)/$$m; \
+	  (cd $$m && $(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(ARTIFACTS)/$$m ./...) || failed+=("$$m"); done; \
 	  if [ $${#failed[@]} -gt 0 ]; then echo "== FAILED: go test in $${failed[*]}"; exit 1; fi
 
 # Gateways run arm64 and 32-bit arm: every package of the main module must

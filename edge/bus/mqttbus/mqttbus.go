@@ -202,8 +202,12 @@ type Client struct {
 	// owed are the received messages whose handlers have returned and
 	// whose acknowledgements paho has yet to write, by packet id, with
 	// the connection they came on; acksSent is closed when owed empties.
-	ackMu    sync.Mutex
-	owed     map[uint16]*paho.Client
+	ackMu sync.Mutex
+	owed  map[uint16]*paho.Client
+	// ackGrace bounds Close's wait for them: an acknowledgement held
+	// back behind a message still being handled (MQTT sends them in
+	// order) is left, and the broker sends its message again.
+	ackGrace time.Duration
 	acksSent chan struct{}
 }
 
@@ -335,6 +339,7 @@ func newClient(opts *Options, ackInterval time.Duration) (*Client, error) {
 		expiry = uint32(min(o.SessionExpiry/time.Second, math.MaxUint32))
 	}
 	c.ackAfterHandler = o.SessionExpiry > 0
+	c.ackGrace = max(time.Second, 4*ackInterval)
 	cfg := autopaho.ClientConfig{
 		ServerUrls:                    urls,
 		TlsCfg:                        o.TLSConfig,
@@ -441,19 +446,25 @@ func (c *Client) onUp(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 }
 
 func (c *Client) onDown() bool {
+	c.markDown()
+	c.log.Warn("connection lost")
+	// Waiting publishers are released: their messages are queued and will
+	// be sent after the reconnection.
+	c.releaseWaiters(nil)
+	return true
+}
+
+// markDown records the link as down: lost (onDown), or closed by Close's
+// disconnect, which autopaho does not report.
+func (c *Client) markDown() {
 	c.conn.Lock()
+	defer c.conn.Unlock()
 	if c.up {
 		c.up = false
 		c.linkEnd()
 		close(c.downCh)
 		c.upCh = make(chan struct{})
 	}
-	c.conn.Unlock()
-	c.log.Warn("connection lost")
-	// Waiting publishers are released: their messages are queued and will
-	// be sent after the reconnection.
-	c.releaseWaiters(nil)
-	return true
 }
 
 func (c *Client) onConnectError(err error) {

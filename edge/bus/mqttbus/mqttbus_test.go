@@ -368,3 +368,50 @@ func TestMaxPacketSize(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseWithAcksHeldBack: MQTT sends acknowledgements in the order
+// the messages came, so a handled message's acknowledgement waits behind
+// one whose handler is still running. Close waits for such an
+// acknowledgement only a moment (the broker sends the message again in
+// the next session) and goes on to disconnect; it used to wait for it
+// until its context ended.
+func TestCloseWithAcksHeldBack(t *testing.T) {
+	brk := brokertest.Start(t, nil)
+	pub := brokertest.Connect(t, brk, mqttbus.Options{})
+	c, err := mqttbus.New(&mqttbus.Options{Brokers: []string{brk.URL().String()}, ClientID: "held-back", QueueDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.AwaitConnection(ctx); err != nil {
+		t.Fatal(err)
+	}
+	release, first, second := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	if _, err := c.Subscribe(ctx, "held/a", func(context.Context, *bus.Message) { close(first); <-release }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Subscribe(ctx, "held/b", func(context.Context, *bus.Message) { close(second) }, &bus.SubscribeOptions{QoS: bus.AtLeastOnce}); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"held/a", "held/b"} {
+		if err := pub.Publish(ctx, &bus.Message{Topic: topic, Payload: []byte("x"), QoS: bus.AtLeastOnce}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-first
+	<-second
+	testenv.Eventually(t, "held/b's handler returned", func() bool { return mqttbus.OwedAcks(c) == 1 })
+	closed := make(chan error, 1)
+	go func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+		defer ccancel()
+		closed <- c.Close(cctx)
+	}()
+	// Close disconnects, then waits for held/a's handler.
+	testenv.Eventually(t, "Close disconnecting with an acknowledgement held back", func() bool { return !c.Connected() })
+	close(release)
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}

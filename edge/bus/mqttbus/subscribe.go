@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/packets"
@@ -230,10 +231,14 @@ func (c *Client) ackSent(id uint16) {
 
 // awaitAcks waits until paho has written the acknowledgement of every
 // message whose handlers have returned, the connection drops (the broker
-// then sends those messages again), or ctx ends. paho writes them on a
-// ticker; without the wait a message handled just before Close would come
-// again in the next session.
+// then sends those messages again), ackGrace passes, or ctx ends. paho
+// writes them on a ticker; without the wait a message handled just
+// before Close would come again in the next session. An acknowledgement
+// still owed after ackGrace is held back behind a message whose handler
+// runs (MQTT acknowledges in order): it is left to the next session.
 func (c *Client) awaitAcks(ctx context.Context) error {
+	grace := time.NewTimer(c.ackGrace)
+	defer grace.Stop()
 	for {
 		_, _, down := c.connState()
 		c.ackMu.Lock()
@@ -256,6 +261,12 @@ func (c *Client) awaitAcks(ctx context.Context) error {
 		select {
 		case <-sent:
 		case <-down:
+			return nil
+		case <-grace.C:
+			c.ackMu.Lock()
+			n := len(c.owed)
+			c.ackMu.Unlock()
+			c.log.Info("mqttbus: close: acknowledgements held back behind messages still being handled; the broker sends those again", "owed", n)
 			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("mqttbus: close: waiting for acknowledgements to be sent: %w", ctx.Err())
@@ -369,6 +380,7 @@ func (c *Client) Close(ctx context.Context) error {
 	if err := c.cm.Disconnect(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("mqttbus: close: disconnect: %w", err))
 	}
+	c.markDown()
 	c.stopLife()
 	if err := drain.Wait(ctx, &c.bg, c.stopLife); err != nil {
 		errs = append(errs, fmt.Errorf("mqttbus: close: resubscriptions: %w", err))
