@@ -114,6 +114,16 @@ func TestFleetEndToEnd(t *testing.T) {
 		}
 		return current == 2
 	})
+	// The container app's logs, and an app gw-3 does not run, asked of
+	// the gateways through the broker.
+	var logs app.LogsReply
+	con.must(&logs, "instance", "logs", "gw-1", "web", "-limit", "50")
+	if logs.App != "web" || logs.Kind != app.KindContainer || logs.Lines == nil {
+		t.Errorf("console instance logs gw-1 web: %+v", logs)
+	}
+	if _, err := con.run("instance", "logs", "gw-3", "web"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("console instance logs gw-3 web (not running there): %v", err)
+	}
 
 	// v2 in two waves.
 	con.must(nil, "deploy", "plant-1-v2", "-selector", "site=plant-1", "-priority", "1", "-waves", "1,100%", "hello-go=2", "web=1")

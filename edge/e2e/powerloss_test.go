@@ -64,7 +64,10 @@ func TestPowerLossContainers(t *testing.T) {
 			Container: &app.ContainerVersion{Image: image, Spec: app.ContainerSpec{Command: []string{"/testprog"}, NetworkMode: "none",
 				Env: map[string]string{"VERSION": version}, StopGrace: app.Duration(time.Second)},
 				Health: &app.Probe{Exec: probe, Interval: app.Duration(100 * time.Millisecond)}},
-			Probation: app.Duration(time.Second)}}
+			// A version has 3 s to be healthy: with both cores busy,
+			// podman took over 1 s to start one and bring its first
+			// probe back, and the rollback to it failed.
+			Probation: app.Duration(3 * time.Second)}}
 	}
 	shapes := [][]app.Assignment{{web("1", true)}, {web("2", true)}, {web("3", false)}}
 	submitted := map[uint64][]app.Assignment{}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,7 @@ const usage = `usage: console <command> [flags]
   group set NAME SELECTOR
   instance list
   instance label ID [KEY=VALUE ...]
+  instance logs ID APP [-limit N] [-contains TEXT]   an app's last lines, asked of the gateway
   deploy ID [-selector S] [-priority N] [-waves 1,10%,100%] [-bake D] [-success P]
             [-failure P] [-min-sample N] [-on-failure abort|pause] [-max-per-minute N]
             APP=VERSION ...
@@ -73,7 +75,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, out io.Writer) err
 		kind, description, dir, archive, image, containerJSON, sign, config, triggers, probation string
 		group, instance, selector, waves, bake, onFailure, reason                                string
 		gateway, gatewayToken                                                                    string
-		role, day, output                                                                        string
+		role, day, output, contains                                                              string
+		limit                                                                                    int
 		priority, minSample, maxPerMinute                                                        int
 		success, failure                                                                         float64
 		rollback                                                                                 bool
@@ -100,6 +103,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, out io.Writer) err
 	fs.StringVar(&role, "role", "", "")
 	fs.StringVar(&day, "day", "", "")
 	fs.StringVar(&output, "o", "", "")
+	fs.StringVar(&contains, "contains", "", "")
+	fs.IntVar(&limit, "limit", 0, "")
 	fs.IntVar(&priority, "priority", 0, "")
 	fs.IntVar(&minSample, "min-sample", 0, "")
 	fs.IntVar(&maxPerMinute, "max-per-minute", 0, "")
@@ -191,6 +196,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, out io.Writer) err
 			labels[k] = v
 		}
 		return c.print(ctx, out, "PUT", "/v1/instances/"+url.PathEscape(pos[0]), map[string]any{"labels": labels})
+	case "instance logs":
+		if err := need(2, "ID APP"); err != nil {
+			return err
+		}
+		q := url.Values{"app": {pos[1]}}
+		if limit > 0 {
+			q.Set("limit", strconv.Itoa(limit))
+		}
+		if contains != "" {
+			q.Set("contains", contains)
+		}
+		return c.print(ctx, out, "GET", "/v1/instances/"+url.PathEscape(pos[0])+"/logs?"+q.Encode(), nil)
 	case "deploy":
 		if err := need(2, "ID APP=VERSION ..."); err != nil {
 			return err

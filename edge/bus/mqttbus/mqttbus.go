@@ -199,16 +199,24 @@ type Client struct {
 	rejected atomic.Uint64
 	damaged  atomic.Uint64 // queued records that could not be read back
 
-	// owed are the received messages whose handlers have returned and
-	// whose acknowledgements paho has yet to write, by packet id, with
-	// the connection they came on; acksSent is closed when owed empties.
-	ackMu sync.Mutex
-	owed  map[uint16]*paho.Client
-	// ackGrace bounds Close's wait for them: an acknowledgement held
-	// back behind a message still being handled (MQTT sends them in
-	// order) is left, and the broker sends its message again.
-	ackGrace time.Duration
-	acksSent chan struct{}
+	// With ackAfterHandler: handling are the received QoS 1 and 2
+	// messages whose handlers still run, owed those whose handlers have
+	// returned and whose acknowledgements paho has yet to write; each
+	// with the connection it came on and its place in the order of
+	// arrival, in which paho writes acknowledgements (as MQTT asks), so
+	// an owed one behind one still handling cannot go out yet.
+	// ackChange is closed and made again at each change of either.
+	ackMu     sync.Mutex
+	handling  map[ackKey]uint64
+	owed      map[ackKey]uint64
+	ackSeq    uint64
+	ackChange chan struct{}
+}
+
+// ackKey names a received message: packet ids are unique per connection.
+type ackKey struct {
+	conn *paho.Client
+	id   uint16
 }
 
 type entry struct {
@@ -339,7 +347,6 @@ func newClient(opts *Options, ackInterval time.Duration) (*Client, error) {
 		expiry = uint32(min(o.SessionExpiry/time.Second, math.MaxUint32))
 	}
 	c.ackAfterHandler = o.SessionExpiry > 0
-	c.ackGrace = max(time.Second, 4*ackInterval)
 	cfg := autopaho.ClientConfig{
 		ServerUrls:                    urls,
 		TlsCfg:                        o.TLSConfig,

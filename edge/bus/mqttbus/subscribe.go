@@ -174,6 +174,7 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	locals := c.route(pr.Packet, m)
 	var done func()
 	if pr.Packet.QoS > 0 && c.ackAfterHandler {
+		c.handlingStarts(pr)
 		if len(locals) == 0 {
 			c.ack(pr)
 		} else {
@@ -197,76 +198,140 @@ func (c *Client) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
+// handlingStarts records a received message whose acknowledgement
+// waits for its handlers.
+func (c *Client) handlingStarts(pr paho.PublishReceived) {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if c.handling == nil {
+		c.handling, c.owed = map[ackKey]uint64{}, map[ackKey]uint64{}
+	}
+	c.ackSeq++
+	c.handling[ackKey{pr.Client, pr.Packet.PacketID}] = c.ackSeq
+	c.ackChangedLocked()
+}
+
 // ack acknowledges a received message, unless its connection has gone:
 // then the broker sends it again on the next one.
 func (c *Client) ack(pr paho.PublishReceived) {
+	k := ackKey{pr.Client, pr.Packet.PacketID}
+	c.ackMu.Lock()
+	seq, ok := c.handling[k]
+	delete(c.handling, k)
 	select {
 	case <-pr.Client.Done():
-		return
+		ok = false
 	default:
 	}
-	id := pr.Packet.PacketID
-	c.ackMu.Lock()
-	if c.owed == nil {
-		c.owed = map[uint16]*paho.Client{}
+	if ok {
+		c.owed[k] = seq
 	}
-	c.owed[id] = pr.Client
+	c.ackChangedLocked()
 	c.ackMu.Unlock()
+	if !ok {
+		return
+	}
 	if err := pr.Client.Ack(pr.Packet); err != nil {
 		c.log.Debug("acknowledging a message", "topic", pr.Packet.Topic, "err", err)
-		c.ackSent(id)
+		c.ackSent(k.id)
 	}
 }
 
-// ackSent is told of each acknowledgement the session writes.
+// ackSent is told of each acknowledgement the session writes, by packet
+// id: the session writes on the live connection, so it is the oldest
+// owed one with that id on a connection not gone. What was owed on
+// connections gone is dropped (the broker sends those messages again).
 func (c *Client) ackSent(id uint16) {
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	delete(c.owed, id)
-	if len(c.owed) == 0 && c.acksSent != nil {
-		close(c.acksSent)
-		c.acksSent = nil
+	c.dropGoneLocked()
+	var first ackKey
+	found := false
+	for k, seq := range c.owed {
+		if k.id == id && (!found || seq < c.owed[first]) {
+			first, found = k, true
+		}
 	}
+	if found {
+		delete(c.owed, first)
+	}
+	c.ackChangedLocked()
 }
 
-// awaitAcks waits until paho has written the acknowledgement of every
-// message whose handlers have returned, the connection drops (the broker
-// then sends those messages again), ackGrace passes, or ctx ends. paho
-// writes them on a ticker; without the wait a message handled just
-// before Close would come again in the next session. An acknowledgement
-// still owed after ackGrace is held back behind a message whose handler
-// runs (MQTT acknowledges in order): it is left to the next session.
-func (c *Client) awaitAcks(ctx context.Context) error {
-	grace := time.NewTimer(c.ackGrace)
-	defer grace.Stop()
-	for {
-		_, _, down := c.connState()
-		c.ackMu.Lock()
-		for id, conn := range c.owed {
+// dropGoneLocked forgets the messages of connections that are gone.
+func (c *Client) dropGoneLocked() {
+	for _, m := range []map[ackKey]uint64{c.owed, c.handling} {
+		for k := range m {
 			select {
-			case <-conn.Done():
-				delete(c.owed, id) // its connection is gone: nothing to wait for
+			case <-k.conn.Done():
+				delete(m, k)
 			default:
 			}
 		}
-		if len(c.owed) == 0 {
+	}
+}
+
+// ackStall is how long Close waits for an acknowledgement to be written
+// when none is: paho writes them every few milliseconds, so a stall this
+// long means it will not (the broker then sends the message again).
+const ackStall = 5 * time.Second
+
+func (c *Client) ackChangedLocked() {
+	if c.ackChange != nil {
+		close(c.ackChange)
+		c.ackChange = nil
+	}
+}
+
+// awaitAcks waits until paho has written every acknowledgement it can:
+// of each message whose handlers have returned and that came after no
+// message still being handled (MQTT acknowledges in the order messages
+// came; the broker sends a message whose acknowledgement stays behind
+// again in the next session). It returns early when the connection drops
+// (the broker then sends those messages again), and ctx's error when ctx
+// ends. paho writes them on a ticker; without the wait a message handled
+// just before Close would come again in the next session.
+func (c *Client) awaitAcks(ctx context.Context) error {
+	stall := time.NewTimer(ackStall)
+	defer stall.Stop()
+	for {
+		_, _, down := c.connState()
+		c.ackMu.Lock()
+		c.dropGoneLocked() // nothing to wait for on a connection gone
+		sendable, held := 0, 0
+		for k, seq := range c.owed {
+			behind := false
+			for h, hseq := range c.handling {
+				if h.conn == k.conn && hseq < seq {
+					behind = true
+					break
+				}
+			}
+			if behind {
+				held++
+			} else {
+				sendable++
+			}
+		}
+		if sendable == 0 {
 			c.ackMu.Unlock()
+			if held > 0 {
+				c.log.Info("mqttbus: close: acknowledgements held back behind messages still being handled; the broker sends those again", "held", held)
+			}
 			return nil
 		}
-		if c.acksSent == nil {
-			c.acksSent = make(chan struct{})
+		if c.ackChange == nil {
+			c.ackChange = make(chan struct{})
 		}
-		sent := c.acksSent
+		changed := c.ackChange
 		c.ackMu.Unlock()
 		select {
-		case <-sent:
+		case <-changed:
+			stall.Reset(ackStall)
 		case <-down:
 			return nil
-		case <-grace.C:
-			c.ackMu.Lock()
-			n := len(c.owed)
-			c.ackMu.Unlock()
-			c.log.Info("mqttbus: close: acknowledgements held back behind messages still being handled; the broker sends those again", "owed", n)
+		case <-stall.C:
+			c.log.Warn("mqttbus: close: acknowledgements not written for a while; the broker sends those messages again", "owed", sendable)
 			return nil
 		case <-ctx.Done():
 			return fmt.Errorf("mqttbus: close: waiting for acknowledgements to be sent: %w", ctx.Err())
