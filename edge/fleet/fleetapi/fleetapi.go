@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -195,13 +196,10 @@ func (a *API) setGroup(w http.ResponseWriter, r *http.Request) {
 func (a *API) instances(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	query := fleet.InstanceQuery{Selector: q.Get("selector"), Presence: q.Get("presence"), Rollout: q.Get("rollout"), After: q.Get("after")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 {
-			a.fail(w, fmt.Errorf("%w: limit %q: want a positive count", fleet.ErrInvalid, l))
-			return
-		}
-		query.Limit = n
+	var err error
+	if query.Limit, err = limitOf(q); err != nil {
+		a.fail(w, err)
+		return
 	}
 	page, err := a.f.QueryInstances(r.Context(), query)
 	if err != nil {
@@ -214,6 +212,19 @@ func (a *API) instances(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Link", "<"+r.URL.Path+"?"+q.Encode()+`>; rel="next"`)
 	}
 	httpjson.Write(w, http.StatusOK, page.Instances)
+}
+
+// limitOf reads the query's limit: a positive count, or 0 when absent.
+func limitOf(q url.Values) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%w: limit %q: want a positive count", fleet.ErrInvalid, l)
+	}
+	return n, nil
 }
 
 // InstanceDetail is the answer of GET /v1/instances/{id}: the instance
@@ -241,13 +252,10 @@ const logsWait = 10 * time.Second
 func (a *API) logs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	req := app.LogsRequest{App: q.Get("app"), Contains: q.Get("contains")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 {
-			a.fail(w, fmt.Errorf("%w: limit %q: want a positive count", fleet.ErrInvalid, l))
-			return
-		}
-		req.Limit = n
+	var err error
+	if req.Limit, err = limitOf(q); err != nil {
+		a.fail(w, err)
+		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), logsWait)
 	defer cancel()
