@@ -385,15 +385,18 @@ func TestHandlerMounted(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	// At its deadline Close cancels the call in flight.
-	if err := h.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	// At its deadline Close cancels the call in flight: it says so, or
+	// nothing when the cancelled call ended at once (drain.Wait) — under
+	// load it sometimes does.
+	if err := h.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Close with a call in flight past its deadline: %v", err)
 	}
-	close(release)
+	// The handler ends only when released or cancelled: it ends unreleased.
 	testenv.Eventually(t, "the call Close cancelled ends", func() bool {
 		a := do(t, "GET", base+"/v1/invocations/"+started.ID, token, "")
 		return a.status == 200 && strings.Contains(a.body, `"finished"`)
 	})
+	close(release)
 	if a := do(t, "POST", base+"/v1/functions/slow/invoke?async=1", token, `{}`); a.status != 503 {
 		t.Errorf("async invoke after Close: %+v, want 503", a)
 	}
