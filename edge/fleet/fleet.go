@@ -343,31 +343,8 @@ type InstanceView struct {
 
 // Instances lists every instance with its report and desired revision.
 func (f *Fleet) Instances(ctx context.Context) ([]InstanceView, error) {
-	ins, err := list[Instance](ctx, f.st, collInstances, "", f.bad)
-	if err != nil {
-		return nil, err
-	}
-	reps, err := list[Report](ctx, f.st, collReports, "", f.bad)
-	if err != nil {
-		return nil, err
-	}
-	des, err := list[desiredRevision](ctx, f.st, collDesired, "", f.bad)
-	if err != nil {
-		return nil, err
-	}
-	repOf := make(map[string]Report, len(reps))
-	for _, r := range reps {
-		repOf[r.v.Instance] = r.v
-	}
-	desOf := make(map[string]uint64, len(des))
-	for _, d := range des {
-		desOf[d.v.Instance] = d.v.Revision
-	}
-	out := make([]InstanceView, 0, len(ins))
-	for _, in := range ins {
-		out = append(out, view(in.v, repOf[in.v.ID], desOf[in.v.ID]))
-	}
-	return out, nil
+	p, err := f.QueryInstances(ctx, InstanceQuery{})
+	return p.Instances, err
 }
 
 // view is what the fleet knows of an instance, from its records.

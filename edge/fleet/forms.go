@@ -43,16 +43,31 @@ func ParseWaves(s string) ([]Wave, error) {
 // separated by spaces or commas.
 func ParseAppVersions(fields ...string) ([]AppVersion, error) {
 	var out []AppVersion
+	err := pairs(fields, "apps", "APP=VERSION", func(a, v string) { out = append(out, AppVersion{App: a, Version: v}) })
+	return out, err
+}
+
+// ParseLabels reads labels written as KEY=VALUE, separated by spaces or
+// commas (CheckLabels judges them).
+func ParseLabels(fields ...string) (map[string]string, error) {
+	out := map[string]string{}
+	err := pairs(fields, "labels", "KEY=VALUE", func(k, v string) { out[k] = v })
+	return out, err
+}
+
+// pairs reads NAME=VALUE pairs separated by spaces or commas, neither
+// side empty, into add.
+func pairs(fields []string, what, want string, add func(name, value string)) error {
 	for _, f := range fields {
-		for _, av := range strings.FieldsFunc(f, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }) {
-			a, v, ok := strings.Cut(av, "=")
-			if !ok || a == "" || v == "" {
-				return nil, fmt.Errorf("%w: apps: %q: want APP=VERSION", ErrInvalid, av)
+		for _, p := range strings.FieldsFunc(f, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' }) {
+			n, v, ok := strings.Cut(p, "=")
+			if !ok || n == "" || v == "" {
+				return fmt.Errorf("%w: %s: %q: want %s", ErrInvalid, what, p, want)
 			}
-			out = append(out, AppVersion{App: a, Version: v})
+			add(n, v)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // VersionForm is an app version as an operator writes it: the version,

@@ -8,22 +8,30 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus"
 	"github.com/edgekit/edgekit/function/spec"
+	"github.com/edgekit/edgekit/internal/busrr"
 )
 
 // ErrNoAnswer: a gateway did not answer a request before its context
 // ended (it is offline, or its link is slow).
 var ErrNoAnswer = errors.New("the gateway did not answer")
 
+// LogsWait bounds Logs' wait for a gateway's answer.
+const LogsWait = 10 * time.Second
+
 // Logs asks an instance for an app's recent log lines through the
 // broker (app.LogsTopic, MQTT v5 request/response): the fleet reaches no
-// gateway directly. It waits for the answer until ctx ends (give it a
-// deadline: an offline gateway never answers). A gateway's refusal (no
-// such app) is ErrNotFound; other refusals carry the gateway's words.
+// gateway directly. It waits for the answer LogsWait at most, or until
+// ctx ends (an offline gateway never answers): then ErrNoAnswer. A
+// gateway's refusal (no such app) is ErrNotFound; other refusals carry
+// the gateway's words.
 func (f *Fleet) Logs(ctx context.Context, instance string, req app.LogsRequest) (app.LogsReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, LogsWait)
+	defer cancel()
 	if !ValidInstance(instance) {
 		return app.LogsReply{}, fmt.Errorf("%w: instance id %q", ErrInvalid, instance)
 	}
@@ -53,19 +61,10 @@ func (f *Fleet) Logs(ctx context.Context, instance string, req app.LogsRequest) 
 	}
 	select {
 	case m := <-got:
-		var why, typ string
-		for _, p := range m.UserProperties {
-			switch p.Key {
-			case "edgekit-error":
-				why = p.Value
-			case "edgekit-error-type":
-				typ = p.Value
+		if why, typ, failed := busrr.ReplyError(m); failed {
+			if typ == "NotFound" {
+				return app.LogsReply{}, fmt.Errorf("%w: %s on %s: %s", ErrNotFound, req.App, instance, why)
 			}
-		}
-		switch {
-		case typ == "NotFound":
-			return app.LogsReply{}, fmt.Errorf("%w: %s on %s: %s", ErrNotFound, req.App, instance, why)
-		case why != "":
 			return app.LogsReply{}, fmt.Errorf("the logs of %s on %s: the gateway says: %s", req.App, instance, why)
 		}
 		var reply app.LogsReply

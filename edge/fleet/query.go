@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -161,7 +162,7 @@ func (f *Fleet) Instance(ctx context.Context, id string) (InstanceView, error) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return InstanceView{}, err
 	}
-	des, err := get[Desired](ctx, f.st, collDesired, id)
+	des, err := get[desiredRevision](ctx, f.st, collDesired, id)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return InstanceView{}, err
 	}
@@ -182,7 +183,7 @@ func (f *Fleet) StatusHistory(ctx context.Context, id string) ([]app.Status, err
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(hs, func(a, b record[historyEntry]) int { return -cmpUint(a.v.Seq, b.v.Seq) })
+	slices.SortFunc(hs, func(a, b record[historyEntry]) int { return cmp.Compare(b.v.Seq, a.v.Seq) }) // newest first
 	out := make([]app.Status, len(hs))
 	for i, h := range hs {
 		out[i] = h.v.Status
@@ -194,16 +195,6 @@ func (f *Fleet) StatusHistory(ctx context.Context, id string) ([]app.Status, err
 type historyEntry struct {
 	Seq    uint64     `json:"seq"`
 	Status app.Status `json:"status"`
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // significant reports whether status b says something a did not: what

@@ -187,13 +187,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, out io.Writer) err
 		if err := need(1, "ID"); err != nil {
 			return err
 		}
-		labels := map[string]string{}
-		for _, kv := range pos[1:] {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok {
-				return fmt.Errorf("instance label: %q: want KEY=VALUE", kv)
-			}
-			labels[k] = v
+		labels, err := fleet.ParseLabels(pos[1:]...)
+		if err != nil {
+			return fmt.Errorf("instance label: %w", err)
 		}
 		return c.print(ctx, out, "PUT", "/v1/instances/"+url.PathEscape(pos[0]), map[string]any{"labels": labels})
 	case "instance logs":

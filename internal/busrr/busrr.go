@@ -31,6 +31,26 @@ var ErrBadRequest = errors.New("bad request")
 // otherwise: mosquitto_rr -e replies/<me>.
 const DefaultResponsePrefix = "replies/"
 
+// ErrorProperties are the user properties of a failed request's reply:
+// edgekit-error (why) and edgekit-error-type (typ).
+func ErrorProperties(why, typ string) []bus.UserProperty {
+	return []bus.UserProperty{{Key: "edgekit-error", Value: why}, {Key: "edgekit-error-type", Value: typ}}
+}
+
+// ReplyError reads a reply's error: why and its type, and whether the
+// request failed.
+func ReplyError(m *bus.Message) (why, typ string, failed bool) {
+	for _, p := range m.UserProperties {
+		switch p.Key {
+		case "edgekit-error":
+			why, failed = p.Value, true
+		case "edgekit-error-type":
+			typ = p.Value
+		}
+	}
+	return why, typ, failed
+}
+
 // Answer is a handler's reply.
 type Answer struct {
 	Payload     []byte
@@ -165,7 +185,7 @@ func (s *Server) serve(m *bus.Message) {
 		}
 		out.Payload, _ = json.Marshal(map[string]string{"error": err.Error(), "error_type": typ})
 		out.ContentType = "application/json"
-		out.UserProperties = []bus.UserProperty{{Key: "edgekit-error", Value: err.Error()}, {Key: "edgekit-error-type", Value: typ}}
+		out.UserProperties = ErrorProperties(err.Error(), typ)
 	}
 	if perr := s.bus.Publish(context.WithoutCancel(s.ctx), out); perr != nil {
 		s.opts.Logger.Warn("reply not sent", "response_topic", m.ResponseTopic, "err", perr)

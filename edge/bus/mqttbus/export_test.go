@@ -19,5 +19,9 @@ func NewWithAckInterval(o *Options, d time.Duration) (*Client, error) { return n
 func OwedAcks(c *Client) int {
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	return len(c.owed)
+	n := 0
+	for _, es := range c.owed {
+		n += len(es)
+	}
+	return n
 }

@@ -208,7 +208,7 @@ type Client struct {
 	// ackChange is closed and made again at each change of either.
 	ackMu     sync.Mutex
 	handling  map[ackKey]uint64
-	owed      map[ackKey]uint64
+	owed      map[uint16][]owedAck // by packet id (one per connection at most)
 	ackSeq    uint64
 	ackChange chan struct{}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -204,7 +205,7 @@ func (c *Client) handlingStarts(pr paho.PublishReceived) {
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
 	if c.handling == nil {
-		c.handling, c.owed = map[ackKey]uint64{}, map[ackKey]uint64{}
+		c.handling, c.owed = map[ackKey]uint64{}, map[uint16][]owedAck{}
 	}
 	c.ackSeq++
 	c.handling[ackKey{pr.Client, pr.Packet.PacketID}] = c.ackSeq
@@ -224,7 +225,7 @@ func (c *Client) ack(pr paho.PublishReceived) {
 	default:
 	}
 	if ok {
-		c.owed[k] = seq
+		c.owed[k.id] = append(c.owed[k.id], owedAck{conn: k.conn, seq: seq})
 	}
 	c.ackChangedLocked()
 	c.ackMu.Unlock()
@@ -238,36 +239,37 @@ func (c *Client) ack(pr paho.PublishReceived) {
 }
 
 // ackSent is told of each acknowledgement the session writes, by packet
-// id: the session writes on the live connection, so it is the oldest
-// owed one with that id on a connection not gone. What was owed on
-// connections gone is dropped (the broker sends those messages again).
+// id. The session writes on the live connection, so it is the oldest
+// owed one with that id on a connection not gone; those owed on
+// connections gone are dropped (the broker sends their messages again).
 func (c *Client) ackSent(id uint16) {
 	c.ackMu.Lock()
 	defer c.ackMu.Unlock()
-	c.dropGoneLocked()
-	var first ackKey
-	found := false
-	for k, seq := range c.owed {
-		if k.id == id && (!found || seq < c.owed[first]) {
-			first, found = k, true
-		}
+	es := slices.DeleteFunc(c.owed[id], owedAck.gone)
+	if len(es) > 0 {
+		es = es[1:] // appended in arrival order: the oldest first
 	}
-	if found {
-		delete(c.owed, first)
+	if len(es) == 0 {
+		delete(c.owed, id)
+	} else {
+		c.owed[id] = es
 	}
 	c.ackChangedLocked()
 }
 
-// dropGoneLocked forgets the messages of connections that are gone.
-func (c *Client) dropGoneLocked() {
-	for _, m := range []map[ackKey]uint64{c.owed, c.handling} {
-		for k := range m {
-			select {
-			case <-k.conn.Done():
-				delete(m, k)
-			default:
-			}
-		}
+// owedAck is a handled message whose acknowledgement paho has yet to
+// write: its connection and its place in the order of arrival.
+type owedAck struct {
+	conn *paho.Client
+	seq  uint64
+}
+
+func (e owedAck) gone() bool {
+	select {
+	case <-e.conn.Done():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -297,20 +299,28 @@ func (c *Client) awaitAcks(ctx context.Context) error {
 	for {
 		_, _, down := c.connState()
 		c.ackMu.Lock()
-		c.dropGoneLocked() // nothing to wait for on a connection gone
+		// Nothing is waited for on a connection gone.
+		maps.DeleteFunc(c.handling, func(k ackKey, _ uint64) bool { return owedAck{conn: k.conn}.gone() })
 		sendable, held := 0, 0
-		for k, seq := range c.owed {
-			behind := false
-			for h, hseq := range c.handling {
-				if h.conn == k.conn && hseq < seq {
-					behind = true
-					break
-				}
+		for id, es := range c.owed {
+			if es = slices.DeleteFunc(es, owedAck.gone); len(es) == 0 {
+				delete(c.owed, id)
+				continue
 			}
-			if behind {
-				held++
-			} else {
-				sendable++
+			c.owed[id] = es
+			for _, e := range es {
+				behind := false
+				for h, hseq := range c.handling {
+					if h.conn == e.conn && hseq < e.seq {
+						behind = true
+						break
+					}
+				}
+				if behind {
+					held++
+				} else {
+					sendable++
+				}
 			}
 		}
 		if sendable == 0 {

@@ -244,11 +244,8 @@ func (a *API) instance(w http.ResponseWriter, r *http.Request) {
 	a.answer(w, http.StatusOK, InstanceDetail{Instance: in, History: nonNil(h)}, err)
 }
 
-// logsWait bounds the wait for a gateway's logs.
-const logsWait = 10 * time.Second
-
 // logs asks a gateway for an app's recent log lines: 504 when it does
-// not answer within logsWait (offline).
+// not answer within fleet.LogsWait (offline).
 func (a *API) logs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	req := app.LogsRequest{App: q.Get("app"), Contains: q.Get("contains")}
@@ -257,9 +254,7 @@ func (a *API) logs(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), logsWait)
-	defer cancel()
-	v, err := a.f.Logs(ctx, r.PathValue("id"), req)
+	v, err := a.f.Logs(r.Context(), r.PathValue("id"), req)
 	if errors.Is(err, fleet.ErrNoAnswer) {
 		httpjson.Error(w, http.StatusGatewayTimeout, "NoAnswer", err)
 		return

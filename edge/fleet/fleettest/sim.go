@@ -18,6 +18,7 @@ import (
 
 	"github.com/edgekit/edgekit/edge/app"
 	"github.com/edgekit/edgekit/edge/bus"
+	"github.com/edgekit/edgekit/internal/busrr"
 )
 
 // Behave decides how a simulated gateway ends a deployment: nil for
@@ -211,7 +212,7 @@ func (g *Gateway) answerLogs(ctx context.Context, m *bus.Message) {
 	conn := g.bus
 	g.mu.Unlock()
 	if !ok {
-		reply.UserProperties = []bus.UserProperty{{Key: "edgekit-error", Value: "no such app on this gateway: " + strconv.Quote(req.App)}, {Key: "edgekit-error-type", Value: "NotFound"}}
+		reply.UserProperties = busrr.ErrorProperties("no such app on this gateway: "+strconv.Quote(req.App), "NotFound")
 	} else {
 		reply.Payload, _ = json.Marshal(app.LogsReply{App: req.App, Kind: app.KindFunction, Lines: lines})
 	}

@@ -23,9 +23,15 @@ import (
 // signinPage shows the sign-in forms, with a CSRF token made from a
 // fresh cookie of their own.
 func (c *Console) signinPage(w http.ResponseWriter, r *http.Request, _ *session) {
+	c.signinForm(w, r, http.StatusOK, "")
+}
+
+// signinForm renders the sign-in page, with why the last attempt failed
+// ("" none).
+func (c *Console) signinForm(w http.ResponseWriter, r *http.Request, status int, why string) {
 	nonce := randomNonce()
 	http.SetCookie(w, c.cookie(r, signinCookie, nonce, 10*time.Minute))
-	c.render(w, r, nil, http.StatusOK, "signin", "Sign in", map[string]string{"CSRF": c.keys.csrf("signin", nonce)})
+	c.render(w, r, nil, status, "signin", "Sign in", map[string]string{"CSRF": c.keys.csrf("signin", nonce), "Error": why})
 }
 
 func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
@@ -34,7 +40,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
 	ck, err := r.Cookie(signinCookie)
 	if err != nil || !c.keys.checkCSRF("signin", ck.Value, r.PostFormValue("csrf")) {
 		e.Actor = "unknown"
-		c.audit(w, r, nil, e, errors.New("the sign-in form's CSRF token is missing or wrong"))
+		c.audit(r, nil, e, errors.New("the sign-in form's CSRF token is missing or wrong"))
 		http.Error(w, "this form's CSRF token is missing or wrong: reload the sign-in page", http.StatusForbidden)
 		return
 	}
@@ -42,8 +48,8 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
 	if tok := r.PostFormValue("token"); tok != "" {
 		e.Actor = "token"
 		if subtle.ConstantTimeCompare([]byte(tok), []byte(c.opts.Token)) != 1 {
-			c.audit(w, r, nil, e, fleet.ErrDenied)
-			c.signinFailed(w, r, "That token is not the fleet's.")
+			c.audit(r, nil, e, fleet.ErrDenied)
+			c.signinForm(w, r, http.StatusUnauthorized, "That token is not the fleet's.")
 			return
 		}
 		s.Token, s.TokenID, s.Role = true, c.tokID, fleet.RoleOperator
@@ -52,8 +58,8 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
 		e.Actor = name
 		if until := c.throttle.locked(name, time.Now()); !until.IsZero() {
 			wait := time.Until(until).Round(time.Second)
-			c.audit(w, r, nil, e, fmt.Errorf("%w: locked for %s after repeated wrong passwords", fleet.ErrDenied, wait))
-			c.signinFailed(w, r, fmt.Sprintf("Too many wrong passwords for this name: try again in %s.", wait))
+			c.audit(r, nil, e, fmt.Errorf("%w: locked for %s after repeated wrong passwords", fleet.ErrDenied, wait))
+			c.signinForm(w, r, http.StatusUnauthorized, fmt.Sprintf("Too many wrong passwords for this name: try again in %s.", wait))
 			return
 		}
 		c.signins <- struct{}{}
@@ -63,8 +69,8 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
 			if errors.Is(err, fleet.ErrDenied) {
 				c.throttle.failed(name, time.Now())
 			}
-			c.audit(w, r, nil, e, err)
-			c.signinFailed(w, r, "Wrong user name or password.")
+			c.audit(r, nil, e, err)
+			c.signinForm(w, r, http.StatusUnauthorized, "Wrong user name or password.")
 			return
 		}
 		c.throttle.succeeded(name)
@@ -72,19 +78,13 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request, _ *session) {
 	}
 	http.SetCookie(w, c.cookie(r, signinCookie, "", -1))
 	http.SetCookie(w, c.cookie(r, sessionCookie, c.keys.seal(sessionCookie, s), c.opts.SessionTTL))
-	c.audit(w, r, &s, e, nil)
+	c.audit(r, &s, e, nil)
 	http.Redirect(w, r, Prefix+"/gateways", http.StatusSeeOther)
-}
-
-func (c *Console) signinFailed(w http.ResponseWriter, r *http.Request, why string) {
-	nonce := randomNonce()
-	http.SetCookie(w, c.cookie(r, signinCookie, nonce, 10*time.Minute))
-	c.render(w, r, nil, http.StatusUnauthorized, "signin", "Sign in", map[string]string{"CSRF": c.keys.csrf("signin", nonce), "Error": why})
 }
 
 func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
 	http.SetCookie(w, c.cookie(r, sessionCookie, "", -1))
-	c.audit(w, r, s, entry(r, "sign-out", ""), nil)
+	c.audit(r, s, entry(r, "sign-out", ""), nil)
 	http.Redirect(w, r, Prefix+"/signin", http.StatusSeeOther)
 }
 
@@ -137,9 +137,6 @@ type gatewayData struct {
 	LogsErr          string
 }
 
-// logsWait bounds the wait for a gateway's logs.
-const logsWait = 10 * time.Second
-
 func (c *Console) gateway(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("id")
 	in, err := c.f.Instance(r.Context(), id)
@@ -157,9 +154,7 @@ func (c *Console) gateway(w http.ResponseWriter, r *http.Request, s *session) {
 		d.Limit = min(n, app.MaxLogLines)
 	}
 	if d.LogsOf != "" {
-		ctx, cancel := context.WithTimeout(r.Context(), logsWait)
-		reply, err := c.f.Logs(ctx, id, app.LogsRequest{App: d.LogsOf, Limit: d.Limit, Contains: d.Contains})
-		cancel()
+		reply, err := c.f.Logs(r.Context(), id, app.LogsRequest{App: d.LogsOf, Limit: d.Limit, Contains: d.Contains})
 		if err != nil {
 			d.LogsErr = err.Error()
 		} else {
@@ -174,16 +169,7 @@ func (c *Console) setLabels(w http.ResponseWriter, r *http.Request, s *session) 
 	text := r.PostFormValue("labels")
 	e := entry(r, "label", id)
 	e.Detail = text
-	labels := map[string]string{}
-	var err error
-	for _, kv := range strings.FieldsFunc(text, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			err = fmt.Errorf("%w: label %q: want KEY=VALUE", fleet.ErrInvalid, kv)
-			break
-		}
-		labels[k] = v
-	}
+	labels, err := fleet.ParseLabels(text)
 	if err == nil {
 		_, err = c.f.RegisterInstance(r.Context(), id, labels)
 	}

@@ -31,8 +31,8 @@ type counts struct {
 	Succeeded, Failed, Pending, Stopped int
 }
 
-func (c *counts) add(t fleet.Target) {
-	switch category(t) {
+func (c *counts) add(category string) {
+	switch category {
 	case "succeeded":
 		c.Succeeded++
 	case "failed":
@@ -78,13 +78,19 @@ func newProgress(d fleet.Deployment, ts []fleet.Target, now time.Time) *progress
 		p.Waves[i] = waveView{N: i + 1, Size: n, State: waveState(d, i)}
 	}
 	var failed []fleet.Target
+	var finished []finish
 	for _, t := range ts {
-		p.Counts.add(t)
+		cat := category(t)
+		p.Counts.add(cat)
 		if t.Wave >= 0 && t.Wave < len(p.Waves) {
-			p.Waves[t.Wave].Counts.add(t)
+			p.Waves[t.Wave].Counts.add(cat)
 		}
-		if category(t) == "failed" {
+		switch cat {
+		case "failed":
 			failed = append(failed, t)
+			finished = append(finished, finish{t.Updated, false})
+		case "succeeded":
+			finished = append(finished, finish{t.Updated, true})
 		}
 	}
 	slices.SortFunc(failed, func(a, b fleet.Target) int { return a.Updated.Compare(b.Updated) })
@@ -96,7 +102,7 @@ func newProgress(d fleet.Deployment, ts []fleet.Target, now time.Time) *progress
 	if p.Total > 0 {
 		p.Percent = (p.Total - p.Counts.Pending) * 100 / p.Total
 	}
-	p.Chart = newChart(d, ts, now)
+	p.Chart = newChart(d, len(ts), finished, now)
 	return p
 }
 
@@ -133,22 +139,18 @@ const (
 	chartPoints    = 120
 )
 
-// newChart draws the counts over time: a target counts as succeeded or
-// failed from its last update on (the time it reached its final state),
-// pending before.
-func newChart(d fleet.Deployment, ts []fleet.Target, now time.Time) chart {
-	type event struct {
-		at       time.Time
-		category string
-	}
-	var evs []event
-	for _, t := range ts {
-		if c := category(t); c == "succeeded" || c == "failed" {
-			evs = append(evs, event{t.Updated, c})
-		}
-	}
-	slices.SortFunc(evs, func(a, b event) int { return a.at.Compare(b.at) })
-	ch := chart{Start: d.Created, End: now, Max: len(ts)}
+// finish is when a target succeeded or failed.
+type finish struct {
+	at        time.Time
+	succeeded bool
+}
+
+// newChart draws the counts of total targets over time: a target counts
+// as succeeded or failed from its last update on (the time it reached
+// its final state: evs), pending before.
+func newChart(d fleet.Deployment, total int, evs []finish, now time.Time) chart {
+	slices.SortFunc(evs, func(a, b finish) int { return a.at.Compare(b.at) })
+	ch := chart{Start: d.Created, End: now, Max: total}
 	if d.State != fleet.DeploymentRunning && d.State != fleet.DeploymentPaused && !d.Updated.IsZero() {
 		ch.End = d.Updated
 	}
@@ -170,7 +172,7 @@ func newChart(d fleet.Deployment, ts []fleet.Target, now time.Time) chart {
 	for i := 0; i <= chartPoints; i++ {
 		at := ch.Start.Add(span * time.Duration(i) / chartPoints)
 		for j < len(evs) && !evs[j].at.After(at) {
-			if evs[j].category == "succeeded" {
+			if evs[j].succeeded {
 				succ++
 			} else {
 				fail++
@@ -180,10 +182,10 @@ func newChart(d fleet.Deployment, ts []fleet.Target, now time.Time) chart {
 		x := float64(i) * chartW / chartPoints
 		fmt.Fprintf(&s, "%.1f,%.1f ", x, y(succ))
 		fmt.Fprintf(&f, "%.1f,%.1f ", x, y(fail))
-		fmt.Fprintf(&p, "%.1f,%.1f ", x, y(len(ts)-succ-fail))
+		fmt.Fprintf(&p, "%.1f,%.1f ", x, y(total-succ-fail))
 	}
 	ch.Succeeded, ch.Failed, ch.Pending = s.String(), f.String(), p.String()
-	ch.Summary = fmt.Sprintf("Over %s: %d succeeded, %d failed, %d not finished, of %d instances.", span.Round(time.Second), succ, fail, len(ts)-succ-fail, len(ts))
+	ch.Summary = fmt.Sprintf("Over %s: %d succeeded, %d failed, %d not finished, of %d instances.", span.Round(time.Second), succ, fail, total-succ-fail, total)
 	return ch
 }
 

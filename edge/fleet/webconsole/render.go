@@ -126,7 +126,7 @@ func fromScript(r *http.Request) bool { return r.Header.Get("X-CSRF-Token") != "
 // The page's script is answered {"location": …, "message": …}, or the
 // error with its status, and shows the message itself.
 func (c *Console) finish(w http.ResponseWriter, r *http.Request, s *session, e fleet.AuditEntry, location, done string, err error) {
-	c.audit(w, r, s, e, err)
+	c.audit(r, s, e, err)
 	if fromScript(r) {
 		if err != nil {
 			http.Error(w, err.Error(), statusOf(err))
@@ -181,8 +181,8 @@ func (c *Console) takeFlash(w http.ResponseWriter, r *http.Request) *flash {
 
 func (c *Console) asset(w http.ResponseWriter, r *http.Request, _ *session) {
 	name := r.PathValue("file")
-	b, err := files.ReadFile("assets/" + name)
-	if err != nil || strings.Contains(name, "/") {
+	b, err := files.ReadFile("assets/" + path.Base(name))
+	if err != nil {
 		http.NotFound(w, r)
 		return
 	}

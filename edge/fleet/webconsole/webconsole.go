@@ -154,7 +154,17 @@ type handler func(w http.ResponseWriter, r *http.Request, s *session)
 
 func (c *Console) routes() {
 	add := func(pattern string, need access, h handler) {
-		c.mux.Handle(pattern, c.guard(need, strings.HasPrefix(pattern, "POST "), h))
+		var g guarded
+		switch {
+		case strings.HasPrefix(pattern, "POST "):
+			g.post, g.maxBody = true, 1<<20
+			if strings.HasSuffix(pattern, "/versions") { // a package upload
+				g.maxBody = c.opts.MaxUpload + 1<<20
+			}
+		case !strings.HasSuffix(pattern, "/events"):
+			g.page = true
+		}
+		c.mux.Handle(pattern, c.guard(need, g, h))
 	}
 	add("GET "+Prefix+"/assets/{file}", public, c.asset)
 	add("GET "+Prefix+"/signin", public, c.signinPage)
@@ -178,10 +188,18 @@ func (c *Console) routes() {
 	add("GET "+Prefix+"/audit", viewer, c.auditPage)
 }
 
+// guarded is what guard knows of a route: a page (whose caller without
+// a session goes to the sign-in page), or a POST (refused without its
+// CSRF token; its body bounded), or neither (the event stream).
+type guarded struct {
+	page, post bool
+	maxBody    int64
+}
+
 // guard checks a request's session, role and (on a POST) CSRF token
 // before h runs. A page without a session goes to the sign-in page; the
 // event stream and every POST are refused outright.
-func (c *Console) guard(need access, post bool, h handler) http.Handler {
+func (c *Console) guard(need access, g guarded, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if need == public {
 			h(w, r, nil)
@@ -189,23 +207,23 @@ func (c *Console) guard(need access, post bool, h handler) http.Handler {
 		}
 		s, err := c.session(r)
 		if err != nil {
-			if !post && !strings.HasSuffix(r.URL.Path, "/events") {
+			if g.page {
 				http.Redirect(w, r, Prefix+"/signin", http.StatusSeeOther)
 				return
 			}
 			http.Error(w, "sign in first: "+err.Error(), http.StatusUnauthorized)
 			return
 		}
-		if post {
-			r.Body = http.MaxBytesReader(w, r.Body, c.maxBody(r))
+		if g.post {
+			r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
 			if !c.keys.checkCSRF("session", s.Nonce, csrfOf(r)) {
-				c.audit(w, r, s, entry(r, "refused", "a form without its CSRF token"), errors.New("CSRF token missing or wrong"))
+				c.audit(r, s, entry(r, "refused", "a form without its CSRF token"), errors.New("CSRF token missing or wrong"))
 				http.Error(w, "this form's CSRF token is missing or wrong: reload the page and try again", http.StatusForbidden)
 				return
 			}
 		}
 		if need == operator && s.Role != fleet.RoleOperator {
-			c.audit(w, r, s, entry(r, "refused", r.Method+" "+r.URL.Path), fmt.Errorf("%w: a %s may not do this", fleet.ErrDenied, s.Role))
+			c.audit(r, s, entry(r, "refused", r.Method+" "+r.URL.Path), fmt.Errorf("%w: a %s may not do this", fleet.ErrDenied, s.Role))
 			c.renderError(w, r, s, http.StatusForbidden, fmt.Errorf("%w: signed in as a %s, you may look but not change anything", fleet.ErrDenied, s.Role))
 			return
 		}
@@ -213,19 +231,10 @@ func (c *Console) guard(need access, post bool, h handler) http.Handler {
 	})
 }
 
-// maxBody bounds a POST's body: a package upload may be large, a form
-// is small.
-func (c *Console) maxBody(r *http.Request) int64 {
-	if strings.HasSuffix(r.URL.Path, "/versions") {
-		return c.opts.MaxUpload + 1<<20
-	}
-	return 1 << 20
-}
-
 // csrfOf is the CSRF token a POST carries: the header the page's script
-// sets, or the form's field. A multipart form's field is read by the
-// handler, which checks it again (see addVersion); here the header or a
-// urlencoded field.
+// sets, a urlencoded form's field, or else the form's address (the
+// multipart version form carries it there, so that it is checked before
+// the upload is read).
 func csrfOf(r *http.Request) string {
 	if v := r.Header.Get("X-CSRF-Token"); v != "" {
 		return v
@@ -273,7 +282,7 @@ func entry(r *http.Request, action, object string) fleet.AuditEntry {
 
 // audit records what a session's holder did (err nil) or was refused.
 // An entry that cannot be written is logged: the action stands.
-func (c *Console) audit(_ http.ResponseWriter, r *http.Request, s *session, e fleet.AuditEntry, err error) {
+func (c *Console) audit(r *http.Request, s *session, e fleet.AuditEntry, err error) {
 	if s != nil {
 		e.Actor, e.Role = s.actor(), s.Role
 	}
