@@ -188,6 +188,64 @@ func TestTimeoutReplacesTheInstance(t *testing.T) {
 	}
 }
 
+// TestDeadlinesWhileQueued: invocations waiting behind a stuck instance
+// return at their own deadlines, the earlier one first even when it came
+// second (the pool's one deadline timer is moved earlier for it), and the
+// function serves again once the instance is free.
+func TestDeadlinesWhileQueued(t *testing.T) {
+	h := newHost(t, nil)
+	release, started := make(chan struct{}), make(chan struct{}, 1)
+	register(t, h, "stuck", func(ctx context.Context, req invoke.Request) (invoke.Response, error) {
+		if string(req.Payload) == "stick" {
+			started <- struct{}{}
+			<-release // ignores its context
+		}
+		return invoke.Response{Payload: []byte("ok")}, nil
+	})
+	deploy(t, h, function.Spec{Name: "stuck", Version: "1", Handler: "stuck", MaxInstances: 1, QueueSize: 2, Timeout: function.Duration(time.Minute)})
+	first := make(chan error, 1)
+	go func() {
+		_, err := h.Invoke(context.Background(), "stuck", invoke.Request{Payload: []byte("stick")})
+		first <- err
+	}()
+	<-started
+	type result struct {
+		name string
+		err  error
+		took time.Duration
+	}
+	results := make(chan result, 2)
+	invoke1 := func(name string, wait time.Duration) {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		start := time.Now()
+		_, err := h.Invoke(ctx, "stuck", invoke.Request{})
+		results <- result{name, err, time.Since(start)}
+	}
+	go invoke1("later", 2*time.Second)
+	testenv.Eventually(t, "the later call queued", func() bool { st, _ := h.Status("stuck"); return st.QueueDepth == 1 })
+	go invoke1("sooner", 50*time.Millisecond)
+	for _, want := range []string{"sooner", "later"} {
+		r := <-results
+		if r.name != want {
+			t.Errorf("%s returned before %s", r.name, want)
+		}
+		if r.err == nil || !(errors.Is(r.err, invoke.ErrTimeout) || errors.Is(r.err, context.DeadlineExceeded)) {
+			t.Errorf("%s: %v, want a timeout", r.name, r.err)
+		}
+		if r.took > 30*time.Second {
+			t.Errorf("%s returned after %v", r.name, r.took)
+		}
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("the stuck call: %v", err)
+	}
+	if resp, err := h.Invoke(context.Background(), "stuck", invoke.Request{}); err != nil || string(resp.Payload) != "ok" {
+		t.Errorf("after the timeouts: %q %v", resp.Payload, err)
+	}
+}
+
 func TestQueueBoundAndThrottle(t *testing.T) {
 	h := newHost(t, &function.Options{})
 	block := make(chan struct{})

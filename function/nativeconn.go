@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgekit/edgekit/function/native"
@@ -48,6 +50,10 @@ type nativeConn struct {
 	// (the invocation's goroutine only).
 	counts bool
 	wrote  bool
+	// deadline is what setDeadline last set on fds 3 and 4; stale says
+	// interrupt has set another since.
+	deadline time.Time
+	stale    atomic.Bool
 }
 
 // nativePipes are the four pipes of the protocol: the child gets
@@ -188,12 +194,24 @@ func (c *nativeConn) send(seq uint64, deadline time.Time, requestID string, sour
 	meta = append(meta, '}')
 	c.wbuf = native.AppendFrame(c.wbuf[:0], &native.Frame{Type: native.FrameInvoke, Seq: seq, Deadline: deadline.UnixMilli(), Meta: meta, Payload: payload})
 	c.wmu.Lock()
-	_, err := c.w.Write(c.wbuf)
-	c.wmu.Unlock()
-	if err != nil {
+	defer c.wmu.Unlock()
+	for b := c.wbuf; ; {
+		n, err := c.w.Write(b)
+		if err == nil {
+			return nil
+		}
+		if now := time.Now(); errors.Is(err, os.ErrDeadlineExceeded) && !c.stale.Load() && now.Before(deadline) {
+			// An earlier invocation's deadline (see setDeadline):
+			// write the rest by this one's.
+			b = b[n:]
+			c.stale.Store(true)
+			if err := c.setDeadline(deadline, now); err != nil {
+				return fmt.Errorf("writing to the instance: %w", err)
+			}
+			continue
+		}
 		return fmt.Errorf("writing to the instance: %w", err)
 	}
-	return nil
 }
 
 // configure sends the function its changed configuration. fd 3 holds at
@@ -243,17 +261,30 @@ var countsOutput = []byte("counts-output")
 func (c *nativeConn) quiet() bool { return c.counts && !c.wrote }
 
 // setDeadline bounds the next write of an invocation and reads of
-// replies.
-func (c *nativeConn) setDeadline(t time.Time) error {
+// replies by t; now is the time. The pipes' deadline is moved only when
+// it would come after t or has passed: in the steady state the previous
+// invocation's, a moment before t, serves, and an invocation costs no
+// timer update. It fires at most once per timeout during a call, which
+// then sets t (see runNative).
+func (c *nativeConn) setDeadline(t, now time.Time) error {
+	if !c.stale.Swap(false) && !c.deadline.IsZero() && !c.deadline.After(t) && now.Before(c.deadline) {
+		return nil
+	}
+	c.deadline = time.Time{}
 	if err := c.w.SetWriteDeadline(t); err != nil {
 		return err
 	}
-	return c.r.SetReadDeadline(t)
+	if err := c.r.SetReadDeadline(t); err != nil {
+		return err
+	}
+	c.deadline = t
+	return nil
 }
 
 // interrupt makes a blocked write of an invocation or read of replies
 // return os.ErrDeadlineExceeded now.
 func (c *nativeConn) interrupt() {
+	c.stale.Store(true) // first: send tells an interruption by it
 	past := time.Unix(1, 0)
 	_ = c.w.SetWriteDeadline(past)
 	_ = c.r.SetReadDeadline(past)

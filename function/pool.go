@@ -71,10 +71,13 @@ func (i handlerInstance) run(ctx *invCtx, req invoke.Request) (resp invoke.Respo
 	return resp, err
 }
 
-// Job states. A job is owned by the caller until queued, then by whoever
-// moves it last: the worker that finishes it, or the worker that skips or
-// finishes an abandoned one. A borrowed job (job.borrowed set) never leaves
-// its caller.
+// Job states. A job is owned by the caller until queued, then by the
+// worker that finishes it, and again by its caller once done is signalled;
+// the caller recycles it. An abandoned job (its caller gave up, or the
+// pool's watchdog timed it out) is never recycled: its worker may still
+// hold it, and the caller may still read why it was abandoned, so the
+// collector takes it. A borrowed job (job.borrowed set) never leaves its
+// caller.
 const (
 	jobQueued int32 = iota
 	jobRunning
@@ -93,7 +96,9 @@ type job struct {
 	state     atomic.Int32
 	resp      invoke.Response
 	err       error
-	done      chan struct{} // receives once when state becomes jobDone
+	// done receives once when state becomes jobDone, or when the
+	// watchdog abandoned the job (err says why).
+	done chan struct{}
 }
 
 var jobs = sync.Pool{New: func() any { return &job{done: make(chan struct{}, 1)} }}
@@ -120,7 +125,14 @@ var timers = sync.Pool{New: func() any {
 // the job to. With none free the job waits in the queue, which every
 // instance looks at before it goes back on the stack.
 type pool struct {
-	fn      *function
+	fn *function
+	// watch is the pool's one deadline timer, for every invocation that
+	// is queued or runs on a worker's goroutine (borrowed ones end by
+	// their deadline themselves): it is armed no later than the earliest
+	// of their deadlines, and moved only earlier, so an invocation costs
+	// no timer of its own. When it fires it times out what has expired
+	// and re-arms for the rest (expire).
+	watch   *time.Timer
 	spec    Spec
 	config  *liveConfig // spec.Config as deployments changed it since
 	newInst func(id string) (instance, error)
@@ -138,6 +150,7 @@ type pool struct {
 	stuck     int       // abandoned by a timed-out caller, still in the handler
 	nextInst  int
 	instances map[*worker]struct{}
+	watchAt   time.Time     // when watch fires; zero: stopped
 	waiters   int           // submitters waiting for room (QueueWait)
 	room      chan struct{} // closed and replaced when a queued job is taken while waiters > 0
 	// failures counts consecutive failed starts and fast exits; it goes
@@ -182,6 +195,7 @@ type worker struct {
 
 	// Under pool.mu.
 	state   int
+	job     *job // the job its goroutine was handed, until it settles
 	inst    instance
 	started time.Time
 	// served is invocations when the instance started: one that ran an
@@ -195,6 +209,8 @@ func newPool(fn *function, spec Spec, config *liveConfig, newInst func(id string
 		fn: fn, spec: spec, config: config, newInst: newInst, log: fn.host.log, quit: make(chan struct{}),
 		instances: make(map[*worker]struct{}), room: make(chan struct{}),
 	}
+	p.watch = time.AfterFunc(time.Hour, p.expire)
+	p.watch.Stop()
 	p.mu.Lock()
 	if first != nil {
 		// The instance Deploy started to prove the version works.
@@ -251,6 +267,7 @@ func (p *pool) admitLocked(j *job) bool {
 		return false
 	}
 	p.queue = append(p.queue, j)
+	p.watchLocked(j.deadline)
 	p.growLocked()
 	return true
 }
@@ -306,7 +323,74 @@ func (p *pool) assignLocked(w *worker, j *job) {
 	w.state = workerBusy
 	w.busy.Store(true)
 	w.invocations.Add(1)
-	j.w = w
+	j.w, w.job = w, j
+	p.watchLocked(j.deadline)
+}
+
+// watchLocked makes sure the watchdog fires by deadline; p.mu is held. In
+// the steady state (one timeout for every invocation) it is armed already,
+// for an earlier deadline, and this costs a comparison.
+func (p *pool) watchLocked(deadline time.Time) {
+	if p.watchAt.IsZero() || deadline.Before(p.watchAt) {
+		p.watchAt = deadline
+		p.watch.Reset(time.Until(deadline))
+	}
+}
+
+// expire is the watchdog: it times out every queued or running job whose
+// deadline has come, and re-arms for the earliest of the others.
+func (p *pool) expire() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.watchAt = time.Time{}
+	now := time.Now()
+	var next time.Time
+	check := func(j *job, w *worker) {
+		if st := j.state.Load(); st == jobDone || st == jobAbandoned || j.borrowed {
+			return
+		}
+		if now.Before(j.deadline) {
+			if next.IsZero() || j.deadline.Before(next) {
+				next = j.deadline
+			}
+			return
+		}
+		p.timeOutLocked(j, w)
+	}
+	for _, j := range p.queue {
+		check(j, nil)
+	}
+	for w := range p.instances {
+		if w.job != nil {
+			check(w.job, w)
+		}
+	}
+	if !next.IsZero() {
+		p.watchLocked(next)
+	}
+}
+
+// timeOutLocked abandons j at its deadline and tells its caller: j
+// waits in the queue, or runs (or is about to) on w's goroutine, which a
+// new worker then replaces. p.mu is held.
+func (p *pool) timeOutLocked(j *job, w *worker) {
+	for {
+		st := j.state.Load()
+		switch {
+		case st == jobQueued && j.state.CompareAndSwap(jobQueued, jobAbandoned):
+			// Its worker, if it has one, skips it.
+		case st == jobRunning && j.state.CompareAndSwap(jobRunning, jobAbandoned):
+			p.replaceStuckLocked(w)
+		case st == jobDone || st == jobAbandoned:
+			return
+		default:
+			continue // it moved meanwhile
+		}
+		break
+	}
+	j.err = p.timeoutError()
+	p.countAbandoned(j.err)
+	j.done <- struct{}{}
 }
 
 // submit starts or queues an invocation. retry reports that the pool was
@@ -394,19 +478,17 @@ func (p *pool) await(ctx context.Context, j *job) (invoke.Response, error) {
 		// The instance had died before it took j: j went to another
 		// instance, borrowed again or queued.
 	}
-	t := timers.Get().(*time.Timer)
-	// Measured from submission, which was a moment ago: one clock read
-	// fewer per invocation, the timer at most that moment late.
-	t.Reset(j.deadline.Sub(j.submitted))
-	defer func() { t.Stop(); timers.Put(t) }()
-	select {
-	case <-j.done:
-		return p.collect(j)
-	case <-t.C:
-		return p.abandon(j, p.timeoutError())
-	case <-ctx.Done():
-		return p.abandon(j, fmt.Errorf("function %s: %w", p.spec.Name, ctx.Err()))
+	// The deadline is the watchdog's (expire), which signals done too.
+	if cancelled := ctx.Done(); cancelled != nil {
+		select {
+		case <-j.done:
+		case <-cancelled:
+			return p.abandon(j, fmt.Errorf("function %s: %w", p.spec.Name, ctx.Err()))
+		}
+	} else {
+		<-j.done
 	}
+	return p.collect(j)
 }
 
 // runBorrowed runs j on the caller's goroutine, on the instance it
@@ -448,12 +530,16 @@ func (p *pool) replace(j *job, w *worker) bool {
 		return true
 	}
 	p.queue = slices.Insert(p.queue, 0, j)
+	p.watchLocked(j.deadline)
 	p.growLocked()
 	return true
 }
 
 // notTakenCause strips errNotTaken from an error the caller gets.
 func notTakenCause(err error) error {
+	if err == nil {
+		return nil // the common case, without errors.As's allocation
+	}
 	var nt *notTakenError
 	if errors.As(err, &nt) {
 		return nt.cause
@@ -494,9 +580,13 @@ func (p *pool) healthyLocked(w *worker, now time.Time) {
 	}
 }
 
+// collect takes the outcome of a job whose done was signalled, and
+// recycles it unless the watchdog abandoned it.
 func (p *pool) collect(j *job) (invoke.Response, error) {
 	resp, err := j.resp, j.err
-	putJob(j)
+	if j.state.Load() == jobDone {
+		putJob(j)
+	}
 	return resp, err
 }
 
@@ -520,7 +610,8 @@ func (p *pool) abandon(j *job, reason error) (invoke.Response, error) {
 				p.replaceStuck(w)
 				return invoke.Response{}, reason
 			}
-		case jobDone:
+		case jobDone, jobAbandoned:
+			// Done, or timed out by the watchdog, which signals done.
 			<-j.done
 			return p.collect(j)
 		}
@@ -530,6 +621,10 @@ func (p *pool) abandon(j *job, reason error) (invoke.Response, error) {
 func (p *pool) replaceStuck(w *worker) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.replaceStuckLocked(w)
+}
+
+func (p *pool) replaceStuckLocked(w *worker) {
 	w.stuck.Store(true)
 	p.stuck++
 	p.workers--
@@ -567,6 +662,12 @@ func (p *pool) work(w *worker, inst instance) {
 	for !gone {
 		if !inst.alive() {
 			// Killed at a deadline, exited during a call, or crashed.
+			if j != nil {
+				// Taken from the queue as it died: it runs once an
+				// instance is back (settle below would drop it).
+				p.requeue(j)
+				j = nil
+			}
 			inst.stop()
 			if inst = p.restartInstance(w); inst == nil {
 				return
@@ -613,11 +714,15 @@ func (p *pool) settle(w *worker, now time.Time) (j *job, gone bool) {
 		p.starting--
 	}
 	w.busy.Store(false)
+	w.job = nil
 	p.healthyLocked(w, now)
 	switch {
 	case len(p.queue) > 0:
 		return p.dequeueLocked(w), false
 	case p.closed:
+		if w.state == workerFree { // woken by close
+			p.unfreeLocked(w)
+		}
 		p.removeLocked(w)
 		return nil, true
 	default:
@@ -638,6 +743,11 @@ func (p *pool) park(w *worker, inst instance, idle *time.Timer) (j *job, crashed
 	var idleC <-chan time.Time
 	if idle != nil {
 		idleC = idle.C
+	}
+	if exited == nil && idleC == nil {
+		// A permanent in-process worker waits on its jobs alone (a
+		// plain receive is cheaper than a select); close hands it nil.
+		return <-w.jobs, false, false
 	}
 	for {
 		select {
@@ -694,8 +804,9 @@ func (p *pool) requeue(j *job) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	j.w.busy.Store(false)
-	j.w = nil
+	j.w.job, j.w = nil, nil
 	p.queue = slices.Insert(p.queue, 0, j)
+	p.watchLocked(j.deadline)
 }
 
 // startInstance starts w's instance, after a backoff when starts have been
@@ -866,9 +977,7 @@ func (p *pool) failedStartLocked(err error) {
 		j.err = unavailable
 		if j.state.CompareAndSwap(jobQueued, jobDone) {
 			j.done <- struct{}{}
-		} else {
-			putJob(j)
-		}
+		} // else abandoned: not recycled (see the job states)
 	}
 	p.queue = nil
 }
@@ -887,8 +996,7 @@ func (p *pool) invocation(w *worker, j *job) *invCtx {
 // gave up, or the pool closed.
 func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 	if !j.state.CompareAndSwap(jobQueued, jobRunning) {
-		putJob(j) // abandoned while queued
-		return p.settle(w, time.Now())
+		return p.settle(w, time.Now()) // abandoned while queued
 	}
 	ctx := p.invocation(w, j)
 	resp, err := inst.run(ctx, j.req)
@@ -902,7 +1010,6 @@ func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 	err = notTakenCause(err)
 	if !j.state.CompareAndSwap(jobRunning, jobDone) {
 		// The caller timed out and a replacement worker already runs.
-		putJob(j)
 		p.mu.Lock()
 		p.stuck--
 		delete(p.instances, w)
@@ -923,13 +1030,15 @@ func (p *pool) runJob(w *worker, inst instance, j *job) (next *job, gone bool) {
 // account counts a finished invocation, turns a failure at the deadline
 // into the timeout error, and stores the outcome in j. It returns when.
 func (p *pool) account(j *job, resp invoke.Response, err error) (now time.Time) {
-	now = time.Now()
+	// The monotonic clock alone: half the cost of time.Now.
+	d := time.Since(j.submitted)
+	now = j.submitted.Add(d)
 	timedOut := err != nil && !now.Before(j.deadline) && j.parent.Err() == nil
 	if timedOut {
 		err = p.timeoutError() // the function gave up at its deadline
 	}
 	p.fn.stats.invocations.Add(1)
-	p.fn.stats.durations.observe(now.Sub(j.submitted))
+	p.fn.stats.durations.observe(d)
 	switch {
 	case timedOut:
 		p.fn.stats.timeouts.Add(1)
@@ -965,6 +1074,9 @@ func (p *pool) close() {
 		return
 	}
 	p.closed = true
+	for _, w := range p.free {
+		w.jobs <- nil // never blocks: a parked worker's channel is empty
+	}
 	p.mu.Unlock()
 	close(p.quit)
 }
@@ -974,5 +1086,6 @@ func (p *pool) wait(ctx context.Context) error {
 	if err := drain.Wait(ctx, &p.wg, func() {}); err != nil {
 		return fmt.Errorf("function %s version %s: waiting for instances to stop: %w", p.spec.Name, p.spec.Version, err)
 	}
+	p.watch.Stop() // nothing is left for it to time out
 	return nil
 }

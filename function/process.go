@@ -553,7 +553,7 @@ func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response
 	var err error
 	quiet := false
 	if pi.native != nil {
-		resp, err = pi.runNative(ctx, req, id)
+		resp, err = pi.runNative(ctx, req, id, start)
 		// A function that counts its output (the bootstraps) says in its
 		// reply whether it wrote any; otherwise the pipes are asked.
 		var fe *invoke.Error
@@ -581,8 +581,8 @@ func (pi *processInstance) report(requestID string, d time.Duration, err error) 
 	if now := time.Now(); now.Sub(pi.rssAt) > time.Second {
 		pi.rssAt, pi.rssKB = now, procstat.KB(pi.cmd.Process.Pid, "VmHWM")
 	}
-	pi.log.Info("REPORT", "request_id", requestID, "duration_ms", float64(d.Microseconds())/1e3,
-		"max_rss_kb", pi.rssKB, "outcome", outcome)
+	pi.log.LogAttrs(context.Background(), slog.LevelInfo, "REPORT", slog.String("request_id", requestID),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1e3), slog.Int64("max_rss_kb", pi.rssKB), slog.String("outcome", outcome))
 }
 
 func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
@@ -621,9 +621,9 @@ func (pi *processInstance) await(ctx *invCtx, result <-chan callResult) (invoke.
 // runNative sends the invocation and reads its reply on the caller's
 // goroutine. The wait ends at the deadline, when the caller's context ends,
 // or when the process exits (both interrupt the read).
-func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
+func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request, id string, now time.Time) (invoke.Response, error) {
 	c := pi.native
-	if err := c.setDeadline(ctx.inv.Deadline); err != nil {
+	if err := c.setDeadline(ctx.inv.Deadline, now); err != nil {
 		return invoke.Response{}, pi.exitError(err.Error())
 	}
 	// From here on an exit interrupts the read (see start), so checking
@@ -664,12 +664,15 @@ func (pi *processInstance) runNative(ctx *invCtx, req invoke.Request, id string)
 		case ctx.parent.Err() != nil:
 			pi.kill()
 			return invoke.Response{}, ctx.parent.Err()
-		case !time.Now().Before(ctx.inv.Deadline):
+		}
+		now := time.Now()
+		if !now.Before(ctx.inv.Deadline) {
 			pi.kill()
 			return invoke.Response{}, context.DeadlineExceeded
 		}
-		// Interrupted for no reason that still holds: wait on.
-		if err := c.setDeadline(ctx.inv.Deadline); err != nil {
+		// Interrupted for no reason that still holds, or the pipes'
+		// deadline was an earlier invocation's: wait on.
+		if err := c.setDeadline(ctx.inv.Deadline, now); err != nil {
 			return invoke.Response{}, pi.exitError(err.Error())
 		}
 	}

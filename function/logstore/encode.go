@@ -1,7 +1,6 @@
 package logstore
 
 import (
-	"maps"
 	"slices"
 	"time"
 	"unicode/utf8"
@@ -27,7 +26,14 @@ func appendRecord(b []byte, r *Record) []byte {
 	}
 	if len(r.Attrs) > 0 {
 		b = append(b, `,"attrs":{`...)
-		for i, k := range slices.Sorted(maps.Keys(r.Attrs)) {
+		// The keys sorted in place on the stack: a record has a few.
+		var space [8]string
+		keys := space[:0]
+		for k := range r.Attrs {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
 			if i > 0 {
 				b = append(b, ',')
 			}

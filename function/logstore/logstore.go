@@ -369,7 +369,7 @@ func (t *tee) Handle(ctx context.Context, r slog.Record) error {
 			rec.RequestID = v
 		default:
 			if rec.Attrs == nil {
-				rec.Attrs = make(map[string]string)
+				rec.Attrs = make(map[string]string, len(t.attrs)+r.NumAttrs())
 			}
 			rec.Attrs[prefix+a.Key] = v
 		}

@@ -36,7 +36,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/edgekit/edgekit/function/fnapi"
 )
@@ -170,6 +169,7 @@ func (p *pipe) write() {
 // conn is the function's end of the protocol: replies on fd 4; log,
 // metric and call frames on fd 5; answers to calls on fd 6.
 type conn struct {
+	ctx                context.Context // Background carrying the conn
 	replies, telemetry *pipe
 	calls              *calls
 	driver             *driving // with Options.Driver
@@ -237,10 +237,11 @@ func StartWith(h Handler, opts *Options) {
 		os.Exit(2)
 	}
 	c := &conn{replies: newPipe(out), telemetry: newPipe(tel)}
+	c.ctx = context.WithValue(context.Background(), connKey{}, c)
 	c.calls = newCalls(answerPipe(), c.telemetry)
 	if o.Driver != nil {
 		c.driver = &driving{d: o.Driver, things: map[string]fnapi.Thing{}, keys: map[string]string{}}
-		if err := hello(context.WithValue(context.Background(), connKey{}, c)); err != nil {
+		if err := hello(c.ctx); err != nil {
 			body, _ := json.Marshal(map[string]any{"errorType": "Driver.HelloRefused", "errorMessage": err.Error()})
 			c.replies.send(&Frame{Type: FrameInitError, Payload: body})
 			os.Exit(1)
@@ -264,19 +265,16 @@ func StartWith(h Handler, opts *Options) {
 			}
 			_ = os.Setenv("EDGEKIT_FUNCTION_CONFIG", cfg) // what later invocations read
 			if o.OnConfig != nil {
-				o.OnConfig(context.WithValue(context.Background(), connKey{}, c), bytes.Clone(f.Payload))
+				o.OnConfig(c.ctx, bytes.Clone(f.Payload))
 			}
 		}
 	}
 }
 
 func serve(c *conn, h Handler, f *Frame) {
-	var inv Invocation
-	_ = json.Unmarshal(f.Meta, &inv)
-	base := context.WithValue(context.WithValue(context.Background(), invocationKey{}, inv), connKey{}, c)
-	ctx, cancel := context.WithDeadline(base, time.UnixMilli(f.Deadline))
-	defer cancel()
-	if c.driver != nil && inv.Source["type"] == fnapi.DriverSource {
+	ctx := newInvocationCtx(c.ctx, f)
+	defer ctx.cancel(context.Canceled)
+	if c.driver != nil && ctx.invocation().Source["type"] == fnapi.DriverSource {
 		h = c.driver.serveOp
 	}
 	out, err := call(ctx, h, f.Payload)

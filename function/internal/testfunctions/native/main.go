@@ -54,6 +54,15 @@ func main() {
 			time.Sleep(time.Hour)
 		case "bench":
 			return event, nil
+		case "hold":
+			// Takes as long as the event says ("150ms"), past an
+			// earlier invocation's deadline.
+			d, err := time.ParseDuration(string(event))
+			if err != nil {
+				return nil, err
+			}
+			time.Sleep(d)
+			return []byte(`"held"`), nil
 		case "api":
 			return callAPI(ctx, event)
 		case "many-metrics":
