@@ -97,41 +97,100 @@ func (m *minimalRuntimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // 1.2× minimal-server). Reports p50-µs and p99-µs.
 func BenchmarkWarmInvokeLambda(b *testing.B) {
 	payload := []byte(`{"temperature":21.5,"unit":"C"}`)
-	b.Run("minimal-server", func(b *testing.B) {
-		api := &minimalRuntimeAPI{events: make(chan []byte), results: make(chan []byte)}
-		srv := httptest.NewServer(api)
-		defer srv.Close()
-		defer srv.CloseClientConnections()
-		cmd := exec.Command(filepath.Join(binDir, "lambda"))
-		cmd.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+strings.TrimPrefix(srv.URL, "http://"), "TEST_BEHAVIOUR=bench")
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-		benchutil.ReportLatency(b, 200, func() error {
-			api.events <- payload
-			<-api.results
-			return nil
-		})
-	})
+	b.Run("minimal-server", func(b *testing.B) { benchutil.ReportLatency(b, 200, minimalLambda(b, payload)) })
 	b.Run("host", func(b *testing.B) {
-		h, err := function.New(nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer h.Close(context.Background())
-		s := function.Spec{Name: "bench", Version: "1", Runtime: function.RuntimeExecutable, Handler: "lambda", CodeDir: binDir,
-			Mode: function.Continuous, Env: map[string]string{"TEST_BEHAVIOUR": "bench"}}
-		if err := h.Deploy(context.Background(), s); err != nil {
-			b.Fatal(err)
-		}
-		ctx := context.Background()
-		benchutil.ReportLatency(b, 200, func() error {
-			_, err := h.Invoke(ctx, "bench", invoke.Request{Payload: payload})
-			return err
-		})
+		benchutil.ReportLatency(b, 200, hostFunction(b, lambdaSpec("b", "bench"), payload))
 	})
 }
+
+// minimalLambda starts the aws-lambda-go test function against
+// minimalRuntimeAPI and returns a call that invokes it with payload.
+func minimalLambda(b *testing.B, payload []byte) func() error {
+	api := &minimalRuntimeAPI{events: make(chan []byte), results: make(chan []byte)}
+	srv := httptest.NewServer(api)
+	cmd := exec.Command(filepath.Join(binDir, "lambda"))
+	cmd.Env = append(os.Environ(), "AWS_LAMBDA_RUNTIME_API="+strings.TrimPrefix(srv.URL, "http://"), "TEST_BEHAVIOUR=bench")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return func() error {
+		api.events <- payload
+		<-api.results
+		return nil
+	}
+}
+
+// hostFunction deploys s, continuous, on a host of its own and returns a
+// call that invokes it with payload.
+func hostFunction(b *testing.B, s function.Spec, payload []byte) func() error {
+	if tool := map[function.Runtime]string{function.RuntimeNode: "node", function.RuntimePython: "python3"}[s.Runtime]; tool != "" {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("%s not installed", tool)
+		}
+	}
+	h, err := function.New(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = h.Close(context.Background()) })
+	if s.Runtime == function.RuntimeGo {
+		if err := h.Register(s.Handler, function.HandlerFunc(echo)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Name, s.Version, s.Mode = "b", "1", function.Continuous
+	if err := h.Deploy(context.Background(), s); err != nil {
+		b.Fatal(err)
+	}
+	return func() error {
+		_, err := h.Invoke(context.Background(), "b", invoke.Request{Payload: payload})
+		return err
+	}
+}
+
+// pipeEcho starts tool, a long-lived child that writes back what it reads
+// on stdin, and returns a call that sends it a frame of the native
+// protocol's size for payload and reads it back: the floor of an
+// out-of-process invocation in that runtime.
+func pipeEcho(b *testing.B, payload []byte, tool string, args ...string) func() error {
+	if _, err := exec.LookPath(tool); err != nil {
+		b.Skipf("%s not installed", tool)
+	}
+	cmd := exec.Command(tool, args...)
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	// An invoke frame carries about this much besides the payload.
+	frame := append(make([]byte, 4+1+20+90), payload...)
+	back := make([]byte, len(frame))
+	return func() error {
+		if _, err := in.Write(frame); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(out, back)
+		return err
+	}
+}
+
+// The echo children of the floors, per runtime.
+var (
+	nodeEcho   = []string{"node", "-e", "process.stdin.on('data', (d) => process.stdout.write(d))"}
+	pythonEcho = []string{"python3", "-c", `import os
+while True:
+    d = os.read(0, 65536)
+    if not d:
+        break
+    os.write(1, d)`}
+)
 
 // BenchmarkColdStart: "fork-exec" starts the aws-lambda-go binary against
 // minimalRuntimeAPI and serves one invocation (the floor); "host" invokes
@@ -270,39 +329,13 @@ func BenchmarkThroughputLambda(b *testing.B) {
 // bootstraps for comparison. Reports p50-µs and p99-µs.
 func BenchmarkWarmInvokeNative(b *testing.B) {
 	payload := []byte(`{"temperature":21.5,"unit":"C"}`)
-	floor := func(name, tool string, args ...string) {
-		b.Run(name, func(b *testing.B) {
-			if _, err := exec.LookPath(tool); err != nil {
-				b.Skipf("%s not installed", tool)
-			}
-			cmd := exec.Command(tool, args...)
-			in, _ := cmd.StdinPipe()
-			out, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				b.Fatal(err)
-			}
-			defer func() { in.Close(); _ = cmd.Wait() }()
-			// An invoke frame carries about this much besides the payload.
-			frame := append(make([]byte, 4+1+20+90), payload...)
-			back := make([]byte, len(frame))
-			benchutil.ReportLatency(b, 200, func() error {
-				if _, err := in.Write(frame); err != nil {
-					return err
-				}
-				_, err := io.ReadFull(out, back)
-				return err
-			})
-		})
+	floor := func(name string, cmd ...string) {
+		b.Run(name, func(b *testing.B) { benchutil.ReportLatency(b, 200, pipeEcho(b, payload, cmd[0], cmd[1:]...)) })
 	}
 	floor("pipe-floor", "cat")
 	floor("pipe-floor-go", filepath.Join(binDir, "pipeecho"))
-	floor("pipe-floor-node", "node", "-e", "process.stdin.on('data', (d) => process.stdout.write(d))")
-	floor("pipe-floor-python", "python3", "-c", `import os
-while True:
-    d = os.read(0, 65536)
-    if not d:
-        break
-    os.write(1, d)`)
+	floor("pipe-floor-node", nodeEcho...)
+	floor("pipe-floor-python", pythonEcho...)
 	b.Run("go-native-without-host", func(b *testing.B) {
 		// The native Go function driven over its pipes by the benchmark
 		// itself: the protocol's and the child's own cost.
@@ -335,32 +368,26 @@ while True:
 		})
 	})
 	bench := func(name string, s function.Spec) {
-		b.Run(name, func(b *testing.B) {
-			if s.Runtime == function.RuntimeNode || s.Runtime == function.RuntimePython {
-				tool := map[function.Runtime]string{function.RuntimeNode: "node", function.RuntimePython: "python3"}[s.Runtime]
-				if _, err := exec.LookPath(tool); err != nil {
-					b.Skipf("%s not installed", tool)
-				}
-			}
-			h, err := function.New(nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer h.Close(context.Background())
-			s.Name, s.Version, s.Mode = "b", "1", function.Continuous
-			if err := h.Deploy(context.Background(), s); err != nil {
-				b.Fatal(err)
-			}
-			benchutil.ReportLatency(b, 200, func() error {
-				_, err := h.Invoke(context.Background(), "b", invoke.Request{Payload: payload})
-				return err
-			})
-		})
+		b.Run(name, func(b *testing.B) { benchutil.ReportLatency(b, 200, hostFunction(b, s, payload)) })
 	}
+	bench("go-native", goNativeSpec())
+	bench("node-native", nodeNativeSpec)
+	bench("node-lambda", function.Spec{Runtime: function.RuntimeNode, API: function.APILambda, Handler: "index.echo", CodeDir: nodeNativeSpec.CodeDir})
+	bench("python-native", pythonNativeSpec)
+	bench("python-lambda", function.Spec{Runtime: function.RuntimePython, API: function.APILambda, Handler: "main.echo", CodeDir: pythonNativeSpec.CodeDir})
+}
+
+// The native test functions, each returning its event.
+func goNativeSpec() function.Spec {
+	return function.Spec{Runtime: function.RuntimeExecutable, API: function.APINative, Handler: "native", CodeDir: binDir, Env: map[string]string{"TEST_BEHAVIOUR": "bench"}}
+}
+
+var (
+	nodeNativeSpec   = function.Spec{Runtime: function.RuntimeNode, API: function.APINative, Handler: "index.echo", CodeDir: testdata("node")}
+	pythonNativeSpec = function.Spec{Runtime: function.RuntimePython, API: function.APINative, Handler: "main.echo", CodeDir: testdata("python")}
+)
+
+func testdata(dir string) string {
 	wd, _ := os.Getwd()
-	bench("go-native", function.Spec{Runtime: function.RuntimeExecutable, API: function.APINative, Handler: "native", CodeDir: binDir, Env: map[string]string{"TEST_BEHAVIOUR": "bench"}})
-	bench("node-native", function.Spec{Runtime: function.RuntimeNode, API: function.APINative, Handler: "index.echo", CodeDir: filepath.Join(wd, "testdata/node")})
-	bench("node-lambda", function.Spec{Runtime: function.RuntimeNode, API: function.APILambda, Handler: "index.echo", CodeDir: filepath.Join(wd, "testdata/node")})
-	bench("python-native", function.Spec{Runtime: function.RuntimePython, API: function.APINative, Handler: "main.echo", CodeDir: filepath.Join(wd, "testdata/python")})
-	bench("python-lambda", function.Spec{Runtime: function.RuntimePython, API: function.APILambda, Handler: "main.echo", CodeDir: filepath.Join(wd, "testdata/python")})
+	return filepath.Join(wd, "testdata", dir)
 }

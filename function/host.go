@@ -255,7 +255,7 @@ func New(opts *Options) (*Host, error) {
 	for _, k := range slices.Sorted(maps.Keys(o.Env)) {
 		env = append(env, k+"="+o.Env[k])
 	}
-	h.launch = launcher{log: h.log, env: env, envFor: o.EnvFor, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable(), calls: o.Calls}
+	h.launch = launcher{log: h.log, hostLog: o.Logger, logs: h.logs, env: env, envFor: o.EnvFor, bootstrapDir: h.bootstrapDir(), mem: mem, metric: h.setMetric, peerCheck: peerCheckAvailable(), calls: o.Calls}
 	if !h.launch.peerCheck {
 		h.log.Warn("function: neither sock_diag nor /proc/net/tcp is available: the runtime API checks its secret, not who connects")
 	}

@@ -24,6 +24,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/edgekit/edgekit/function/logstore"
 	"github.com/edgekit/edgekit/internal/procstat"
 	"github.com/edgekit/edgekit/invoke"
 )
@@ -43,6 +44,10 @@ type processInstance struct {
 
 	limit *limit
 	log   *slog.Logger // carries function, version and instance
+	// logs and hostLog (which carries the same) are where the REPORT
+	// records go, without slog's work per record (see report).
+	logs    *logstore.Store
+	hostLog *slog.Logger
 
 	// peerReady is closed once the process runs inside its limits: the
 	// runtime API's peer check may then read cmd and limit.
@@ -67,7 +72,9 @@ type processInstance struct {
 
 // launcher starts process instances with what the host provides.
 type launcher struct {
-	log          *slog.Logger
+	log          *slog.Logger // the host's, keeping what it logs about a function
+	hostLog      *slog.Logger // the host's as given (Options.Logger)
+	logs         *logstore.Store
 	env          []string // inherited host variables (PATH, HOME, locale)
 	envFor       func(Spec) map[string]string
 	bootstrapDir string
@@ -211,7 +218,7 @@ func (l *launcher) start(ctx context.Context, spec Spec, id string, config func(
 		pi.native.start()
 	}
 	flog := l.log.With("function", spec.Name, "version", spec.Version, "instance", id)
-	pi.log = flog
+	pi.log, pi.logs, pi.hostLog = flog, l.logs, l.hostLog.With("function", spec.Name, "version", spec.Version, "instance", id)
 	var lines sync.WaitGroup
 	lines.Add(2)
 	for _, o := range []*outputPipe{pi.out, pi.errOut} {
@@ -565,24 +572,39 @@ func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response
 		pi.settleOutput(marks)
 	}
 	pi.request.Store(nil)
-	pi.report(id, time.Since(start), err)
+	d := time.Since(start)
+	pi.report(start.Add(d), id, d, err)
 	return resp, err
 }
 
 // report logs the invocation's REPORT record: duration, the instance's peak
 // resident memory so far, and the outcome.
-func (pi *processInstance) report(requestID string, d time.Duration, err error) {
+//
+// One is written per invocation, so it goes to the log store as a record
+// made here, not through slog (whose caller lookup and attribute handling
+// cost more than the rest of the host's work on a warm native
+// invocation), and to the host's own logger only when that takes Info.
+func (pi *processInstance) report(now time.Time, requestID string, d time.Duration, err error) {
 	outcome := "ok"
 	if err != nil {
 		outcome = err.Error()
 	}
 	// The peak only grows; reading /proc costs more than the rest of the
 	// record, so it is read at most once a second.
-	if now := time.Now(); now.Sub(pi.rssAt) > time.Second {
+	if now.Sub(pi.rssAt) > time.Second {
 		pi.rssAt, pi.rssKB = now, procstat.KB(pi.cmd.Process.Pid, "VmHWM")
 	}
-	pi.log.LogAttrs(context.Background(), slog.LevelInfo, "REPORT", slog.String("request_id", requestID),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1e3), slog.Int64("max_rss_kb", pi.rssKB), slog.String("outcome", outcome))
+	ms := float64(d.Microseconds()) / 1e3
+	rec := logstore.Record{Time: now, Level: slog.LevelInfo, Message: "REPORT", Function: pi.spec.Name, Version: pi.spec.Version, Instance: pi.id, RequestID: requestID,
+		// As slog would write them.
+		Attrs: map[string]string{"duration_ms": strconv.FormatFloat(ms, 'g', -1, 64), "max_rss_kb": strconv.FormatInt(pi.rssKB, 10), "outcome": outcome}}
+	if err := pi.logs.Append(rec); err != nil {
+		pi.hostLog.Warn("function: keeping the REPORT record", "err", err)
+	}
+	if ctx := context.Background(); pi.hostLog.Enabled(ctx, slog.LevelInfo) {
+		pi.hostLog.LogAttrs(ctx, slog.LevelInfo, "REPORT", slog.String("request_id", requestID),
+			slog.Float64("duration_ms", ms), slog.Int64("max_rss_kb", pi.rssKB), slog.String("outcome", outcome))
+	}
 }
 
 func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
