@@ -47,8 +47,14 @@ gateway: deps
 	$(GO) build -o examples/function-go/bootstrap ./examples/function-go
 	cd examples/gateway && CGO_ENABLED=0 $(GO) build -o webapp/web ./webapp && $(GO) run . $(ARGS)
 
-# Benchmarks recorded in docs/PERFORMANCE.md.
+# Benchmarks recorded in docs/PERFORMANCE.md. The invoke path's come
+# first, each in both machine modes (idle, and beside a spinning process);
+# one whose ratio to its floor is more than 20% worse than recorded fails,
+# and so does the target.
 bench: deps
+	$(GO) test -run '^$$' -bench 'InvokeRatios' -benchtime 1x ./function
+	$(GO) test -run '^$$' -bench 'Floors' ./function
+	$(GO) test -run '^$$' -bench 'HTTPInvoke/(idle|busy)' -benchtime 1x ./edge/api
 	$(GO) test -run '^$$' -bench . -count 5 ./edge/... ./internal/... ./function/...
 
 # A short run of every fuzz target (the seed corpora also run in make test).

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,12 +47,16 @@ import (
 //
 // Each row reports its p50 (µs) and its ratio to bare; native also reports
 // api-native's ratio to pipe-floor, the part of its cost the host adds.
-// The alone/ sub-benchmarks run one row each.
+// Both run in each machine mode (idle/, busy/: see benchutil.Modes), and
+// fail when a ratio is more than 20% worse than recordedHTTPRatios. The
+// alone/ sub-benchmarks run one row each.
 func BenchmarkHTTPInvoke(b *testing.B) {
-	b.Run("native", func(b *testing.B) {
-		benchHTTPInvoke(b, "bare", "pipe-floor", "native-without-host", "api-native")
+	benchutil.Modes(b, func(b *testing.B) {
+		b.Run("native", func(b *testing.B) {
+			benchHTTPInvoke(b, "bare", "pipe-floor", "native-without-host", "api-native")
+		})
+		b.Run("in-process", func(b *testing.B) { benchHTTPInvoke(b, "bare", "api-in-process") })
 	})
-	b.Run("in-process", func(b *testing.B) { benchHTTPInvoke(b, "bare", "api-in-process") })
 	// Each row by itself, for counting what one call costs (perf stat).
 	for _, name := range []string{"bare", "pipe-floor", "native-without-host", "api-native", "api-in-process"} {
 		b.Run("alone/"+name, func(b *testing.B) { benchHTTPInvoke(b, name) })
@@ -200,16 +205,37 @@ func benchHTTPInvoke(b *testing.B, names ...string) {
 	}
 	b.StopTimer()
 	p50 := make(map[string]time.Duration)
+	ratio := func(unit string, got float64) {
+		_, mode, _ := strings.Cut(b.Name(), "/") // "idle/native"
+		if r := recordedHTTPRatios[mode+"/"+unit]; r > 0 {
+			benchutil.CheckRatio(b, unit, got, r)
+		} else {
+			b.ReportMetric(got, unit)
+		}
+	}
 	for _, r := range rows {
 		p50[r.name] = benchutil.Median(r.samples)
 		b.ReportMetric(float64(p50[r.name])/float64(time.Microsecond), r.name+"-p50-µs")
 		if r.name != "bare" && p50["bare"] > 0 {
-			b.ReportMetric(float64(p50[r.name])/float64(p50["bare"]), r.name+"/bare")
+			ratio(r.name+"/bare", float64(p50[r.name])/float64(p50["bare"]))
 		}
 	}
 	if p50["pipe-floor"] > 0 && p50["api-native"] > 0 {
-		b.ReportMetric(float64(p50["api-native"])/float64(p50["pipe-floor"]), "api-native/pipe-floor")
+		ratio("api-native/pipe-floor", float64(p50["api-native"])/float64(p50["pipe-floor"]))
 	}
+}
+
+// recordedHTTPRatios are the figures docs/PERFORMANCE.md gives for
+// BenchmarkHTTPInvoke's idle/ and busy/ runs, the worst of three (as in
+// function's recordedRatios); a ratio more than benchutil.Regression
+// times worse fails the benchmark.
+var recordedHTTPRatios = map[string]float64{
+	"idle/native/api-native/bare":         2.98,
+	"idle/native/api-native/pipe-floor":   1.28,
+	"idle/in-process/api-in-process/bare": 1.17,
+	"busy/native/api-native/bare":         2.67,
+	"busy/native/api-native/pipe-floor":   1.46,
+	"busy/in-process/api-in-process/bare": 1.19,
 }
 
 // child is a long-lived process the benchmark talks to over pipes: its

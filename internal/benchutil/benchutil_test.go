@@ -23,3 +23,13 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("median of none %v", got)
 	}
 }
+
+func TestPairedRatioAndExtra(t *testing.T) {
+	p := Paired{Floors: [Rounds]time.Duration{10, 10, 10, 10, 10}, Paths: [Rounds]time.Duration{15, 100, 12, 20, 14}}
+	if r := p.Ratio(); r != 1.5 {
+		t.Errorf("ratio %v, want the median round's 1.5", r)
+	}
+	if e := p.Extra(); e != 5 {
+		t.Errorf("extra %v, want 5", e)
+	}
+}

@@ -247,7 +247,7 @@ func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 	caller, _ := Caller(r.Context())
 	req := invoke.Request{Payload: body, ContentType: r.Header.Get("Content-Type"), Source: map[string]string{"type": "http", "path": r.URL.Path, "caller": caller},
 		Trace: invoke.ParseTrace(r.Header.Get(invoke.TraceParentKey), r.Header.Get(invoke.TraceStateKey))}
-	if async := r.URL.Query().Get("async"); async == "1" || async == "true" {
+	if async := asyncParam(r); async == "1" || async == "true" {
 		res, ok := h.startAsync(name, req)
 		if !ok {
 			httpjson.Error(w, http.StatusServiceUnavailable, "Unavailable", errors.New("the endpoint is closing"))
@@ -269,6 +269,15 @@ func (h *Handler) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", ct)
 	_, _ = w.Write(resp.Payload)
+}
+
+// asyncParam is the request's async query parameter; most calls have no
+// query, which is then not parsed.
+func asyncParam(r *http.Request) string {
+	if r.URL.RawQuery == "" {
+		return ""
+	}
+	return r.URL.Query().Get("async")
 }
 
 // writeInvokeError answers a failed call.
