@@ -130,25 +130,3 @@ func TestMetricNamesBounded(t *testing.T) {
 		t.Fatalf("%d metrics kept, want 64", len(st.Metrics))
 	}
 }
-
-// TestNativeOutlivesAnEarlierDeadline: the pipes keep an earlier, shorter
-// invocation's deadline (moving it costs a timer update per call); an
-// invocation that runs past it, within its own, still gets its answer.
-func TestNativeOutlivesAnEarlierDeadline(t *testing.T) {
-	h := newHost(t, nil)
-	s := nativeSpec("hold", "hold")
-	s.Mode, s.Timeout = function.Continuous, function.Duration(time.Minute)
-	deploy(t, h, s)
-	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := h.Invoke(short, "hold", invoke.Request{Payload: []byte("0s")}); err != nil {
-		t.Fatalf("short call: %v", err)
-	}
-	resp, err := h.Invoke(context.Background(), "hold", invoke.Request{Payload: []byte("300ms")})
-	if err != nil || string(resp.Payload) != `"held"` {
-		t.Fatalf("a call past the earlier deadline: %q %v", resp.Payload, err)
-	}
-	if st, _ := h.Status("hold"); st.Stats.ColdStarts != 1 {
-		t.Errorf("%d cold starts: the instance was replaced", st.Stats.ColdStarts)
-	}
-}

@@ -41,6 +41,10 @@ type processInstance struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
 	grace  time.Duration
+	// deadline bounds a runtime API invocation's wait, armed for
+	// deadlineAt (zero: not armed); used by one invocation at a time.
+	deadline   *time.Timer
+	deadlineAt time.Time
 
 	limit *limit
 	log   *slog.Logger // carries function, version and instance
@@ -566,7 +570,7 @@ func (pi *processInstance) run(ctx *invCtx, req invoke.Request) (invoke.Response
 		var fe *invoke.Error
 		quiet = (err == nil || errors.As(err, &fe)) && pi.native.quiet()
 	} else {
-		resp, err = pi.runAPI(ctx, req, id)
+		resp, err = pi.runAPI(ctx, req, id, start)
 	}
 	if !quiet {
 		pi.settleOutput(marks)
@@ -607,7 +611,7 @@ func (pi *processInstance) report(now time.Time, requestID string, d time.Durati
 	}
 }
 
-func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (invoke.Response, error) {
+func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string, now time.Time) (invoke.Response, error) {
 	c := &call{
 		id: id, req: req, deadline: ctx.inv.Deadline,
 		result: make(chan callResult, 1),
@@ -615,29 +619,64 @@ func (pi *processInstance) runAPI(ctx *invCtx, req invoke.Request, id string) (i
 	if !pi.alive() {
 		return invoke.Response{}, pi.notTaken()
 	}
-	select {
-	case pi.api.calls <- c:
-	case <-pi.exited:
-		return invoke.Response{}, pi.notTaken()
-	case <-ctx.Done():
-		pi.kill()
-		return invoke.Response{}, ctx.Err()
-	}
-	return pi.await(ctx, c.result)
+	return pi.await(ctx, c, pi.deadlineC(ctx.inv.Deadline, now))
 }
 
-// await waits for a sent invocation's result, the process's exit, or the
-// deadline (which kills the process group).
-func (pi *processInstance) await(ctx *invCtx, result <-chan callResult) (invoke.Response, error) {
-	select {
-	case r := <-result:
-		return r.resp, r.err
-	case <-pi.exited:
-		return invoke.Response{}, pi.exitError("exited during the invocation")
-	case <-ctx.Done():
-		pi.kill()
-		return invoke.Response{}, ctx.Err()
+// await sends c to the runtime API and waits for its result, the
+// process's exit, the caller's cancellation or the deadline (expired fires
+// by it; both of those kill the process group).
+func (pi *processInstance) await(ctx *invCtx, c *call, expired <-chan time.Time) (invoke.Response, error) {
+	calls, result := pi.api.calls, (<-chan callResult)(nil)
+	for {
+		select {
+		case calls <- c:
+			calls, result = nil, c.result
+		case r := <-result:
+			return r.resp, r.err
+		case <-pi.exited:
+			if result == nil {
+				return invoke.Response{}, pi.notTaken()
+			}
+			return invoke.Response{}, pi.exitError("exited during the invocation")
+		case <-ctx.parent.Done():
+			pi.kill()
+			return invoke.Response{}, ctx.parent.Err()
+		case <-expired:
+			if expired = pi.rearm(ctx.inv.Deadline); expired == nil {
+				pi.kill()
+				return invoke.Response{}, context.DeadlineExceeded
+			}
+		}
 	}
+}
+
+// deadlineC returns a channel that receives by deadline; now is the time.
+// The instance's one timer is moved only when it would fire after
+// deadline or has fired: in the steady state an earlier invocation's
+// deadline, a moment before this one's, serves, and an invocation arms no
+// timer (rearm sets this one's when that fires first).
+func (pi *processInstance) deadlineC(deadline, now time.Time) <-chan time.Time {
+	switch {
+	case pi.deadline == nil:
+		pi.deadline = time.NewTimer(deadline.Sub(now))
+	case pi.deadlineAt.IsZero() || pi.deadlineAt.After(deadline) || !now.Before(pi.deadlineAt):
+		pi.deadline.Reset(deadline.Sub(now)) // drops a value it may hold
+	default:
+		return pi.deadline.C
+	}
+	pi.deadlineAt = deadline
+	return pi.deadline.C
+}
+
+// rearm is called when the timer fired: it returns the channel again,
+// armed for deadline, or nil when deadline has come.
+func (pi *processInstance) rearm(deadline time.Time) <-chan time.Time {
+	pi.deadlineAt = time.Time{}
+	now := time.Now()
+	if !now.Before(deadline) {
+		return nil
+	}
+	return pi.deadlineC(deadline, now)
 }
 
 // runNative sends the invocation and reads its reply on the caller's

@@ -662,3 +662,38 @@ func TestNativePipesOutOfReach(t *testing.T) {
 		}
 	}
 }
+
+// TestOutlivesAnEarlierDeadline: an instance keeps an earlier, shorter
+// invocation's deadline (the native pipes' deadlines, a runtime API
+// instance's timer: moving them costs a timer update per call); an
+// invocation that runs past it, within its own, is answered and the
+// instance kept.
+func TestOutlivesAnEarlierDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec function.Spec
+		hold func(d string) string
+	}{
+		{"native", nativeSpec("hold", "hold"), func(d string) string { return d }},
+		{"lambda", lambdaSpec("hold", "event"), func(d string) string { return `{"Do":"hold","For":"` + d + `"}` }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t, nil)
+			s := tc.spec
+			s.Mode, s.Timeout = function.Continuous, function.Duration(time.Minute)
+			deploy(t, h, s)
+			short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			if _, err := h.Invoke(short, "hold", invoke.Request{Payload: []byte(tc.hold("0s"))}); err != nil {
+				t.Fatalf("short call: %v", err)
+			}
+			resp, err := h.Invoke(context.Background(), "hold", invoke.Request{Payload: []byte(tc.hold("700ms"))})
+			if err != nil || string(resp.Payload) != `"held"` {
+				t.Fatalf("a call past the earlier deadline: %q %v", resp.Payload, err)
+			}
+			if st, _ := h.Status("hold"); st.Stats.ColdStarts != 1 {
+				t.Errorf("%d cold starts: the instance was replaced", st.Stats.ColdStarts)
+			}
+		})
+	}
+}

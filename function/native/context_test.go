@@ -14,7 +14,7 @@ import (
 func TestInvocationContext(t *testing.T) {
 	conn := context.WithValue(context.Background(), connKey{}, "conn")
 	meta := []byte(`{"requestId":"r-1","function":"f","version":"2","source":{"type":"timer"}}`)
-	f := &Frame{Deadline: time.Now().Add(30 * time.Millisecond).UnixMilli(), Meta: meta}
+	f := &Frame{Deadline: time.Now().Add(300 * time.Millisecond).UnixMilli(), Meta: meta}
 	ctx := newInvocationCtx(conn, f)
 	copy(meta, "xxxxxxxxxxxx") // the reader reuses its buffer
 	if inv, ok := FromContext(ctx); !ok || inv.RequestID != "r-1" || inv.Version != "2" || inv.Source["type"] != "timer" {

@@ -105,6 +105,7 @@ type event struct {
 	Do      string
 	PIDFile string // where setsid-* write their child's pid
 	Max     int    // fork-bomb: children to try
+	For     string // hold: how long ("150ms")
 	// steal: whose runtime API to try (Addr, or the one in the
 	// environment of process PID) and the invocation to answer.
 	Addr      string
@@ -117,7 +118,7 @@ type event struct {
 // session of its own that holds stdout and stderr, write its pid, then
 // hang or exit); fork-bomb (start children, each in a session of its own,
 // until it fails or has Max, and answer with their pids and the error);
-// steal (see steal); open-fds (which of process PID's descriptors it can
+// steal (see steal); hold (answer after For); open-fds (which of process PID's descriptors it can
 // open through /proc); anything else echoes.
 func byEvent(ctx context.Context, ev event) (any, error) {
 	switch ev.Do {
@@ -125,6 +126,13 @@ func byEvent(ctx context.Context, ev event) (any, error) {
 		panic("asked to panic")
 	case "sleep":
 		time.Sleep(time.Hour)
+	case "hold":
+		d, err := time.ParseDuration(ev.For)
+		if err != nil {
+			return nil, err
+		}
+		time.Sleep(d)
+		return "held", nil
 	case "exit":
 		os.Exit(5)
 	case "setsid-hang", "setsid-exit":
