@@ -1,7 +1,9 @@
 package benchutil
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,6 +28,16 @@ func (p Paired) Ratio() float64 {
 	}
 	slices.Sort(r[:])
 	return r[Rounds/2]
+}
+
+// String gives each round's p50s, floor/path in µs, for a failure's log.
+func (p Paired) String() string {
+	var b strings.Builder
+	b.WriteString("rounds' p50 floor/path µs:")
+	for i := range Rounds {
+		fmt.Fprintf(&b, " %.1f/%.1f", micros(p.Floors[i]), micros(p.Paths[i]))
+	}
+	return b.String()
 }
 
 // Extra is the median over the rounds of the path's p50 less the floor's.
