@@ -267,7 +267,7 @@ func (c *nativeConn) quiet() bool { return c.counts && !c.wrote }
 // timer update. It fires at most once per timeout during a call, which
 // then sets t (see runNative).
 func (c *nativeConn) setDeadline(t, now time.Time) error {
-	if !c.stale.Swap(false) && !c.deadline.IsZero() && !c.deadline.After(t) && now.Before(c.deadline) {
+	if !c.stale.Swap(false) && earlierServes(c.deadline, t, now) {
 		return nil
 	}
 	c.deadline = time.Time{}
@@ -279,6 +279,14 @@ func (c *nativeConn) setDeadline(t, now time.Time) error {
 	}
 	c.deadline = t
 	return nil
+}
+
+// earlierServes reports whether at, an earlier invocation's deadline still
+// set (zero: none), may bound the current one's, due at t: it is still
+// ahead and no later than t. Keeping it saves a timer update per call;
+// when it fires during the call, the caller sets t and goes on.
+func earlierServes(at, t, now time.Time) bool {
+	return !at.IsZero() && !at.After(t) && now.Before(at)
 }
 
 // interrupt makes a blocked write of an invocation or read of replies

@@ -651,15 +651,14 @@ func (pi *processInstance) await(ctx *invCtx, c *call, expired <-chan time.Time)
 }
 
 // deadlineC returns a channel that receives by deadline; now is the time.
-// The instance's one timer is moved only when it would fire after
-// deadline or has fired: in the steady state an earlier invocation's
-// deadline, a moment before this one's, serves, and an invocation arms no
-// timer (rearm sets this one's when that fires first).
+// The instance's one timer is moved only when an earlier invocation's
+// deadline does not serve (earlierServes): in the steady state an
+// invocation arms no timer (rearm sets this one's when that fires first).
 func (pi *processInstance) deadlineC(deadline, now time.Time) <-chan time.Time {
 	switch {
 	case pi.deadline == nil:
 		pi.deadline = time.NewTimer(deadline.Sub(now))
-	case pi.deadlineAt.IsZero() || pi.deadlineAt.After(deadline) || !now.Before(pi.deadlineAt):
+	case !earlierServes(pi.deadlineAt, deadline, now):
 		pi.deadline.Reset(deadline.Sub(now)) // drops a value it may hold
 	default:
 		return pi.deadline.C

@@ -99,7 +99,7 @@ func checkRatio(b *testing.B, unit string, got float64, p benchutil.Paired) {
 	b.Helper()
 	_, key, _ := strings.Cut(b.Name(), "/") // "idle/go-native"
 	if r, ok := recordedRatios[key]; ok && r > 0 {
-		if benchutil.CheckRatio(b, unit, got, r); b.Failed() {
+		if !benchutil.CheckRatio(b, unit, got, r) {
 			b.Log(p)
 		}
 		return

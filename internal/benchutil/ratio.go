@@ -95,11 +95,13 @@ const Regression = 1.2
 // it is more than Regression times recorded: the figure docs/PERFORMANCE.md
 // gives for this path in this machine mode. A ratio, measured against a
 // floor in the same run, holds across machines of a kind far better than a
-// time does.
-func CheckRatio(b *testing.B, unit string, got, recorded float64) {
+// time does. It reports whether got is within the limit.
+func CheckRatio(b *testing.B, unit string, got, recorded float64) bool {
 	b.Helper()
 	b.ReportMetric(got, unit)
 	if limit := recorded * Regression; got > limit {
 		b.Errorf("REGRESSION: %s is %.3g, recorded %.3g: more than %.0f%% worse (limit %.3g)", unit, got, recorded, (Regression-1)*100, limit)
+		return false
 	}
+	return true
 }
